@@ -1,0 +1,1 @@
+"""retlink: robust multimodal entity linking."""

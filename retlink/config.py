@@ -1,0 +1,203 @@
+"""Configuration as data: pydantic models with the embedded offline default as defaults.
+
+Every model forbids unknown keys, so a typo in a YAML file is an error that names the key
+instead of a silently ignored setting. `load_config` accepts a path, a preset name
+(`retlink/configs/<name>.yaml`), a dict or a config object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from retlink.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+DEFAULT_CACHE = Path.home() / ".cache" / "retlink"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMConfig(_Strict):
+    """A language model role (enhancer, reasoner)."""
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    #: transformers: "smollm2-embedded" (the PyPI-shipped GGUF), a local dir or a hub id.
+    #: openai: the served model name.
+    model: str = "smollm2-embedded"
+    base_url: str | None = None
+    api_key: str | None = None
+    temperature: float = 0.0
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    max_concurrency: int = 8
+    #: vLLM structured outputs (JSON schema with the candidate ids as an enum).
+    structured_output: bool = True
+    threads: int | None = None
+
+
+class CaptionerConfig(_Strict):
+    backend: Literal["efficientnet_tagger", "openai_vlm"] = "efficientnet_tagger"
+    top_k: int = Field(5, ge=1, le=20)
+    #: openai_vlm only
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    max_tokens: int = 96
+
+
+class EmbedderConfig(_Strict):
+    #: text embedder: "minilm-embedded" (PyPI-shipped all-MiniLM-L6-v2) or a sentence-transformers path/id.
+    text_model: str = "minilm-embedded"
+    #: image embedder: EfficientNet-Lite0 pooled features, or open_clip.
+    image_backend: Literal["efficientnet", "open_clip", "none"] = "efficientnet"
+    open_clip_model: str = "ViT-B-32"
+    open_clip_pretrained: str | None = None
+    batch_size: int = 32
+
+
+class KBConfig(_Strict):
+    path: Path = DEFAULT_CACHE / "demo-kb"
+    #: entities JSONL to build the KB from when `path` holds none (the demo does this).
+    entities: Path | None = None
+    top_k: int = Field(5, ge=1, le=100)
+    text_weight: float = Field(0.6, ge=0)
+    image_weight: float = Field(0.4, ge=0)
+    alias_bonus: float = Field(0.15, ge=0)
+
+
+class SearchBackendConfig(_Strict):
+    kind: Literal["local", "searxng", "wikipedia", "wikidata", "brave"] = "local"
+    #: local: a corpus JSONL; others: the service's base URL.
+    path: Path | None = None
+    url: str | None = None
+    api_key: str | None = None
+
+
+class SearchConfig(_Strict):
+    enabled: bool = True
+    backends: list[SearchBackendConfig] = Field(default_factory=list)
+    max_queries: int = Field(3, ge=0, le=32)
+    #: used instead of max_queries when the caption is unsure or the image looks perturbed
+    widened_max_queries: int = Field(5, ge=0, le=32)
+    results_per_query: int = Field(3, ge=1, le=20)
+    max_pages: int = Field(8, ge=0)
+    time_budget_s: float = Field(20.0, gt=0)
+    max_passage_chars: int = Field(600, ge=50)
+    allow_hosts: list[str] = Field(default_factory=list)
+
+
+class EnhancerConfig(_Strict):
+    enabled: bool = True
+    llm: LLMConfig | None = None  # None: share the reasoner's model
+    top_n: int = Field(3, ge=0, le=20)
+    max_new_tokens: int = Field(48, ge=8, le=512)
+
+
+class ReasonerConfig(_Strict):
+    llm: LLMConfig = LLMConfig()
+    max_reasoning_tokens: int = Field(80, ge=0, le=4096)
+    #: below this the reasoner's answer counts as invalid (retry, then retrieval fallback)
+    min_confidence: float = Field(0.35, ge=0, le=1)
+    retries: int = Field(1, ge=0, le=3)
+    #: final score = w * reasoner probability + (1 - w) * normalised retrieval score.
+    #: A small model's choice is only trusted as far as the retrieval evidence agrees.
+    llm_weight: float = Field(0.5, ge=0, le=1)
+    max_candidates: int = Field(5, ge=1, le=20)
+
+
+class LimitsConfig(_Strict):
+    max_pixels: int = 40_000_000
+    max_bytes: int = 20 * 1024 * 1024
+    min_side: int = 8
+
+
+class CaptionRouteConfig(_Strict):
+    #: caption confidence below this widens the search
+    low_confidence: float = Field(0.3, ge=0, le=1)
+
+
+class RetlinkConfig(_Strict):
+    """The whole configuration. Defaults are the embedded offline default."""
+
+    kb: KBConfig = KBConfig()
+    captioner: CaptionerConfig = CaptionerConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    search: SearchConfig = SearchConfig()
+    enhancer: EnhancerConfig = EnhancerConfig()
+    reasoner: ReasonerConfig = ReasonerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    caption_route: CaptionRouteConfig = CaptionRouteConfig()
+    device: str = "cpu"
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    # Relative paths in a config file are relative to the file, not to the working directory.
+    return _resolve_paths(data, path.parent)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out[key] = _resolve_paths(value, base)
+        elif isinstance(value, list):
+            out[key] = [_resolve_paths(v, base) if isinstance(v, dict) else v for v in value]
+        elif key in {"path", "entities"} and isinstance(value, str) and not value.startswith("~"):
+            out[key] = str((base / value).resolve()) if not Path(value).is_absolute() else value
+        elif key in {"path", "entities"} and isinstance(value, str):
+            out[key] = str(Path(value).expanduser())
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(source: str | Path | dict[str, Any] | RetlinkConfig | None = None) -> RetlinkConfig:
+    """Build a validated config from a YAML path, a preset name, a dict, or None (the default).
+
+    Raises ConfigError with one line per bad key.
+    """
+    if source is None:
+        source = "default"
+    if isinstance(source, RetlinkConfig):
+        return source
+    if isinstance(source, dict):
+        data, origin = source, "dict"
+    else:
+        path = Path(source)
+        if not path.suffix and not path.exists():
+            preset = PRESET_DIR / f"{source}.yaml"
+            if not preset.exists():
+                names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+                raise ConfigError(f"no config file or preset named {source!r} (presets: {names})")
+            path = preset
+        data, origin = _read_yaml(path), str(path)
+    try:
+        return RetlinkConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, origin)) from None

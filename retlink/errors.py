@@ -1,0 +1,56 @@
+"""Typed errors: every bad input maps to one class, so the CLI and the server can turn each
+into one clear message (exit code 2 / an OpenAI-style error JSON) without a traceback."""
+
+from __future__ import annotations
+
+
+class RetlinkError(Exception):
+    """Base class of all errors retlink raises on purpose."""
+
+    #: HTTP status the chat endpoint answers with for this error.
+    http_status: int = 500
+    #: OpenAI error `type` field.
+    error_type: str = "server_error"
+
+
+class InputError(RetlinkError):
+    """The caller passed something unusable."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidImageError(InputError):
+    """Missing, unreadable, truncated or non-image input."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image exceeds the configured pixel or byte limit (decompression-bomb guard)."""
+
+    http_status = 413
+
+
+class EmptyMentionError(InputError):
+    """The mention is empty or whitespace."""
+
+
+class ConfigError(InputError):
+    """The configuration is malformed or names an unknown key or backend."""
+
+
+class KBError(RetlinkError):
+    """The knowledge base is missing, incomplete or inconsistent."""
+
+    http_status = 503
+    error_type = "kb_error"
+
+
+class DatasetError(InputError):
+    """A dataset record is malformed; the message names the file and line."""
+
+
+class BackendError(RetlinkError):
+    """A model, search or scraping backend failed (server down, wrong model name, bad reply)."""
+
+    http_status = 503
+    error_type = "backend_error"

@@ -1,0 +1,127 @@
+"""In-process causal LM via transformers (the embedded default: SmolLM2-135M-Instruct).
+
+`choose` constrains the answer by likelihood: after the free chain of thought, every option is
+scored as the continuation of "Answer: " and the best one wins, so the answer is always one of
+the options, and the softmax over option scores is an honest confidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from retlink.tools.llm.base import Choice, Generation, Message, split_think
+from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
+
+log = logging.getLogger(__name__)
+
+ANSWER_PREFIX = "Answer:"
+
+
+class TransformersLLM:
+    """A chat model run in this process. Calls are serialised by a lock (one model, 2 cores)."""
+
+    def __init__(self, model: str = EMBEDDED_NAME, device: str = "cpu", threads: int | None = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        source: str | Path = ensure_float_copy() if model == EMBEDDED_NAME else model
+        self.name = model
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._lock = threading.Lock()
+
+    def _prompt_ids(self, messages: list[Message]) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
+
+    @torch.inference_mode()
+    def _greedy(self, ids: torch.Tensor, max_tokens: int, stop: list[str] | None = None) -> str:
+        if max_tokens <= 0:
+            return ""
+        out = self.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=stop,
+            tokenizer=self.tokenizer if stop else None,
+        )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
+        with self._lock:
+            text = self._greedy(self._prompt_ids(messages), max_tokens)
+        reasoning, answer = split_think(text)
+        return Generation(text=answer, reasoning=reasoning)
+
+    def generate_batch(self, batch: list[list[Message]], *, max_tokens: int) -> list[Generation]:
+        """Several prompts in one left-padded `generate` call (the enhancer's candidates)."""
+        if not batch:
+            return []
+        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(
+                **enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            )
+        decoded = self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        return [Generation(text=split_think(t)[1], reasoning=split_think(t)[0]) for t in decoded]
+
+    @torch.inference_mode()
+    def _score_options(self, prefix_ids: torch.Tensor, options: list[str]) -> torch.Tensor:
+        """Sum of log-probabilities of each option's tokens as the continuation of the prefix."""
+        option_ids = [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in options]
+        longest = max(len(o) for o in option_ids)
+        n, p = len(options), prefix_ids.shape[1]
+        pad = self.tokenizer.pad_token_id
+        rows = torch.full((n, p + longest), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(rows)
+        for i, o in enumerate(option_ids):
+            rows[i, :p] = prefix_ids[0]
+            rows[i, p : p + len(o)] = torch.tensor(o, device=self.device)
+            mask[i, : p + len(o)] = 1
+        # One pass over the shared prefix, then the options reuse its cache: cheap for long prompts.
+        prefix_out = self.model(prefix_ids, use_cache=True)
+        cache = prefix_out.past_key_values
+        cache.batch_repeat_interleave(n)
+        logits_tail = self.model(rows[:, p:], attention_mask=mask, past_key_values=cache).logits
+        logp = torch.log_softmax(
+            torch.cat([prefix_out.logits[:, -1:, :].expand(n, -1, -1), logits_tail[:, :-1]], dim=1).float(), -1
+        )
+        scores = torch.zeros(n)
+        for i, o in enumerate(option_ids):
+            idx = torch.tensor(o, device=self.device)
+            scores[i] = logp[i, torch.arange(len(o)), idx].sum()
+        return scores
+
+    def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice:
+        if not options:
+            return Choice(option=None, raw="no options")
+        with self._lock:
+            ids = self._prompt_ids(messages)
+            thought = self._greedy(ids, max_reasoning_tokens, stop=[ANSWER_PREFIX])
+            reasoning, _ = split_think(thought)
+            reasoning = (reasoning or thought).split(ANSWER_PREFIX)[0].strip()
+            suffix = (reasoning + "\n" if reasoning else "") + ANSWER_PREFIX
+            suffix_ids = self.tokenizer(suffix, return_tensors="pt", add_special_tokens=False).input_ids
+            prefix = torch.cat([ids, suffix_ids.to(self.device)], dim=1)
+            scores = self._score_options(prefix, options)
+        probs = torch.softmax(scores, 0)
+        best = int(probs.argmax())
+        return Choice(
+            option=options[best],
+            confidence=float(probs[best]),
+            probabilities={o: round(float(p), 4) for o, p in zip(options, probs, strict=True)},
+            reasoning=reasoning,
+            raw=thought,
+        )

@@ -1,0 +1,43 @@
+"""The embedded default captioner: EfficientNet-Lite0's top-k ImageNet labels as a caption.
+
+A tagger is no VLM, but it is real, offline and fast, and its labels ("tabby cat", "space
+shuttle") are exactly the kind of visual hint that disambiguates a mention.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from retlink.types import Caption
+from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_model
+
+
+class ImageNetTagger:
+    """Captioner backed by the shared EfficientNet-Lite0."""
+
+    name = "efficientnet_tagger"
+
+    def __init__(self, top_k: int = 5, device: str = "cpu") -> None:
+        self.top_k = top_k
+        self.device = device
+        self.model = shared_model(device)
+        self.labels = imagenet_labels()
+
+    @torch.inference_mode()
+    def tag(self, image: Image.Image) -> list[tuple[str, float]]:
+        """Top-k (label, probability) pairs."""
+        x = preprocess(image).unsqueeze(0).to(self.device)
+        probs = self.model(x).softmax(-1)[0]
+        top = probs.topk(self.top_k)
+        return [(self.labels[i], round(float(p), 4)) for p, i in zip(top.values, top.indices, strict=True)]
+
+    def caption(self, image: Image.Image) -> Caption:
+        labels = self.tag(image)
+        shown = [f"{label} ({p:.0%})" for label, p in labels if p >= 0.02] or [f"{labels[0][0]} ({labels[0][1]:.0%})"]
+        return Caption(
+            text="A photo that shows: " + ", ".join(shown) + ".",
+            labels=labels,
+            confidence=labels[0][1],
+            backend=self.name,
+        )
