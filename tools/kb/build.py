@@ -1,0 +1,158 @@
+"""Build a KB folder from an entities JSONL file (one `Entity` per line).
+
+Safe to interrupt and to re-run: the build writes into `<out>.partial/`, upserts by entity id
+(re-running adds nothing twice and skips what is already embedded), and only at the end
+writes the manifest and swaps the folder into place, so `<out>` is never half-written.
+Entities stream through in batches; memory stays bounded by the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+from retlink.tools.images import load_image
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.store import MANIFEST, AliasTable, _entity_metadata, chroma_client, open_collections
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from retlink.errors import DatasetError, InvalidImageError
+from retlink.types import Entity
+
+log = logging.getLogger(__name__)
+
+
+def read_entities(path: Path) -> Iterator[Entity]:
+    """Stream entities from JSONL; a malformed line raises DatasetError naming file and line."""
+    try:
+        fh = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"entities file not found: {path}") from None
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Entity.model_validate_json(line)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "line"
+                raise DatasetError(f"{path}:{lineno}: invalid entity ({where}: {first['msg']})") from None
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: not UTF-8 ({e})") from None
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def build_kb(
+    entities_path: Path,
+    out: Path,
+    text_embedder: TextEmbedder,
+    image_embedder: ImageEmbedder | None,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Build (or resume building) the KB at `out`; returns the manifest."""
+    entities_path, out = Path(entities_path), Path(out)
+    work = out.with_name(out.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    client = chroma_client(work / "chroma")
+    text_col, image_col = open_collections(client, text_embedder)
+    aliases = AliasTable(work / "aliases.sqlite")
+    base_dir = entities_path.parent
+    total = _count_lines(entities_path)
+    stats = {"entities": 0, "skipped_existing": 0, "images": 0, "missing_images": 0}
+    seen: set[str] = set()
+    started = time.perf_counter()
+
+    def flush(batch: list[Entity], bar_advance) -> None:
+        existing = set(text_col.get(ids=[e.id for e in batch], include=[])["ids"])
+        todo = [e for e in batch if e.id not in existing]
+        stats["skipped_existing"] += len(batch) - len(todo)
+        if todo:
+            vecs = text_embedder.embed([e.text() for e in todo])
+            text_col.upsert(
+                ids=[e.id for e in todo],
+                embeddings=list(vecs),
+                documents=[e.text() for e in todo],
+                metadatas=[_entity_metadata(e) for e in todo],
+            )
+            aliases.add(todo)
+            if image_embedder is not None:
+                _add_images(todo, image_col, image_embedder, base_dir, stats)
+        stats["entities"] += len(batch)
+        bar_advance(len(batch))
+
+    columns = (TextColumn("[bold]kb build"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("build", total=total)
+        batch: list[Entity] = []
+        for entity in read_entities(entities_path):
+            if entity.id in seen:
+                raise DatasetError(f"{entities_path}: duplicate entity id {entity.id!r}")
+            seen.add(entity.id)
+            batch.append(entity)
+            if len(batch) >= batch_size:
+                flush(batch, lambda n: bar.advance(task, n))
+                batch = []
+        if batch:
+            flush(batch, lambda n: bar.advance(task, n))
+
+    seconds = time.perf_counter() - started
+    manifest = {
+        "status": "complete",
+        "source": str(entities_path.resolve()),
+        "count": text_col.count(),
+        "image_count": image_col.count(),
+        "text_model": text_embedder.name,
+        "image_model": image_embedder.name if image_embedder is not None else None,
+        "build_seconds": round(seconds, 2),
+        **stats,
+    }
+    aliases.close()
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _swap_into_place(work, out)
+    log.info("built KB at %s: %d entities, %d images in %.1fs", out, manifest["count"], manifest["image_count"], seconds)
+    return manifest
+
+
+def _add_images(batch: list[Entity], image_col, embedder: ImageEmbedder, base_dir: Path, stats: dict) -> None:
+    ids, images, metas = [], [], []
+    for e in batch:
+        for i, rel in enumerate(e.image_paths):
+            path = Path(rel) if Path(rel).is_absolute() else base_dir / rel
+            try:
+                images.append(load_image(path))
+            except InvalidImageError as err:
+                stats["missing_images"] += 1
+                log.warning("entity %s: skipping image %s (%s)", e.id, rel, err)
+                continue
+            ids.append(f"{e.id}#img{i}")
+            metas.append({"entity_id": e.id, "path": str(rel)})
+    if ids:
+        image_col.upsert(ids=ids, embeddings=list(embedder.embed_images(images)), metadatas=metas)
+        stats["images"] += len(ids)
+
+
+def _swap_into_place(work: Path, out: Path) -> None:
+    """Replace `out` by the finished `work` folder with renames only (never half a KB at `out`)."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
