@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retlink.errors import ConfigError
 
@@ -70,14 +70,30 @@ class KBConfig(_Strict):
     text_weight: float = Field(0.6, ge=0)
     image_weight: float = Field(0.4, ge=0)
     alias_bonus: float = Field(0.15, ge=0)
+    #: candidates scoring below this are dropped; none left means NIL
+    min_score: float = Field(0.0, ge=0)
+    #: image weight multiplier when the image is flagged as perturbed (issue: defences)
+    image_weight_when_perturbed: float = Field(0.25, ge=0, le=1)
 
 
 class SearchBackendConfig(_Strict):
+    """One search service in the fallback chain (tried in the order listed)."""
+
     kind: Literal["local", "searxng", "wikipedia", "wikidata", "brave"] = "local"
-    #: local: a corpus JSONL; others: the service's base URL.
+    #: label written into each hit's `backend` field; defaults to `kind`
+    name: str | None = None
+    #: local: a corpus JSONL; others: the service's base URL (wikipedia, wikidata and brave
+    #: default to the public service; searxng has no public default and needs one).
     path: Path | None = None
     url: str | None = None
+    #: brave: the key itself, or leave None and set the environment variable `api_key_env`
+    #: (keeps secrets out of config files).
     api_key: str | None = None
+    api_key_env: str | None = None
+    #: wikipedia / wikidata language, searxng `language` parameter
+    language: str = "en"
+    #: whole-request limit for one call to the service
+    timeout_s: float = Field(10.0, gt=0)
 
 
 class SearchConfig(_Strict):
@@ -87,28 +103,60 @@ class SearchConfig(_Strict):
     #: used instead of max_queries when the caption is unsure or the image looks perturbed
     widened_max_queries: int = Field(5, ge=0, le=32)
     results_per_query: int = Field(3, ge=1, le=20)
+    #: per-link budget: pages fetched (cache hits count too, so results do not depend on the
+    #: cache) and seconds for all queries of one link together
     max_pages: int = Field(8, ge=0)
     time_budget_s: float = Field(20.0, gt=0)
+    #: passage selection: chars per passage, passages kept per page, and the evidence budget
+    #: of one query in tokens (estimated as chars / 4)
     max_passage_chars: int = Field(600, ge=50)
+    passages_per_page: int = Field(2, ge=1, le=20)
+    max_evidence_tokens: int = Field(600, ge=16)
+    #: hosts that may resolve to loopback/private/link-local addresses: "host" or "host:port".
+    #: Matched on the URL's host as written; everything else non-public is refused (SSRF guard).
     allow_hosts: list[str] = Field(default_factory=list)
+    # --- fetching ---
+    connect_timeout_s: float = Field(3.0, gt=0)
+    #: longest silence between two reads (a hung server)
+    read_timeout_s: float = Field(5.0, gt=0)
+    #: whole fetch of one page, redirects included (a server that drips bytes)
+    page_timeout_s: float = Field(10.0, gt=0)
+    max_page_bytes: int = Field(2_000_000, ge=1024)
+    max_redirects: int = Field(5, ge=0, le=20)
+    #: extra tries after a connect error or a 502/503/504 (GET only; never after a timeout)
+    retries: int = Field(1, ge=0, le=5)
+    max_concurrency: int = Field(8, ge=1, le=256)
+    per_host_concurrency: int = Field(4, ge=1, le=64)
+    content_types: list[str] = Field(default_factory=lambda: ["text/html", "application/xhtml+xml", "text/plain"])
+    user_agent: str = "retlink/0.1 (entity-linking research agent)"
+    #: extracted pages shorter than this are dropped (cookie walls, error pages, stubs)
+    min_text_chars: int = Field(200, ge=0)
+    #: on-disk cache of extracted pages keyed by URL; None or a TTL of 0 disables it
+    cache_dir: Path | None = DEFAULT_CACHE / "scrape"
+    cache_ttl_s: float = Field(7 * 24 * 3600.0, ge=0)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_cache_dir(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
 
 
 class EnhancerConfig(_Strict):
     enabled: bool = True
     llm: LLMConfig | None = None  # None: share the reasoner's model
-    top_n: int = Field(3, ge=0, le=20)
-    max_new_tokens: int = Field(48, ge=8, le=512)
+    top_n: int = Field(2, ge=0, le=20)
+    max_new_tokens: int = Field(40, ge=8, le=512)
 
 
 class ReasonerConfig(_Strict):
     llm: LLMConfig = LLMConfig()
-    max_reasoning_tokens: int = Field(80, ge=0, le=4096)
+    max_reasoning_tokens: int = Field(48, ge=0, le=4096)
     #: below this the reasoner's answer counts as invalid (retry, then retrieval fallback)
     min_confidence: float = Field(0.35, ge=0, le=1)
     retries: int = Field(1, ge=0, le=3)
     #: final score = w * reasoner probability + (1 - w) * normalised retrieval score.
     #: A small model's choice is only trusted as far as the retrieval evidence agrees.
-    llm_weight: float = Field(0.5, ge=0, le=1)
+    llm_weight: float = Field(0.35, ge=0, le=1)
     max_candidates: int = Field(5, ge=1, le=20)
 
 

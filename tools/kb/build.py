@@ -1,4 +1,4 @@
-"""Build a KB folder from an entities JSONL file (one `Entity` per line).
+"""Build a KB folder from an entities JSONL file (one `Entity` per line) or a dataset loader.
 
 Safe to interrupt and to re-run: the build writes into `<out>.partial/`, upserts by entity id
 (re-running adds nothing twice and skips what is already embedded), and only at the end
@@ -8,11 +8,12 @@ Entities stream through in batches; memory stays bounded by the batch size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -47,31 +48,56 @@ def read_entities(path: Path) -> Iterator[Entity]:
                 raise DatasetError(f"{path}:{lineno}: not UTF-8 ({e})") from None
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file, streamed (tells whether a KB is stale)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
 
 
 def build_kb(
-    entities_path: Path,
+    entities_path: Path | Iterable[Entity],
     out: Path,
     text_embedder: TextEmbedder,
     image_embedder: ImageEmbedder | None,
     *,
     batch_size: int = 64,
     progress: bool = True,
+    base_dir: Path | None = None,
+    total: int | None = None,
 ) -> dict:
-    """Build (or resume building) the KB at `out`; returns the manifest."""
-    entities_path, out = Path(entities_path), Path(out)
+    """Build (or resume building) the KB at `out`; returns the manifest.
+
+    `entities_path` is an entities JSONL file or any iterable of entities (a dataset loader's
+    `entities()`, streamed: nothing holds the whole KB). Relative image paths resolve against
+    `base_dir` (default: the JSONL file's folder, or the working directory for an iterable).
+    `total` only sizes the progress bar of an iterable.
+    """
+    out = Path(out)
+    if isinstance(entities_path, str | Path):
+        source_path: Path | None = Path(entities_path)
+        entities: Iterable[Entity] = read_entities(source_path)
+        base_dir = Path(base_dir) if base_dir is not None else source_path.parent
+        total = _count_lines(source_path)
+        source = str(source_path.resolve())
+    else:
+        source_path, entities = None, entities_path
+        base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+        source = "<iterable>"
     work = out.with_name(out.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     client = chroma_client(work / "chroma")
     text_col, image_col = open_collections(client, text_embedder)
     aliases = AliasTable(work / "aliases.sqlite")
-    base_dir = entities_path.parent
-    total = _count_lines(entities_path)
     stats = {"entities": 0, "skipped_existing": 0, "images": 0, "missing_images": 0}
-    seen: set[str] = set()
+    seen: set[str] = set()  # ids only (a few MB at 110k), to refuse duplicates in the source
     started = time.perf_counter()
 
     def flush(batch: list[Entity], bar_advance) -> None:
@@ -79,6 +105,12 @@ def build_kb(
         todo = [e for e in batch if e.id not in existing]
         stats["skipped_existing"] += len(batch) - len(todo)
         if todo:
+            # The text vector is written last: it marks the entity as done. An interruption
+            # before it leaves images/aliases that the resumed run rewrites (upsert, INSERT OR
+            # IGNORE), never an entity whose images were skipped.
+            if image_embedder is not None:
+                _add_images(todo, image_col, image_embedder, base_dir, stats)
+            aliases.add(todo)
             vecs = text_embedder.embed([e.text() for e in todo])
             text_col.upsert(
                 ids=[e.id for e in todo],
@@ -86,36 +118,46 @@ def build_kb(
                 documents=[e.text() for e in todo],
                 metadatas=[_entity_metadata(e) for e in todo],
             )
-            aliases.add(todo)
-            if image_embedder is not None:
-                _add_images(todo, image_col, image_embedder, base_dir, stats)
         stats["entities"] += len(batch)
         bar_advance(len(batch))
 
-    columns = (TextColumn("[bold]kb build"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]kb build"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("build", total=total)
+        task = bar.add_task("build", total=total, rate="")
+
+        def advance(n: int) -> None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=n, rate=f"{stats['entities'] / elapsed:7.1f} entities/s")
+
         batch: list[Entity] = []
-        for entity in read_entities(entities_path):
+        for entity in entities:
             if entity.id in seen:
-                raise DatasetError(f"{entities_path}: duplicate entity id {entity.id!r}")
+                raise DatasetError(f"{source_path or source}: duplicate entity id {entity.id!r}")
             seen.add(entity.id)
             batch.append(entity)
             if len(batch) >= batch_size:
-                flush(batch, lambda n: bar.advance(task, n))
+                flush(batch, advance)
                 batch = []
         if batch:
-            flush(batch, lambda n: bar.advance(task, n))
+            flush(batch, advance)
 
     seconds = time.perf_counter() - started
     manifest = {
         "status": "complete",
-        "source": str(entities_path.resolve()),
+        "source": source,
+        "source_sha256": file_digest(source_path) if source_path is not None else None,
         "count": text_col.count(),
         "image_count": image_col.count(),
         "text_model": text_embedder.name,
         "image_model": image_embedder.name if image_embedder is not None else None,
         "build_seconds": round(seconds, 2),
+        "entities_per_second": round(stats["entities"] / max(seconds, 1e-9), 1),
         **stats,
     }
     aliases.close()
@@ -124,7 +166,14 @@ def build_kb(
     SharedSystemClient.clear_system_cache()
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _swap_into_place(work, out)
-    log.info("built KB at %s: %d entities, %d images in %.1fs", out, manifest["count"], manifest["image_count"], seconds)
+    log.info(
+        "built KB at %s: %d entities, %d images in %.1fs (%.1f entities/s)",
+        out,
+        manifest["count"],
+        manifest["image_count"],
+        seconds,
+        manifest["entities_per_second"],
+    )
     return manifest
 
 

@@ -18,6 +18,10 @@ from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
 log = logging.getLogger(__name__)
 
 ANSWER_PREFIX = "Answer:"
+#: small models loop on a phrase without it; 1.2 keeps greedy text readable
+REPETITION_PENALTY = 1.2
+#: the enhancer wants one sentence: stop there instead of paying for tokens to be cut off
+SENTENCE_END = [". ", ".\n"]
 
 
 class TransformersLLM:
@@ -53,6 +57,7 @@ class TransformersLLM:
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=stop,
             tokenizer=self.tokenizer if stop else None,
+            repetition_penalty=REPETITION_PENALTY,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
@@ -62,7 +67,9 @@ class TransformersLLM:
         reasoning, answer = split_think(text)
         return Generation(text=answer, reasoning=reasoning)
 
-    def generate_batch(self, batch: list[list[Message]], *, max_tokens: int) -> list[Generation]:
+    def generate_batch(
+        self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
+    ) -> list[Generation]:
         """Several prompts in one left-padded `generate` call (the enhancer's candidates)."""
         if not batch:
             return []
@@ -71,7 +78,13 @@ class TransformersLLM:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with self._lock, torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+                **enc,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                repetition_penalty=REPETITION_PENALTY,
+                stop_strings=SENTENCE_END if stop_at_sentence else None,
+                tokenizer=self.tokenizer if stop_at_sentence else None,
             )
         decoded = self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
         return [Generation(text=split_think(t)[1], reasoning=split_think(t)[0]) for t in decoded]

@@ -1,0 +1,23 @@
+"""caption: ask the configured vision model what the image shows."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from retlink.tools.vision.base import Captioner
+
+from retlink.errors import BackendError
+from retlink.types import Caption
+
+log = logging.getLogger(__name__)
+
+
+def caption(state: dict[str, Any], *, captioner: Captioner) -> dict[str, Any]:
+    """A failing captioner degrades to an empty caption: the text side can still link."""
+    try:
+        cap = captioner.caption(state["pil"])
+    except BackendError as e:
+        log.warning("captioner failed: %s", e)
+        return {"caption": Caption(text="", backend=captioner.name), "_skipped": f"captioner failed: {e}"}
+    return {"caption": cap, "_detail": {"confidence": round(cap.confidence, 4), "labels": [lbl for lbl, _ in cap.labels[:3]]}}

@@ -1,0 +1,104 @@
+"""enhance: condense the evidence about each top candidate into one better description.
+
+Evidence is assigned to a candidate by embedding similarity between the passage and the
+candidate's KB text (a page about another entity is not used to describe this one). Results
+are cached by (model, entity, evidence), so repeated links and evaluations reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+from retlink.agents.prompts import enhancer_messages
+from retlink.tools.kb.embedders import TextEmbedder
+from retlink.tools.llm.base import LLM
+from retlink.tools.lru import LRU
+
+from retlink.config import EnhancerConfig
+from retlink.errors import BackendError
+from retlink.types import Candidate, Evidence
+
+log = logging.getLogger(__name__)
+
+#: a passage must be at least this similar to the candidate's KB text to describe it
+MIN_EVIDENCE_SIMILARITY = 0.45
+MAX_PASSAGES = 2
+
+
+def assign_evidence(
+    candidates: list[Candidate], evidence: list[Evidence], embedder: TextEmbedder
+) -> dict[str, list[Evidence]]:
+    """For each candidate, the most similar passages above the threshold."""
+    if not candidates or not evidence:
+        return {}
+    unique = list({e.url + e.text[:64]: e for e in evidence}.values())
+    ev = embedder.embed([f"{e.title}. {e.text}" for e in unique])
+    cv = embedder.embed([c.entity.text() for c in candidates])
+    sims = cv @ ev.T
+    out: dict[str, list[Evidence]] = {}
+    for i, c in enumerate(candidates):
+        order = np.argsort(-sims[i])[:MAX_PASSAGES]
+        chosen = [unique[j] for j in order if sims[i, j] >= MIN_EVIDENCE_SIMILARITY]
+        if chosen:
+            out[c.entity.id] = chosen
+    return out
+
+
+def _key(llm: LLM, candidate: Candidate, evidence: list[Evidence]) -> str:
+    h = hashlib.sha256("\x00".join(e.text for e in evidence).encode()).hexdigest()[:16]
+    return f"{llm.name}|{candidate.entity.id}|{h}"
+
+
+def _clean_sentence(text: str, max_chars: int = 300) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    text = text[: end + 1] if end != -1 else text
+    return text[:max_chars]
+
+
+def enhance(
+    state: dict[str, Any], *, llm: LLM | None, embedder: TextEmbedder, cfg: EnhancerConfig, cache: LRU
+) -> dict[str, Any]:
+    candidates: list[Candidate] = state.get("candidates", [])
+    evidence: list[Evidence] = state.get("evidence", [])
+    if llm is None or not cfg.enabled or cfg.top_n == 0:
+        return {"_skipped": "enhancer disabled"}
+    if not evidence:
+        return {"_skipped": "no evidence"}
+    top = candidates[: cfg.top_n]
+    assigned = assign_evidence(top, evidence, embedder)
+    todo, texts = [], {}
+    for c in top:
+        ev = assigned.get(c.entity.id)
+        if not ev:
+            continue
+        cached = cache.get(_key(llm, c, ev))
+        if cached is not None:
+            texts[c.entity.id] = cached
+        else:
+            todo.append((c, ev))
+    try:
+        if todo:
+            batch = [enhancer_messages(c, ev) for c, ev in todo]
+            if hasattr(llm, "generate_batch"):
+                gens = llm.generate_batch(batch, max_tokens=cfg.max_new_tokens, stop_at_sentence=True)
+            else:
+                gens = [llm.generate(m, max_tokens=cfg.max_new_tokens) for m in batch]
+            for (c, ev), g in zip(todo, gens, strict=True):
+                sentence = _clean_sentence(g.text)
+                if sentence:
+                    cache.put(_key(llm, c, ev), sentence)
+                    texts[c.entity.id] = sentence
+    except BackendError as e:
+        log.warning("enhancer failed: %s", e)
+        return {"_skipped": f"enhancer failed: {e}"}
+    if not texts:
+        return {"_skipped": "no evidence matched the candidates"}
+    updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
+    return {
+        "candidates": updated,
+        "_detail": {"enhanced": sorted(texts), "generated": len(todo), "cached": len(texts) - len(todo)},
+    }

@@ -1,0 +1,96 @@
+"""retrieve: propose candidate entities from the KB and score them.
+
+Three sources are unioned: the alias table (exact name match of the mention: the strongest
+signal in entity linking), text nearest neighbours of mention + context + caption labels, and
+image nearest neighbours of the image. Every candidate is then scored on both sides:
+
+    fused = (w_text * text + w_image * image) / (w_text + w_image) + alias_bonus * alias_match
+
+An entity without images is scored on text alone (renormalised weights) instead of being
+penalised, because many KB entities have no picture. When the image looks perturbed the image
+weight is scaled down by `image_weight_when_perturbed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.store import KBStore
+
+from retlink.config import KBConfig
+from retlink.types import Candidate, Caption
+
+
+def retrieval_query(mention: str, context: str, caption: Caption | None) -> str:
+    """The text used to find candidates: the sentence, the mention, and the caption's labels."""
+    labels = ", ".join(label for label, _ in (caption.labels if caption else [])[:3])
+    text = context if mention.lower() in context.lower() else f"{mention}. {context}"
+    return f"{text} Image: {labels}." if labels else text
+
+
+def fuse(text: float, image: float | None, alias: bool, cfg: KBConfig, image_scale: float = 1.0) -> float:
+    w_img = cfg.image_weight * image_scale
+    if image is None or w_img == 0:
+        base = text
+    else:
+        base = (cfg.text_weight * text + w_img * image) / (cfg.text_weight + w_img)
+    return float(base + (cfg.alias_bonus if alias else 0.0))
+
+
+def rank_candidates(
+    kb: KBStore,
+    text_vector: np.ndarray,
+    image_vector: np.ndarray | None,
+    mention: str,
+    cfg: KBConfig,
+    image_scale: float = 1.0,
+) -> list[Candidate]:
+    """Union the three candidate sources and return the top-k by fused score."""
+    k = cfg.top_k
+    alias_ids = kb.aliases.lookup(mention)
+    ids = dict.fromkeys(alias_ids)
+    ids.update(dict.fromkeys(eid for eid, _ in kb.query_text(text_vector, k)))
+    if image_vector is not None:
+        ids.update(dict.fromkeys(eid for eid, _ in kb.query_image(image_vector, k)))
+    pool = list(ids)
+    text_sim = kb.text_similarity(text_vector, pool)
+    image_sim = kb.image_similarity(image_vector, pool) if image_vector is not None else {}
+    alias_set = set(alias_ids)
+    candidates = [
+        Candidate(
+            entity=entity,
+            text_score=round(text_sim.get(entity.id, 0.0), 4),
+            image_score=round(image_sim[entity.id], 4) if entity.id in image_sim else None,
+            alias_match=entity.id in alias_set,
+            score=round(
+                fuse(text_sim.get(entity.id, 0.0), image_sim.get(entity.id), entity.id in alias_set, cfg, image_scale), 4
+            ),
+        )
+        for entity in kb.get(pool)
+    ]
+    candidates.sort(key=lambda c: -c.score)
+    return [c for c in candidates if c.score >= cfg.min_score][:k]
+
+
+def retrieve(
+    state: dict[str, Any],
+    *,
+    kb: KBStore,
+    text_embedder: TextEmbedder,
+    image_embedder: ImageEmbedder | None,
+    cfg: KBConfig,
+) -> dict[str, Any]:
+    query = retrieval_query(state["mention"], state["context"], state.get("caption"))
+    text_vector = text_embedder.embed([query])[0]
+    image_vector = state.get("image_vector")
+    if image_vector is None and image_embedder is not None and kb.has_images:
+        image_vector = image_embedder.embed_images([state["pil"]])[0]
+    scale = cfg.image_weight_when_perturbed if state.get("perturbed") else 1.0
+    candidates = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale)
+    return {
+        "candidates": candidates,
+        "image_vector": image_vector,
+        "_detail": {"query": query, "n": len(candidates), "top": [c.entity.id for c in candidates[:3]]},
+    }

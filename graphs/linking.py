@@ -1,0 +1,104 @@
+"""The linking graph: a LangGraph StateGraph with the routes of shared/DESIGN.md.
+
+    validate -> caption -> retrieve --(no candidates)--------------------------> finalize
+                                    \\-> plan_queries --(Send per query)--> search --\\
+                                                     \\--(no backend/budget)----------> enhance
+    enhance -> reason --(valid)--> decide -----------> finalize
+                     \\--(invalid, retries left)--> reason
+                     \\--(invalid, no retries)--> fallback --> finalize
+
+Nodes are plain functions in `retlink.agents`; this module only wires them to their
+dependencies (`Components`) and declares the routes, so every decision is visible here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+from retlink.agents.captioner import caption
+from retlink.agents.enhancer import enhance
+from retlink.agents.finalizer import finalize
+from retlink.agents.nodes import traced
+from retlink.agents.planner import plan_queries
+from retlink.agents.reasoner import decide, fallback, reason, route_after_reason
+from retlink.agents.retriever import retrieve
+from retlink.agents.searcher import search
+from retlink.agents.validator import validate
+from retlink.graphs.state import LinkState
+
+
+def route_after_retrieve(state: dict[str, Any]) -> str:
+    return "plan_queries" if state.get("candidates") else "finalize"
+
+
+def route_search(state: dict[str, Any]) -> list[Send] | str:
+    queries = state.get("queries") or []
+    if not queries:
+        return "enhance"
+    return [Send("search", {"query": q}) for q in queries]
+
+
+def build_graph(components: Any):
+    """Compile the linking graph over the given backends (see `retlink.backends.Components`)."""
+    cfg = components.config
+    g = StateGraph(LinkState)
+    g.add_node("validate", traced("validate", validate, limits=cfg.limits))
+    g.add_node("caption", traced("caption", caption, captioner=components.captioner))
+    g.add_node(
+        "retrieve",
+        traced(
+            "retrieve",
+            retrieve,
+            kb=components.kb,
+            text_embedder=components.text_embedder,
+            image_embedder=components.image_embedder,
+            cfg=cfg.kb,
+        ),
+    )
+    g.add_node(
+        "plan_queries",
+        traced("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends)),
+    )
+    g.add_node(
+        "search", traced("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
+    )
+    g.add_node(
+        "enhance",
+        traced(
+            "enhance",
+            enhance,
+            llm=components.enhancer_llm,
+            embedder=components.text_embedder,
+            cfg=cfg.enhancer,
+            cache=components.description_cache,
+        ),
+    )
+    g.add_node("reason", traced("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner))
+    g.add_node("decide", traced("decide", decide, cfg=cfg.reasoner))
+    g.add_node("fallback", traced("fallback", fallback))
+    g.add_node("finalize", traced("finalize", finalize))
+
+    g.add_edge(START, "validate")
+    g.add_edge("validate", "caption")
+    g.add_edge("caption", "retrieve")
+    g.add_conditional_edges("retrieve", route_after_retrieve, ["plan_queries", "finalize"])
+    g.add_conditional_edges("plan_queries", route_search, ["search", "enhance"])
+    g.add_edge("search", "enhance")
+    g.add_edge("enhance", "reason")
+    g.add_conditional_edges(
+        "reason", functools.partial(route_after_reason, cfg=cfg.reasoner), ["decide", "reason", "fallback"]
+    )
+    g.add_edge("decide", "finalize")
+    g.add_edge("fallback", "finalize")
+    g.add_edge("finalize", END)
+    return g.compile()
+
+
+def make_graph(config: dict[str, Any] | None = None):
+    """Entry point for `langgraph.json` (LangGraph server / studio): the default linker's graph."""
+    from retlink.backends import build_components
+
+    return build_graph(build_components(None))

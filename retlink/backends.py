@@ -1,0 +1,133 @@
+"""Config -> backends. The one place that maps a role's configured backend to a class.
+
+Models load once per process: each factory below is cached on the configuration values it
+depends on, so two Linkers with the same models share them (and their memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from retlink.config import CaptionerConfig, LLMConfig, RetlinkConfig, load_config
+from retlink.errors import ConfigError
+from retlink.tools.kb.embedders import (
+    ImageEmbedder,
+    TextEmbedder,
+    shared_image_embedder,
+    shared_text_embedder,
+)
+from retlink.tools.kb.store import MANIFEST, KBStore
+from retlink.tools.llm.base import LLM
+from retlink.tools.lru import LRU
+from retlink.tools.search.base import SearchBackend
+from retlink.tools.vision.base import Captioner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    """Everything the graph's nodes need, built from one config."""
+
+    config: RetlinkConfig
+    captioner: Captioner
+    text_embedder: TextEmbedder
+    image_embedder: ImageEmbedder | None
+    kb: KBStore
+    reasoner_llm: LLM
+    enhancer_llm: LLM | None
+    search_backends: list[SearchBackend]
+    scraper: Any = None
+    description_cache: LRU = field(default_factory=LRU)
+
+
+@lru_cache(maxsize=8)
+def shared_llm(cfg: LLMConfig, device: str = "cpu") -> LLM:
+    """One model instance per distinct LLM config."""
+    if cfg.backend == "transformers":
+        from retlink.tools.llm.transformers_llm import TransformersLLM
+
+        return TransformersLLM(cfg.model, device=device, threads=cfg.threads)
+    if cfg.backend == "openai":
+        from retlink.tools.llm.openai_llm import OpenAILLM  # issue 4
+
+        return OpenAILLM.from_config(cfg)
+    raise ConfigError(f"unknown LLM backend {cfg.backend!r}")
+
+
+@lru_cache(maxsize=8)
+def shared_captioner(cfg: CaptionerConfig, device: str = "cpu") -> Captioner:
+    if cfg.backend == "efficientnet_tagger":
+        from retlink.tools.vision.tagger import ImageNetTagger
+
+        return ImageNetTagger(top_k=cfg.top_k, device=device)
+    if cfg.backend == "openai_vlm":
+        from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner  # issue 4
+
+        return OpenAIVLMCaptioner.from_config(cfg)
+    raise ConfigError(f"unknown captioner backend {cfg.backend!r}")
+
+
+def is_current(kb_path: Path, entities: Path) -> bool:
+    """True when the KB at `kb_path` is complete and was built from this exact entities file."""
+    import json
+
+    from retlink.tools.kb.build import file_digest
+
+    manifest = kb_path / MANIFEST
+    if not manifest.exists():
+        return False
+    data = json.loads(manifest.read_text())
+    return data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
+
+
+def ensure_kb(cfg: RetlinkConfig, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None) -> KBStore:
+    """Open the KB, building it first from `kb.entities` when the folder holds none yet."""
+    path = Path(cfg.kb.path)
+    if cfg.kb.entities is not None and not is_current(path, Path(cfg.kb.entities)):
+        from retlink.tools.kb.build import build_kb
+
+        log.info("building the KB at %s from %s", path, cfg.kb.entities)
+        build_kb(Path(cfg.kb.entities), path, text_embedder, image_embedder, progress=False)
+    return KBStore(path, text_embedder, image_embedder)
+
+
+@lru_cache(maxsize=8)
+def _kb_for(cfg_json: str) -> KBStore:
+    """One open KB per (KB, embedder) configuration."""
+    cfg = RetlinkConfig.model_validate_json(cfg_json)
+    emb = cfg.embedder
+    return ensure_kb(
+        cfg,
+        shared_text_embedder(emb.text_model, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+    )
+
+
+def build_components(source: Any = None) -> Components:
+    """Build (or reuse) every backend the config names."""
+    cfg = load_config(source)
+    emb = cfg.embedder
+    text_embedder = shared_text_embedder(emb.text_model, cfg.device)
+    image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device)
+    kb = _kb_for(cfg.model_dump_json(include={"kb", "embedder", "device"}))
+    reasoner = shared_llm(cfg.reasoner.llm, cfg.device)
+    enhancer = None
+    if cfg.enhancer.enabled:
+        enhancer = shared_llm(cfg.enhancer.llm, cfg.device) if cfg.enhancer.llm else reasoner
+    from retlink.tools.search.factory import build_search_backends
+
+    return Components(
+        config=cfg,
+        captioner=shared_captioner(cfg.captioner, cfg.device),
+        text_embedder=text_embedder,
+        image_embedder=image_embedder,
+        kb=kb,
+        reasoner_llm=reasoner,
+        enhancer_llm=enhancer,
+        search_backends=build_search_backends(cfg.search, text_embedder),
+    )
