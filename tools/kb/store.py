@@ -64,6 +64,12 @@ class ChromaTextEmbedding:
     def get_config(self) -> dict[str, Any]:
         return {"model": self._embedder.name}
 
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> ChromaTextEmbedding:
+        from retlink.tools.kb.embedders import shared_text_embedder
+
+        return ChromaTextEmbedding(shared_text_embedder(config["model"]))
+
     def is_legacy(self) -> bool:
         return False
 

@@ -1,0 +1,188 @@
+"""The `retlink` command line (typer). User-facing output via rich; errors as one line, exit 2.
+
+    retlink link IMAGE --mention M [--context C] [--json] [--config CFG]
+    retlink kb build ENTITIES.jsonl --out DIR
+    retlink kb query DIR "text"
+    retlink demo
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from retlink.errors import RetlinkError
+
+app = typer.Typer(help="Robust multimodal entity linking.", no_args_is_help=True, add_completion=False)
+kb_app = typer.Typer(help="Build and query knowledge bases.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file or preset name")]
+REPO_DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+def _quiet_libraries() -> None:
+    """Third-party progress bars and warnings are noise on a CLI whose output may be JSON."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def friendly_errors(fn):
+    """Turn retlink's typed errors into one red line and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RetlinkError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress to stderr")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+
+
+def _print_result(result, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    name = result.entity.name if result.entity else "NIL"
+    out.print(f"[bold]{result.mention}[/] -> [bold green]{name}[/] ({result.entity_id}), score {result.score:.2f}, by {result.decided_by}")
+    out.print(f"  {result.rationale}", highlight=False)
+    if result.caption:
+        out.print(f"  caption: {result.caption.text}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def link(
+    image: Annotated[Path, typer.Argument(help="image file")],
+    mention: Annotated[str, typer.Option("--mention", "-m", help="the words that name the entity")],
+    context: Annotated[str | None, typer.Option("--context", help="the sentence around the mention")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the LinkResult as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Link the entity in IMAGE named by MENTION to the knowledge base."""
+    from retlink.config import load_config
+    from retlink.linker import Linker
+    from retlink.tools.images import load_image
+
+    cfg = load_config(config)  # config and image errors before the slow model load
+    load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
+    linker = Linker.from_config(cfg)
+    _print_result(linker.link(image, mention, context), as_json)
+
+
+@kb_app.command("build")
+@friendly_errors
+def kb_build(
+    entities: Annotated[Path, typer.Argument(help="entities JSONL (id, name, aliases, description, image_paths)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="KB folder to create or replace")],
+    config: ConfigOpt = None,
+    batch_size: Annotated[int, typer.Option(help="entities embedded per batch")] = 64,
+) -> None:
+    """Build a KB folder from ENTITIES (resumable; the folder is replaced only when complete)."""
+    from retlink.config import load_config
+    from retlink.tools.kb.build import build_kb
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+
+    cfg = load_config(config)
+    emb = cfg.embedder
+    manifest = build_kb(
+        entities,
+        out_dir,
+        shared_text_embedder(emb.text_model, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        batch_size=batch_size,
+    )
+    out.print(f"built [bold]{out_dir}[/]: {manifest['count']} entities, {manifest['image_count']} images in {manifest['build_seconds']}s")
+
+
+@kb_app.command("query")
+@friendly_errors
+def kb_query(
+    kb_dir: Annotated[Path, typer.Argument(help="KB folder")],
+    text: Annotated[str, typer.Argument(help="query text (a mention, a sentence)")],
+    k: Annotated[int, typer.Option("-k", help="results")] = 5,
+    config: ConfigOpt = None,
+) -> None:
+    """Show the entities nearest to TEXT (and exact alias matches)."""
+    from retlink.config import load_config
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+    from retlink.tools.kb.store import KBStore
+
+    cfg = load_config(config)
+    emb = cfg.embedder
+    store = KBStore(
+        kb_dir,
+        shared_text_embedder(emb.text_model, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+    )
+    table = Table("id", "name", "similarity", "alias match")
+    aliases = set(store.aliases.lookup(text))
+    hits = store.query_text(text, k)
+    for entity, (_, sim) in zip(store.get([i for i, _ in hits]), hits, strict=True):
+        table.add_row(entity.id, entity.name, f"{sim:.3f}", "yes" if entity.id in aliases else "")
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    config: ConfigOpt = None,
+    examples: Annotated[Path, typer.Option(help="examples JSONL")] = REPO_DEMO / "examples.jsonl",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """Build the demo KB if needed and link the bundled examples on the embedded default."""
+    from retlink.linker import Linker, Sample
+
+    rows = [json.loads(line) for line in examples.read_text().splitlines() if line.strip()]
+    with out.status("loading models and the demo KB (first run builds it)..."):
+        linker = Linker.from_config(config)
+    samples = [Sample(examples.parent / r["image"], r["mention"], r["context"]) for r in rows]
+    results = linker.link_many(samples, concurrency=2, progress=not as_json)
+    table = Table("example", "mention", "linked entity", "gold", "score", "by", "ok")
+    correct = 0
+    for r, res in zip(rows, results, strict=True):
+        ok = res.entity_id == r.get("gold")
+        correct += ok
+        if as_json:
+            sys.stdout.write(json.dumps({"id": r["id"], "gold": r.get("gold"), **json.loads(res.model_dump_json(exclude={"trace", "candidates"}))}) + "\n")
+        name = res.entity.name if res.entity else "NIL"
+        table.add_row(r["id"], r["mention"], name, r.get("gold", ""), f"{res.score:.2f}", res.decided_by, "✓" if ok else "✗")
+    if not as_json:
+        out.print(table)
+        out.print(f"[bold]{correct}/{len(rows)}[/] linked correctly")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,57 @@
+"""Shared fixtures: real models (loaded once per session), a demo KB built in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def demo_examples() -> list[dict]:
+    return [json.loads(line) for line in (DEMO / "examples.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def demo_kb_path(tmp_path_factory) -> Path:
+    """The demo KB, built once per session with the real embedders."""
+    from retlink.tools.kb.build import build_kb
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+
+    out = tmp_path_factory.mktemp("kb") / "demo-kb"
+    build_kb(DEMO / "entities.jsonl", out, shared_text_embedder(), shared_image_embedder(), progress=False)
+    return out
+
+
+def fast_config(kb_path: Path, **overrides) -> dict:
+    """The embedded default on the demo KB, with short generations to keep tests quick."""
+    cfg = {
+        "kb": {"path": str(kb_path)},
+        "search": {"backends": [{"kind": "local", "path": str(DEMO / "corpus.jsonl")}]},
+        "reasoner": {"max_reasoning_tokens": 16},
+        "enhancer": {"max_new_tokens": 16, "top_n": 2},
+    }
+    for section, values in overrides.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def linker(demo_kb_path):
+    from retlink import Linker
+
+    return Linker.from_config(fast_config(demo_kb_path))

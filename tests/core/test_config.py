@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from retlink.config import RetlinkConfig, load_config
+from retlink.errors import ConfigError
+
+
+def test_default_preset_points_at_the_demo_data():
+    cfg = load_config()
+    assert cfg.kb.entities is not None and Path(cfg.kb.entities).name == "entities.jsonl"
+    assert Path(cfg.kb.entities).exists()
+    assert cfg.search.backends[0].kind == "local" and Path(cfg.search.backends[0].path).exists()
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError) as e:
+        load_config({"kb": {"top_kk": 3}})
+    assert "kb.top_kk: unknown key" in str(e.value)
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError) as e:
+        load_config({"reasoner": {"min_confidence": 3}})
+    assert "reasoner.min_confidence" in str(e.value)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="presets: .*default"):
+        load_config("no-such-preset")
+
+
+def test_yaml_errors_and_relative_paths(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kb: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(notmap)
+    good = tmp_path / "sub" / "cfg.yaml"
+    good.parent.mkdir()
+    good.write_text("kb:\n  path: kbdir\n  entities: ../ents.jsonl\n")
+    cfg = load_config(good)
+    assert cfg.kb.path == (tmp_path / "sub" / "kbdir").resolve()
+    assert cfg.kb.entities == (tmp_path / "ents.jsonl").resolve()
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/config.yaml")
+
+
+def test_config_object_passes_through():
+    cfg = RetlinkConfig()
+    assert load_config(cfg) is cfg
