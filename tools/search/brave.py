@@ -1,0 +1,51 @@
+"""Brave Search backend: a commercial web search API (`/res/v1/web/search`, key in a header).
+
+For deployments without a SearxNG instance. The key comes from the config or, better, from the
+environment variable the config names, so that config files can be shared without secrets.
+"""
+
+from __future__ import annotations
+
+from retlink.tools.search.api_client import JsonApi, expect, plain_text
+
+from retlink.types import SearchHit
+
+DEFAULT_URL = "https://api.search.brave.com"
+DEFAULT_KEY_ENV = "BRAVE_API_KEY"
+
+
+class BraveSearch:
+    """Hits carry no content: the scraper reads the pages."""
+
+    def __init__(self, api: JsonApi, api_key: str, *, name: str = "brave") -> None:
+        self.name = name
+        self.api = api
+        self._api_key = api_key
+
+    def __repr__(self) -> str:  # never print the key
+        return f"BraveSearch(name={self.name!r}, url={self.api.base_url!r})"
+
+    async def search(self, query: str, k: int) -> list[SearchHit]:
+        data = await self.api.get_json(
+            "/res/v1/web/search",
+            {"q": query, "count": min(k, 20)},
+            headers={"X-Subscription-Token": self._api_key, "Accept": "application/json"},
+        )
+        if isinstance(data, dict) and "web" not in data and data.get("type") == "search":
+            return []  # Brave leaves out the "web" section when nothing matched
+        hits = []
+        for item in expect(data, "web.results", list):
+            if not isinstance(item, dict) or not str(item.get("url", "")).startswith("http"):
+                continue
+            hits.append(
+                SearchHit(
+                    title=plain_text(str(item.get("title") or item["url"])),
+                    url=item["url"],
+                    snippet=plain_text(str(item.get("description") or "")),
+                    backend=self.name,
+                    rank=len(hits),
+                )
+            )
+            if len(hits) >= k:
+                break
+        return hits
