@@ -83,6 +83,8 @@ def build_kb(
     out = Path(out)
     if isinstance(entities_path, str | Path):
         source_path: Path | None = Path(entities_path)
+        if not source_path.is_file():
+            raise DatasetError(f"entities file not found: {source_path}")
         entities: Iterable[Entity] = read_entities(source_path)
         base_dir = Path(base_dir) if base_dir is not None else source_path.parent
         total = _count_lines(source_path)
