@@ -308,12 +308,17 @@ def register(cls: type[MELDataset]) -> type[MELDataset]:
     return cls
 
 
-def load_dataset(key: str, root: str | Path, **options: Any) -> MELDataset:
-    """The loader registered under `key`, opened on `root`."""
+def load_dataset(key: str, root: str | Path | None = None, **options: Any) -> MELDataset:
+    """The loader registered under `key`, opened on `root` (optional for loaders with a default)."""
     try:
         cls = DATASETS[key]
     except KeyError:
         raise ConfigError(f"unknown dataset {key!r}; known: {', '.join(sorted(DATASETS))}") from None
+    if root is None:
+        try:
+            return cls(**options)
+        except TypeError:
+            raise ConfigError(f"dataset {key!r} needs a root folder") from None
     return cls(root, **options)
 
 
