@@ -65,16 +65,15 @@ class Budget:
 
     def first_url(self, normalised_url: str) -> bool:
         """True the first time a (normalised) URL is offered in this link, False afterwards."""
-        with self._lock:
-            if normalised_url in self._urls:
-                return False
-            self._urls.add(normalised_url)
-            return True
+        return self._first(self._urls, normalised_url)
 
     def first_content(self, content_hash: str) -> bool:
         """True the first time a text (by hash) is offered in this link, False afterwards."""
+        return self._first(self._hashes, content_hash)
+
+    def _first(self, seen: set[str], key: str) -> bool:
         with self._lock:
-            if content_hash in self._hashes:
+            if key in seen:
                 return False
-            self._hashes.add(content_hash)
+            seen.add(key)
             return True

@@ -18,6 +18,7 @@ from retlink.tools.scrape.fetch import Fetcher, FetchSettings
 
 from retlink.config import SearchBackendConfig, SearchConfig
 from retlink.errors import BackendError
+from retlink.types import SearchHit
 
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
@@ -67,3 +68,27 @@ def expect(data: Any, path: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise BackendError(f"unexpected reply: {path!r} is {type(value).__name__}, not {kind.__name__}")
     return value
+
+
+def web_hits(items: list, *, backend: str, k: int, snippet_key: str) -> list[SearchHit]:
+    """Up to k hits from a web-search result list of dicts with url, title and a snippet field.
+
+    Entries that are not dicts or whose URL is not http(s) are skipped, not fatal: one odd
+    result must not cost the others.
+    """
+    hits: list[SearchHit] = []
+    for item in items:
+        if not isinstance(item, dict) or not str(item.get("url", "")).startswith(("http://", "https://")):
+            continue
+        hits.append(
+            SearchHit(
+                title=plain_text(str(item.get("title") or item["url"])),
+                url=item["url"],
+                snippet=plain_text(str(item.get(snippet_key) or "")),
+                backend=backend,
+                rank=len(hits),
+            )
+        )
+        if len(hits) >= k:
+            break
+    return hits

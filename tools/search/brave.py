@@ -6,7 +6,7 @@ environment variable the config names, so that config files can be shared withou
 
 from __future__ import annotations
 
-from retlink.tools.search.api_client import JsonApi, expect, plain_text
+from retlink.tools.search.api_client import JsonApi, expect, web_hits
 
 from retlink.types import SearchHit
 
@@ -33,19 +33,4 @@ class BraveSearch:
         )
         if isinstance(data, dict) and "web" not in data and data.get("type") == "search":
             return []  # Brave leaves out the "web" section when nothing matched
-        hits = []
-        for item in expect(data, "web.results", list):
-            if not isinstance(item, dict) or not str(item.get("url", "")).startswith("http"):
-                continue
-            hits.append(
-                SearchHit(
-                    title=plain_text(str(item.get("title") or item["url"])),
-                    url=item["url"],
-                    snippet=plain_text(str(item.get("description") or "")),
-                    backend=self.name,
-                    rank=len(hits),
-                )
-            )
-            if len(hits) >= k:
-                break
-        return hits
+        return web_hits(expect(data, "web.results", list), backend=self.name, k=k, snippet_key="description")

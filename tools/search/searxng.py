@@ -6,7 +6,7 @@ instance must have `json` in `search.formats` of its settings.yml, or it answers
 
 from __future__ import annotations
 
-from retlink.tools.search.api_client import JsonApi, expect, plain_text
+from retlink.tools.search.api_client import JsonApi, expect, web_hits
 
 from retlink.errors import BackendError
 from retlink.types import SearchHit
@@ -25,25 +25,7 @@ class SearxngSearch:
             "/search", {"q": query, "format": "json", "language": self.language, "pageno": 1, "safesearch": 1}
         )
         results = expect(data, "results", list)
-        hits: list[SearchHit] = []
-        for item in results:
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("url"), str)
-                or not item["url"].startswith("http")
-            ):
-                continue
-            hits.append(
-                SearchHit(
-                    title=plain_text(str(item.get("title") or item["url"])),
-                    url=item["url"],
-                    snippet=plain_text(str(item.get("content") or "")),
-                    backend=self.name,
-                    rank=len(hits),
-                )
-            )
-            if len(hits) >= k:
-                break
+        hits = web_hits(results, backend=self.name, k=k, snippet_key="content")
         if not hits and data.get("unresponsive_engines"):
             engines = ", ".join(
                 str(e[0] if isinstance(e, list) and e else e) for e in data["unresponsive_engines"]
