@@ -11,7 +11,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
 
