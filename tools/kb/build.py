@@ -8,6 +8,7 @@ Entities stream through in batches; memory stays bounded by the batch size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -45,6 +46,15 @@ def read_entities(path: Path) -> Iterator[Entity]:
                 raise DatasetError(f"{path}:{lineno}: invalid entity ({where}: {first['msg']})") from None
             except UnicodeDecodeError as e:
                 raise DatasetError(f"{path}:{lineno}: not UTF-8 ({e})") from None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, streamed (tells whether a KB is stale)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _count_lines(path: Path) -> int:
@@ -143,6 +153,7 @@ def build_kb(
     manifest = {
         "status": "complete",
         "source": source,
+        "source_sha256": file_digest(source_path) if source_path is not None else None,
         "count": text_col.count(),
         "image_count": image_col.count(),
         "text_model": text_embedder.name,
