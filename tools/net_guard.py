@@ -175,27 +175,26 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         self._resolve = resolver
         self._inner = inner or httpcore.AnyIOBackend()
 
-    async def pin(self, host: str, port: int, timeout: float | None = None) -> str:
-        """Resolve host once and return the one address to connect to, or raise if refused.
+    async def checked_addresses(self, host: str, port: int, timeout: float | None = None) -> list[str]:
+        """Resolve host once and return its addresses, or raise if the host is refused.
 
         Any non-public address in the answer refuses the host (unless allowlisted): a
         name that mixes public and private answers is an attack, not a deployment.
         """
-        allowlisted = self.policy.allows(host, port)
         try:
             addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
         except (OSError, TimeoutError) as e:
             raise httpcore.ConnectError(f"cannot resolve {host}: {e or 'timed out'}") from e
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}: no addresses")
-        if not allowlisted:
+        if not self.policy.allows(host, port):
             for address in addresses:
                 reason = blocked_reason(address)
                 if reason:
                     raise BlockedAddressError(
                         f"refused {host}:{port}: resolves to {address}, a {reason} (not in allow_hosts)"
                     )
-        return addresses[0]
+        return addresses
 
     async def connect_tcp(
         self,
@@ -205,11 +204,20 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        address = await self.pin(host, port, timeout)
-        log.debug("connect %s:%s pinned to %s", host, port, address)
-        return await self._inner.connect_tcp(
-            address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
+        """Connect to one of the checked addresses, in resolver order (IPv6 first where the
+        resolver says so, then the next on failure); never to a name, so no second lookup."""
+        addresses = await self.checked_addresses(host, port, timeout)
+        error: Exception | None = None
+        for address in addresses:
+            log.debug("connect %s:%s pinned to %s", host, port, address)
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                error = e
+        assert error is not None
+        raise error
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
         raise BlockedAddressError("unix sockets are not allowed")

@@ -9,6 +9,8 @@ of external services answering in those services' published JSON formats.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import json
 import os
 import threading
@@ -171,6 +173,11 @@ def article_html(title: str, date: str, paragraphs: list[str], extra: str = "") 
 </body></html>"""
 
 
+@functools.cache
+def _gzip_bomb() -> bytes:
+    return gzip.compress(b"<p>" + b"a" * (20 * 1024 * 1024) + b"</p>", compresslevel=9)
+
+
 class FakeWebSite:
     """Pages and faults. `internal` is a second loopback server standing for a private service."""
 
@@ -181,12 +188,14 @@ class FakeWebSite:
         self._once_lock = threading.Lock()
         server.routes += [
             ("/article/", self._article),
+            ("/gz/", self._article_gz),
             ("/mirror/", self._article),  # same article on another URL: content-hash dedupe
             ("/slow/", self._slow),
             ("/short", self._short),
             ("/injection", self._injection),
             ("/fault/", self._fault),
         ]
+        _gzip_bomb()  # built now, so that memory measured in a test is the client's alone
         internal.routes.append(("/", lambda h, p, q: h.send_plain(200, "text/plain", b"internal secret")))
 
     def url(self, path: str) -> str:
@@ -195,6 +204,11 @@ class FakeWebSite:
     def _article(self, h: _Handler, slug: str, q: dict) -> None:
         title, date, paras = ARTICLES[slug]
         h.send_plain(200, "text/html; charset=utf-8", article_html(title, date, paras).encode())
+
+    def _article_gz(self, h: _Handler, slug: str, q: dict) -> None:
+        title, date, paras = ARTICLES[slug]
+        body = gzip.compress(article_html(title, date, paras).encode())
+        h.send_plain(200, "text/html; charset=utf-8", body, {"Content-Encoding": "gzip"})
 
     def _slow(self, h: _Handler, rest: str, q: dict) -> None:
         ms, slug = rest.split("/", 1)
@@ -231,6 +245,10 @@ class FakeWebSite:
             chunk = b"<p>" + b"lorem ipsum " * 5000 + b"</p>"
             for _ in range(10 * 1024 * 1024 // len(chunk) + 1):
                 h.wfile.write(chunk)
+        elif name == "gzip-bomb":  # 20 MB of text in about 20 KB of gzip
+            h.send_plain(200, "text/html", _gzip_bomb(), {"Content-Encoding": "gzip"})
+        elif name == "bad-encoding":
+            h.send_plain(200, "text/html", b"\x00\x01 not brotli", {"Content-Encoding": "br"})
         elif name == "binary":
             h.send_plain(200, "application/octet-stream", os.urandom(64 * 1024))
         elif name == "binary-as-html":  # a PNG that claims to be a page

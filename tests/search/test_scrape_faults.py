@@ -13,6 +13,7 @@ from retlink.tools.scrape import FetchError, build_scraper
         ("500", "http_status", "HTTP 500", 1.0),
         ("huge", "too_large", "declared", 1.0),
         ("huge-undeclared", "too_large", "stopped reading", 1.5),
+        ("bad-encoding", "protocol", "'br' is not supported", 1.0),
         ("binary", "content_type", "application/octet-stream", 1.0),
         ("binary-as-html", "binary", "binary data", 1.0),
         ("loop-a", "redirect", "loop", 1.0),
@@ -68,3 +69,23 @@ async def test_page_below_minimum_length_is_dropped(site, search_cfg) -> None:
     with pytest.raises(FetchError) as info:
         await build_scraper(search_cfg(min_text_chars=200)).fetch(site.url("/short"))
     assert info.value.kind == "too_short"
+
+
+async def test_gzip_bomb_is_stopped_at_the_cap_without_inflating_it(site, search_cfg) -> None:
+    import tracemalloc
+
+    scraper = build_scraper(search_cfg(max_page_bytes=1_000_000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError) as info:
+            await scraper.fetch(site.url("/fault/gzip-bomb"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.kind == "too_large"
+    assert peak < 8_000_000  # inflating a whole network chunk at once would hold 20 MB
+
+
+async def test_gzip_pages_are_read(site, search_cfg) -> None:
+    page = await build_scraper(search_cfg()).fetch(site.url("/gz/chelsea-fc"))
+    assert "Stamford Bridge" in page.text

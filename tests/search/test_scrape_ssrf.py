@@ -125,3 +125,48 @@ async def test_pinned_connection_keeps_the_host_header(site, search_cfg) -> None
     assert "Gustave Eiffel" in page.text
     hosts = [h.get("Host") for path, h in site.server.headers_seen if path == "/article/eiffel-tower"]
     assert f"wiki.internal.test:{port}" in hosts
+
+
+class FirstAddressUnreachable(httpcore.AsyncNetworkBackend):
+    """Fake of a network where the first resolved address is down; the rest is real loopback."""
+
+    def __init__(self, dead: str) -> None:
+        self.dead = dead
+        self.connects: list[str] = []
+        self._real = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        self.connects.append(host)
+        if host == self.dead:
+            raise httpcore.ConnectError("no route to host (fake)")
+        return await self._real.connect_tcp(host, port, timeout=timeout)
+
+
+async def test_connection_falls_back_to_the_next_checked_address(site, search_cfg) -> None:
+    from retlink.tools.net_guard import HostPolicy
+    from retlink.tools.scrape.fetch import Fetcher, FetchSettings
+
+    async def two_addresses(host: str, port: int) -> list[str]:
+        return ["192.0.2.7", "127.0.0.1"]
+
+    port = site.server.port
+    network = FirstAddressUnreachable("192.0.2.7")
+    policy = HostPolicy.from_entries([f"dual.test:{port}"])
+    fetcher = Fetcher(
+        FetchSettings.from_config(search_cfg()), policy, resolver=two_addresses, inner_backend=network
+    )
+    raw = await fetcher.get(f"http://dual.test:{port}/article/chelsea-cat")
+    assert raw.status == 200
+    assert network.connects == ["192.0.2.7", "127.0.0.1"]
+    await fetcher.aclose()
+
+
+def test_one_scraper_serves_callers_that_each_run_their_own_loop(site, search_cfg) -> None:
+    """Sync callers may wrap each call in asyncio.run: clients are per loop, old ones dropped."""
+    import asyncio
+
+    scraper = build_scraper(search_cfg())
+    for slug in ("chelsea-cat", "chelsea-fc", "eiffel-tower"):
+        page = asyncio.run(scraper.fetch(site.url(f"/article/{slug}")))
+        assert page.title
+    assert len(scraper.fetcher._states) == 1  # the two closed loops' clients were dropped

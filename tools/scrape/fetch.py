@@ -2,7 +2,8 @@
 
 Every limit a hostile or broken server could exploit has a bound here: connect and read timeouts
 (a hang), a total per-page timeout (a slow drip that never trips the read timeout), a byte cap
-checked while streaming (a 10 MB page, a body without Content-Length), a content-type allowlist
+checked while streaming and after bounded decompression (a 10 MB page, a body without
+Content-Length, a gzip bomb: see inflate.py), a content-type allowlist
 plus a binary sniff (an image or archive served as a page), redirects followed by hand so each
 hop is re-checked and loops are caught, per-host and total concurrency limits, and retries only
 where a retry is safe (a refused connection or a 502/503/504 to a GET, never after a timeout,
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from retlink.tools.net_guard import (
     check_url,
     system_resolve,
 )
+from retlink.tools.scrape.inflate import ACCEPT_ENCODING, BoundedInflater, InflateError
 from retlink.tools.scrape.urls import normalise_url
 
 from retlink.errors import BackendError
@@ -120,11 +121,9 @@ class Fetcher:
         self.policy = policy
         self._resolver = resolver
         self._inner_backend = inner_backend
-        # One client per event loop: httpx connections cannot cross loops, and callers such as
-        # a sync `link()` may run each call in a fresh loop.
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One client per event loop: httpx connections cannot cross loops, and callers may run
+        # each call in a fresh loop (asyncio.run). States of closed loops are dropped.
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._lock = threading.Lock()
 
     def _state(self) -> _LoopState:
@@ -132,6 +131,8 @@ class Fetcher:
         with self._lock:
             state = self._states.get(loop)
             if state is None:
+                for closed in [old for old in self._states if old.is_closed()]:
+                    del self._states[closed]  # its sockets close when the client is collected
                 s = self.settings
                 limits = httpx.Limits(
                     max_connections=s.max_concurrency * 2, max_keepalive_connections=s.max_concurrency
@@ -149,7 +150,7 @@ class Fetcher:
                         write=s.read_timeout_s,
                         pool=s.page_timeout_s,
                     ),
-                    headers={"User-Agent": s.user_agent},
+                    headers={"User-Agent": s.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
                 )
                 state = _LoopState(client=client, total=asyncio.Semaphore(s.max_concurrency))
                 self._states[loop] = state
@@ -248,8 +249,17 @@ class Fetcher:
         declared = resp.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > s.max_bytes:
             raise FetchError("too_large", url, f"declared {int(declared)} bytes > cap {s.max_bytes}")
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        try:
+            inflater = None if encoding in ("", "identity") else BoundedInflater(encoding)
+        except InflateError as e:
+            raise FetchError("protocol", url, str(e)) from None
         body = bytearray()
-        async for chunk in resp.aiter_bytes():
+        async for raw in resp.aiter_raw():
+            try:
+                chunk = inflater.feed(raw, s.max_bytes + 1 - len(body)) if inflater else raw
+            except InflateError as e:
+                raise FetchError("protocol", url, str(e)) from None
             if len(body) < _SNIFF_BYTES and b"\x00" in chunk[: _SNIFF_BYTES - len(body)]:
                 raise FetchError("binary", url, f"binary data in a {mime} body")
             body += chunk
