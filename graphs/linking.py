@@ -28,17 +28,22 @@ from retlink.agents.retriever import retrieve
 from retlink.agents.searcher import search
 from retlink.agents.validator import validate
 from retlink.graphs.state import LinkState
+from retlink.tools.scrape import Budget
+
+from retlink.config import SearchConfig
 
 
 def route_after_retrieve(state: dict[str, Any]) -> str:
     return "plan_queries" if state.get("candidates") else "finalize"
 
 
-def route_search(state: dict[str, Any]) -> list[Send] | str:
+def route_search(state: dict[str, Any], *, cfg: SearchConfig) -> list[Send] | str:
+    """One parallel search branch per planned query, all sharing this link's budget."""
     queries = state.get("queries") or []
     if not queries:
         return "enhance"
-    return [Send("search", {"query": q}) for q in queries]
+    budget = Budget.from_config(cfg)
+    return [Send("search", {"query": q, "budget": budget}) for q in queries]
 
 
 def build_graph(components: Any):
@@ -85,7 +90,7 @@ def build_graph(components: Any):
     g.add_edge("validate", "caption")
     g.add_edge("caption", "retrieve")
     g.add_conditional_edges("retrieve", route_after_retrieve, ["plan_queries", "finalize"])
-    g.add_conditional_edges("plan_queries", route_search, ["search", "enhance"])
+    g.add_conditional_edges("plan_queries", functools.partial(route_search, cfg=cfg.search), ["search", "enhance"])
     g.add_edge("search", "enhance")
     g.add_edge("enhance", "reason")
     g.add_conditional_edges(

@@ -44,3 +44,4 @@ class SearchTask(TypedDict):
     """The state a parallel search branch receives (sent with LangGraph's Send)."""
 
     query: str
+    budget: Any

@@ -119,8 +119,10 @@ def build_components(source: Any = None) -> Components:
     enhancer = None
     if cfg.enhancer.enabled:
         enhancer = shared_llm(cfg.enhancer.llm, cfg.device) if cfg.enhancer.llm else reasoner
+    from retlink.tools.scrape import build_scraper
     from retlink.tools.search.factory import build_search_backends
 
+    backends = build_search_backends(cfg.search, text_embedder)
     return Components(
         config=cfg,
         captioner=shared_captioner(cfg.captioner, cfg.device),
@@ -129,5 +131,6 @@ def build_components(source: Any = None) -> Components:
         kb=kb,
         reasoner_llm=reasoner,
         enhancer_llm=enhancer,
-        search_backends=build_search_backends(cfg.search, text_embedder),
+        search_backends=backends,
+        scraper=build_scraper(cfg.search) if backends else None,
     )

@@ -26,7 +26,7 @@ def test_bad_value_is_named():
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ConfigError, match="presets: .*default"):
+    with pytest.raises(ConfigError, match=r"presets: .*default"):
         load_config("no-such-preset")
 
 

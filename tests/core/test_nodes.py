@@ -1,0 +1,156 @@
+"""Each node on its own, with the real small models of the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from retlink.agents.captioner import caption
+from retlink.agents.enhancer import assign_evidence, enhance
+from retlink.agents.planner import plan_queries
+from retlink.agents.reasoner import (
+    blend,
+    decide,
+    fallback,
+    reason,
+    retrieval_distribution,
+    route_after_reason,
+)
+from retlink.agents.retriever import fuse, retrieval_query, retrieve
+from retlink.agents.searcher import search
+from retlink.agents.validator import validate
+from retlink.tools.llm.base import Choice
+from retlink.tools.lru import LRU
+
+from retlink.config import (
+    CaptionRouteConfig,
+    EnhancerConfig,
+    KBConfig,
+    LimitsConfig,
+    ReasonerConfig,
+    SearchConfig,
+)
+from retlink.errors import EmptyMentionError, InvalidImageError
+from retlink.types import NIL, Candidate, Caption, Entity
+
+
+@pytest.fixture(scope="module")
+def parts(linker):
+    return linker.components
+
+
+@pytest.fixture(scope="module")
+def chelsea_state(parts, demo_dir):
+    state = {"image": demo_dir / "images" / "chelsea.jpg", "mention": " Chelsea ", "context": "[Chelsea] dozes on the windowsill."}
+    state.update(validate(state, limits=LimitsConfig()))
+    state.update(caption(state, captioner=parts.captioner))
+    state.update(retrieve(state, kb=parts.kb, text_embedder=parts.text_embedder, image_embedder=parts.image_embedder, cfg=KBConfig()))
+    return state
+
+
+def test_validate(demo_dir):
+    out = validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "  Java ", "context": ""}, limits=LimitsConfig())
+    assert out["mention"] == "Java" and out["context"] == "Java" and out["pil"].mode == "RGB"
+    with pytest.raises(EmptyMentionError):
+        validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "   "}, limits=LimitsConfig())
+    with pytest.raises(InvalidImageError):
+        validate({"image": demo_dir / "nope.jpg", "mention": "Java"}, limits=LimitsConfig())
+
+
+def test_caption_names_the_cat(chelsea_state):
+    cap = chelsea_state["caption"]
+    assert any("cat" in label or label == "tabby" for label, _ in cap.labels[:3])
+    assert 0 < cap.confidence <= 1 and "tabby" in cap.text
+
+
+def test_retrieve_unions_alias_text_and_image(chelsea_state):
+    cands = chelsea_state["candidates"]
+    ids = [c.entity.id for c in cands]
+    assert ids[0] == "chelsea_cat"
+    assert "tabby_cat" in ids  # found by image/text, not by alias
+    top = cands[0]
+    assert top.alias_match and top.image_score is not None and top.image_score > 0.8
+    assert all(a.score >= b.score for a, b in itertools.pairwise(cands))
+    assert chelsea_state["image_vector"] is not None
+
+
+def test_fusion_rules():
+    cfg = KBConfig(text_weight=0.6, image_weight=0.4, alias_bonus=0.1)
+    assert fuse(0.5, None, False, cfg) == pytest.approx(0.5)  # no image: text alone, not penalised
+    assert fuse(0.5, 1.0, False, cfg) == pytest.approx(0.7)
+    assert fuse(0.5, 1.0, True, cfg) == pytest.approx(0.8)
+    assert fuse(0.5, 1.0, False, cfg, image_scale=0.0) == pytest.approx(0.5)
+    q = retrieval_query("Java", "A cup of [Java].", Caption(text="", labels=[("espresso", 0.8), ("cup", 0.1)]))
+    assert q == "A cup of [Java]. Image: espresso, cup."
+
+
+def test_plan_queries_routes():
+    cands = [Candidate(entity=Entity(id=f"e{i}", name=f"Name {i}"), score=1 - i / 10) for i in range(5)]
+    sure = Caption(text="x", labels=[("tabby", 0.9), ("tiger cat", 0.05)], confidence=0.9)
+    state = {"mention": "Chelsea", "context": "[Chelsea] naps.", "caption": sure, "candidates": cands}
+    cfg = SearchConfig(max_queries=3, widened_max_queries=5)
+    out = plan_queries(state, cfg=cfg, route=CaptionRouteConfig(), n_backends=1)
+    assert out["queries"] == ["Chelsea tabby tiger cat", "Name 0", "Name 1"]
+    unsure = {**state, "caption": Caption(text="x", labels=[("bubble", 0.1)], confidence=0.1)}
+    out = plan_queries(unsure, cfg=cfg, route=CaptionRouteConfig(), n_backends=1)
+    assert out["queries"][0] == "[Chelsea] naps." and len(out["queries"]) == 5 and out["_detail"]["widened"]
+    perturbed = {**state, "perturbed": True}
+    assert len(plan_queries(perturbed, cfg=cfg, route=CaptionRouteConfig(), n_backends=1)["queries"]) == 5
+    assert plan_queries(state, cfg=cfg, route=CaptionRouteConfig(), n_backends=0)["_skipped"]
+    assert plan_queries(state, cfg=SearchConfig(max_queries=0, widened_max_queries=0), route=CaptionRouteConfig(), n_backends=1)["_skipped"] == "no query budget"
+
+
+def test_search_node_reads_the_local_corpus(parts):
+    local = parts.search_backends[0]
+    assert local.search_sync("Chelsea, the tabby cat in scikit-image", 3)[0].url.endswith("/chelsea-cat")
+    out = asyncio.run(search({"query": "Chelsea tabby"}, backends=parts.search_backends, cfg=parts.config.search))
+    urls = [e.url for e in out["evidence"]]
+    assert any(u.endswith("/chelsea-cat") for u in urls)
+    assert all(e.query == "Chelsea tabby" and e.text for e in out["evidence"])
+    assert out["search_failures"] == []
+
+
+def test_enhance_writes_descriptions_and_caches(parts, chelsea_state):
+    ev = asyncio.run(search({"query": "Chelsea tabby"}, backends=parts.search_backends, cfg=parts.config.search))["evidence"]
+    state = {**chelsea_state, "evidence": ev}
+    assigned = assign_evidence(state["candidates"][:2], ev, parts.text_embedder)
+    assert assigned["chelsea_cat"][0].url.endswith("/chelsea-cat")
+    cache = LRU()
+    cfg = EnhancerConfig(top_n=2, max_new_tokens=24)
+    out = enhance(state, llm=parts.enhancer_llm, embedder=parts.text_embedder, cfg=cfg, cache=cache)
+    enhanced = {c.entity.id: c.enhanced_description for c in out["candidates"]}
+    assert enhanced["chelsea_cat"], "the top candidate with matching evidence gets a description"
+    again = enhance(state, llm=parts.enhancer_llm, embedder=parts.text_embedder, cfg=cfg, cache=cache)
+    assert again["_detail"]["generated"] == 0 and cache.hits >= 1
+    assert enhance({**state, "evidence": []}, llm=parts.enhancer_llm, embedder=parts.text_embedder, cfg=cfg, cache=cache)["_skipped"] == "no evidence"
+    assert enhance(state, llm=None, embedder=parts.text_embedder, cfg=cfg, cache=cache)["_skipped"] == "enhancer disabled"
+
+
+def test_reason_gives_a_constrained_answer(parts, chelsea_state):
+    out = reason(chelsea_state, llm=parts.reasoner_llm, cfg=ReasonerConfig(max_reasoning_tokens=16, min_confidence=0.0))
+    choice = out["choice"]
+    options = [c.entity.id for c in chelsea_state["candidates"]] + [NIL]
+    assert choice.option in options
+    assert sum(choice.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert out["attempts"] == 1
+    strict = reason(chelsea_state, llm=parts.reasoner_llm, cfg=ReasonerConfig(max_reasoning_tokens=0, min_confidence=1.0))
+    assert strict["choice"] is None and strict["_skipped"]
+
+
+def test_reasoner_routes_and_decisions():
+    cfg = ReasonerConfig(retries=1)
+    assert route_after_reason({"choice": Choice(option="a"), "attempts": 1}, cfg=cfg) == "decide"
+    assert route_after_reason({"choice": None, "attempts": 1}, cfg=cfg) == "reason"
+    assert route_after_reason({"choice": None, "attempts": 2}, cfg=cfg) == "fallback"
+    cands = [Candidate(entity=Entity(id="a", name="A"), score=0.9), Candidate(entity=Entity(id="b", name="B"), score=0.5)]
+    dist = retrieval_distribution(cands)
+    assert dist["a"] > 0.95 and sum(dist.values()) == pytest.approx(1.0)
+    # a confident reasoner can overturn a close retrieval ranking, not a clear one
+    close = [Candidate(entity=Entity(id="a", name="A"), score=0.60), Candidate(entity=Entity(id="b", name="B"), score=0.58)]
+    says_b = Choice(option="b", confidence=0.95, probabilities={"a": 0.03, "b": 0.95, NIL: 0.02})
+    assert max(blend(says_b, close, 0.35).items(), key=lambda kv: kv[1])[0] == "b"
+    assert max(blend(says_b, cands, 0.35).items(), key=lambda kv: kv[1])[0] == "a"
+    state = {"candidates": close, "choice": says_b}
+    assert decide(state, cfg=ReasonerConfig(llm_weight=0.35))["selected"] == "b"
+    assert fallback(state)["selected"] == "a"
