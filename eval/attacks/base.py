@@ -70,16 +70,31 @@ class BestTracker:
         self.found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         self.has_success = False
 
-    def update(self, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor | None) -> None:
+    def update(
+        self,
+        x: torch.Tensor,
+        loss: torch.Tensor,
+        success: torch.Tensor | None,
+        index: torch.Tensor | None = None,
+    ) -> None:
+        """Record iterates `x` with their loss and success; `index` names their rows when the
+        attack only stepped a subset of the batch (early stopping)."""
         loss = loss.detach().float()
+        best_loss = self.loss if index is None else self.loss[index]
+        found = self.found if index is None else self.found[index]
         if success is None:
-            better = loss > self.loss
+            better = loss > best_loss
         else:
             self.has_success = True
-            better = (success & ~self.found) | ((success == self.found) & (loss > self.loss))
-            self.found |= success
-        self.loss = torch.where(better, loss, self.loss)
-        self.x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x.detach(), self.x)
+            better = (success & ~found) | ((success == found) & (loss > best_loss))
+            found = found | success
+        new_loss = torch.where(better, loss, best_loss)
+        best_x = self.x if index is None else self.x[index]
+        new_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x.detach(), best_x)
+        if index is None:
+            self.loss, self.found, self.x = new_loss, found, new_x
+        else:
+            self.loss[index], self.found[index], self.x[index] = new_loss, found, new_x
 
     def result(self, x_last: torch.Tensor, evaluate: Any) -> torch.Tensor:
         """The attack's output given its last (not yet evaluated) iterate.
@@ -169,7 +184,8 @@ class Attack(ABC):
         generator = torch.Generator(device=device).manual_seed(self.seed)
         step = self.batch_size or x_all.shape[0] or 1
         outputs = []
-        with frozen(self.target.model):
+        # inference_mode(False): a caller's inference_mode would forbid the input gradient
+        with torch.inference_mode(False), frozen(self.target.model):
             for start in range(0, x_all.shape[0], step):
                 x = self.layout(x_all[start : start + step])
                 y = self.target.prepare(x, take(labels, slice(start, start + step)))

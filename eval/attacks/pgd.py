@@ -1,6 +1,9 @@
 """PGD (Madry et al. 2018): projected gradient ascent from a random start, L-inf or L2.
 
-Per step: one forward and one backward w.r.t. the input only. The loss and success of each
+Per step: one forward and one backward w.r.t. the input only. `early_stop` stops stepping a
+sample once it is adversarial: which samples succeed is unchanged (samples are independent), but
+their adversarial is the first successful iterate rather than the most confident one, which
+transfers less well to other models; off by default, for when only the success rate matters. The loss and success of each
 step's forward pass feed a best-iterate tracker, so restarts and keeping the best point cost no
 extra model calls. Restarts after the first only attack the samples not yet adversarial.
 
@@ -39,6 +42,7 @@ class PGD(Attack):
         steps: int = 10,
         restarts: int = 1,
         random_start: bool = True,
+        early_stop: bool = False,
         **common: Any,
     ) -> None:
         super().__init__(target, **common)
@@ -48,6 +52,7 @@ class PGD(Attack):
             raise ValueError("steps and restarts must be at least 1")
         self.norm, self.eps, self.alpha = norm, eps, alpha
         self.steps, self.restarts, self.random_start = steps, restarts, random_start
+        self.early_stop = early_stop
 
     def perturb(self, x: torch.Tensor, y: Any, generator: torch.Generator) -> torch.Tensor:
         adv = x.clone()
@@ -73,10 +78,20 @@ class PGD(Attack):
     ) -> tuple[torch.Tensor, BestTracker]:
         x_adv = random_start(x, self.eps, self.norm, generator) if self.random_start else x.clone()
         tracker = BestTracker(x_adv)
+        active: torch.Tensor | None = None  # rows still attacked; None = all (no gather copies)
         for _ in range(self.steps):
-            grad, loss, success = self.loss_grad(self.target, x_adv, y)
-            tracker.update(x_adv, loss, success)
-            x_adv = project_image(x, x_adv + self.alpha * steepest_step(grad, self.norm), self.eps, self.norm)
+            xa, xc, ya = (x_adv, x, y) if active is None else (x_adv[active], x[active], take(y, active))
+            grad, loss, success = self.loss_grad(self.target, xa, ya)
+            tracker.update(xa, loss, success, active)
+            stepped = project_image(xc, xa + self.alpha * steepest_step(grad, self.norm), self.eps, self.norm)
+            if active is None:
+                x_adv = stepped
+            else:
+                x_adv[active] = stepped
+            if self.early_stop and success is not None:
+                active = (torch.arange(x.shape[0], device=x.device) if active is None else active)[~success]
+                if active.numel() == 0:
+                    break
         return tracker.result(x_adv, lambda z: self.evaluate(self.target, z, y)), tracker
 
 

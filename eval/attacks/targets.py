@@ -100,7 +100,7 @@ class ClassifierTarget(Target):
             with torch.inference_mode():
                 pred = self.logits(x).argmax(dim=1)
             return pred.clone()  # a normal tensor: inference tensors cannot enter autograd
-        return torch.as_tensor(y, device=x.device).long()
+        return torch.as_tensor(y, device=x.device).long().clone()  # never an inference tensor
 
     def loss_from_logits(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "dlr":
@@ -174,7 +174,7 @@ class EmbeddingAwayTarget(Target):
             with torch.inference_mode():
                 emb = self.model(x).float()
             return emb.clone()
-        return torch.as_tensor(y, device=x.device).float()
+        return torch.as_tensor(y, device=x.device).float().clone()
 
     def loss_and_success(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, None]:
         return 1.0 - F.cosine_similarity(self.model(x).float(), y, dim=-1), None
@@ -191,7 +191,7 @@ class TextAlignmentTarget(Target):
     def prepare(self, x: torch.Tensor, y: Any) -> torch.Tensor:
         if y is None:
             raise ValueError("TextAlignmentTarget needs the entity text embeddings as labels")
-        y = F.normalize(torch.as_tensor(y, device=x.device).float(), dim=-1)
+        y = F.normalize(torch.as_tensor(y, device=x.device).float().clone(), dim=-1)
         if y.dim() not in (2, 3) or (y.dim() == 3 and y.shape[1] != 2):
             raise ValueError("labels must be (B, D) correct embeddings or (B, 2, D) [correct, wrong]")
         return y
@@ -243,7 +243,7 @@ class CaptionerTarget(Target):
 
     def prepare(self, x: torch.Tensor, y: Any) -> torch.Tensor:
         if y is not None:
-            return torch.as_tensor(y, device=x.device).long()
+            return torch.as_tensor(y, device=x.device).long().clone()  # never an inference tensor
         with torch.inference_mode():
             ids = self.model.generate(
                 pixel_values=self.pixels(x), max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1

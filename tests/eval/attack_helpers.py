@@ -13,9 +13,8 @@ PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "hubble_deep_field"
 @lru_cache(maxsize=4)
 def photos(n: int = 4) -> torch.Tensor:
     """The first n real RGB photos of skimage.data, preprocessed to (n, 3, 224, 224) in [0, 1]."""
-    from skimage import data
-
     from retlink.tools.vision.efficientnet import preprocess
+    from skimage import data
 
     return torch.stack([preprocess(Image.fromarray(getattr(data, name)())) for name in PHOTOS[:n]])
 
@@ -38,10 +37,26 @@ def tiny_captioner(seed: int = 0) -> torch.nn.Module:
     from transformers import GPT2Config, VisionEncoderDecoderModel, ViTConfig
 
     torch.manual_seed(seed)
-    encoder = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                        image_size=32, patch_size=8)
-    decoder = GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0, add_cross_attention=True, is_decoder=True)
+    encoder = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = GPT2Config(
+        vocab_size=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        add_cross_attention=True,
+        is_decoder=True,
+    )
     from transformers import VisionEncoderDecoderConfig
 
     cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
