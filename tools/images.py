@@ -33,6 +33,8 @@ def _decode(data: bytes, what: str, max_pixels: int, min_side: int) -> Image.Ima
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise InvalidImageError(f"{what} is not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidImageError(f"{what} is corrupt or truncated: {e}") from None
     _check_size(img.width, img.height, max_pixels, min_side, what)
     try:
         img.load()  # forces a full decode: truncated files fail here, not later in a model

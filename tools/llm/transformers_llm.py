@@ -46,9 +46,10 @@ class TransformersLLM:
         return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
 
     @torch.inference_mode()
-    def _greedy(self, ids: torch.Tensor, max_tokens: int, stop: list[str] | None = None) -> str:
+    def _greedy(self, ids: torch.Tensor, max_tokens: int, stop: list[str] | None = None):
+        """Greedy continuation: (text, full token sequence, KV cache of that sequence)."""
         if max_tokens <= 0:
-            return ""
+            return "", ids, None
         out = self.model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
@@ -58,12 +59,14 @@ class TransformersLLM:
             stop_strings=stop,
             tokenizer=self.tokenizer if stop else None,
             repetition_penalty=REPETITION_PENALTY,
+            return_dict_in_generate=True,
         )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        text = self.tokenizer.decode(out.sequences[0, ids.shape[1] :], skip_special_tokens=True)
+        return text, out.sequences, out.cache
 
     def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
         with self._lock:
-            text = self._greedy(self._prompt_ids(messages), max_tokens)
+            text, _, _ = self._greedy(self._prompt_ids(messages), max_tokens)
         reasoning, answer = split_think(text)
         return Generation(text=answer, reasoning=reasoning)
 
@@ -90,23 +93,33 @@ class TransformersLLM:
         return [Generation(text=split_think(t)[1], reasoning=split_think(t)[0]) for t in decoded]
 
     @torch.inference_mode()
-    def _score_options(self, prefix_ids: torch.Tensor, options: list[str]) -> torch.Tensor:
-        """Sum of log-probabilities of each option's tokens as the continuation of the prefix."""
+    def _score_options(self, prefix_ids: torch.Tensor, options: list[str], reuse=None) -> torch.Tensor:
+        """Sum of log-probabilities of each option's tokens as the continuation of the prefix.
+
+        `reuse` is (token sequence, KV cache) from the chain-of-thought generation: the part of
+        the prefix it already covers is not computed again (the prompt is most of the prefix).
+        """
         option_ids = [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in options]
         longest = max(len(o) for o in option_ids)
         n, p = len(options), prefix_ids.shape[1]
-        pad = self.tokenizer.pad_token_id
-        rows = torch.full((n, p + longest), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros_like(rows)
-        for i, o in enumerate(option_ids):
-            rows[i, :p] = prefix_ids[0]
-            rows[i, p : p + len(o)] = torch.tensor(o, device=self.device)
-            mask[i, : p + len(o)] = 1
-        # One pass over the shared prefix, then the options reuse its cache: cheap for long prompts.
-        prefix_out = self.model(prefix_ids, use_cache=True)
-        cache = prefix_out.past_key_values
+        cache, done = None, 0
+        if reuse is not None and reuse[1] is not None:
+            seq, cache = reuse
+            limit = min(seq.shape[1], p, cache.get_seq_length()) - 1  # keep >= 1 token to run
+            same = (seq[0, :limit] == prefix_ids[0, :limit]).int()
+            done = int(same.cumprod(0).sum())
+            cache.crop(-(cache.get_seq_length() - done))  # negative: the number of tokens to drop
+        prefix_out = self.model(prefix_ids[:, done:], cache=cache, use_cache=True)
+        cache = prefix_out.cache
         cache.batch_repeat_interleave(n)
-        logits_tail = self.model(rows[:, p:], attention_mask=mask, past_key_values=cache).logits
+        pad = self.tokenizer.pad_token_id
+        tail = torch.full((n, longest), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((n, p + longest), dtype=torch.long, device=self.device)
+        mask[:, :p] = 1
+        for i, o in enumerate(option_ids):
+            tail[i, : len(o)] = torch.tensor(o, device=self.device)
+            mask[i, p : p + len(o)] = 1
+        logits_tail = self.model(tail, attention_mask=mask, cache=cache).logits
         logp = torch.log_softmax(
             torch.cat([prefix_out.logits[:, -1:, :].expand(n, -1, -1), logits_tail[:, :-1]], dim=1).float(), -1
         )
@@ -121,13 +134,13 @@ class TransformersLLM:
             return Choice(option=None, raw="no options")
         with self._lock:
             ids = self._prompt_ids(messages)
-            thought = self._greedy(ids, max_reasoning_tokens, stop=[ANSWER_PREFIX])
+            thought, seq, cache = self._greedy(ids, max_reasoning_tokens, stop=[ANSWER_PREFIX])
             reasoning, _ = split_think(thought)
             reasoning = (reasoning or thought).split(ANSWER_PREFIX)[0].strip()
             suffix = (reasoning + "\n" if reasoning else "") + ANSWER_PREFIX
             suffix_ids = self.tokenizer(suffix, return_tensors="pt", add_special_tokens=False).input_ids
             prefix = torch.cat([ids, suffix_ids.to(self.device)], dim=1)
-            scores = self._score_options(prefix, options)
+            scores = self._score_options(prefix, options, reuse=(seq, cache))
         probs = torch.softmax(scores, 0)
         best = int(probs.argmax())
         return Choice(
