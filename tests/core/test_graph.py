@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 from PIL import Image
+from retlink.tools.images import to_tensor
 
 from retlink import NIL, EmptyMentionError, InvalidImageError, Linker, Sample
-from retlink.tools.images import to_tensor
 from tests.conftest import fast_config
 
 
