@@ -59,7 +59,7 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except RetlinkError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -96,7 +96,11 @@ def link(
     from retlink.linker import Linker
     from retlink.tools.images import load_image
 
-    cfg = load_config(config)  # config and image errors before the slow model load
+    from retlink.errors import EmptyMentionError
+
+    cfg = load_config(config)  # input errors surface before the slow model load
+    if not mention.strip():
+        raise EmptyMentionError("the mention is empty: say which words in the text name the entity")
     load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
     linker = Linker.from_config(cfg)
     _print_result(linker.link(image, mention, context), as_json)
