@@ -1,0 +1,78 @@
+"""Latency of the embedded default: cold start, warm link, and link_many at concurrency 4.
+
+Cold start is measured in a fresh subprocess (process start to first answer, demo KB already
+built). Warm latency and the concurrency ratio are measured in this process on the demo
+examples. This machine is shared and noisy, so the concurrency result is printed as a ratio to
+sequential linking measured in the same run.
+
+    .venv/bin/python bench/link_latency.py [--n 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+console = Console()
+
+COLD = """
+import time, sys
+t0 = float(sys.argv[1])
+from retlink import Linker
+linker = Linker.from_config()
+r = linker.link("data/demo/images/coffee.jpg", "Java", "A fresh cup of [Java] on the saucer.")
+print(time.time() - t0, r.entity_id)
+"""
+
+
+def cold_start() -> float:
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", COLD, str(t0)], cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1].split()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=6, help="demo examples to link")
+    args = ap.parse_args()
+
+    from retlink import Linker, Sample
+
+    rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]
+    samples = [Sample(DEMO / r["image"], r["mention"], r["context"]) for r in rows]
+    linker = Linker.from_config()
+    linker.link(samples[0].image, samples[0].mention, samples[0].context)  # warm up (and build the KB)
+
+    cold = cold_start()
+    times = []
+    for s in samples:
+        t = time.perf_counter()
+        linker.link(s.image, s.mention, s.context)
+        times.append(time.perf_counter() - t)
+    sequential = sum(times)
+    t = time.perf_counter()
+    linker.link_many(samples, concurrency=4)
+    concurrent = time.perf_counter() - t
+
+    table = Table("measure", "value", "goal")
+    table.add_row("cold start (process start -> first answer)", f"{cold:.1f} s", "< 60 s")
+    table.add_row("warm link, median", f"{statistics.median(times):.2f} s", "< 10 s")
+    table.add_row("warm link, max", f"{max(times):.2f} s", "")
+    table.add_row(f"{len(samples)} links sequential", f"{sequential:.1f} s", "baseline")
+    table.add_row(f"{len(samples)} links, link_many(concurrency=4)", f"{concurrent:.1f} s", "")
+    table.add_row("concurrency 4 speed-up vs sequential", f"{sequential / concurrent:.2f}x", "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
