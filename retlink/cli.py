@@ -4,6 +4,7 @@
     retlink kb build ENTITIES.jsonl --out DIR
     retlink kb query DIR "text"
     retlink demo
+    retlink serve [--host H] [--port P] [--api-key K] [--config CFG]
 """
 
 from __future__ import annotations
@@ -186,6 +187,22 @@ def demo(
     if not as_json:
         out.print(table)
         out.print(f"[bold]{correct}/{len(rows)}[/] linked correctly")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="bind address (loopback unless you set an API key)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="RETLINK_API_KEY", help="require this bearer key")] = None,
+    max_concurrent: Annotated[int, typer.Option(help="requests in flight before 429")] = 16,
+) -> None:
+    """Serve the agent as an OpenAI-compatible chat endpoint (POST /v1/chat/completions)."""
+    from retlink.server import ServerSettings
+    from retlink.server import serve as run_server
+
+    run_server(config, ServerSettings(host=host, port=port, api_key=api_key, max_concurrent_requests=max_concurrent))
 
 
 if __name__ == "__main__":
