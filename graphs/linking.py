@@ -1,11 +1,16 @@
 """The linking graph: a LangGraph StateGraph with the routes of shared/DESIGN.md.
 
-    validate -> caption -> retrieve --(no candidates)--------------------------> finalize
-                                    \\-> plan_queries --(Send per query)--> search --\\
-                                                     \\--(no backend/budget)----------> enhance
-    enhance -> reason --(valid)--> decide -----------> finalize
-                     \\--(invalid, retries left)--> reason
-                     \\--(invalid, no retries)--> fallback --> finalize
+    validate -> detect --(flagged, or purification configured)--> purify -> caption
+    detect --(clean and no purification configured)--> caption
+    caption -> retrieve --(no candidates)--> finalize
+    retrieve -> plan_queries --(one Send per query)--> search ‖ search ‖ ... --> enhance
+    plan_queries --(no backend or no budget)--> enhance
+    enhance -> reason --(valid answer)--> decide --> finalize
+    reason --(invalid, retries left)--> reason
+    reason --(invalid, no retries left)--> fallback --> finalize
+
+detect flags a perturbed image: the flagged image is purified, its image evidence is
+down-weighted in retrieval and the search is widened. Detection is off unless configured.
 
 Nodes are plain functions in `retlink.agents`; this module only wires them to their
 dependencies (`Components`) and declares the routes, so every decision is visible here.
@@ -19,6 +24,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from retlink.agents.captioner import caption
+from retlink.agents.defender import detect, purify, route_after_detect
 from retlink.agents.enhancer import enhance
 from retlink.agents.finalizer import finalize
 from retlink.agents.nodes import traced
@@ -51,6 +57,8 @@ def build_graph(components: Any):
     cfg = components.config
     g = StateGraph(LinkState)
     g.add_node("validate", traced("validate", validate, limits=cfg.limits))
+    g.add_node("detect", traced("detect", detect, detector=components.detector, cfg=cfg.defence.detector))
+    g.add_node("purify", traced("purify", purify, cfg=cfg.defence))
     g.add_node("caption", traced("caption", caption, captioner=components.captioner))
     g.add_node(
         "retrieve",
@@ -87,7 +95,9 @@ def build_graph(components: Any):
     g.add_node("finalize", traced("finalize", finalize))
 
     g.add_edge(START, "validate")
-    g.add_edge("validate", "caption")
+    g.add_edge("validate", "detect")
+    g.add_conditional_edges("detect", functools.partial(route_after_detect, cfg=cfg.defence), ["purify", "caption"])
+    g.add_edge("purify", "caption")
     g.add_edge("caption", "retrieve")
     g.add_conditional_edges("retrieve", route_after_retrieve, ["plan_queries", "finalize"])
     g.add_conditional_edges("plan_queries", functools.partial(route_search, cfg=cfg.search), ["search", "enhance"])

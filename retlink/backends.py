@@ -42,6 +42,7 @@ class Components:
     enhancer_llm: LLM | None
     search_backends: list[SearchBackend]
     scraper: Any = None
+    detector: Any = None
     description_cache: LRU = field(default_factory=LRU)
 
 
@@ -133,4 +134,15 @@ def build_components(source: Any = None) -> Components:
         enhancer_llm=enhancer,
         search_backends=backends,
         scraper=build_scraper(cfg.search) if backends else None,
+        detector=_detector(cfg),
     )
+
+
+def _detector(cfg: RetlinkConfig):
+    """The feature-squeezing detector on the shared EfficientNet-Lite0, when enabled."""
+    if not cfg.defence.detector.enabled:
+        return None
+    from retlink.tools.vision.detector import SqueezeDetector
+    from retlink.tools.vision.efficientnet import shared_model
+
+    return SqueezeDetector(shared_model(cfg.device), cfg.defence.detector.squeezers)

@@ -94,10 +94,9 @@ def link(
 ) -> None:
     """Link the entity in IMAGE named by MENTION to the knowledge base."""
     from retlink.config import load_config
+    from retlink.errors import EmptyMentionError
     from retlink.linker import Linker
     from retlink.tools.images import load_image
-
-    from retlink.errors import EmptyMentionError
 
     cfg = load_config(config)  # input errors surface before the slow model load
     if not mention.strip():
