@@ -7,6 +7,7 @@ instead of a silently ignored setting. `load_config` accepts a path, a preset na
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from retlink.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
-DEFAULT_CACHE = Path.home() / ".cache" / "retlink"
+
+def cache_dir() -> Path:
+    """retlink's cache (models, demo KB, scraped pages): $RETLINK_CACHE or ~/.cache/retlink."""
+    return Path(os.environ.get("RETLINK_CACHE") or Path.home() / ".cache" / "retlink").expanduser()
+
+
+DEFAULT_CACHE = cache_dir()
+PATH_KEYS = {"path", "entities", "cache_dir"}
 
 
 class _Strict(BaseModel):
@@ -246,6 +254,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return _resolve_paths(data, path.parent)
 
 
+def _resolve_path(value: str, base: Path) -> str:
+    """`$RETLINK_CACHE` and `~` expand; a relative path is relative to the config file."""
+    value = value.replace("$RETLINK_CACHE", str(cache_dir())).replace("${RETLINK_CACHE}", str(cache_dir()))
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -253,10 +268,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             out[key] = _resolve_paths(value, base)
         elif isinstance(value, list):
             out[key] = [_resolve_paths(v, base) if isinstance(v, dict) else v for v in value]
-        elif key in {"path", "entities"} and isinstance(value, str) and not value.startswith("~"):
-            out[key] = str((base / value).resolve()) if not Path(value).is_absolute() else value
-        elif key in {"path", "entities"} and isinstance(value, str):
-            out[key] = str(Path(value).expanduser())
+        elif key in PATH_KEYS and isinstance(value, str):
+            out[key] = _resolve_path(value, base)
         else:
             out[key] = value
     return out

@@ -55,3 +55,10 @@ def test_missing_file():
 def test_config_object_passes_through():
     cfg = RetlinkConfig()
     assert load_config(cfg) is cfg
+
+
+def test_cache_variable_expands(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETLINK_CACHE", str(tmp_path / "cache"))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("kb:\n  path: $RETLINK_CACHE/kb\n")
+    assert load_config(cfg_file).kb.path == tmp_path / "cache" / "kb"

@@ -29,8 +29,9 @@ def package_dir() -> Path:
 
 
 def default_float_dir() -> Path:
-    cache = Path(os.environ.get("RETLINK_CACHE", Path.home() / ".cache" / "retlink"))
-    return cache / "models" / "SmolLM2-135M-Instruct-float32"
+    from retlink.config import cache_dir
+
+    return cache_dir() / "models" / "SmolLM2-135M-Instruct-float32"
 
 
 def ensure_float_copy(target: Path | None = None) -> Path:
