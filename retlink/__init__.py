@@ -18,7 +18,6 @@ from retlink.errors import (
     KBError,
     RetlinkError,
 )
-from retlink.linker import Linker, Sample
 from retlink.types import NIL, Candidate, Caption, Entity, Evidence, LinkResult, TraceEvent
 
 __all__ = [
@@ -44,3 +43,13 @@ __all__ = [
     "load_config",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`Linker` and `Sample` load lazily: importing them pulls in torch and the graph, which
+    `import retlink.tools...`, `retlink --help` and the config/error types do not need."""
+    if name in ("Linker", "Sample"):
+        from retlink import linker
+
+        return getattr(linker, name)
+    raise AttributeError(f"module 'retlink' has no attribute {name!r}")
