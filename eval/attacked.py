@@ -1,0 +1,244 @@
+"""Attacked images of a run: made once per (sample, attack), stored, reused by every pipeline.
+
+The surrogate is the network the pipelines themselves use (EfficientNet-Lite0 on the embedded
+default: captioner and image embedder at once), so the attacks are white box. Targets:
+- `embedding_toward_distractor`: raise cos(f(x), f(distractor image)) - cos(f(x), f(gold image)),
+  the distractor being the wrong KB entity whose image is nearest to the clean image (the
+  cheapest confusion); a gold entity without an image uses the clean image's own features.
+- `embedding_away`: 1 - cos(f(x), f(clean)).
+- `classifier`: the ImageNet logits, untargeted cross-entropy (what the tagger captions from).
+
+Images are resized and centre-cropped to the model's input size first (`preprocess`), and the
+pipelines receive that same square tensor, clean or attacked: the perturbation reaches the model
+as crafted (rounded to 8 bits on the way in, as any saved PNG would be), and clean and attacked
+inputs differ by the perturbation only.
+
+Batches are fixed chunks of the run's sample list, each attacked with a seed derived from the run
+seed and the chunk index: an interrupted and resumed run remakes exactly the same images. A
+stored image is `<stem>.pt` (the exact tensor) plus `<stem>.json` (norms, distractor, seconds),
+the JSON written last and atomically, so an image counts as made only when both are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from retlink.errors import InvalidImageError
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stem(sample_id: str) -> str:
+    """A file-name-safe, collision-free stem for a sample id."""
+    import hashlib
+
+    safe = _SAFE.sub("_", sample_id).strip("._") or "sample"
+    return f"{safe[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
+
+
+def clean_tensor(image_path: Path | None, size: int) -> torch.Tensor:
+    """The sample's image as the pipelines and attacks see it: (3, size, size) in [0, 1]."""
+    from retlink.tools.vision.efficientnet import preprocess
+
+    if image_path is None:
+        raise InvalidImageError("the sample has no image")
+    try:
+        with Image.open(image_path) as img:
+            return preprocess(img, size)
+    except OSError as e:
+        raise InvalidImageError(f"cannot read image {image_path}: {e}") from None
+
+
+class Features(nn.Module):
+    """The surrogate's pooled features as a module (what the embedding targets attack)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+def surrogate(name: str) -> nn.Module:
+    """The surrogate network by config name (shared with the pipelines: loaded once)."""
+    if name == "efficientnet_lite0":
+        from retlink.tools.vision.efficientnet import shared_model
+
+        return shared_model()
+    raise ValueError(f"unknown surrogate {name!r}")
+
+
+class AttackedStore:
+    """The attacked images of one attack in a run folder."""
+
+    def __init__(self, root: Path, attack: str) -> None:
+        self.dir = Path(root) / "attacked" / attack
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def has(self, sample_id: str) -> bool:
+        return (self.dir / f"{file_stem(sample_id)}.json").exists()
+
+    def load(self, sample_id: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        stem = file_stem(sample_id)
+        meta = json.loads((self.dir / f"{stem}.json").read_text())
+        return torch.load(self.dir / f"{stem}.pt", map_location="cpu", weights_only=True), meta
+
+    def save(self, sample_id: str, image: torch.Tensor, meta: dict[str, Any]) -> None:
+        stem = file_stem(sample_id)
+        for name, write in (
+            (f"{stem}.pt", lambda p: torch.save(image.detach().float().cpu().contiguous().clone(), p)),
+            (f"{stem}.json", lambda p: p.write_text(json.dumps({"id": sample_id, **meta}))),
+        ):
+            tmp = self.dir / f".{name}.tmp"
+            write(tmp)
+            os.replace(tmp, self.dir / name)
+
+
+class LabelMaker:
+    """Per-target labels for a batch, from the run's KB and the surrogate."""
+
+    def __init__(self, kb: Any, model: nn.Module, size: int) -> None:
+        self.kb = kb
+        self.model = model
+        self.size = size
+        self._entity_features: dict[str, torch.Tensor | None] = {}
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return F.normalize(self.model.features(x).float(), dim=-1).clone()
+
+    def entity_features(self, entity_id: str) -> torch.Tensor | None:
+        """Surrogate features of an entity's first KB image (None when it has none)."""
+        if entity_id not in self._entity_features:
+            ents = self.kb.get([entity_id])
+            paths = ents[0].image_paths if ents else []
+            vec = None
+            for p in paths:
+                try:
+                    vec = self._features(clean_tensor(Path(p), self.size).unsqueeze(0))[0]
+                    break
+                except InvalidImageError:
+                    log.warning("KB image of %s unreadable: %s", entity_id, p)
+            self._entity_features[entity_id] = vec
+        return self._entity_features[entity_id]
+
+    def distractor(self, image: torch.Tensor, gold_id: str) -> str | None:
+        """The wrong entity whose KB image is nearest to the clean image (in the KB's space)."""
+        if not getattr(self.kb, "has_images", False):
+            return None
+        from retlink.tools.images import load_image
+
+        vec = self.kb.image_embedder.embed_images([load_image(image)])[0]
+        for eid, _ in self.kb.query_image(vec, 10):
+            if eid != gold_id and self.entity_features(eid) is not None:
+                return eid
+        return None
+
+    def toward_distractor(
+        self, images: torch.Tensor, gold_ids: Sequence[str]
+    ) -> tuple[torch.Tensor, list[str | None]]:
+        """(B, 2, D) [reference, distractor] features; the reference is the gold entity's image
+        (or the clean image itself), the distractor the clean image's own features when none."""
+        clean = self._features(images)
+        rows, chosen = [], []
+        for i, gold in enumerate(gold_ids):
+            ref = self.entity_features(gold)
+            ref = clean[i] if ref is None else ref
+            d = self.distractor(images[i], gold)
+            chosen.append(d)
+            wrong = self.entity_features(d) if d else None
+            rows.append(torch.stack([ref, wrong if wrong is not None else -clean[i]]))
+        return torch.stack(rows), chosen
+
+
+def build_target(kind: str, model: nn.Module) -> Any:
+    """The attack library's target for a config `target:` name."""
+    from retlink.eval.attacks import ClassifierTarget, EmbeddingAwayTarget, TextAlignmentTarget
+
+    if kind == "embedding_toward_distractor":
+        return TextAlignmentTarget(Features(model))
+    if kind == "embedding_away":
+        return EmbeddingAwayTarget(Features(model))
+    if kind == "classifier":
+        return ClassifierTarget(model)
+    raise ValueError(f"unknown attack target {kind!r}")
+
+
+def chunk_seed(seed: int, attack_index: int, chunk: int) -> int:
+    """Seed of one chunk: independent of which other chunks were made before (resume-safe)."""
+    return (seed * 1_000_003 + attack_index * 10_007 + chunk) % (2**31)
+
+
+def make_chunk(
+    spec: Any,
+    attack_index: int,
+    chunk: int,
+    samples: Sequence[Any],
+    store: AttackedStore,
+    labels: LabelMaker,
+    *,
+    seed: int,
+    size: int,
+) -> int:
+    """Attack one chunk of samples and store the images not stored yet; returns how many were
+    stored. Samples whose image cannot be read are skipped (their links record the error)."""
+    from retlink.eval.attacks import build_attack
+    from retlink.eval.export import from_uint8, to_uint8
+    from retlink.eval.metrics import perturbation_norms
+
+    images, ok = [], []
+    for s in samples:
+        try:
+            images.append(clean_tensor(s.image_path, size))
+            ok.append(s)
+        except InvalidImageError as e:
+            log.warning("%s: no attacked image (%s)", s.id, e)
+    if not ok:
+        return 0
+    x = torch.stack(images)
+    model = surrogate(spec.surrogate)
+    started = time.perf_counter()
+    distractors: list[str | None] = [None] * len(ok)
+    y = None
+    if spec.target == "embedding_toward_distractor":
+        y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
+    attack = build_attack(
+        spec.attack,
+        build_target(spec.target, model),
+        spec.preset,
+        **{**spec.params, "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
+    )
+    adv = attack(x, y)
+    seconds = (time.perf_counter() - started) / len(ok)
+    exact = perturbation_norms(x, adv)
+    rounded = perturbation_norms(x, torch.stack([from_uint8(to_uint8(a)) for a in adv]))
+    stored = 0
+    for i, s in enumerate(ok):
+        if store.has(s.id):
+            continue
+        meta = {
+            "attack": spec.name,
+            "chunk": chunk,
+            "distractor": distractors[i],
+            "seconds": round(seconds, 4),
+            "norms": {k: v[i] for k, v in exact.items()},
+            "norms_png": {k: v[i] for k, v in rounded.items()},
+        }
+        store.save(s.id, adv[i], meta)
+        stored += 1
+    return stored

@@ -1,0 +1,327 @@
+"""The YAML eval config: what to evaluate, against which attacks, in which settings, and where to.
+
+One file describes one reproducible run (the lm-evaluation-harness idea: the config *is* the
+experiment). Every model forbids unknown keys and errors go through the same formatter as the
+linker's config, so `attacks.1.params.epss: unknown key` names the bad key instead of silently
+running the default. Relative `path`/`entities`/`root` values are relative to the YAML file;
+`output_dir` is relative to the working directory (where a user expects `runs/` to appear).
+
+    name: demo
+    dataset: {key: demo, split: test}
+    kb: {path: ~/.cache/retlink/eval-demo-kb}
+    pipelines:
+      - {name: baseline, kind: baseline}
+      - {name: agent, kind: agent, overrides: {search: {enabled: false}}}
+    attacks:
+      - {name: pgd-8, attack: pgd, params: {eps: 8/255, steps: 10}, target: embedding_toward_distractor}
+    settings: [it2t, i2t]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retlink.config import _format_validation_error, _read_yaml
+from retlink.errors import ConfigError
+
+#: names become file and folder names and JSONL keys: keep them boring
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+CLEAN = "clean"
+_FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Which samples: a registered loader (`retlink.eval.datasets`), its folder and split."""
+
+    key: str
+    #: dataset folder; None for loaders with a default (the demo)
+    root: Path | None = None
+    split: str | None = None
+    #: evaluate the first N samples only (the CLI's --limit lowers it further)
+    limit: int | None = Field(None, ge=1)
+    #: extra keyword arguments of the loader, e.g. {strict_images: false}
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from retlink.eval.datasets import available
+
+        if v not in available():
+            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(available())}")
+        return v
+
+
+class KBSpec(_Strict):
+    """The KB every pipeline ranks; built from the dataset's entities when missing."""
+
+    path: Path
+    #: an entities JSONL to (re)build from when the KB is missing or stale; None: the dataset's
+    #: own entities, built only when the KB is missing
+    entities: Path | None = None
+
+    @field_validator("path", "entities")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+
+class PipelineSpec(_Strict):
+    """One linker to evaluate: a registered kind (see `retlink.eval.pipelines`) plus its options."""
+
+    name: str = Field(pattern=NAME)
+    kind: str
+    #: agent: a preset name or YAML path the overrides apply to (None: the embedded default)
+    config: str | None = None
+    #: agent: nested config keys merged over `config`, e.g. {search: {enabled: false}}
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from retlink.eval.pipelines import PIPELINES
+
+        if v not in PIPELINES:
+            raise ValueError(f"unknown pipeline kind {v!r}; known: {', '.join(sorted(PIPELINES))}")
+        return v
+
+
+TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
+
+
+def _number(value: Any) -> Any:
+    """'8/255' -> 0.0313...: budgets are quoted in 1/255 units, YAML has no fractions."""
+    if isinstance(value, str) and _FRACTION.match(value):
+        num, den = (float(p) for p in value.split("/"))
+        if den == 0:
+            raise ValueError(f"division by zero in {value!r}")
+        return num / den
+    return value
+
+
+class AttackSpec(_Strict):
+    """One image attack of `retlink.eval.attacks`, its parameters and the surrogate it attacks.
+
+    Targets (all on the surrogate's pooled image features unless noted):
+    - `embedding_toward_distractor`: away from the gold entity's KB image, toward the nearest
+      wrong entity's KB image (what breaks image-to-image retrieval).
+    - `embedding_away`: away from the clean image's own features (untargeted).
+    - `classifier`: the surrogate's ImageNet logits, untargeted (what the tagger captions from).
+    """
+
+    name: str = Field(pattern=NAME)
+    attack: str
+    preset: Literal["normal", "strong"] = "normal"
+    #: any parameter of the attack class; '8/255' style fractions allowed
+    params: dict[str, Any] = Field(default_factory=dict)
+    target: TargetName = "embedding_toward_distractor"
+    surrogate: Literal["efficientnet_lite0"] = "efficientnet_lite0"
+    batch_size: int = Field(8, ge=1, le=256)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _fractions(cls, v: Any) -> Any:
+        return {k: _number(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _check_attack(self) -> AttackSpec:
+        from retlink.eval.attacks import ATTACKS
+
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        allowed = attack_parameters(self.attack)
+        bad = sorted(set(self.params) - allowed)
+        if bad:
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(bad)} of attack {self.attack!r}; known: {', '.join(sorted(allowed))}"
+            )
+        return self
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The preset's parameters with the overrides applied (what the attack runs with)."""
+        from retlink.eval.attacks import ATTACKS
+
+        return {**ATTACKS[self.attack].presets[self.preset], **self.params}
+
+    @property
+    def eps(self) -> float | None:
+        """The perturbation budget, for accuracy-vs-epsilon plots."""
+        value = self.resolved_params().get("eps")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def attack_parameters(name: str) -> set[str]:
+    """Keyword parameters an attack class accepts (its own and the shared base's)."""
+    from retlink.eval.attacks import ATTACKS
+
+    out: set[str] = set()
+    for klass in ATTACKS[name].__mro__:
+        if "__init__" in vars(klass) and klass is not object:
+            for pname, p in inspect.signature(klass.__init__).parameters.items():
+                if pname not in ("self", "target") and p.kind is p.KEYWORD_ONLY:
+                    out.add(pname)
+    return out - {"amp_dtype"}
+
+
+class TextPerturbation(_Strict):
+    """Random noise on the context (`retlink.eval.perturb_text`), seeded per sample."""
+
+    kind: Literal["char_noise", "word_dropout", "word_permutation"]
+    rate: float = Field(0.1, ge=0, le=1)
+
+
+class SettingSpec(_Strict):
+    """Which modalities reach the linker (`retlink.eval.settings.Setting`) and what runs in it.
+
+    `i2t` removes the sentence; the linkers need a mention, so the bare mention stays (on the
+    demo it names several KB entities on purpose, so the image must decide).
+    """
+
+    name: str = Field(pattern=NAME)
+    setting: Literal["it2t", "i2t", "image_only", "text_only"]
+    text: TextPerturbation | None = None
+    #: attack names run in this setting (None: all of them)
+    attacks: list[str] | None = None
+    #: also run the unattacked images (the reference for drop)
+    clean: bool = True
+
+
+class MetricsSpec(_Strict):
+    hits_at: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    bootstrap_resamples: int = Field(1000, ge=10, le=100_000)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class EvalConfig(_Strict):
+    """A whole evaluation run."""
+
+    name: str = Field(pattern=NAME)
+    seed: int = 0
+    dataset: DatasetSpec
+    kb: KBSpec
+    pipelines: list[PipelineSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    settings: list[SettingSpec] = Field(default_factory=lambda: [SettingSpec(name="it2t", setting="it2t")])
+    metrics: MetricsSpec = MetricsSpec()
+    #: the pipeline recovery is measured against (None: the first `baseline` kind, if any)
+    reference: str | None = None
+    #: links in flight at once
+    concurrency: int = Field(2, ge=1, le=64)
+    #: images are resized and centre-cropped to this square before attacks and linking
+    image_size: int = Field(224, ge=32, le=1024)
+    output_dir: Path = Path("runs")
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _setting_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": s, "setting": s} if isinstance(s, str) else s for s in v]
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> EvalConfig:
+        for what, names in (
+            ("pipelines", [p.name for p in self.pipelines]),
+            ("attacks", [a.name for a in self.attacks]),
+            ("settings", [s.name for s in self.settings]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: duplicate name(s) {', '.join(dupes)}")
+        if CLEAN in {a.name for a in self.attacks}:
+            raise ValueError(f"attacks: {CLEAN!r} is reserved for the unattacked images")
+        known = {a.name for a in self.attacks}
+        for s in self.settings:
+            unknown = sorted(set(s.attacks or []) - known)
+            if unknown:
+                raise ValueError(f"settings.{s.name}.attacks: unknown attack(s) {', '.join(unknown)}")
+        if self.reference is not None and self.reference not in {p.name for p in self.pipelines}:
+            raise ValueError(f"reference: no pipeline named {self.reference!r}")
+        return self
+
+    def reference_pipeline(self) -> str | None:
+        """The pipeline recovery is measured against."""
+        if self.reference:
+            return self.reference
+        return next((p.name for p in self.pipelines if p.kind == "baseline"), None)
+
+    def attacks_in(self, setting: SettingSpec) -> list[str]:
+        """Condition names of one setting, clean first."""
+        names = [a.name for a in self.attacks if setting.attacks is None or a.name in setting.attacks]
+        return ([CLEAN] if setting.clean else []) + names
+
+    def attack(self, name: str) -> AttackSpec:
+        return next(a for a in self.attacks if a.name == name)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not the output folder or concurrency), so a
+        resumed run refuses to mix records of two different experiments."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "concurrency"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_dir(self, out: Path | None = None) -> Path:
+        """Where this run writes: `out` if given, else `output_dir/name`."""
+        return Path(out) if out is not None else self.output_dir / self.name
+
+
+def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalConfig:
+    """Validated eval config from a YAML path, a dict or a config object; ConfigError otherwise."""
+    if isinstance(source, EvalConfig):
+        return source
+    if isinstance(source, dict):
+        data, origin = source, "dict"
+    else:
+        path = Path(source)
+        data, origin = _read_yaml(path), str(path)
+        data = _relative_to_file(data, path.parent)
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, origin)) from None
+
+
+def _resolve(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`dataset.root` and YAML paths given as a pipeline's `config` are relative to the file
+    (`_read_yaml` already did `path` and `entities` keys)."""
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
+        data = {**data, "dataset": {**dataset, "root": _resolve(dataset["root"], base)}}
+    pipelines = data.get("pipelines")
+    if isinstance(pipelines, list):
+        data = {
+            **data,
+            "pipelines": [
+                {**p, "config": _resolve(p["config"], base)}
+                if isinstance(p, dict) and isinstance(p.get("config"), str) and p["config"].endswith((".yaml", ".yml"))
+                else p
+                for p in pipelines
+            ],
+        }
+    return data
+
+
+def fraction_text(value: float) -> str:
+    """0.03137 -> '8/255' when it is a whole number of 255ths (how budgets are quoted)."""
+    f = Fraction(value * 255).limit_denominator(8)
+    if abs(float(f) - value * 255) < 1e-6 and f.denominator == 1:
+        return f"{f.numerator}/255"
+    return f"{value:.4g}"

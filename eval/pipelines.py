@@ -1,0 +1,87 @@
+"""The pipelines an eval config can compare, behind one registry (the lm-eval "task registry" idea).
+
+A pipeline is anything with `link(image, mention, context) -> LinkResult`. Two kinds ship:
+- `baseline`: the CLIP-style similarity linker (`retlink.eval.baseline.CLIPBaseline`);
+- `agent`: the LangGraph agent (`retlink.Linker`) from a preset or YAML file plus overrides, e.g.
+  `{search: {enabled: false}}` for the agent without search.
+Every pipeline of a run ranks the same KB: the run's `kb.path` replaces the agent config's, so a
+comparison never mixes knowledge bases. Register more kinds with `@register_pipeline("name")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from retlink.types import LinkResult
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(Protocol):
+    """What the runner calls; must be safe to call from several threads at once."""
+
+    def link(self, image: Any, mention: str, context: str = "") -> LinkResult: ...
+
+
+Factory = Callable[[Any, Path], Pipeline]
+PIPELINES: dict[str, Factory] = {}
+
+
+def register_pipeline(kind: str) -> Callable[[Factory], Factory]:
+    """Decorator: make `factory(spec, kb_path) -> Pipeline` reachable as `kind:` in configs."""
+
+    def deco(factory: Factory) -> Factory:
+        if kind in PIPELINES and PIPELINES[kind] is not factory:
+            raise ValueError(f"pipeline kind {kind!r} registered twice")
+        PIPELINES[kind] = factory
+        return factory
+
+    return deco
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into a copy of `base`, recursing into dicts (lists are replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def agent_config(spec: Any, kb_path: Path) -> dict[str, Any]:
+    """The agent's config dict: preset/file, then overrides, then the run's KB."""
+    from retlink.config import load_config
+
+    base = load_config(spec.config).model_dump(mode="json")
+    merged = deep_merge(base, spec.overrides)
+    merged["kb"] = {**merged.get("kb", {}), "path": str(kb_path), "entities": None}
+    return merged
+
+
+@register_pipeline("agent")
+def build_agent(spec: Any, kb_path: Path) -> Pipeline:
+    """The LangGraph agent; models are shared process-wide, so several agent pipelines are cheap."""
+    from retlink.config import load_config
+    from retlink.linker import Linker
+
+    return Linker.from_config(load_config(agent_config(spec, kb_path)))
+
+
+@register_pipeline("baseline")
+def build_baseline(spec: Any, kb_path: Path) -> Pipeline:
+    """The CLIP-style fused-similarity baseline on the run's KB (the embedded default's embedders)."""
+    from retlink.eval.baseline import BaselineConfig, CLIPBaseline
+
+    return CLIPBaseline.from_kb(kb_path, BaselineConfig.model_validate(spec.options))
+
+
+def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:
+    """Instantiate one `PipelineSpec`."""
+    log.info("building pipeline %s (%s)", spec.name, spec.kind)
+    return PIPELINES[spec.kind](spec, Path(kb_path))

@@ -1,0 +1,447 @@
+"""Run an eval config: attacked images once, every pipeline on every condition, one record each.
+
+    runner = Runner(load_eval_config("eval/configs/demo.yaml"))
+    runner.run(limit=4)           # resumable: run it again and only missing records are made
+
+Order of work is condition-major (clean first, then each attack): the attacked images of one
+attack are made in fixed chunks (see `attacked.py`), then every (sample, setting, pipeline) link of
+that attack runs with at most `concurrency` links in flight. Each finished link is appended to
+`results.jsonl` at once (durable, see `records.py`); a link that raises is recorded with its error
+and counted as a miss, never fatal. On start the run folder's records are read and every key
+already recorded as ok is skipped, so a crash or Ctrl-C loses at most the links in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retlink.eval.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
+from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
+from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from retlink.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RUN_META = "run.json"
+#: candidates kept per record (enough for Hits@k with the configured ks and MRR)
+KEEP_CANDIDATES = 20
+
+
+@dataclass(frozen=True)
+class Job:
+    """One link to make."""
+
+    sample: Any
+    pipeline: str
+    setting: SettingSpec
+    attack: str
+
+    @property
+    def key(self) -> str:
+        return record_key(self.sample.id, self.pipeline, self.setting.name, self.attack)
+
+
+@dataclass
+class Plan:
+    """What a run will do: every job and how many are already recorded."""
+
+    samples: list[Any]
+    conditions: list[tuple[str, str]]  # (setting, attack)
+    jobs: list[Job]
+    done: set[str] = field(default_factory=set)
+    images_missing: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def todo(self) -> list[Job]:
+        return [j for j in self.jobs if j.key not in self.done]
+
+
+class RateColumn(ProgressColumn):
+    """Links per second (rich only ships a bytes-per-second column)."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} links/s" if speed else "-- links/s", style="progress.data.speed")
+
+
+def gold_rank(result: Any, gold: str) -> int | None:
+    """1-based rank of the gold entity: the answer first, then the candidates in order.
+
+    The answer can differ from the top candidate (the reasoner may overturn retrieval), and
+    Hits@1 must mean "the answer is right"; NIL gold is rank 1 exactly when the answer is NIL.
+    """
+    from retlink.types import NIL
+
+    if result.entity_id == gold:
+        return 1
+    if gold == NIL:
+        return None
+    ranked = [c.entity.id for c in result.candidates if c.entity.id != result.entity_id]
+    if result.entity_id != NIL:
+        ranked.insert(0, result.entity_id)
+    return ranked.index(gold) + 1 if gold in ranked else None
+
+
+def text_seed(seed: int, sample_id: str, setting: str) -> int:
+    """Seed of a sample's text perturbation: stable across runs and processes."""
+    return zlib.crc32(f"{seed}|{sample_id}|{setting}".encode())
+
+
+def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tuple[Any, str, str]:
+    """(image, mention, context) as the linker sees them in a setting."""
+    from retlink.eval import perturb_text
+    from retlink.eval.settings import LinkInput, apply_setting
+
+    seen = apply_setting(LinkInput(image, sample.mention, sample.context), setting.setting)
+    context = seen.context
+    if setting.text is not None and context:
+        fn = getattr(perturb_text, setting.text.kind)
+        kwargs = {} if setting.text.kind == "word_permutation" else {"rate": setting.text.rate}
+        context = fn(context, seed=text_seed(seed, sample.id, setting.name), **kwargs)
+    # The linkers need a mention; I2T keeps the bare mention (no sentence).
+    return seen.image, seen.mention or sample.mention, context
+
+
+class Runner:
+    """Executes one eval config into its run folder."""
+
+    def __init__(
+        self,
+        config: EvalConfig,
+        out: Path | None = None,
+        *,
+        pipelines: dict[str, Any] | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.config = config
+        self.dir = config.run_dir(out)
+        self._pipelines = dict(pipelines or {})
+        self.console = console or Console(stderr=True)
+        self._kb = None
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def samples(self, limit: int | None = None) -> list[Any]:
+        from retlink.eval.datasets import load_dataset
+
+        ds_spec = self.config.dataset
+        ds = load_dataset(ds_spec.key, ds_spec.root, **ds_spec.options)
+        cap = min(x for x in (ds_spec.limit, limit, 10**12) if x is not None)
+        out = []
+        for s in ds.samples(ds_spec.split):
+            if len(out) >= cap:
+                break
+            out.append(s)
+        return out
+
+    def kb(self) -> Any:
+        """The run's KB, built from the dataset's entities (or `kb.entities`) when missing/stale."""
+        if self._kb is None:
+            from retlink.tools.kb.build import build_kb
+            from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+            from retlink.tools.kb.store import MANIFEST, KBStore
+
+            from retlink.backends import is_current
+
+            spec = self.config.kb
+            text, image = shared_text_embedder(), shared_image_embedder("efficientnet")
+            if spec.entities is not None:
+                if not is_current(spec.path, spec.entities):
+                    build_kb(spec.entities, spec.path, text, image, progress=True)
+            elif not (spec.path / MANIFEST).exists():
+                from retlink.eval.datasets import load_dataset
+
+                ds = load_dataset(self.config.dataset.key, self.config.dataset.root, **self.config.dataset.options)
+                build_kb(ds.entities(), spec.path, text, image, progress=True)
+            self._kb = KBStore(spec.path, text, image)
+        return self._kb
+
+    def pipeline(self, name: str) -> Any:
+        if name not in self._pipelines:
+            from retlink.eval.pipelines import build_pipeline
+
+            spec = next(p for p in self.config.pipelines if p.name == name)
+            self.kb()  # built before any pipeline opens it
+            self._pipelines[name] = build_pipeline(spec, self.config.kb.path)
+        return self._pipelines[name]
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def plan(self, limit: int | None = None) -> Plan:
+        cfg = self.config
+        samples = self.samples(limit)
+        conditions = [(s.name, a) for s in cfg.settings for a in cfg.attacks_in(s)]
+        jobs = []
+        for attack in [CLEAN, *(a.name for a in cfg.attacks)]:
+            for setting in cfg.settings:
+                if attack not in cfg.attacks_in(setting):
+                    continue
+                for sample in samples:
+                    for p in cfg.pipelines:
+                        jobs.append(Job(sample, p.name, setting, attack))
+        records = read_records(self.dir / RESULTS)
+        done = {k for k, r in records.items() if r.get("status") == "ok"}
+        plan = Plan(samples, conditions, jobs, done)
+        for a in cfg.attacks:
+            if any(a.name in cfg.attacks_in(s) for s in cfg.settings):
+                store_dir = self.dir / "attacked" / a.name
+                plan.images_missing[a.name] = sum(
+                    not (store_dir / f"{_stem(s.id)}.json").exists() for s in samples
+                )
+        return plan
+
+    def print_plan(self, plan: Plan) -> None:
+        cfg = self.config
+        table = Table("setting", "conditions", title=f"eval run {cfg.name!r} -> {self.dir}")
+        for s in cfg.settings:
+            table.add_row(s.name + (f" (+{s.text.kind})" if s.text else ""), ", ".join(cfg.attacks_in(s)))
+        self.console.print(table)
+        self.console.print(
+            f"dataset [bold]{cfg.dataset.key}[/] ({cfg.dataset.split or 'all splits'}): {len(plan.samples)} samples; "
+            f"pipelines: {', '.join(p.name for p in cfg.pipelines)}; concurrency {cfg.concurrency}"
+        )
+        for a in cfg.attacks:
+            if a.name in plan.images_missing:
+                self.console.print(
+                    f"  attack [bold]{a.name}[/]: {a.attack} ({a.preset}) on {a.surrogate}/{a.target}, "
+                    f"params {a.resolved_params()}; {plan.images_missing[a.name]} images to make"
+                )
+        self.console.print(
+            f"[bold]{len(plan.jobs)}[/] links planned, {len(plan.jobs) - len(plan.todo)} already recorded, "
+            f"[bold]{len(plan.todo)}[/] to run"
+        )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _check_run_dir(self, plan: Plan) -> None:
+        meta_path = self.dir / RUN_META
+        fingerprint = self.config.fingerprint()
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old.get("fingerprint") != fingerprint:
+                raise ConfigError(
+                    f"{self.dir} holds a run of a different config (fingerprint {old.get('fingerprint')} != "
+                    f"{fingerprint}); pick another --out or delete the folder"
+                )
+        else:
+            old = {}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ids = list(dict.fromkeys([*old.get("samples", []), *(s.id for s in plan.samples)]))
+        meta = {
+            "name": self.config.name,
+            "fingerprint": fingerprint,
+            "created": old.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": self.config.model_dump(mode="json"),
+            "samples": ids,
+            "versions": _versions(),
+        }
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(meta_path)
+
+    def run(
+        self,
+        limit: int | None = None,
+        *,
+        dry_run: bool = False,
+        progress: bool = True,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Plan:
+        """Run (or resume) the evaluation; returns the plan. `on_record` sees each record after
+        it is durable (live dashboards; tests use it to interrupt a run)."""
+        plan = self.plan(limit)
+        if dry_run:
+            self.print_plan(plan)
+            return plan
+        self._check_run_dir(plan)
+        todo = plan.todo
+        if not todo:
+            self.console.print(f"nothing to do: all {len(plan.jobs)} links of {self.dir} are recorded")
+            return plan
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        failed = 0
+        with (
+            Progress(*columns, console=self.console, disable=not progress) as bar,
+            RecordLog(self.dir / RESULTS) as records,
+            ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="eval") as pool,
+        ):
+            task = bar.add_task("linking", total=len(todo), failed=0)
+            try:
+                for attack, jobs in _by_attack(todo):
+                    if attack != CLEAN:
+                        bar.update(task, description=f"attacking ({attack})")
+                        self._make_images(attack, plan.samples, {j.sample.id for j in jobs})
+                    bar.update(task, description=f"linking ({attack})")
+                    for rec in self._link_all(pool, jobs):
+                        records.append(rec)
+                        failed += rec["status"] != "ok"
+                        bar.update(task, advance=1, failed=failed)
+                        if on_record:
+                            on_record(rec)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self.console.print(
+            f"[bold]{len(todo) - failed}[/] links recorded, [red]{failed}[/] failed, in {self.dir / RESULTS}"
+        )
+        return plan
+
+    def _make_images(self, attack: str, samples: list[Any], needed: set[str]) -> None:
+        """Make the attacked images of `attack` for the chunks holding a needed, missing sample."""
+        cfg = self.config
+        index = [a.name for a in cfg.attacks].index(attack)
+        spec = cfg.attack(attack)
+        store = AttackedStore(self.dir, attack)
+        labels = None
+        size = spec.batch_size
+        for chunk, start in enumerate(range(0, len(samples), size)):
+            part = samples[start : start + size]
+            if all(store.has(s.id) or s.id not in needed for s in part):
+                continue
+            if labels is None:
+                from retlink.eval.attacked import surrogate
+
+                labels = LabelMaker(self.kb(), surrogate(spec.surrogate), cfg.image_size)
+            made = make_chunk(spec, index, chunk, part, store, labels, seed=cfg.seed, size=cfg.image_size)
+            log.info("%s: chunk %d, %d images made", attack, chunk, made)
+
+    def _image(self, job: Job) -> tuple[Any, dict[str, Any]]:
+        if job.attack == CLEAN:
+            return clean_tensor(job.sample.image_path, self.config.image_size), {}
+        store = AttackedStore(self.dir, job.attack)
+        if not store.has(job.sample.id):
+            from retlink.errors import InvalidImageError
+
+            raise InvalidImageError("no attacked image (the clean image could not be read)")
+        return store.load(job.sample.id)
+
+    def _link_one(self, job: Job) -> dict[str, Any]:
+        sample = job.sample
+        rec: dict[str, Any] = {
+            "key": job.key,
+            "sample_id": sample.id,
+            "pipeline": job.pipeline,
+            "setting": job.setting.name,
+            "attack": job.attack,
+            "gold": sample.gold_id,
+        }
+        started = time.perf_counter()
+        try:
+            image, meta = self._image(job)
+            if meta:
+                rec["attack_seconds"] = meta.get("seconds")
+                rec["distractor"] = meta.get("distractor")
+                rec["norms"] = {k: meta["norms"][k] for k in ("linf_255", "l2")}
+                rec["norms_png"] = {k: meta["norms_png"][k] for k in ("linf_255", "l2")}
+            img, mention, context = link_inputs(sample, job.setting, image, self.config.seed)
+            result = self.pipeline(job.pipeline).link(img, mention, context)
+        except Exception as e:  # a failing sample is recorded and counted, never fatal
+            log.warning("%s failed: %s: %s", job.key, type(e).__name__, e)
+            return {
+                **rec,
+                "status": "error",
+                "error": f"{type(e).__name__}: {e}",
+                "pred": None,
+                "correct": False,
+                "rank": None,
+                "seconds": round(time.perf_counter() - started, 4),
+            }
+        nodes: dict[str, float] = {}
+        for ev in result.trace:
+            nodes[ev.node] = round(nodes.get(ev.node, 0.0) + ev.seconds, 4)
+        return {
+            **rec,
+            "status": "ok",
+            "pred": result.entity_id,
+            "correct": result.entity_id == sample.gold_id,
+            "rank": gold_rank(result, sample.gold_id),
+            "score": round(float(result.score), 4),
+            "decided_by": result.decided_by,
+            "candidates": [c.entity.id for c in result.candidates[:KEEP_CANDIDATES]],
+            "seconds": round(time.perf_counter() - started, 4),
+            "nodes": nodes,
+        }
+
+    def _link_all(self, pool: ThreadPoolExecutor, jobs: list[Job]) -> Iterator[dict[str, Any]]:
+        """Records of `jobs` as they finish, never more than 2 x concurrency submitted at once."""
+        for name in dict.fromkeys(j.pipeline for j in jobs):
+            self.pipeline(name)  # build in this thread, not racing in the pool
+        pending: set[Future] = set()
+        it = iter(jobs)
+        limit = 2 * self.config.concurrency
+        while True:
+            for job in it:
+                pending.add(pool.submit(self._link_one, job))
+                if len(pending) >= limit:
+                    break
+            if not pending:
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
+def _stem(sample_id: str) -> str:
+    from retlink.eval.attacked import file_stem
+
+    return file_stem(sample_id)
+
+
+def _by_attack(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
+    groups: dict[str, list[Job]] = {}
+    for j in jobs:
+        groups.setdefault(j.attack, []).append(j)
+    return list(groups.items())
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        retlink_version = version("retlink")
+    except Exception:  # not installed (running from a checkout)
+        retlink_version = "unknown"
+    return {"retlink": retlink_version, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def run_config(
+    source: Any, *, out: Path | None = None, limit: int | None = None, dry_run: bool = False
+) -> tuple[Runner, Plan]:
+    """Load a config and run it (the CLI's `eval run`)."""
+    from retlink.eval.config import load_eval_config
+
+    runner = Runner(load_eval_config(source), out)
+    return runner, runner.run(limit, dry_run=dry_run)
