@@ -21,10 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from retlink.errors import RetlinkError
+from retlink.eval.cli import eval_app
 
 app = typer.Typer(help="Robust multimodal entity linking.", no_args_is_help=True, add_completion=False)
 kb_app = typer.Typer(help="Build and query knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
