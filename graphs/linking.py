@@ -56,43 +56,36 @@ def build_graph(components: Any):
     """Compile the linking graph over the given backends (see `retlink.backends.Components`)."""
     cfg = components.config
     g = StateGraph(LinkState)
-    g.add_node("validate", traced("validate", validate, limits=cfg.limits))
-    g.add_node("detect", traced("detect", detect, detector=components.detector, cfg=cfg.defence.detector))
-    g.add_node("purify", traced("purify", purify, cfg=cfg.defence))
-    g.add_node("caption", traced("caption", caption, captioner=components.captioner))
-    g.add_node(
+
+    def add(name: str, fn: Any, **deps: Any) -> None:
+        g.add_node(name, traced(name, fn, **deps))
+
+    add("validate", validate, limits=cfg.limits)
+    add("detect", detect, detector=components.detector, cfg=cfg.defence.detector)
+    add("purify", purify, cfg=cfg.defence)
+    add("caption", caption, captioner=components.captioner)
+    add(
         "retrieve",
-        traced(
-            "retrieve",
-            retrieve,
-            kb=components.kb,
-            text_embedder=components.text_embedder,
-            image_embedder=components.image_embedder,
-            cfg=cfg.kb,
-        ),
+        retrieve,
+        kb=components.kb,
+        text_embedder=components.text_embedder,
+        image_embedder=components.image_embedder,
+        cfg=cfg.kb,
     )
-    g.add_node(
-        "plan_queries",
-        traced("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends)),
-    )
-    g.add_node(
-        "search", traced("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
-    )
-    g.add_node(
+    add("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends))
+    add("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
+    add(
         "enhance",
-        traced(
-            "enhance",
-            enhance,
-            llm=components.enhancer_llm,
-            embedder=components.text_embedder,
-            cfg=cfg.enhancer,
-            cache=components.description_cache,
-        ),
+        enhance,
+        llm=components.enhancer_llm,
+        embedder=components.text_embedder,
+        cfg=cfg.enhancer,
+        cache=components.description_cache,
     )
-    g.add_node("reason", traced("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner))
-    g.add_node("decide", traced("decide", decide, cfg=cfg.reasoner))
-    g.add_node("fallback", traced("fallback", fallback))
-    g.add_node("finalize", traced("finalize", finalize))
+    add("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner)
+    add("decide", decide, cfg=cfg.reasoner)
+    add("fallback", fallback)
+    add("finalize", finalize)
 
     g.add_edge(START, "validate")
     g.add_edge("validate", "detect")
