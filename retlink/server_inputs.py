@@ -2,9 +2,10 @@
 
 The last user message carries everything: its text marks the mention in [brackets] and is
 itself the context sentence (brackets kept, as in the demo examples); exactly one `image_url` part carries the image,
-as a data URI or an http(s) URL. URLs are fetched through the project's SSRF guard
-(`retlink.tools.net_guard`: every connection's address is checked and pinned), with a byte cap
-checked while streaming, an image content-type check, and redirects re-checked hop by hop.
+as a data URI or an http(s) URL. URLs are fetched by the scraper's `Fetcher` (one safe fetcher
+for the whole project: the SSRF guard checks and pins every connection's address, the byte cap is
+checked while streaming and after bounded decompression, redirects are re-checked hop by hop),
+asked per call for `image/*` with binary bodies allowed, which is the only difference from a page.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
-import httpx
 from PIL import Image
 
 from retlink.errors import ImageTooLargeError, InputError, InvalidImageError
 from retlink.server_protocol import ChatCompletionRequest
 from retlink.tools.images import load_image
-from retlink.tools.net_guard import BlockedAddressError, GuardedTransport, HostPolicy, check_url
+from retlink.tools.net_guard import HostPolicy
+from retlink.tools.scrape.fetch import Fetcher, FetchError, FetchSettings
 
 MENTION = re.compile(r"\[([^\[\]]+)\]")
 DATA_URI = re.compile(r"^data:(?P<mime>[\w/+.-]*)(?P<params>(;[\w=.-]+)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 MAX_REDIRECTS = 3
+IMAGE_TYPES = ("image/*",)
 
 
 @dataclass(frozen=True)
@@ -78,36 +81,38 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
         raise InvalidImageError("data URI is not valid base64") from None
 
 
+@lru_cache(maxsize=8)
+def image_fetcher(policy: HostPolicy, max_bytes: int, timeout_s: float) -> Fetcher:
+    """The Fetcher for one server's image limits, shared by its requests so that connections are
+    reused (the Fetcher keeps one client per event loop). Cached on the limits, which are hashable."""
+    settings = FetchSettings(
+        connect_timeout_s=timeout_s,
+        read_timeout_s=timeout_s,
+        page_timeout_s=timeout_s,
+        max_bytes=max_bytes,
+        max_redirects=MAX_REDIRECTS,
+        content_types=IMAGE_TYPES,
+        max_concurrency=16,
+        per_host_concurrency=8,
+    )
+    return Fetcher(settings, policy)
+
+
 async def fetch_image_url(url: str, max_bytes: int, *, policy: HostPolicy, timeout_s: float = 10.0) -> bytes:
-    """GET an image through the SSRF guard: byte cap while streaming, image/* only, safe redirects."""
-    transport = GuardedTransport(policy)
-    timeout = httpx.Timeout(timeout_s)
+    """GET an image through the project's safe fetcher; each failure becomes the typed input error
+    the endpoint answers with (413 for the byte cap, 400 for everything else)."""
+    fetcher = image_fetcher(policy, max_bytes, timeout_s)
     try:
-        async with httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
-                                     trust_env=False) as client:
-            current = url
-            for _ in range(MAX_REDIRECTS + 1):
-                target = check_url(current)
-                async with client.stream("GET", target) as resp:
-                    if resp.is_redirect:
-                        current = str(target.join(resp.headers.get("location", "")))
-                        continue
-                    if resp.status_code >= 400:
-                        raise InvalidImageError(f"image URL answered HTTP {resp.status_code}: {url}")
-                    mime = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if not mime.startswith("image/"):
-                        raise InvalidImageError(f"image URL served {mime or 'no content type'!r}, not an image")
-                    body = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise ImageTooLargeError(f"image at {url} is over the limit of {max_bytes:,} bytes")
-                    return bytes(body)
-            raise InvalidImageError(f"image URL redirected more than {MAX_REDIRECTS} times: {url}")
-    except BlockedAddressError as e:
-        raise InvalidImageError(f"image URL refused: {e}") from None
-    except httpx.HTTPError as e:
-        raise InvalidImageError(f"cannot fetch image URL {url}: {type(e).__name__}: {e}") from None
+        page = await fetcher.get(url, content_types=IMAGE_TYPES, allow_binary=True)
+    except FetchError as e:
+        if e.kind == "too_large":
+            raise ImageTooLargeError(f"image at {url} is over the limit of {max_bytes:,} bytes ({e.detail})") from None
+        if e.kind == "blocked":
+            raise InvalidImageError(f"image URL refused by the SSRF guard: {e.detail}") from None
+        if e.kind == "content_type":
+            raise InvalidImageError(f"image URL did not serve an image: {e.detail}") from None
+        raise InvalidImageError(f"cannot fetch image URL {url}: [{e.kind}] {e.detail}") from None
+    return page.body
 
 
 async def load_request_image(

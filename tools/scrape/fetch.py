@@ -4,7 +4,9 @@ Every limit a hostile or broken server could exploit has a bound here: connect a
 (a hang), a total per-page timeout (a slow drip that never trips the read timeout), a byte cap
 checked while streaming and after bounded decompression (a 10 MB page, a body without
 Content-Length, a gzip bomb: see inflate.py), a content-type allowlist
-plus a binary sniff (an image or archive served as a page), redirects followed by hand so each
+plus a binary sniff (an image or archive served as a page; a caller that wants binary content,
+such as the chat endpoint fetching an image URL, passes its own allowlist, e.g. `image/*`, and
+`allow_binary=True` per call, and keeps every other limit), redirects followed by hand so each
 hop is re-checked and loops are caught, per-host and total concurrency limits, and retries only
 where a retry is safe (a refused connection or a 502/503/504 to a GET, never after a timeout,
 which would double the wait). Addresses are checked by the SSRF guard in the transport.
@@ -82,6 +84,22 @@ class FetchSettings:
         )
         values.update(overrides)
         return cls(**values)
+
+
+def type_allowed(mime: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a media type is in an allowlist whose entries are exact (`text/html`) or a
+    whole top-level type (`image/*`)."""
+    major = mime.split("/", 1)[0]
+    return any(mime == a or (a.endswith("/*") and bool(major) and a[:-2] == major) for a in allowed)
+
+
+@dataclass(frozen=True)
+class _Accept:
+    """What one call accepts as a body: its content-type allowlist, and whether binary bytes may
+    appear in it (the sniff exists to keep binary out of text pipelines, not out of image fetches)."""
+
+    content_types: tuple[str, ...]
+    allow_binary: bool = False
 
 
 @dataclass
@@ -163,20 +181,32 @@ class Fetcher:
             await state.client.aclose()
 
     async def get(
-        self, url: str, *, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        content_types: tuple[str, ...] | None = None,
+        allow_binary: bool = False,
     ) -> RawPage:
-        """GET url within the limits, following redirects by hand; raises FetchError."""
+        """GET url within the limits, following redirects by hand; raises FetchError.
+
+        `content_types` replaces the settings' allowlist for this call (entries may be `type/*`);
+        `allow_binary` skips the binary sniff. Byte cap, timeouts, redirect checks and the SSRF
+        guard stay as they are: the override says what may come back, not from where or how much.
+        """
+        accept = _Accept(content_types or self.settings.content_types, allow_binary)
         state = self._state()
         async with state.total:
             try:
                 async with asyncio.timeout(self.settings.page_timeout_s):
-                    return await self._follow(state, url, params, headers)
+                    return await self._follow(state, url, params, headers, accept)
             except TimeoutError:
                 raise FetchError(
                     "timeout", url, f"page not complete within {self.settings.page_timeout_s:g}s (total)"
                 ) from None
 
-    async def _follow(self, state: _LoopState, url: str, params, headers) -> RawPage:
+    async def _follow(self, state: _LoopState, url: str, params, headers, accept: _Accept) -> RawPage:
         seen: set[str] = set()
         redirects: list[str] = []
         current = url
@@ -189,7 +219,7 @@ class Fetcher:
             if key in seen:
                 raise FetchError("redirect", url, f"redirect loop back to {current}")
             seen.add(key)
-            outcome = await self._hop(state, url, target, params, headers)
+            outcome = await self._hop(state, url, target, params, headers, accept)
             if isinstance(outcome, RawPage):
                 outcome.redirects = redirects
                 return outcome
@@ -198,7 +228,9 @@ class Fetcher:
             params = None  # the Location already carries its query
         raise FetchError("redirect", url, f"more than {self.settings.max_redirects} redirects")
 
-    async def _hop(self, state: _LoopState, url: str, target: httpx.URL, params, headers) -> RawPage | str:
+    async def _hop(
+        self, state: _LoopState, url: str, target: httpx.URL, params, headers, accept: _Accept
+    ) -> RawPage | str:
         """One request (with safe retries); a RawPage, or the next URL of a redirect."""
         host = target.host
         sem = state.hosts.setdefault(host, asyncio.Semaphore(self.settings.per_host_concurrency))
@@ -220,7 +252,7 @@ class Fetcher:
                     elif 300 <= resp.status_code < 400:
                         raise FetchError("redirect", url, f"HTTP {resp.status_code} without Location")
                     else:
-                        return await self._read(resp, url, target)
+                        return await self._read(resp, url, target, accept)
             except BlockedAddressError as e:
                 raise FetchError("blocked", url, str(e)) from None
             except httpx.ConnectTimeout:
@@ -240,11 +272,11 @@ class Fetcher:
             await asyncio.sleep(self.settings.backoff_s * 2**attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    async def _read(self, resp: httpx.Response, url: str, target: httpx.URL) -> RawPage:
+    async def _read(self, resp: httpx.Response, url: str, target: httpx.URL, accept: _Accept) -> RawPage:
         s = self.settings
         ctype = resp.headers.get("content-type", "")
         mime = ctype.split(";", 1)[0].strip().lower()
-        if mime not in s.content_types:
+        if not type_allowed(mime, accept.content_types):
             raise FetchError("content_type", url, f"content type {mime or 'missing'!r} is not allowed")
         declared = resp.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > s.max_bytes:
@@ -260,7 +292,7 @@ class Fetcher:
                 chunk = inflater.feed(raw, s.max_bytes + 1 - len(body)) if inflater else raw
             except InflateError as e:
                 raise FetchError("protocol", url, str(e)) from None
-            if len(body) < _SNIFF_BYTES and b"\x00" in chunk[: _SNIFF_BYTES - len(body)]:
+            if not accept.allow_binary and len(body) < _SNIFF_BYTES and b"\x00" in chunk[: _SNIFF_BYTES - len(body)]:
                 raise FetchError("binary", url, f"binary data in a {mime} body")
             body += chunk
             if len(body) > s.max_bytes:
