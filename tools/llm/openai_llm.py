@@ -9,6 +9,10 @@ model with a reasoning parser, or a small instruct model) behaves the same:
 The confidence is the model's probability of the chosen option against the other options,
 estimated from the answer's token logprobs (see `option_probabilities`). With structured output
 off (servers without it), the answer is matched against the options in the free text.
+
+`chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3-style models) goes in the
+`extra_body` of the answer step and of `generate`, never of the chain-of-thought step: a
+reasoning model should think where it is asked to and answer directly where it must answer.
 """
 
 from __future__ import annotations
@@ -57,8 +61,10 @@ class OpenAILLM:
         max_concurrency: int = 8,
         structured_output: bool = True,
         answer_max_tokens: int = 48,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.name = model
+        self.chat_template_kwargs = dict(chat_template_kwargs) if chat_template_kwargs else None
         self.temperature = temperature
         self.structured_output = structured_output
         self.answer_max_tokens = answer_max_tokens
@@ -78,7 +84,15 @@ class OpenAILLM:
             max_retries=cfg.max_retries,
             max_concurrency=cfg.max_concurrency,
             structured_output=cfg.structured_output,
+            chat_template_kwargs=cfg.chat_template_kwargs,
         )
+
+    def _answer_body(self, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The `extra_body` of a request that wants an answer: `extra` plus the template kwargs."""
+        body = dict(extra or {})
+        if self.chat_template_kwargs:
+            body["chat_template_kwargs"] = self.chat_template_kwargs
+        return body or None
 
     def _complete(self, messages: list[Message], **params: Any) -> Any:
         self.client.check()
@@ -87,9 +101,12 @@ class OpenAILLM:
     def generate(self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False) -> Generation:
         """Free text; `stop_at_sentence` ends it at the first full stop (the stop is kept)."""
         params: dict[str, Any] = {"max_tokens": max_tokens}
+        extra: dict[str, Any] = {}
         if stop_at_sentence:
             params["stop"] = list(SENTENCE_END)
-            params["extra_body"] = {"include_stop_str_in_output": True}  # vLLM: keep the full stop
+            extra["include_stop_str_in_output"] = True  # vLLM: keep the full stop
+        if body := self._answer_body(extra):
+            params["extra_body"] = body
         msg = self._complete(messages, **params).choices[0].message
         reasoning = message_reasoning(msg)
         inline_reasoning, text = split_think(msg.content or "")
@@ -125,8 +142,9 @@ class OpenAILLM:
         longest = max(len(o) for o in options)
         params: dict[str, Any] = {"max_tokens": self.answer_max_tokens + longest, "logprobs": True,
                                   "top_logprobs": TOP_LOGPROBS}
-        if self.structured_output:
-            params["extra_body"] = {"structured_outputs": {"json": answer_schema(options)}}
+        structured = {"structured_outputs": {"json": answer_schema(options)}} if self.structured_output else None
+        if body := self._answer_body(structured):
+            params["extra_body"] = body
         choice = self._complete(follow_up, **params).choices[0]
         raw = choice.message.content or ""
         option = parse_answer(raw, options)
