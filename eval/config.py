@@ -196,6 +196,8 @@ class SettingSpec(_Strict):
     text: TextPerturbation | None = None
     #: attack names run in this setting (None: all of them)
     attacks: list[str] | None = None
+    #: pipeline names run in this setting (None: all of them)
+    pipelines: list[str] | None = None
     #: also run the unattacked images (the reference for drop)
     clean: bool = True
 
@@ -249,6 +251,11 @@ class EvalConfig(_Strict):
             unknown = sorted(set(s.attacks or []) - known)
             if unknown:
                 raise ValueError(f"settings.{s.name}.attacks: unknown attack(s) {', '.join(unknown)}")
+        pipes = {p.name for p in self.pipelines}
+        for s in self.settings:
+            unknown = sorted(set(s.pipelines or []) - pipes)
+            if unknown:
+                raise ValueError(f"settings.{s.name}.pipelines: unknown pipeline(s) {', '.join(unknown)}")
         if self.reference is not None and self.reference not in {p.name for p in self.pipelines}:
             raise ValueError(f"reference: no pipeline named {self.reference!r}")
         return self
@@ -263,6 +270,10 @@ class EvalConfig(_Strict):
         """Condition names of one setting, clean first."""
         names = [a.name for a in self.attacks if setting.attacks is None or a.name in setting.attacks]
         return ([CLEAN] if setting.clean else []) + names
+
+    def pipelines_in(self, setting: SettingSpec) -> list[str]:
+        """Pipeline names that run in one setting."""
+        return [p.name for p in self.pipelines if setting.pipelines is None or p.name in setting.pipelines]
 
     def attack(self, name: str) -> AttackSpec:
         return next(a for a in self.attacks if a.name == name)

@@ -146,6 +146,8 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         conditions = cfg.attacks_in(s)
         rows: dict[str, Any] = {}
         for p in cfg.pipelines:
+            if p.name not in cfg.pipelines_in(s):
+                continue
             row = {}
             for a in conditions:
                 recs = index.get((p.name, s.name, a))
@@ -169,7 +171,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         spec["measured"] = norm_stats([r for r in records.values() if r["attack"] == a.name])
         attacks[a.name] = spec
     planned = len(meta.get("samples", []))
-    expected = planned * len(cfg.pipelines) * sum(len(cfg.attacks_in(s)) for s in cfg.settings)
+    expected = planned * sum(len(cfg.pipelines_in(s)) * len(cfg.attacks_in(s)) for s in cfg.settings)
     return {
         "name": cfg.name,
         "fingerprint": meta.get("fingerprint"),

@@ -198,8 +198,8 @@ class Runner:
                 if attack not in cfg.attacks_in(setting):
                     continue
                 for sample in samples:
-                    for p in cfg.pipelines:
-                        jobs.append(Job(sample, p.name, setting, attack))
+                    for p in cfg.pipelines_in(setting):
+                        jobs.append(Job(sample, p, setting, attack))
         records = read_records(self.dir / RESULTS)
         done = {k for k, r in records.items() if r.get("status") == "ok"}
         plan = Plan(samples, conditions, jobs, done)
@@ -213,9 +213,13 @@ class Runner:
 
     def print_plan(self, plan: Plan) -> None:
         cfg = self.config
-        table = Table("setting", "conditions", title=f"eval run {cfg.name!r} -> {self.dir}")
+        table = Table("setting", "conditions", "pipelines", title=f"eval run {cfg.name!r} -> {self.dir}")
         for s in cfg.settings:
-            table.add_row(s.name + (f" (+{s.text.kind})" if s.text else ""), ", ".join(cfg.attacks_in(s)))
+            table.add_row(
+                s.name + (f" (+{s.text.kind})" if s.text else ""),
+                ", ".join(cfg.attacks_in(s)),
+                ", ".join(cfg.pipelines_in(s)),
+            )
         self.console.print(table)
         self.console.print(
             f"dataset [bold]{cfg.dataset.key}[/] ({cfg.dataset.split or 'all splits'}): {len(plan.samples)} samples; "

@@ -1,0 +1,148 @@
+"""Eval configs: the bundled ones validate, malformed ones fail with the bad key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from evalrun_helpers import small_config
+from retlink.eval.config import fraction_text, load_eval_config
+from retlink.eval.records import RecordLog, read_records
+from retlink.eval.runner import gold_rank, link_inputs
+from typer.testing import CliRunner
+
+from retlink.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "eval" / "configs"
+
+
+def test_bundled_configs_validate():
+    names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    assert names == ["demo", "m3el", "richpediamel", "wikidiverse", "wikimel", "wikiperson"]
+    for path in CONFIGS.glob("*.yaml"):
+        cfg = load_eval_config(path)
+        assert cfg.name == path.stem and cfg.reference_pipeline() == "baseline"
+    demo = load_eval_config(CONFIGS / "demo.yaml")
+    assert demo.kb.entities == (CONFIGS.parent.parent / "data" / "demo" / "entities.jsonl").resolve()
+    assert demo.attack("pgd-8").eps == pytest.approx(8 / 255)
+
+
+def bad(tmp_path, **changes) -> str:
+    cfg = small_config(tmp_path / "kb", tmp_path)
+    for dotted, value in changes.items():
+        node = cfg
+        *path, last = dotted.split("__")
+        for part in path:
+            node = node[int(part)] if part.isdigit() else node[part]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    with pytest.raises(ConfigError) as err:
+        load_eval_config(cfg)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"pipelnes": []}, "pipelnes: unknown key"),
+        ({"attacks__1__params": {"epss": 0.1}}, "unknown parameter(s) epss of attack 'pgd'"),
+        ({"attacks__1__attack": "pgdd"}, "unknown attack 'pgdd'"),
+        ({"attacks__0__target": "pixels"}, "attacks.0.target"),
+        ({"attacks__0__name": "clean"}, "'clean' is reserved"),
+        ({"dataset__key": "wikimell"}, "unknown dataset 'wikimell'"),
+        ({"pipelines__1__kind": "agentt"}, "unknown pipeline kind 'agentt'"),
+        ({"pipelines__1__name": "baseline"}, "duplicate name(s) baseline"),
+        ({"settings": [{"name": "x", "setting": "it2t", "attacks": ["pgd-16"]}]}, "unknown attack(s) pgd-16"),
+        ({"settings": [{"name": "x", "setting": "i2tt"}]}, "settings.0.setting"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"kb": None}, "kb: Field required"),
+        ({"reference": "agent"}, "no pipeline named 'agent'"),
+        ({"attacks__1__params": {"eps": "8/0"}}, "division by zero"),
+    ],
+)
+def test_malformed_configs_name_the_key(tmp_path, changes, expected):
+    assert expected in bad(tmp_path, **changes)
+
+
+def test_yaml_errors_name_the_file_and_the_cli_exits_2(tmp_path):
+    from retlink.cli import app
+
+    path = tmp_path / "broken.yaml"
+    cfg = small_config(tmp_path / "kb", tmp_path)
+    cfg["attacks"][0]["params"] = {"eps": "8/255", "stepz": 3}
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["eval", "run", str(path), "--dry-run"])
+    assert res.exit_code == 2
+    assert "broken.yaml" in res.output and "attacks.0" in res.output and "stepz" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["eval", "report", str(tmp_path)])
+    assert res.exit_code == 2 and "not a run folder" in res.output
+
+
+def test_relative_paths_are_relative_to_the_yaml_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    cfg = small_config("kb-here", "runs")
+    cfg["dataset"]["root"] = "../data"
+    cfg["dataset"]["key"] = "demo"
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_eval_config(path)
+    assert loaded.kb.path == tmp_path / "sub" / "kb-here"
+    assert loaded.dataset.root == tmp_path / "data"
+    assert loaded.output_dir == Path("runs")  # the working directory's, like lm-eval's output_path
+
+
+def test_fingerprint_ignores_output_and_concurrency_only(tmp_path):
+    a = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a"))
+    b = load_eval_config(small_config(tmp_path / "kb", tmp_path / "b", concurrency=4))
+    c = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a", seed=3))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert fraction_text(8 / 255) == "8/255" and fraction_text(0.1) == "0.1"
+
+
+def test_record_log_cuts_a_torn_tail_and_last_record_wins(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with RecordLog(path) as log:
+        log.append({"key": "a", "v": 1})
+        log.append({"key": "b", "v": 1})
+    with path.open("a") as fh:
+        fh.write('{"key": "c", "v"')  # killed mid-write
+    assert set(read_records(path)) == {"a", "b"}
+    with RecordLog(path) as log:  # reopening cuts the torn record
+        log.append({"key": "a", "v": 2})
+    assert path.read_text().count("\n") == 3
+    assert read_records(path) == {"a": {"key": "a", "v": 2}, "b": {"key": "b", "v": 1}}
+
+
+def test_gold_rank_and_settings():
+    from retlink.eval.config import SettingSpec
+    from retlink.eval.datasets import Sample
+
+    from retlink.types import Candidate, Entity, LinkResult
+
+    def result(answer, ids):
+        ents = {i: Entity(id=i, name=i) for i in ids}
+        return LinkResult(
+            entity=ents.get(answer),
+            score=0.5,
+            decided_by="reasoner",
+            mention="m",
+            candidates=[Candidate(entity=ents[i], score=0.5) for i in ids],
+        )
+
+    assert gold_rank(result("b", ["a", "b", "c"]), "b") == 1  # the answer, not the top candidate
+    assert gold_rank(result("b", ["a", "b", "c"]), "a") == 2
+    assert gold_rank(result("b", ["a", "b", "c"]), "c") == 3
+    assert gold_rank(result(None, ["a", "b"]), "NIL") == 1
+    assert gold_rank(result("a", ["a"]), "z") is None
+
+    s = Sample(id="demo:x", image_path=None, mention="Java", context="a cup of [Java] today", gold_id="j", split="t")
+    assert link_inputs(s, SettingSpec(name="it2t", setting="it2t"), "IMG", 0) == ("IMG", "Java", s.context)
+    assert link_inputs(s, SettingSpec(name="i2t", setting="i2t"), "IMG", 0) == ("IMG", "Java", "")
+    noisy = SettingSpec(name="n", setting="it2t", text={"kind": "word_permutation"})
+    _, _, ctx = link_inputs(s, noisy, "IMG", 0)
+    assert ctx != s.context and sorted(ctx.split()) == sorted(s.context.split())
+    assert link_inputs(s, noisy, "IMG", 0) == link_inputs(s, noisy, "IMG", 0)  # seeded
