@@ -1,6 +1,6 @@
 """Image URLs in chat requests: fetched by the project's safe fetcher, or refused with OpenAI's error JSON.
 
-A real loopback HTTP server (`ImageSite`) serves a demo JPEG, an HTML page, a 10 MB "image"
+A real loopback HTTP server (`ImageSite` routes on `tests.loopback.LoopbackHTTP`) serves a demo JPEG, an HTML page, a 10 MB "image"
 (declared and undeclared length) and a redirect to the cloud metadata address. The endpoint may
 reach it only when `ServerSettings.image_allow_hosts` lists it: loopback is exactly what the SSRF
 guard refuses otherwise. The refused cases fail before any model runs, so they cost milliseconds;
@@ -10,16 +10,14 @@ one allowlisted request links through the real models (the conftest's fast budge
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
-from conftest import API_KEY, DEMO, ServerThread, user_message
 
 from retlink.server import ServerSettings, create_app
+from tests.loopback import LoopbackHTTP, QuietHandler
+from tests.server.conftest import API_KEY, DEMO, ServerThread, user_message
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +27,18 @@ BIG = 10 * 1024 * 1024
 MAX_IMAGE_BYTES = 1024 * 1024
 
 
-class _Routes(BaseHTTPRequestHandler):
-    server: ImageSite
+class ImageSite(QuietHandler):
+    """Routes of the image site (HTTP/1.0: the undeclared body ends when the connection closes)."""
 
     def do_GET(self) -> None:
-        self.server.hits[self.path] += 1
+        self.server.record(self.path)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the fetcher stops at its cap
             if self.path == "/rocket.jpg":
-                self._send("image/jpeg", (DEMO / EXAMPLE["image"]).read_bytes())
+                self.send_body(200, "image/jpeg", (DEMO / EXAMPLE["image"]).read_bytes())
             elif self.path == "/page.html":
-                self._send("text/html; charset=utf-8", b"<!DOCTYPE html><html><body><p>not an image</p></body></html>")
+                self.send_body(200, "text/html; charset=utf-8", b"<!DOCTYPE html><html><body><p>no image</p></body></html>")
             elif self.path == "/big.jpg":
-                self._send("image/jpeg", b"\xff\xd8\xff" + b"\x00" * BIG)
+                self.send_body(200, "image/jpeg", b"\xff\xd8\xff" + b"\x00" * BIG)
             elif self.path == "/big-undeclared.jpg":  # no Content-Length: only the streaming cap stops it
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
@@ -53,41 +51,13 @@ class _Routes(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             else:
-                self._send("text/plain", b"not found", status=404)
-
-    def _send(self, ctype: str, body: bytes, status: int = 200) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class ImageSite(ThreadingHTTPServer):
-    """A real HTTP server on 127.0.0.1 (HTTP/1.0: the undeclared body ends when it closes)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Routes)
-        self.hits: Counter[str] = Counter()
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+                self.send_body(404, "text/plain", b"not found")
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[ImageSite]:
-    srv = ImageSite()
-    srv.thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    srv.thread.join(timeout=5)
+def site() -> Iterator[LoopbackHTTP]:
+    with LoopbackHTTP(ImageSite) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

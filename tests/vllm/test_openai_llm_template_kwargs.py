@@ -1,40 +1,39 @@
 """`LLMConfig.chat_template_kwargs` reaches the wire on answer requests only.
 
-What is checked is the request body the backend sends, so the server is a fake: `FakeChatServer`,
-a real HTTP server on 127.0.0.1 that speaks the OpenAI chat protocol, records every request body
-and answers with canned messages (a chain of thought, then a constrained JSON answer). Whether a
-real Qwen3 template honours `enable_thinking` is vLLM's business; this needs no vLLM venv.
+What is checked is the request body the backend sends, so the server is a fake:
+`FakeChatServer`, routes on a real HTTP server on 127.0.0.1 (`tests.loopback`) that speak the
+OpenAI chat protocol, record every request body and answer with canned messages (a chain of
+thought, then a constrained JSON answer). Whether a real Qwen3 template honours
+`enable_thinking` is vLLM's business; this needs no vLLM venv.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.backends import shared_llm
 from retlink.config import LLMConfig
+from tests.loopback import LoopbackHTTP, QuietHandler
 
 MODEL = "qwen3-fake"
 NO_THINKING = {"enable_thinking": False}
 MESSAGES = [{"role": "user", "content": "Which entity is [Falcon]? Q1: Falcon 9 rocket. NIL: none."}]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeChatServer
+class FakeChatServer(QuietHandler):
+    """A fake OpenAI-compatible server (named as such): lists one model, records chat request bodies."""
 
     def do_GET(self) -> None:
         self._json({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "fake"}]})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.requests.append(body)
+        self.server.record(self.path, body)
         answering = str(body["messages"][-1]["content"]).startswith("Give your final answer")  # choose's 2nd step
         content = '{"answer": "Q1"}' if answering else "The image shows a rocket at a launch pad."
         self._json({
@@ -44,72 +43,48 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _json(self, data: dict) -> None:
-        raw = json.dumps(data).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class FakeChatServer(ThreadingHTTPServer):
-    """A fake OpenAI-compatible server (named as such) that records the chat request bodies."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        self.send_body(200, "application/json", json.dumps(data).encode())
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeChatServer]:
-    srv = FakeChatServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+def fake() -> Iterator[LoopbackHTTP]:
+    with LoopbackHTTP(FakeChatServer) as srv:
+        yield srv
+
+
+def base_url(srv: LoopbackHTTP) -> str:
+    return srv.url("/v1")
 
 
 def test_choose_sends_template_kwargs_on_the_answer_step_only(fake):
-    llm = OpenAILLM(MODEL, fake.base_url, chat_template_kwargs=NO_THINKING, max_retries=0)
+    llm = OpenAILLM(MODEL, base_url(fake), chat_template_kwargs=NO_THINKING, max_retries=0)
     choice = llm.choose(MESSAGES, ["Q1", "NIL"], max_reasoning_tokens=16)
     assert choice.option == "Q1" and choice.reasoning.startswith("The image shows a rocket")
-    think, answer = fake.requests
+    think, answer = fake.bodies
     assert "chat_template_kwargs" not in think  # the chain of thought is where thinking is wanted
     assert answer["chat_template_kwargs"] == NO_THINKING
     assert answer["structured_outputs"]["json"]["properties"]["answer"]["enum"] == ["Q1", "NIL"]
 
 
 def test_generate_sends_template_kwargs_beside_its_own_extra_body(fake):
-    llm = OpenAILLM(MODEL, fake.base_url, chat_template_kwargs=NO_THINKING, max_retries=0)
+    llm = OpenAILLM(MODEL, base_url(fake), chat_template_kwargs=NO_THINKING, max_retries=0)
     llm.generate(MESSAGES, max_tokens=32, stop_at_sentence=True)
     llm.generate(MESSAGES, max_tokens=32)
-    with_stop, plain = fake.requests
+    with_stop, plain = fake.bodies
     assert with_stop["chat_template_kwargs"] == NO_THINKING and with_stop["include_stop_str_in_output"] is True
     assert plain["chat_template_kwargs"] == NO_THINKING and "include_stop_str_in_output" not in plain
 
 
 def test_config_reaches_the_backend_and_stays_hashable(fake):
     """`shared_llm` caches backends by config, so the dict field must not break hashing."""
-    cfg = LLMConfig(backend="openai", model=MODEL, base_url=fake.base_url, max_retries=0,
+    cfg = LLMConfig(backend="openai", model=MODEL, base_url=base_url(fake), max_retries=0,
                     chat_template_kwargs={"enable_thinking": False})
     llm = shared_llm(cfg)
     assert llm is shared_llm(cfg.model_copy())  # equal configs, one backend
     llm.generate(MESSAGES, max_tokens=8)
-    assert fake.requests[-1]["chat_template_kwargs"] == NO_THINKING
+    assert fake.bodies[-1]["chat_template_kwargs"] == NO_THINKING
 
 
 def test_without_the_option_nothing_extra_is_sent(fake):
-    OpenAILLM(MODEL, fake.base_url, max_retries=0).generate(MESSAGES, max_tokens=8)
-    assert "chat_template_kwargs" not in fake.requests[-1] and "extra_body" not in fake.requests[-1]
+    OpenAILLM(MODEL, base_url(fake), max_retries=0).generate(MESSAGES, max_tokens=8)
+    assert "chat_template_kwargs" not in fake.bodies[-1] and "extra_body" not in fake.bodies[-1]
