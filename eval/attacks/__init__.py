@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from retlink.eval.attacks.adaptive import PGDBPDA, PGDEOT, PGDDetectorAware
 from retlink.eval.attacks.apgd import APGD, APGDL2
 from retlink.eval.attacks.base import Attack, frozen
 from retlink.eval.attacks.cw import CW
@@ -28,6 +29,8 @@ from retlink.eval.attacks.targets import (
 )
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, PGDL2, APGD, APGDL2, CW)}
+# adaptive attacks through the pipeline's defences (BPDA, EOT, detector-aware): see adaptive.py
+ATTACKS.update({cls.name: cls for cls in (PGDBPDA, PGDEOT, PGDDetectorAware)})
 
 
 def build_attack(name: str, target: Target, preset: str = "normal", **overrides: Any) -> Attack:
