@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 import torch
-from retlink.eval.attacks.base import Attack, BestTracker, take
+from retlink.eval.attacks.base import Attack, BestTracker
 from retlink.eval.attacks.projections import project_image, random_start, steepest_step
 from retlink.eval.attacks.targets import ClassifierTarget, Target
 
@@ -70,21 +70,7 @@ class APGD(Attack):
         self.norm, self.eps, self.steps, self.restarts, self.loss = norm, eps, steps, restarts, loss
 
     def perturb(self, x: torch.Tensor, y: Any, generator: torch.Generator) -> torch.Tensor:
-        adv = x.clone()
-        todo = torch.arange(x.shape[0], device=x.device)
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        for _ in range(self.restarts):
-            out, tracker = self._single_run(x[todo], take(y, todo), generator)
-            if tracker.has_success:
-                adv[todo] = out
-                todo = todo[~tracker.found]
-            else:
-                better = tracker.loss > best_loss[todo]
-                adv[todo[better]] = out[better]
-                best_loss[todo[better]] = tracker.loss[better]
-            if todo.numel() == 0:
-                break
-        return adv
+        return self.with_restarts(x, y, lambda xs, ys: self._single_run(xs, ys, generator), self.restarts)
 
     def _single_run(
         self, x: torch.Tensor, y: Any, generator: torch.Generator

@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -200,6 +200,31 @@ class Attack(ABC):
         """Attack one batch already on the target's device; labels already prepared."""
 
     # -- helpers for subclasses --------------------------------------------------------------
+
+    def with_restarts(
+        self,
+        x: torch.Tensor,
+        y: Any,
+        single_run: Callable[[torch.Tensor, Any], tuple[torch.Tensor, BestTracker]],
+        restarts: int,
+    ) -> torch.Tensor:
+        """Run `single_run` up to `restarts` times, each later run only on the samples not yet
+        adversarial (or, for loss-only targets, on all, keeping each sample's highest loss)."""
+        adv = x.clone()
+        todo = torch.arange(x.shape[0], device=x.device)
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        for _ in range(restarts):
+            out, tracker = single_run(x[todo], take(y, todo))
+            if tracker.has_success:
+                adv[todo] = out
+                todo = todo[~tracker.found]
+            else:
+                better = tracker.loss > best_loss[todo]
+                adv[todo[better]] = out[better]
+                best_loss[todo[better]] = tracker.loss[better]
+            if todo.numel() == 0:
+                break
+        return adv
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the forward pass, on CUDA only (CPU autocast is slower here)."""

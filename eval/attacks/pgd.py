@@ -55,23 +55,9 @@ class PGD(Attack):
         self.early_stop = early_stop
 
     def perturb(self, x: torch.Tensor, y: Any, generator: torch.Generator) -> torch.Tensor:
-        adv = x.clone()
-        todo = torch.arange(x.shape[0], device=x.device)
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        for _ in range(self.restarts):
-            xs, ys = x[todo], take(y, todo)
-            out, tracker = self._single_run(xs, ys, generator)
-            if tracker.has_success:
-                # samples already adversarial keep their first adversarial point
-                adv[todo] = out
-                todo = todo[~tracker.found]
-            else:
-                better = tracker.loss > best_loss[todo]
-                adv[todo[better]] = out[better]
-                best_loss[todo[better]] = tracker.loss[better]
-            if todo.numel() == 0 or not self.random_start:
-                break  # without a random start, a restart would repeat the same run
-        return adv
+        # without a random start every restart would repeat the first run exactly
+        restarts = self.restarts if self.random_start else 1
+        return self.with_restarts(x, y, lambda xs, ys: self._single_run(xs, ys, generator), restarts)
 
     def _single_run(
         self, x: torch.Tensor, y: Any, generator: torch.Generator
