@@ -19,7 +19,7 @@ demo: venv
 ## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
 test: venv vllm-venv
 	@$(PY) -m ruff check .
-	@RETLINK_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra
+	@RETLINK_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra --durations=15
 
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
 test-fast: venv
