@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from conftest import API_KEY, DEMO, ServerThread, data_uri, user_message
 from PIL import Image
 
 from retlink.server import ServerSettings, create_app
+from tests.server.conftest import API_KEY, DEMO, ServerThread, data_uri, user_message
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FaultProxy
 from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.config import load_config
+from tests.vllm.conftest import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
-from conftest import FaultProxy
 from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.errors import BackendError
+from tests.vllm.conftest import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
