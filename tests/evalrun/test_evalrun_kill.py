@@ -1,0 +1,53 @@
+"""A real kill: `retlink eval run` in a subprocess, SIGKILLed mid-run, then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from evalrun_helpers import small_config
+from retlink.eval.config import load_eval_config
+from retlink.eval.records import RESULTS
+from retlink.eval.report import comparable, write_report
+from retlink.eval.runner import Runner
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, demo_kb_path):
+    # baseline only (no LLM): cheap enough to run twice in a subprocess
+    cfg = small_config(demo_kb_path, tmp_path / "runs", pipelines=[{"name": "baseline", "kind": "baseline"}])
+    cfg["dataset"]["limit"] = 12
+    path = tmp_path / "kill.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    results = tmp_path / "runs" / "small" / RESULTS
+    cmd = [sys.executable, "-m", "retlink.cli", "eval", "run", str(path), "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and results.read_text().count("\n") >= 8:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    killed_at = len(results.read_text().splitlines())
+    assert 8 <= killed_at < 36
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = [json.loads(x)["key"] for x in results.read_text().splitlines()]
+    assert len(keys) == 36 and len(set(keys)) == 36
+
+    reference = Runner(load_eval_config({**cfg, "output_dir": str(tmp_path / "ref")}))
+    reference.run(progress=False)
+    assert comparable(write_report(results.parent)) == comparable(write_report(reference.dir))
