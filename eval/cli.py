@@ -123,3 +123,21 @@ def _print_tables(summary: dict) -> None:
                 cells.append(text)
             table.add_row(pipe, *cells)
         out.print(table)
+
+
+@eval_app.command("defences")
+@friendly_errors
+def defences(
+    config: Annotated[Path | None, typer.Argument(help="defence eval YAML (DefenceEvalConfig keys); none: defaults")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="where defences.json and defences.md go")] = Path("runs/defences"),
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
+    links: Annotated[bool | None, typer.Option("--links/--no-links", help="also link with the full agent")] = None,
+) -> None:
+    """Each defence clean, under PGD and under adaptive attacks (BPDA/EOT, detector-aware)."""
+    from retlink.eval.defences import evaluate as evaluate_defences
+    from retlink.eval.defences import load_defence_config, print_summary, write
+
+    cfg = load_defence_config(config, limit=limit, links=links)
+    results = evaluate_defences(cfg)
+    print_summary(results, out)
+    out.print(f"report: [bold]{write(results, out_dir)}[/]")

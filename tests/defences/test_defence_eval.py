@@ -1,0 +1,125 @@
+"""The defence evaluation: the graph's own routes, worst case over adaptive attacks, the report,
+the CLI, and a runner config naming the adaptive attacks."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from retlink.eval.defences import (
+    ADAPTIVE,
+    CLEAN,
+    NON_ADAPTIVE,
+    DefenceEvalConfig,
+    adaptive_attacks,
+    conditions,
+    defended_view,
+    evaluate,
+    load_defence_config,
+    report_markdown,
+    roc_auc,
+    summarise,
+)
+from retlink.tools.vision.detector import SqueezeDetector
+from retlink.tools.vision.efficientnet import shared_model
+
+from retlink.config import DefenceConfig
+from retlink.errors import ConfigError
+
+
+def test_roc_auc_and_worst_case_by_hand():
+    assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
+    assert roc_auc([0.1, 0.4], [0.2, 0.4]) == pytest.approx(0.625)  # 2 wins, 1 loss, 1 tie of 4 pairs
+    correct = {
+        CLEAN: [True, True, True],
+        NON_ADAPTIVE: [True, False, True],
+        "a": [False, True, True],
+        "b": [True, True, False],
+    }
+    flagged = {k: [False, True, False] for k in correct}
+    cells = conditions(correct, flagged, ["a", "b"])
+    assert cells[ADAPTIVE].correct == [False, False, False]  # any attack that breaks a sample counts
+    assert cells[NON_ADAPTIVE].correct == [True, False, True]
+
+
+def test_adaptive_attacks_follow_the_defence_config():
+    assert adaptive_attacks(DefenceConfig(), 4) == []
+    purify = DefenceConfig.model_validate({"purify": [{"kind": "median", "size": 3}]})
+    assert [n for n, _ in adaptive_attacks(purify, 4)] == ["pgd_eot"]
+    detect = DefenceConfig.model_validate({"detector": {"enabled": True, "threshold": 0.9}})
+    (aware, aware_kw), (eot, eot_kw) = adaptive_attacks(detect, 4)
+    assert aware == "pgd_detector_aware" and aware_kw["purify"] == [] and aware_kw["threshold"] == 0.9
+    assert eot == "pgd_eot" and eot_kw["purify"][0]["kind"] == "jpeg"  # the flagged route's purifier
+
+
+def test_defended_view_takes_the_graph_route(demo_dir):
+    img = Image.open(demo_dir / "images" / "coffee.jpg").convert("RGB").resize((224, 224))
+    cfg = DefenceConfig.model_validate({"detector": {"enabled": True, "threshold": 0.0}})
+    view = defended_view(img, cfg, SqueezeDetector(shared_model(), cfg.detector.squeezers))
+    assert view.flagged and view.score > 0 and view.image.tobytes() != img.tobytes()  # purified
+    off = defended_view(img, DefenceConfig(), None)
+    assert not off.flagged and off.score is None and off.image is img
+
+
+def test_evaluate_end_to_end_on_two_photos(tmp_path):
+    res = evaluate({"limit": 2, "params": {"steps": 1}, "eot_samples": 1, "bootstrap_resamples": 20})
+    model = res.levels["model"]
+    assert set(model) == {"none", "purify", "detect", "purify+detect"}
+    assert model["none"][CLEAN].correct == [True, True]  # the reference label is its own clean label
+    assert model["none"][ADAPTIVE].correct == model["none"][NON_ADAPTIVE].correct  # nothing to adapt to
+    for cells in model.values():  # adaptive is never kinder than plain PGD
+        assert all(a <= p for a, p in zip(cells[ADAPTIVE].correct, cells[NON_ADAPTIVE].correct, strict=True))
+    rows = {r["defence"]: r for r in summarise(res, "model", resamples=20)}
+    assert rows["none"]["clean_cost"] == 0
+    assert res.detector["threshold"] == 1.2 and 0 <= res.detector["roc_auc_pgd"] <= 1
+    md = report_markdown(res)
+    assert "| purify+detect |" in md and "ROC AUC" in md and "in-sample" in md
+
+
+def test_defence_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "d.yaml"
+    bad.write_text("eot_sample: 3\n")
+    with pytest.raises(ConfigError, match="eot_sample: unknown key"):
+        load_defence_config(bad)
+    cfg = load_defence_config(None, limit=3, links=False)
+    assert isinstance(cfg, DefenceEvalConfig) and cfg.limit == 3
+
+
+def test_runner_config_can_name_the_adaptive_attacks():
+    from retlink.eval.config import load_eval_config
+
+    cfg = load_eval_config(
+        {
+            "name": "defences",
+            "dataset": {"key": "demo"},
+            "kb": {"path": "/tmp/kb"},
+            "pipelines": [
+                {
+                    "name": "agent-detect",
+                    "kind": "agent",
+                    "overrides": {"defence": {"detector": {"enabled": True}}},
+                }
+            ],
+            "attacks": [
+                {
+                    "name": "eot",
+                    "attack": "pgd_eot",
+                    "target": "classifier",
+                    "params": {"purify": [{"kind": "jpeg", "quality": 75}], "eot_samples": 2},
+                },
+                {
+                    "name": "aware",
+                    "attack": "pgd_detector_aware",
+                    "target": "embedding_away",
+                    "params": {"threshold": 1.2},
+                },
+            ],
+        }
+    )
+    assert cfg.attack("eot").resolved_params()["eot_samples"] == 2
+    with pytest.raises(ConfigError, match="eot_samplez"):
+        load_eval_config(
+            {
+                **cfg.model_dump(mode="json"),
+                "attacks": [{"name": "x", "attack": "pgd_eot", "params": {"eot_samplez": 1}}],
+            }
+        )
