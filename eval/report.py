@@ -302,13 +302,21 @@ def plot_run(summary: dict[str, Any], out_dir: Path) -> list[str]:
                 families[(spec["attack"], spec["target"], spec["preset"])].append((spec["eps"] * 255, a))
         if families and any(len(v) >= 1 for v in families.values()):
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for pipe, row in rows.items():
-                for (method, target, _), points in sorted(families.items()):
+            styles = ["-", "--", ":", "-."]
+            for color, (pipe, row) in enumerate(rows.items()):
+                for style, ((method, target, _), points) in enumerate(sorted(families.items())):
                     pts = sorted(points)
                     xs = ([0.0] if CLEAN in row else []) + [x for x, a in pts if a in row]
                     ys = ([row[CLEAN]["hits@1"]] if CLEAN in row else []) + [row[a]["hits@1"] for x, a in pts if a in row]
                     if len(xs) >= 2:
-                        ax.plot(xs, [100 * y for y in ys], marker="o", label=f"{pipe} · {method} ({target})")
+                        ax.plot(
+                            xs,
+                            [100 * y for y in ys],
+                            marker="o",
+                            color=f"C{color}",
+                            linestyle=styles[style % len(styles)],
+                            label=f"{pipe} · {method} ({target})",
+                        )
             ax.set_xlabel("L∞ budget ε (×1/255)")
             ax.set_ylabel("Hits@1 (%)")
             ax.set_ylim(-2, 102)
