@@ -18,9 +18,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "eval" / "configs"
 
 
 def test_bundled_configs_validate():
-    names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-    assert names == ["demo", "m3el", "richpediamel", "wikidiverse", "wikimel", "wikiperson"]
-    for path in CONFIGS.glob("*.yaml"):
+    # other eval tools keep their own configs in this folder too: check the runner's six
+    for name in ("demo", "m3el", "richpediamel", "wikidiverse", "wikimel", "wikiperson"):
+        path = CONFIGS / f"{name}.yaml"
         cfg = load_eval_config(path)
         assert cfg.name == path.stem and cfg.reference_pipeline() == "baseline"
     demo = load_eval_config(CONFIGS / "demo.yaml")
