@@ -56,7 +56,11 @@ class LLMConfig(_Strict):
     structured_output: bool = True
     #: openai: vLLM chat-template arguments for answers, e.g. {"enable_thinking": false}.
     chat_template_kwargs: dict[str, Any] | None = None
-    threads: int | None = None
+    #: transformers backend: torch intra-op threads for the process (None: torch's default).
+    #: 1 by default: on the 2-core machines here, two threads generating in lock-step stalled
+    #: whenever anything else shared the cores (32 tokens: 3.7 s with 1 thread, 23-32 s with 2,
+    #: measured side by side under load); prefill was 4x faster with 1 thread too.
+    threads: int | None = 1
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and
@@ -171,12 +175,12 @@ class EnhancerConfig(_Strict):
     enabled: bool = True
     llm: LLMConfig | None = None  # None: share the reasoner's model
     top_n: int = Field(2, ge=0, le=20)
-    max_new_tokens: int = Field(40, ge=8, le=512)
+    max_new_tokens: int = Field(32, ge=8, le=512)
 
 
 class ReasonerConfig(_Strict):
     llm: LLMConfig = LLMConfig()
-    max_reasoning_tokens: int = Field(48, ge=0, le=4096)
+    max_reasoning_tokens: int = Field(32, ge=0, le=4096)
     #: below this the reasoner's answer counts as invalid (retry, then retrieval fallback)
     min_confidence: float = Field(0.35, ge=0, le=1)
     retries: int = Field(1, ge=0, le=3)

@@ -30,8 +30,7 @@ class TransformersLLM:
     def __init__(self, model: str = EMBEDDED_NAME, device: str = "cpu", threads: int | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads
         source: str | Path = ensure_float_copy() if model == EMBEDDED_NAME else model
         self.name = model
         self.device = device
@@ -40,6 +39,12 @@ class TransformersLLM:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
+
+    def _use_threads(self) -> None:
+        """Apply the configured intra-op thread count in the calling thread: graph nodes run in
+        executor threads, and OpenMP's thread count is per thread, not per process."""
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def _prompt_ids(self, messages: list[Message]) -> torch.Tensor:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -66,6 +71,7 @@ class TransformersLLM:
 
     def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
         with self._lock:
+            self._use_threads()
             text, _, _ = self._greedy(self._prompt_ids(messages), max_tokens)
         reasoning, answer = split_think(text)
         return Generation(text=answer, reasoning=reasoning)
@@ -80,6 +86,7 @@ class TransformersLLM:
         self.tokenizer.padding_side = "left"
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with self._lock, torch.inference_mode():
+            self._use_threads()
             out = self.model.generate(
                 **enc,
                 max_new_tokens=max_tokens,
@@ -133,6 +140,7 @@ class TransformersLLM:
         if not options:
             return Choice(option=None, raw="no options")
         with self._lock:
+            self._use_threads()
             ids = self._prompt_ids(messages)
             thought, seq, cache = self._greedy(ids, max_reasoning_tokens, stop=[ANSWER_PREFIX])
             reasoning, _ = split_think(thought)
