@@ -184,6 +184,8 @@ class DefenceResults:
     attacks: dict[str, Any]  # "by_defence": {defence: [adaptive attack keys]}, "params": {key: params}
     seconds: dict[str, float]
     config: dict[str, Any]
+    #: the images behind every condition (clean, pgd, attack keys); not serialised
+    images: dict[str, list[Image.Image]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -329,6 +331,7 @@ def evaluate(
         attacks={"by_defence": plan, "params": made},
         seconds=seconds,
         config=cfg.model_dump(mode="json"),
+        images=images,
     )
 
 
@@ -342,7 +345,10 @@ def conditions(
     worst = Cell(list(correct[NON_ADAPTIVE]), list(flagged[NON_ADAPTIVE]))
     for key in adaptive_keys:
         for i, good in enumerate(correct[key]):
-            if worst.correct[i] and not good:  # this attack breaks sample i: the attacker uses it
+            if good:
+                continue
+            # the attacker uses the attack that breaks sample i, preferring one that is not flagged
+            if worst.correct[i] or (worst.flagged[i] and not flagged[key][i]):
                 worst.correct[i], worst.flagged[i] = False, flagged[key][i]
     cells[ADAPTIVE] = worst
     return cells

@@ -32,12 +32,14 @@ def test_roc_auc_and_worst_case_by_hand():
     correct = {
         CLEAN: [True, True, True],
         NON_ADAPTIVE: [True, False, True],
-        "a": [False, True, True],
+        "a": [False, False, True],
         "b": [True, True, False],
     }
     flagged = {k: [False, True, False] for k in correct}
+    flagged["a"] = [False, False, False]
     cells = conditions(correct, flagged, ["a", "b"])
     assert cells[ADAPTIVE].correct == [False, False, False]  # any attack that breaks a sample counts
+    assert cells[ADAPTIVE].flagged == [False, False, False]  # PGD broke sample 1 flagged, "a" unflagged
     assert cells[NON_ADAPTIVE].correct == [True, False, True]
 
 
