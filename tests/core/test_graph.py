@@ -16,6 +16,7 @@ def _nodes(result) -> list[str]:
     return [e.node for e in result.trace]
 
 
+@pytest.mark.slow
 def test_links_demo_examples(linker, demo_dir, demo_examples):
     chosen = [demo_examples[i] for i in (0, 2, 3, 10)]  # cat, rocket, astronaut, horse
     samples = [Sample(demo_dir / ex["image"], ex["mention"], ex["context"]) for ex in chosen]
@@ -34,11 +35,18 @@ def test_links_demo_examples(linker, demo_dir, demo_examples):
 
 
 def test_every_input_kind_links(linker, demo_dir):
+    """Each input kind passes validation; a full link runs on the tensor (the attack format)."""
+    from retlink.agents.validator import validate
+    from retlink.config import LimitsConfig
+
     path = demo_dir / "images" / "coffee.jpg"
     pil = Image.open(path).convert("RGB")
-    for image in (path, str(path), path.read_bytes(), pil, to_tensor(pil)):
-        r = linker.link(image, "Java", "A fresh cup of [Java] on the saucer.")
-        assert r.entity_id == "java_coffee"
+    for image in (path, str(path), path.read_bytes(), pil):
+        out = validate({"image": image, "mention": "Java"}, limits=LimitsConfig())
+        assert out["pil"].size == pil.size
+    r = linker.link(to_tensor(pil), "Java", "A fresh cup of [Java] on the saucer.")
+    assert r.entity_id == "java_coffee"
+    assert [e.node for e in r.trace][:3] == ["validate", "detect", "caption"]
 
 
 def test_no_candidates_routes_to_nil(demo_kb_path, demo_dir):
