@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from retlink.tools.vision.base import Captioner
-
 from retlink.errors import BackendError
+from retlink.tools.vision.base import Captioner
 from retlink.types import Caption
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from retlink.config import DefenceConfig, DetectorConfig
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.purify import purify_pil
-
-from retlink.config import DefenceConfig, DetectorConfig
 
 
 def detect(state: dict[str, Any], *, detector: SqueezeDetector | None, cfg: DetectorConfig) -> dict[str, Any]:

@@ -12,13 +12,13 @@ import logging
 from typing import Any
 
 import numpy as np
+
 from retlink.agents.prompts import enhancer_messages
+from retlink.config import EnhancerConfig
+from retlink.errors import BackendError
 from retlink.tools.kb.embedders import TextEmbedder
 from retlink.tools.llm.base import LLM
 from retlink.tools.lru import LRU
-
-from retlink.config import EnhancerConfig
-from retlink.errors import BackendError
 from retlink.types import Candidate, Evidence
 
 log = logging.getLogger(__name__)

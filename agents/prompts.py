@@ -8,7 +8,6 @@ the candidate ids, so text inside a page cannot change the answer format.
 from __future__ import annotations
 
 from retlink.tools.scrape.untrusted import render_untrusted
-
 from retlink.types import Candidate, Caption, Evidence
 
 REASONER_SYSTEM = (

@@ -16,11 +16,11 @@ import logging
 from typing import Any
 
 import numpy as np
-from retlink.agents.prompts import reasoner_messages
-from retlink.tools.llm.base import LLM, Choice
 
+from retlink.agents.prompts import reasoner_messages
 from retlink.config import ReasonerConfig
 from retlink.errors import BackendError
+from retlink.tools.llm.base import LLM, Choice
 from retlink.types import NIL, Candidate
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
-from retlink.tools.kb.store import KBStore
 
 from retlink.config import KBConfig
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.store import KBStore
 from retlink.types import Candidate, Caption
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from retlink.config import SearchConfig
 from retlink.tools.scrape import Budget
 from retlink.tools.search.base import SearchBackend
 from retlink.tools.search.gather import gather_evidence
-
-from retlink.config import SearchConfig
 
 
 async def search(

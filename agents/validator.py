@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from retlink.tools.images import load_image
-
 from retlink.config import LimitsConfig
 from retlink.errors import EmptyMentionError
+from retlink.tools.images import load_image
 
 
 def validate(state: dict[str, Any], *, limits: LimitsConfig) -> dict[str, Any]:

@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 import torch
 from PIL import Image
-from retlink.eval.attacks import ClassifierTarget, build_attack
-from retlink.tools.vision.efficientnet import build_efficientnet_lite0, preprocess
 from rich.console import Console
 from rich.table import Table
+
+from retlink.eval.attacks import ClassifierTarget, build_attack
+from retlink.tools.vision.efficientnet import build_efficientnet_lite0, preprocess
 
 console = Console()
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")

@@ -23,6 +23,10 @@ import statistics
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
 from retlink.eval.defences import (
     ADAPTIVE,
     CLEAN,
@@ -33,9 +37,6 @@ from retlink.eval.defences import (
     summarise,
     write,
 )
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
 
 console = Console()
 REPO = Path(__file__).resolve().parent.parent

@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from retlink.tools.kb.embedders import shared_text_embedder
-from retlink.tools.kb.store import HNSW, chroma_client
 from rich.console import Console
 from rich.table import Table
+
+from retlink.tools.kb.embedders import shared_text_embedder
+from retlink.tools.kb.store import HNSW, chroma_client
 
 console = Console()
 
@@ -195,7 +196,6 @@ def build(workdir: Path, vectors: np.ndarray, name: str):
 def pipeline_per_1000(workdir: Path, texts: list[str], embedder) -> float:
     """Seconds per 1,000 entities through the real `build_kb` (text side, MiniLM + index + aliases)."""
     from retlink.tools.kb.build import build_kb
-
     from retlink.types import Entity
 
     n = min(1000, len(texts))

@@ -21,13 +21,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
-from retlink.tools.scrape import build_scraper
-from retlink.tools.scrape.extract import extract_page
-from retlink.tools.scrape.fetch import RawPage
 from rich.console import Console
 from rich.table import Table
 
 from retlink.config import SearchConfig
+from retlink.tools.scrape import build_scraper
+from retlink.tools.scrape.extract import extract_page
+from retlink.tools.scrape.fetch import RawPage
 
 log = logging.getLogger("bench.scrape")
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from retlink.tools.images import load_image
-from retlink.tools.kb.store import KBStore
 
 from retlink.errors import EmptyMentionError
+from retlink.tools.images import load_image
+from retlink.tools.kb.store import KBStore
 from retlink.types import Candidate, LinkResult, TraceEvent
 
 

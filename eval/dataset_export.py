@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from retlink.eval.attacked import AttackedStore, clean_tensor, file_stem
-from retlink.eval.config import EvalConfig
 
 from retlink.errors import ConfigError
+from retlink.eval.attacked import AttackedStore, clean_tensor, file_stem
+from retlink.eval.config import EvalConfig
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from retlink.eval.metrics import accuracy, bootstrap_ci
 
 from retlink.config import DefenceConfig, PurifyStep
+from retlink.eval.metrics import accuracy, bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -408,10 +408,9 @@ def link_level(
 
 def default_linker_factory(agent: Any) -> Any:
     """`Linker.from_config(agent config + {defence: ...})`."""
-    from retlink.eval.pipelines import deep_merge
-
     from retlink import Linker
     from retlink.config import load_config
+    from retlink.eval.pipelines import deep_merge
 
     base = load_config(agent).model_dump(mode="json")
 

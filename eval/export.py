@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
 from retlink.eval.metrics import perturbation_norms
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from retlink.eval.attacks.projections import l2_norm, linf_norm
 
 Ranks = Sequence[int | None]

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retlink.errors import ConfigError
 from retlink.eval import metrics
 from retlink.eval.config import CLEAN, EvalConfig, fraction_text
 from retlink.eval.records import RESULTS, read_records
 from retlink.eval.runner import RUN_META
-
-from retlink.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

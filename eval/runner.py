@@ -24,9 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retlink.eval.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
-from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
-from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,6 +37,9 @@ from rich.table import Table
 from rich.text import Text
 
 from retlink.errors import ConfigError
+from retlink.eval.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
+from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
+from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,10 @@ class Runner:
     def kb(self) -> Any:
         """The run's KB, built from the dataset's entities (or `kb.entities`) when missing/stale."""
         if self._kb is None:
+            from retlink.backends import is_current
             from retlink.tools.kb.build import build_kb
             from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
             from retlink.tools.kb.store import MANIFEST, KBStore
-
-            from retlink.backends import is_current
 
             spec = self.config.kb
             text, image = shared_text_embedder(), shared_image_embedder("efficientnet")

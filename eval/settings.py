@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from retlink.eval.attacks.base import Attack, take
 from retlink.eval.perturb_text import Substitution, TextEncoder, substitute_one_word
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
+
 from retlink.agents.captioner import caption
 from retlink.agents.defender import detect, purify, route_after_detect
 from retlink.agents.enhancer import enhance
@@ -33,10 +34,9 @@ from retlink.agents.reasoner import decide, fallback, reason, route_after_reason
 from retlink.agents.retriever import retrieve
 from retlink.agents.searcher import search
 from retlink.agents.validator import validate
+from retlink.config import SearchConfig
 from retlink.graphs.state import LinkState
 from retlink.tools.scrape import Budget
-
-from retlink.config import SearchConfig
 
 
 def route_after_retrieve(state: dict[str, Any]) -> str:

@@ -11,8 +11,8 @@ import operator
 from typing import Annotated, Any, TypedDict
 
 from PIL import Image
-from retlink.tools.llm.base import Choice
 
+from retlink.tools.llm.base import Choice
 from retlink.types import Candidate, Caption, Evidence, LinkResult, TraceEvent
 
 

@@ -31,12 +31,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from retlink.eval.attacks.pgd import PGD
-from retlink.eval.attacks.targets import ClassifierTarget, Target
-from retlink.tools.vision.purify import Purifier
 from torch import nn
 
 from retlink.config import DetectorConfig, PurifyStep
+from retlink.eval.attacks.pgd import PGD
+from retlink.eval.attacks.targets import ClassifierTarget, Target
+from retlink.tools.vision.purify import Purifier
 
 #: what the pipeline purifies a flagged image with by default (DefenceConfig.purify_when_flagged)
 DEFAULT_PURIFY: tuple[dict[str, Any], ...] = ({"kind": "jpeg", "quality": 75},)

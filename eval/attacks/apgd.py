@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 import torch
+
 from retlink.eval.attacks.base import Attack, BestTracker
 from retlink.eval.attacks.projections import project_image, random_start, steepest_step
 from retlink.eval.attacks.targets import ClassifierTarget, Target

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
-from retlink.eval.attacks.targets import Target
 from torch import nn
+
+from retlink.eval.attacks.targets import Target
 
 log = logging.getLogger(__name__)
 

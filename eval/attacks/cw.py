@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import torch
+
 from retlink.eval.attacks.base import Attack
 from retlink.eval.attacks.projections import flat
 from retlink.eval.attacks.targets import ClassifierTarget, Target

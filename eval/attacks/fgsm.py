@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from retlink.eval.attacks.base import Attack
 from retlink.eval.attacks.projections import clip_to_box, random_start
 from retlink.eval.attacks.targets import Target

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from retlink.eval.attacks.base import Attack, BestTracker, take
 from retlink.eval.attacks.projections import project_image, random_start, steepest_step
 from retlink.eval.attacks.targets import Target

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from retlink.eval.datasets.base import MELDataset, Sample, check_image, iter_jsonl, located, register, require
-
 from retlink.types import Entity
 
 #: the demo data shipped in the repository

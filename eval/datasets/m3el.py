@@ -34,7 +34,6 @@ from retlink.eval.datasets.base import (
     register,
     require,
 )
-
 from retlink.types import Entity
 
 

@@ -26,7 +26,6 @@ from typing import ClassVar
 from urllib.parse import unquote
 
 from retlink.eval.datasets.base import MELDataset, Sample, check_image, iter_json_array, located, require
-
 from retlink.types import NIL, Entity
 
 

@@ -43,7 +43,6 @@ from retlink.eval.datasets.base import (
     require,
 )
 from retlink.eval.datasets.mimic_format import MimicFormatDataset
-
 from retlink.types import NIL, Entity
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from retlink.eval.datasets.base import (
     register,
     require,
 )
-
 from retlink.types import Entity
 
 MENTION = "person"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from retlink import Linker
+from retlink.config import DetectorConfig, PurifyStep
 from retlink.eval.attacks import ClassifierTarget, build_attack
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import preprocess, shared_model
 from retlink.tools.vision.purify import Purifier, apply_pil, purify_pil
-
-from retlink import Linker
-from retlink.config import DetectorConfig, PurifyStep
 from tests.conftest import fast_config
 
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 from PIL import Image
-from retlink.tools.images import to_tensor
 
 from retlink import NIL, EmptyMentionError, InvalidImageError, Linker, Sample
+from retlink.tools.images import to_tensor
 from tests.conftest import fast_config
 
 
@@ -37,7 +37,6 @@ def test_links_demo_examples(linker, demo_dir, demo_examples):
 def test_every_input_kind_links(linker, demo_dir):
     """Each input kind passes validation; a full link runs on the tensor (the attack format)."""
     from retlink.agents.validator import validate
-
     from retlink.config import LimitsConfig
 
     path = demo_dir / "images" / "coffee.jpg"

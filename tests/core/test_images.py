@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from retlink.tools.images import load_image, to_tensor
 
 from retlink.errors import ImageTooLargeError, InvalidImageError
+from retlink.tools.images import load_image, to_tensor
 
 
 def _jpeg_bytes(size=(64, 48)) -> bytes:

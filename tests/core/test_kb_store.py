@@ -2,12 +2,12 @@ import json
 import shutil
 
 import pytest
-from retlink.tools.kb.build import build_kb, read_entities
-from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
-from retlink.tools.kb.store import KBStore, normalise_name
 
 from retlink.backends import is_current
 from retlink.errors import DatasetError, KBError
+from retlink.tools.kb.build import build_kb, read_entities
+from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+from retlink.tools.kb.store import KBStore, normalise_name
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 import pytest
+
 from retlink.agents.captioner import caption
 from retlink.agents.enhancer import assign_evidence, enhance
 from retlink.agents.planner import plan_queries
@@ -20,9 +21,6 @@ from retlink.agents.reasoner import (
 from retlink.agents.retriever import fuse, retrieval_query, retrieve
 from retlink.agents.searcher import search
 from retlink.agents.validator import validate
-from retlink.tools.llm.base import Choice
-from retlink.tools.lru import LRU
-
 from retlink.config import (
     CaptionRouteConfig,
     EnhancerConfig,
@@ -32,6 +30,8 @@ from retlink.config import (
     SearchConfig,
 )
 from retlink.errors import EmptyMentionError, InvalidImageError
+from retlink.tools.llm.base import Choice
+from retlink.tools.lru import LRU
 from retlink.types import NIL, Candidate, Caption, Entity
 
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from retlink.eval.datasets import Sample, available, load_dataset
 
 from retlink.errors import ConfigError, DatasetError
+from retlink.eval.datasets import Sample, available, load_dataset
 from retlink.types import NIL
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from retlink.eval.datasets.base import iter_json_any, iter_json_array
 
 from retlink.errors import DatasetError
+from retlink.eval.datasets.base import iter_json_any, iter_json_array
 
 RECORDS = [{"a": 1, "s": "x" * 30}, [1, 2.5, None], "é ünïcode ✓", 12345678901234567890, {"nested": {"k": [True, False]}}, 7]
 

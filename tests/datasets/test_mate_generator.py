@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+
 from retlink.eval.mate import (
     COLOURS,
     SIZES,

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+
+from retlink.config import DetectorConfig, PurifyStep
 from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack
 from retlink.eval.attacks.adaptive import EOTTarget, RandomPurifier, jittered, squeeze_scores
 from retlink.eval.defences import roc_auc
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import preprocess, shared_model
 from retlink.tools.vision.purify import Purifier, purify_pil
-
-from retlink.config import DetectorConfig, PurifyStep
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 #: the strongest single purifier on the demo photos (restores the most non-adaptive PGD flips,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+
+from retlink.config import DefenceConfig
+from retlink.errors import ConfigError
 from retlink.eval.defences import (
     ADAPTIVE,
     CLEAN,
@@ -21,9 +24,6 @@ from retlink.eval.defences import (
 )
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
-
-from retlink.config import DefenceConfig
-from retlink.errors import ConfigError
 
 
 def test_roc_auc_and_worst_case_by_hand():

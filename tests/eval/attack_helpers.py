@@ -13,8 +13,9 @@ PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "hubble_deep_field"
 @lru_cache(maxsize=4)
 def photos(n: int = 4) -> torch.Tensor:
     """The first n real RGB photos of skimage.data, preprocessed to (n, 3, 224, 224) in [0, 1]."""
-    from retlink.tools.vision.efficientnet import preprocess
     from skimage import data
+
+    from retlink.tools.vision.efficientnet import preprocess
 
     return torch.stack([preprocess(Image.fromarray(getattr(data, name)())) for name in PHOTOS[:n]])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from attack_helpers import photos
+
 from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack, presets
 from retlink.eval.attacks.targets import dlr_loss
 from retlink.tools.vision.efficientnet import build_efficientnet_lite0

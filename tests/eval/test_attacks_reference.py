@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from attack_helpers import photos
+
 from retlink.eval.attacks import ClassifierTarget, build_attack
 from retlink.tools.vision.efficientnet import shared_model
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from attack_helpers import photos, tiny_captioner, tiny_clip
+
 from retlink.eval.attacks import (
     CaptionerTarget,
     ClassifierTarget,

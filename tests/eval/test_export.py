@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from retlink.eval.export import MANIFEST, export_attacked, load_attacked
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from retlink.eval import metrics as M
 
 RANKS = [1, 3, None, 2, 1]  # hand: hits@1 = 2/5, hits@3 = 4/5, MRR = (1 + 1/3 + 0 + 1/2 + 1) / 5

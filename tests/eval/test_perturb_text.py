@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from attack_helpers import photos
+
 from retlink.eval.attacks import ClassifierTarget, build_attack
 from retlink.eval.perturb_text import (
     char_noise,

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 from evalrun_helpers import small_config
-from retlink.eval.config import fraction_text, load_eval_config
-from retlink.eval.records import RecordLog, read_records
-from retlink.eval.runner import gold_rank, link_inputs
 from typer.testing import CliRunner
 
 from retlink.errors import ConfigError
+from retlink.eval.config import fraction_text, load_eval_config
+from retlink.eval.records import RecordLog, read_records
+from retlink.eval.runner import gold_rank, link_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "eval" / "configs"
 
@@ -120,7 +120,6 @@ def test_record_log_cuts_a_torn_tail_and_last_record_wins(tmp_path):
 def test_gold_rank_and_settings():
     from retlink.eval.config import SettingSpec
     from retlink.eval.datasets import Sample
-
     from retlink.types import Candidate, Entity, LinkResult
 
     def result(answer, ids):

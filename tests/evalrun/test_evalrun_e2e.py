@@ -8,14 +8,14 @@ import shutil
 import pytest
 import torch
 from evalrun_helpers import small_config
+from typer.testing import CliRunner
+
+from retlink.errors import ConfigError
 from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
 from retlink.eval.records import RESULTS, read_records
 from retlink.eval.report import REPORT, SUMMARY, comparable, compare_runs, write_report
 from retlink.eval.runner import Runner
-from typer.testing import CliRunner
-
-from retlink.errors import ConfigError
 
 EXPECTED = 3 * 2 * 3  # samples x pipelines x (clean + 2 attacks)
 

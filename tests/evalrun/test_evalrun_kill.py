@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 from evalrun_helpers import small_config
+
 from retlink.eval.config import load_eval_config
 from retlink.eval.records import RESULTS
 from retlink.eval.report import comparable, write_report

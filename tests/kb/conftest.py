@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 import pytest
+
 from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+
+from retlink.errors import EmptyMentionError
 from retlink.eval.baseline import BaselineConfig, CLIPBaseline, fuse, query_text
 from retlink.eval.datasets import load_dataset
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
-
-from retlink.errors import EmptyMentionError
 
 
 @pytest.fixture(scope="module")

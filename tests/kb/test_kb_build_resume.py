@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from retlink.errors import DatasetError
 from retlink.eval.datasets import load_dataset
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
-
-from retlink.errors import DatasetError
 from retlink.types import Entity
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from retlink.tools.net_guard import BlockedAddressError, HostPolicy, blocked_reason, check_url
 
 

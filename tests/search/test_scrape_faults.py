@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from retlink.tools.scrape import FetchError, build_scraper
 
 

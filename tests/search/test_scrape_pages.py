@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from retlink.tools.scrape import build_scraper
 from retlink.tools.scrape.cache import PageCache
 from retlink.tools.scrape.extract import Page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import httpcore
 import pytest
+
 from retlink.tools.scrape import FetchError, build_scraper
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from retlink.tools.search.factory import build_search_backends
 
 from retlink.config import SearchBackendConfig
 from retlink.errors import BackendError, ConfigError
+from retlink.tools.search.factory import build_search_backends
 
 
 def _backend(search_cfg, kind: str, url: str, **kw):

@@ -6,7 +6,6 @@ import re
 
 from retlink.tools.scrape import build_scraper, render_untrusted
 from retlink.tools.scrape.untrusted import BEGIN, END, sanitise
-
 from retlink.types import Evidence
 
 

@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.backends import shared_llm
 from retlink.config import LLMConfig
+from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.loopback import LoopbackHTTP, QuietHandler
 
 MODEL = "qwen3-fake"

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.config import load_config
+from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

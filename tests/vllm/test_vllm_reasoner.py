@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
-from retlink.tools.llm.openai_llm import OpenAILLM
 
 from retlink.errors import BackendError
+from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

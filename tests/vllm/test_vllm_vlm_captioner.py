@@ -13,8 +13,8 @@ from pathlib import Path
 import openai
 import pytest
 from PIL import Image
-from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner, image_data_uri
 
+from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner, image_data_uri
 from tests.vllm.conftest import ROOT, VLLM_PY, VLLMServer, require_vllm
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -17,12 +17,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
-from retlink.tools.images import load_image
-from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
-from retlink.tools.kb.store import MANIFEST, AliasTable, _entity_metadata, chroma_client, open_collections
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from retlink.errors import DatasetError, InvalidImageError
+from retlink.tools.images import load_image
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.store import MANIFEST, AliasTable, _entity_metadata, chroma_client, open_collections
 from retlink.types import Entity
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
 
 from retlink.errors import KBError
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
 from retlink.types import Entity
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import torch
+
 from retlink.tools.llm.base import Choice, Generation, Message, split_think
 from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
 

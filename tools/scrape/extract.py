@@ -11,6 +11,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 import trafilatura
+
 from retlink.tools.scrape.fetch import RawPage
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpcore
 import httpx
+
+from retlink.errors import BackendError
 from retlink.tools.net_guard import (
     BlockedAddressError,
     GuardedTransport,
@@ -32,8 +34,6 @@ from retlink.tools.net_guard import (
 )
 from retlink.tools.scrape.inflate import ACCEPT_ENCODING, BoundedInflater, InflateError
 from retlink.tools.scrape.urls import normalise_url
-
-from retlink.errors import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from retlink.config import SearchConfig
+from retlink.errors import ConfigError
 from retlink.tools.net_guard import HostPolicy, Resolver, system_resolve
 from retlink.tools.scrape.budget import Budget
 from retlink.tools.scrape.cache import PageCache
 from retlink.tools.scrape.extract import Page, extract_page
 from retlink.tools.scrape.fetch import Fetcher, FetchError, FetchSettings
-
-from retlink.config import SearchConfig
-from retlink.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

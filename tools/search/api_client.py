@@ -13,11 +13,10 @@ import json
 import re
 from typing import Any
 
-from retlink.tools.net_guard import HostPolicy, Resolver, system_resolve
-from retlink.tools.scrape.fetch import Fetcher, FetchSettings
-
 from retlink.config import SearchBackendConfig, SearchConfig
 from retlink.errors import BackendError
+from retlink.tools.net_guard import HostPolicy, Resolver, system_resolve
+from retlink.tools.scrape.fetch import Fetcher, FetchSettings
 from retlink.types import SearchHit
 
 _TAG = re.compile(r"<[^>]*>")

@@ -7,7 +7,6 @@ environment variable the config names, so that config files can be shared withou
 from __future__ import annotations
 
 from retlink.tools.search.api_client import JsonApi, expect, web_hits
-
 from retlink.types import SearchHit
 
 DEFAULT_URL = "https://api.search.brave.com"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from retlink.config import SearchBackendConfig, SearchConfig
+from retlink.errors import ConfigError
 from retlink.tools.net_guard import Resolver, system_resolve
 from retlink.tools.search.api_client import JsonApi
 from retlink.tools.search.base import SearchBackend
-
-from retlink.config import SearchBackendConfig, SearchConfig
-from retlink.errors import ConfigError
 
 if TYPE_CHECKING:
     from retlink.tools.kb.embedders import TextEmbedder

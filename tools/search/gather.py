@@ -14,13 +14,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from retlink.errors import BackendError
 from retlink.tools.scrape.budget import Budget
 from retlink.tools.scrape.fetch import FetchError
 from retlink.tools.scrape.passages import content_hash, select_passages
 from retlink.tools.scrape.urls import normalise_url
 from retlink.tools.search.base import SearchBackend
-
-from retlink.errors import BackendError
 from retlink.types import Evidence, SearchHit
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-from retlink.tools.kb.embedders import TextEmbedder
 
 from retlink.errors import BackendError, DatasetError
+from retlink.tools.kb.embedders import TextEmbedder
 from retlink.types import SearchHit
 
 _WORD = re.compile(r"\w+")

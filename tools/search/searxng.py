@@ -6,9 +6,8 @@ instance must have `json` in `search.formats` of its settings.yml, or it answers
 
 from __future__ import annotations
 
-from retlink.tools.search.api_client import JsonApi, expect, web_hits
-
 from retlink.errors import BackendError
+from retlink.tools.search.api_client import JsonApi, expect, web_hits
 from retlink.types import SearchHit
 
 

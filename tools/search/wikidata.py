@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urljoin
 
-from retlink.tools.search.api_client import JsonApi, expect
-
 from retlink.errors import BackendError
+from retlink.tools.search.api_client import JsonApi, expect
 from retlink.types import SearchHit
 
 

@@ -12,7 +12,6 @@ import logging
 from urllib.parse import quote
 
 from retlink.tools.search.api_client import JsonApi, expect, plain_text
-
 from retlink.types import SearchHit
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from retlink.tools.vision.efficientnet import EfficientNetLite0, preprocess
-from retlink.tools.vision.purify import purify_pil
 
 from retlink.config import PurifyStep
+from retlink.tools.vision.efficientnet import EfficientNetLite0, preprocess
+from retlink.tools.vision.purify import purify_pil
 
 
 class SqueezeDetector:

@@ -14,9 +14,9 @@ import math
 from typing import Any
 
 from PIL import Image
+
 from retlink.tools.llm.base import split_think
 from retlink.tools.llm.openai_client import OpenAICompatClient
-
 from retlink.types import Caption
 
 DEFAULT_PROMPT = "Describe the main subject of this image in one short sentence. Name it if you recognise it."

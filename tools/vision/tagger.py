@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_model
 
+from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_model
 from retlink.types import Caption
 
 
