@@ -56,11 +56,12 @@ class LLMConfig(_Strict):
     structured_output: bool = True
     #: openai: vLLM chat-template arguments for answers, e.g. {"enable_thinking": false}.
     chat_template_kwargs: dict[str, Any] | None = None
-    #: transformers backend: torch intra-op threads for the process (None: torch's default).
-    #: 1 by default: on the 2-core machines here, two threads generating in lock-step stalled
-    #: whenever anything else shared the cores (32 tokens: 3.7 s with 1 thread, 23-32 s with 2,
-    #: measured side by side under load); prefill was 4x faster with 1 thread too.
-    threads: int | None = 1
+    #: transformers backend: torch intra-op threads, applied in the thread that generates
+    #: (None: torch's default). On a 2-core box shared with other work, 1 thread generated 32
+    #: tokens in 3.7 s against 23-32 s for 2 threads in lock-step (measured side by side under
+    #: load). Not the default: torch's thread count is process-wide state that other work in the
+    #: process (attacks, embedders) would inherit, and it changes their floating-point results.
+    threads: int | None = None
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and
