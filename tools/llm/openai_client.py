@@ -48,7 +48,9 @@ class OpenAICompatClient:
         backoff_s: float = 0.5,
     ) -> None:
         if not base_url:
-            raise BackendError(f"model {model!r}: the openai backend needs base_url (e.g. http://127.0.0.1:8011/v1)")
+            raise BackendError(
+                f"model {model!r}: the openai backend needs base_url (e.g. http://127.0.0.1:8011/v1)"
+            )
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.max_retries = max(0, max_retries)
@@ -66,7 +68,9 @@ class OpenAICompatClient:
         except openai.APIConnectionError as e:
             raise BackendError(f"cannot reach the model server at {self.base_url}: {e}") from None
         except openai.APIStatusError as e:
-            raise BackendError(f"model server at {self.base_url} answered {e.status_code} to /models: {e}") from None
+            raise BackendError(
+                f"model server at {self.base_url} answered {e.status_code} to /models: {e}"
+            ) from None
 
     def check(self) -> None:
         """Fail with a clear message unless the server is up and serves `model` (cached once true)."""
@@ -101,8 +105,14 @@ class OpenAICompatClient:
                         f"request to {self.model!r} at {self.base_url} {kind} after {attempt + 1} attempt(s): {e}"
                     ) from None
                 delay = self.backoff_s * (2**attempt) * (1 + random.random() * 0.25)
-                log.warning("model server %s: %s; retry %d/%d in %.1fs", self.base_url, e, attempt + 1,
-                            self.max_retries, delay)
+                log.warning(
+                    "model server %s: %s; retry %d/%d in %.1fs",
+                    self.base_url,
+                    e,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
                 time.sleep(delay)
                 attempt += 1
             except openai.APIStatusError as e:

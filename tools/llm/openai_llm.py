@@ -29,7 +29,7 @@ from retlink.tools.llm.openai_client import OpenAICompatClient, message_reasonin
 log = logging.getLogger(__name__)
 
 ANSWER_INSTRUCTION = (
-    "Give your final answer now, as JSON {{\"answer\": \"<id>\"}} where <id> is exactly one of: {options}."
+    'Give your final answer now, as JSON {{"answer": "<id>"}} where <id> is exactly one of: {options}.'
 )
 TOP_LOGPROBS = 20
 #: where `stop_at_sentence` ends a generation (as the in-process backend's SENTENCE_END)
@@ -69,7 +69,12 @@ class OpenAILLM:
         self.structured_output = structured_output
         self.answer_max_tokens = answer_max_tokens
         self.client = OpenAICompatClient(
-            model, base_url, api_key, timeout_s=timeout_s, max_retries=max_retries, max_concurrency=max_concurrency
+            model,
+            base_url,
+            api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
         )
 
     @classmethod
@@ -98,7 +103,9 @@ class OpenAILLM:
         self.client.check()
         return self.client.chat(messages, temperature=self.temperature, **params)
 
-    def generate(self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False) -> Generation:
+    def generate(
+        self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False
+    ) -> Generation:
         """Free text; `stop_at_sentence` ends it at the first full stop (the stop is kept)."""
         params: dict[str, Any] = {"max_tokens": max_tokens}
         extra: dict[str, Any] = {}
@@ -121,8 +128,12 @@ class OpenAILLM:
         if not batch:
             return []
         with ThreadPoolExecutor(max_workers=min(len(batch), 8)) as pool:
-            return list(pool.map(lambda m: self.generate(m, max_tokens=max_tokens, stop_at_sentence=stop_at_sentence),
-                                 batch))
+            return list(
+                pool.map(
+                    lambda m: self.generate(m, max_tokens=max_tokens, stop_at_sentence=stop_at_sentence),
+                    batch,
+                )
+            )
 
     def _think(self, messages: list[Message], max_tokens: int) -> str:
         if max_tokens <= 0:
@@ -140,9 +151,14 @@ class OpenAILLM:
             follow_up.append({"role": "assistant", "content": reasoning})
         follow_up.append({"role": "user", "content": ANSWER_INSTRUCTION.format(options=", ".join(options))})
         longest = max(len(o) for o in options)
-        params: dict[str, Any] = {"max_tokens": self.answer_max_tokens + longest, "logprobs": True,
-                                  "top_logprobs": TOP_LOGPROBS}
-        structured = {"structured_outputs": {"json": answer_schema(options)}} if self.structured_output else None
+        params: dict[str, Any] = {
+            "max_tokens": self.answer_max_tokens + longest,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+        }
+        structured = (
+            {"structured_outputs": {"json": answer_schema(options)}} if self.structured_output else None
+        )
         if body := self._answer_body(structured):
             params["extra_body"] = body
         choice = self._complete(follow_up, **params).choices[0]
@@ -226,8 +242,11 @@ def option_probabilities(
             fits = [
                 o
                 for o, v in escaped.items()
-                if o != option and o not in assigned and v.startswith(prefix)
-                and not target.startswith(cont) and (v.startswith(cont) or cont.startswith(v))
+                if o != option
+                and o not in assigned
+                and v.startswith(prefix)
+                and not target.startswith(cont)
+                and (v.startswith(cont) or cont.startswith(v))
             ]
             for o in fits:
                 mass[o] = max(mass[o], math.exp(path_logp + alt.logprob) / len(fits))

@@ -56,7 +56,12 @@ class OpenAIVLMCaptioner:
         self.prompt = prompt
         self.max_side = max_side
         self.client = OpenAICompatClient(
-            model, base_url, api_key, timeout_s=timeout_s, max_retries=max_retries, max_concurrency=max_concurrency
+            model,
+            base_url,
+            api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
         )
 
     @classmethod
@@ -71,13 +76,20 @@ class OpenAIVLMCaptioner:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": self.prompt},
-                    {"type": "image_url", "image_url": {"url": image_data_uri(image, max_side=self.max_side)}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": image_data_uri(image, max_side=self.max_side)},
+                    },
                 ],
             }
         ]
-        choice = self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0, logprobs=True).choices[0]
+        choice = self.client.chat(
+            messages, max_tokens=self.max_tokens, temperature=0.0, logprobs=True
+        ).choices[0]
         _, text = split_think(choice.message.content or "")
-        return Caption(text=text, labels=[], confidence=_mean_token_probability(choice.logprobs), backend=self.name)
+        return Caption(
+            text=text, labels=[], confidence=_mean_token_probability(choice.logprobs), backend=self.name
+        )
 
 
 def _mean_token_probability(logprobs: Any) -> float:
