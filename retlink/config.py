@@ -147,6 +147,9 @@ class SearchConfig(_Strict):
     #: Matched on the URL's host as written; everything else non-public is refused (SSRF guard).
     allow_hosts: list[str] = Field(default_factory=list)
     # --- fetching ---
+    #: PEM file of extra CA certificates trusted for https pages and search APIs (a private CA),
+    #: added to the default store (certifi); certificates and host names are always verified
+    ca_bundle: Path | None = None
     connect_timeout_s: float = Field(3.0, gt=0)
     #: longest silence between two reads (a hung server)
     read_timeout_s: float = Field(5.0, gt=0)
