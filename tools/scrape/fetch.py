@@ -10,20 +10,28 @@ such as the chat endpoint fetching an image URL, passes its own allowlist, e.g. 
 hop is re-checked and loops are caught, per-host and total concurrency limits, and retries only
 where a retry is safe (a refused connection or a 502/503/504 to a GET, never after a timeout,
 which would double the wait). Addresses are checked by the SSRF guard in the transport.
+
+https is always verified (certificate chain and host name, against certifi plus the optional
+`ca_bundle`); a failed verification is a FetchError of kind `tls`, never retried: a second try
+meets the same certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpcore
 import httpx
 
-from retlink.errors import BackendError
+from retlink.errors import BackendError, ConfigError
 from retlink.tools.net_guard import (
     BlockedAddressError,
     GuardedTransport,
@@ -43,7 +51,7 @@ _SNIFF_BYTES = 4096
 
 class FetchError(BackendError):
     """A page could not be fetched. `kind` is a short stable category for failure records:
-    blocked, timeout, connect, http_status, too_large, content_type, binary, redirect, protocol."""
+    blocked, timeout, connect, tls, http_status, too_large, content_type, binary, redirect, protocol."""
 
     def __init__(self, kind: str, url: str, detail: str) -> None:
         super().__init__(f"{url}: [{kind}] {detail}")
@@ -67,6 +75,8 @@ class FetchSettings:
     content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml", "text/plain")
     user_agent: str = "retlink/0.1"
     backoff_s: float = 0.2
+    #: PEM file of extra CA certificates to trust (added to certifi's); None: certifi only
+    ca_bundle: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> FetchSettings:
@@ -81,9 +91,37 @@ class FetchSettings:
             per_host_concurrency=cfg.per_host_concurrency,
             content_types=tuple(cfg.content_types),
             user_agent=cfg.user_agent,
+            ca_bundle=cfg.ca_bundle,
         )
         values.update(overrides)
         return cls(**values)
+
+
+def tls_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """The client TLS context: certifi's CAs plus those in `ca_bundle`, chain and host name
+    always checked (the SSRF guard pins the address, the handshake still names the host)."""
+    ctx = httpx.create_ssl_context(verify=True, trust_env=False)
+    if ca_bundle is not None:
+        path = Path(ca_bundle).expanduser()
+        try:
+            ctx.load_verify_locations(cafile=str(path))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"search.ca_bundle {str(path)!r} is not a readable PEM CA bundle: {e}"
+            ) from None
+    return ctx
+
+
+def _tls_failure(e: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx error (httpx wraps httpcore's, which wraps ssl's), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def type_allowed(mime: str, allowed: tuple[str, ...]) -> bool:
@@ -115,13 +153,45 @@ class RawPage:
     redirects: list[str] = field(default_factory=list)
 
 
+class HostSlots:
+    """Per-host concurrency limits whose map holds only hosts in use.
+
+    A host's semaphore lives while some request holds or waits for it and is dropped with its
+    last user, so the map never holds more hosts than there are requests in flight (bounded by
+    the total limit), however many hosts a long-running process meets. The limit itself is
+    unchanged: every concurrent request to a host shares the one live semaphore. Single event
+    loop only (no lock), like the rest of _LoopState.
+    """
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        sem, users = self._slots.get(host) or (asyncio.Semaphore(self.per_host), 0)
+        self._slots[host] = (sem, users + 1)
+        try:
+            async with sem:
+                yield
+        finally:
+            sem, users = self._slots[host]
+            if users == 1:
+                del self._slots[host]
+            else:
+                self._slots[host] = (sem, users - 1)
+
+
 @dataclass
 class _LoopState:
     """Objects bound to one event loop: the client (its connections) and the semaphores."""
 
     client: httpx.AsyncClient
     total: asyncio.Semaphore
-    hosts: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    hosts: HostSlots
 
 
 class Fetcher:
@@ -137,6 +207,7 @@ class Fetcher:
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self._tls = tls_context(settings.ca_bundle)  # built once, shared by every loop's client
         self._resolver = resolver
         self._inner_backend = inner_backend
         # One client per event loop: httpx connections cannot cross loops, and callers may run
@@ -156,7 +227,11 @@ class Fetcher:
                     max_connections=s.max_concurrency * 2, max_keepalive_connections=s.max_concurrency
                 )
                 transport = GuardedTransport(
-                    self.policy, limits=limits, resolver=self._resolver, inner=self._inner_backend
+                    self.policy,
+                    limits=limits,
+                    resolver=self._resolver,
+                    inner=self._inner_backend,
+                    verify=self._tls,
                 )
                 client = httpx.AsyncClient(
                     transport=transport,
@@ -170,7 +245,11 @@ class Fetcher:
                     ),
                     headers={"User-Agent": s.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
                 )
-                state = _LoopState(client=client, total=asyncio.Semaphore(s.max_concurrency))
+                state = _LoopState(
+                    client=client,
+                    total=asyncio.Semaphore(s.max_concurrency),
+                    hosts=HostSlots(s.per_host_concurrency),
+                )
                 self._states[loop] = state
             return state
 
@@ -233,12 +312,14 @@ class Fetcher:
     ) -> RawPage | str:
         """One request (with safe retries); a RawPage, or the next URL of a redirect."""
         host = target.host
-        sem = state.hosts.setdefault(host, asyncio.Semaphore(self.settings.per_host_concurrency))
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             retry = attempt + 1 < attempts
             try:
-                async with sem, state.client.stream("GET", target, params=params, headers=headers) as resp:
+                async with (
+                    state.hosts.hold(host),
+                    state.client.stream("GET", target, params=params, headers=headers) as resp,
+                ):
                     if resp.is_redirect:
                         location = resp.headers.get("location", "")
                         try:
@@ -264,6 +345,10 @@ class Fetcher:
                     f"no data from {host} for {self.settings.read_timeout_s:g}s ({type(e).__name__})",
                 ) from None
             except httpx.ConnectError as e:
+                tls = _tls_failure(e)
+                if tls is not None:
+                    reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or str(tls)
+                    raise FetchError("tls", url, f"TLS handshake with {host} failed: {reason}") from None
                 if not retry:
                     raise FetchError("connect", url, f"cannot connect to {host}: {e}") from None
                 log.info("retrying %s after connect error: %s", target, e)
