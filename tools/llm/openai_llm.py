@@ -51,43 +51,27 @@ class OpenAILLM:
 
     def __init__(
         self,
-        model: str,
-        base_url: str,
-        api_key: str | None = None,
+        client: OpenAICompatClient,
         *,
         temperature: float = 0.0,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        max_concurrency: int = 8,
         structured_output: bool = True,
         answer_max_tokens: int = 48,
         chat_template_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self.name = model
+        """`client` carries the connection (model, base_url, timeouts, retries, concurrency)."""
+        self.client = client
+        self.name = client.model
         self.chat_template_kwargs = dict(chat_template_kwargs) if chat_template_kwargs else None
         self.temperature = temperature
         self.structured_output = structured_output
         self.answer_max_tokens = answer_max_tokens
-        self.client = OpenAICompatClient(
-            model,
-            base_url,
-            api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            max_concurrency=max_concurrency,
-        )
 
     @classmethod
     def from_config(cls, cfg: Any) -> OpenAILLM:
         """Build from `retlink.config.LLMConfig` (backend "openai")."""
         return cls(
-            cfg.model,
-            cfg.base_url,
-            cfg.api_key,
+            OpenAICompatClient.from_config(cfg),
             temperature=cfg.temperature,
-            timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-            max_concurrency=cfg.max_concurrency,
             structured_output=cfg.structured_output,
             chat_template_kwargs=cfg.chat_template_kwargs,
         )

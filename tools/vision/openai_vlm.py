@@ -40,34 +40,23 @@ class OpenAIVLMCaptioner:
 
     def __init__(
         self,
-        model: str,
-        base_url: str,
-        api_key: str | None = None,
+        client: OpenAICompatClient,
         *,
-        timeout_s: float = 60.0,
         max_tokens: int = 96,
-        max_retries: int = 2,
-        max_concurrency: int = 8,
         prompt: str = DEFAULT_PROMPT,
         max_side: int = 1024,
     ) -> None:
-        self.model = model
+        """`client` carries the connection (model, base_url, timeouts, retries, concurrency)."""
+        self.client = client
+        self.model = client.model
         self.max_tokens = max_tokens
         self.prompt = prompt
         self.max_side = max_side
-        self.client = OpenAICompatClient(
-            model,
-            base_url,
-            api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            max_concurrency=max_concurrency,
-        )
 
     @classmethod
     def from_config(cls, cfg: Any) -> OpenAIVLMCaptioner:
         """Build from `retlink.config.CaptionerConfig` (backend "openai_vlm")."""
-        return cls(cfg.model, cfg.base_url, cfg.api_key, timeout_s=cfg.timeout_s, max_tokens=cfg.max_tokens)
+        return cls(OpenAICompatClient.from_config(cfg), max_tokens=cfg.max_tokens)
 
     def caption(self, image: Image.Image) -> Caption:
         self.client.check()
