@@ -122,15 +122,6 @@ class LabelMaker:
         with torch.inference_mode():
             return F.normalize(self.model.features(x).float(), dim=-1).clone()
 
-    def image_path(self, path: str) -> Path:
-        """A KB image path; relative ones are relative to the entities file the KB was built from
-        (the KB keeps them as written, like the JSONL does)."""
-        p = Path(path)
-        source = getattr(self.kb, "manifest", {}).get("source")
-        if not p.is_absolute() and source:
-            return Path(source).parent / p
-        return p
-
     def entity_features(self, entity_id: str) -> torch.Tensor | None:
         """Surrogate features of an entity's first KB image (None when it has none)."""
         if entity_id not in self._entity_features:
@@ -139,7 +130,7 @@ class LabelMaker:
             vec = None
             for p in paths:
                 try:
-                    vec = self._features(clean_tensor(self.image_path(p), self.size).unsqueeze(0))[0]
+                    vec = self._features(clean_tensor(self.kb.image_file(p), self.size).unsqueeze(0))[0]
                     break
                 except InvalidImageError:
                     log.warning("KB image of %s unreadable: %s", entity_id, p)

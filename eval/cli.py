@@ -132,12 +132,16 @@ def defences(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="where defences.json and defences.md go")] = Path("runs/defences"),
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
     links: Annotated[bool | None, typer.Option("--links/--no-links", help="also link with the full agent")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="what the attacks aim at: embedding_toward_distractor (default) or classifier"),
+    ] = None,
 ) -> None:
     """Each defence clean, under PGD and under adaptive attacks (BPDA/EOT, detector-aware)."""
     from retlink.eval.defences import evaluate as evaluate_defences
     from retlink.eval.defences import load_defence_config, print_summary, write
 
-    cfg = load_defence_config(config, limit=limit, links=links)
+    cfg = load_defence_config(config, limit=limit, links=links, target=target)
     results = evaluate_defences(cfg)
     print_summary(results, out)
     out.print(f"report: [bold]{write(results, out_dir)}[/]")

@@ -17,7 +17,11 @@ always applies. Two levels:
 - model level (always): the tagger's top-1 label on the image the captioner would see; correct
   means equal to the undefended model's label on the clean image (the demo has no ImageNet
   labels, so clean accuracy of "none" is 1 by construction and a defence's clean cost is how
-  often it changes a clean label);
+  often it changes a clean label). Most demo photos are far from ImageNet (a retina, a Hubble
+  field, a brick wall), so these labels are low-confidence and even a mild purifier moves them;
+- retrieval level (when the agent's KB has images): the entity whose KB image is nearest to the
+  image the pipeline would embed, by the pipeline's own image embedder and chromadb store;
+  correct means the gold entity. This is the image evidence the linker actually uses;
 - link level (`links: true`): the full agent, `Linker` with each defence config, on the demo
   examples, correct means the gold KB entity; the attacks there are the same images.
 
@@ -33,7 +37,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +45,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from retlink.config import DefenceConfig, PurifyStep
+from retlink.errors import ConfigError
 from retlink.eval.metrics import accuracy, bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,10 @@ class DefenceEvalConfig(BaseModel):
     data: Path = Path(__file__).resolve().parents[1] / "data" / "demo"
     limit: int | None = Field(None, ge=1)
     defences: list[DefenceSpec] = Field(default_factory=default_defences)
+    #: what the attacks aim at: the tagger's label (`classifier`), or the image embedding, away
+    #: from the gold entity's KB image and toward the nearest wrong one's
+    #: (`embedding_toward_distractor`, what `eval/configs/defences.yaml` attacks at link level)
+    target: Literal["classifier", "embedding_toward_distractor"] = "embedding_toward_distractor"
     #: attack preset and overrides shared by every attack (eps, alpha, steps, restarts)
     preset: str = "normal"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -89,7 +98,8 @@ class DefenceEvalConfig(BaseModel):
     seed: int = 0
     #: also link with the full agent under each defence (slow: one agent link per cell)
     links: bool = False
-    #: the agent's config (preset name, path or dict) the defence configs are merged into
+    #: the agent's config (preset name, path or dict) the defence configs are merged into; its
+    #: KB and image embedder also score the retrieval level
     agent: Any = None
     bootstrap_resamples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -263,26 +273,37 @@ def evaluate(
     `linker_factory(defence_config_dict) -> Linker` builds the agent for the link level (default:
     `Linker.from_config` of `config.agent` with the defence merged in).
     """
-    from retlink.eval.attacks import ClassifierTarget, build_attack
+    from retlink.backends import open_kb
+    from retlink.eval.attacked import LabelMaker, build_target
+    from retlink.eval.attacks import build_attack
     from retlink.tools.vision.detector import SqueezeDetector
-    from retlink.tools.vision.efficientnet import preprocess, shared_model
+    from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess, shared_model
 
     cfg = config if isinstance(config, DefenceEvalConfig) else DefenceEvalConfig.model_validate(config or {})
     model = shared_model()
     examples = load_examples(cfg.data, cfg.limit)
+    golds = [ex["gold"] for ex in examples]
     x = torch.stack([preprocess(Image.open(cfg.data / ex["image"])) for ex in examples])
     x = (x * 255).round() / 255  # the 8-bit image a user would upload
     with torch.inference_mode():
         labels = model(x).argmax(-1).clone()
+    kb = open_kb(cfg.agent)
+    if cfg.target == "classifier":
+        y: Any = labels
+    elif kb.has_images:
+        y, _ = LabelMaker(kb, model, INPUT_SIZE).toward_distractor(x, golds)
+    else:
+        raise ConfigError(
+            f"target {cfg.target!r} needs a KB with images; the agent's KB at {kb.path} has none"
+        )
+    target = build_target(cfg.target, model)
     seconds: dict[str, float] = {}
     made: dict[str, dict[str, Any]] = {}
 
     def run_attack(name: str, overrides: dict[str, Any]) -> list[Image.Image]:
         started = time.perf_counter()
-        attack = build_attack(
-            name, ClassifierTarget(model), cfg.preset, **{**cfg.params, **overrides, "seed": cfg.seed}
-        )
-        adv = attack(x, labels)
+        attack = build_attack(name, target, cfg.preset, **{**cfg.params, **overrides, "seed": cfg.seed})
+        adv = attack(x, y)
         key = attack_key(name, overrides)
         seconds[key] = round(time.perf_counter() - started, 2)
         made[key] = attack.params
@@ -303,7 +324,10 @@ def evaluate(
             keys.append(key)
         plan[spec.name] = keys
 
-    levels: dict[str, dict[str, dict[str, Cell]]] = {"model": {}}
+    scorers = {"model": lambda views: tagger_correct(model, views, labels)}
+    if kb.has_images:
+        scorers["retrieval"] = lambda views: retrieval_correct(kb, views, golds)
+    levels: dict[str, dict[str, dict[str, Cell]]] = {level: {} for level in scorers}
     detector_scores: dict[str, list[float]] = {}
     for spec in cfg.defences:
         det = (
@@ -313,13 +337,10 @@ def evaluate(
         if det is not None:
             for key, vs in views.items():
                 detector_scores.setdefault(f"{spec.name}|{key}", [v.score for v in vs])
-        correct = {}
-        for key, vs in views.items():
-            with torch.inference_mode():
-                pred = model(torch.stack([preprocess(v.image) for v in vs])).argmax(-1)
-            correct[key] = (pred == labels).tolist()
         flagged = {key: [v.flagged for v in vs] for key, vs in views.items()}
-        levels["model"][spec.name] = conditions(correct, flagged, plan[spec.name])
+        for level, score in scorers.items():
+            correct = {key: score(vs) for key, vs in views.items()}
+            levels[level][spec.name] = conditions(correct, flagged, plan[spec.name])
 
     if cfg.links:
         levels["link"] = link_level(cfg, examples, images, plan, linker_factory)
@@ -333,6 +354,24 @@ def evaluate(
         config=cfg.model_dump(mode="json"),
         images=images,
     )
+
+
+def tagger_correct(model: torch.nn.Module, views: list[View], labels: torch.Tensor) -> list[bool]:
+    """Model level: the tagger's top-1 on each defended view equals its clean label."""
+    from retlink.tools.vision.efficientnet import preprocess
+
+    with torch.inference_mode():
+        pred = model(torch.stack([preprocess(v.image) for v in views])).argmax(-1)
+    return (pred == labels).tolist()
+
+
+def retrieval_correct(kb: Any, views: list[View], golds: list[str]) -> list[bool]:
+    """Retrieval level: the entity with the nearest KB image to each defended view is the gold one."""
+    vectors = kb.image_embedder.embed_images([v.image for v in views])
+    return [
+        bool((hits := kb.query_image(vec, 1)) and hits[0][0] == gold)
+        for vec, gold in zip(vectors, golds, strict=True)
+    ]
 
 
 def conditions(
@@ -423,6 +462,17 @@ def default_linker_factory(agent: Any) -> Any:
 # -- report -------------------------------------------------------------------------------------
 
 
+LEVEL_MEANING = {
+    "model": "tagger top-1 vs the undefended clean label",
+    "retrieval": "KB image retrieval top-1 vs the gold entity",
+    "link": "full agent, gold entity",
+}
+TARGET_MEANING = {
+    "classifier": "tagger's label",
+    "embedding_toward_distractor": "image embedding (toward the nearest wrong entity's KB image)",
+}
+
+
 def _pct(v: float) -> str:
     return "n/a" if v != v else f"{100 * v:.0f}%"
 
@@ -438,7 +488,8 @@ def report_markdown(results: DefenceResults) -> str:
     lines = [
         "## Defences",
         "",
-        f"{len(results.samples)} samples; attacks: `pgd` ({cfg['preset']}, {cfg['params'] or 'preset values'}) on the "
+        f"{len(results.samples)} samples; attacks aimed at the {TARGET_MEANING[cfg.get('target', 'classifier')]}: "
+        f"`pgd` ({cfg['preset']}, {cfg['params'] or 'preset values'}) on the "
         f"bare model (non-adaptive) and, per defence, the adaptive attacks that know it (BPDA/EOT with "
         f"{cfg['eot_samples']} samples, detector-aware); 'adaptive' is the per-sample worst case of those and PGD.",
         "Recovered = (defended - undefended accuracy under the attack) / (undefended drop under PGD).",
@@ -446,7 +497,7 @@ def report_markdown(results: DefenceResults) -> str:
     ]
     for level in results.levels:
         rows = summarise(results, level, resamples=cfg["bootstrap_resamples"], confidence=cfg["confidence"])
-        what = "tagger top-1 vs the undefended clean label" if level == "model" else "full agent, gold entity"
+        what = LEVEL_MEANING.get(level, level)
         lines += [
             f"### {level} level ({what})",
             "",
@@ -495,14 +546,17 @@ def write(results: DefenceResults, out: Path) -> Path:
 
 
 def load_defence_config(
-    source: str | Path | dict[str, Any] | None, *, limit: int | None = None, links: bool | None = None
+    source: str | Path | dict[str, Any] | None,
+    *,
+    limit: int | None = None,
+    links: bool | None = None,
+    target: str | None = None,
 ) -> DefenceEvalConfig:
     """A validated config from YAML (paths relative to the file), a dict or None (defaults), with
     the CLI's overrides; ConfigError names the bad key."""
     from pydantic import ValidationError
 
     from retlink.config import _format_validation_error, _read_yaml
-    from retlink.errors import ConfigError
 
     data: dict[str, Any] = {}
     origin = "defaults"
@@ -516,6 +570,8 @@ def load_defence_config(
         data["limit"] = limit
     if links is not None:
         data["links"] = links
+    if target is not None:
+        data["target"] = target
     try:
         return DefenceEvalConfig.model_validate(data)
     except ValidationError as e:

@@ -109,13 +109,20 @@ def _kb_for(cfg_json: str) -> KBStore:
     )
 
 
+def open_kb(source: Any = None) -> KBStore:
+    """The KB a config links against (built first when missing), shared with its Linkers: the
+    evaluation scores image retrieval on the very store the pipeline queries."""
+    cfg = load_config(source)
+    return _kb_for(cfg.model_dump_json(include={"kb", "embedder", "device"}))
+
+
 def build_components(source: Any = None) -> Components:
     """Build (or reuse) every backend the config names."""
     cfg = load_config(source)
     emb = cfg.embedder
     text_embedder = shared_text_embedder(emb.text_model, cfg.device)
     image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device)
-    kb = _kb_for(cfg.model_dump_json(include={"kb", "embedder", "device"}))
+    kb = open_kb(cfg)
     reasoner = shared_llm(cfg.reasoner.llm, cfg.device)
     enhancer = None
     if cfg.enhancer.enabled:

@@ -1,8 +1,12 @@
 """Adaptive attacks against the real defences: real EfficientNet-Lite0, the 12 real demo photos.
 
-Accuracy here is the tagger's top-1 label compared with its label on the clean photo (the demo
-has no ImageNet ground truth). One module-scoped PGD (normal preset: eps 8/255, 10 steps) is
-shared by the tests; each adaptive attack runs once.
+Two kinds of prediction are attacked, each by a non-adaptive PGD at the normal preset (eps 8/255,
+10 steps) and by EOT+BPDA through the purifier:
+- image retrieval (what the linker uses): the entity whose KB image is nearest, by the pipeline's
+  own image embedder and chromadb store, against the gold entity;
+- the tagger's top-1 ImageNet label, against its label on the clean photo (the demo has no
+  ImageNet ground truth, and most demo photos are far from ImageNet, so these labels are weak).
+Each attack runs once per module.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from PIL import Image
 from retlink.config import DetectorConfig, PurifyStep
 from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack
 from retlink.eval.attacks.adaptive import EOTTarget, RandomPurifier, jittered, squeeze_scores
-from retlink.eval.defences import roc_auc
+from retlink.eval.defences import ADAPTIVE, CLEAN, NON_ADAPTIVE, DefenceSpec, evaluate, roc_auc
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import preprocess, shared_model
 from retlink.tools.vision.purify import Purifier, purify_pil
+from tests.conftest import fast_config
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
-#: the strongest single purifier on the demo photos (restores the most non-adaptive PGD flips,
-#: at a clean cost); the adaptive attack has to beat the best case, not the pipeline's JPEG 75
+#: the pipeline's purifier (DefenceConfig.purify_when_flagged, eval/configs/defences.yaml)
+PIPELINE_JPEG = (PurifyStep(kind="jpeg", quality=75),)
+#: the strongest single purifier for the tagger's labels on the demo photos (restores the most
+#: non-adaptive PGD flips, at a clean cost); the adaptive attack has to beat the best case
 STRONG_JPEG = (PurifyStep(kind="jpeg", quality=25),)
 
 
@@ -46,6 +53,45 @@ def demo():
         labels = model(x).argmax(-1)
     adv = build_attack("pgd", ClassifierTarget(model), "normal", seed=0)(x, labels)
     return model, x, labels, adv
+
+
+@pytest.fixture(scope="module")
+def retrieval(demo_kb_path):
+    """Image retrieval with and without the pipeline's purifier, attacked toward the nearest wrong
+    entity's KB image: plain PGD on the bare embedder, and EOT+BPDA through JPEG 75."""
+    purify = DefenceSpec.model_validate(
+        {"name": "purify", "defence": {"purify": [s.model_dump() for s in PIPELINE_JPEG]}}
+    )
+    res = evaluate(
+        {
+            "target": "embedding_toward_distractor",
+            "defences": [DefenceSpec(name="none"), purify],
+            "agent": fast_config(demo_kb_path),
+            "bootstrap_resamples": 20,
+        }
+    )
+    return res.levels["retrieval"]
+
+
+def _count(cell) -> int:
+    return sum(cell.correct)
+
+
+def test_pipeline_purifier_restores_most_retrieval_predictions_pgd_flips(retrieval):
+    none, purified = retrieval["none"], retrieval["purify"]
+    assert _count(none[CLEAN]) == 12  # every demo photo retrieves its own entity
+    assert _count(none[NON_ADAPTIVE]) <= 1  # the non-adaptive PGD flips (nearly) all of them
+    assert _count(purified[CLEAN]) == 12  # JPEG 75 costs nothing clean
+    # measured 8 of 12 (stable over seeds and thread counts); the four it misses are the
+    # designed near-twins (Chelsea / tabby cat, Java / espresso, Falcon 9 / Heavy, Collins x2)
+    assert _count(purified[NON_ADAPTIVE]) >= 7, purified[NON_ADAPTIVE].correct
+
+
+def test_eot_through_the_pipeline_purifier_takes_the_restored_predictions_back(retrieval):
+    purified = retrieval["purify"]
+    # measured 1 of 12: the purifier's gain was gradient masking against a non-adaptive attacker
+    assert _count(purified[ADAPTIVE]) <= 3, purified[ADAPTIVE].correct
+    assert _count(purified[ADAPTIVE]) <= _count(purified[NON_ADAPTIVE]) - 4
 
 
 def test_adaptive_attacks_are_registered_with_pgd_budgets():
@@ -85,12 +131,17 @@ def test_eot_draws_bracket_the_deployed_purifier_and_forward_is_exact(demo):
     assert success.tolist() == expected.tolist()
 
 
-def test_purification_undoes_non_adaptive_pgd_and_bpda_eot_undoes_purification(demo):
+def test_strong_purification_restores_most_tagger_labels_it_keeps_and_eot_undoes_it(demo):
     model, x, labels, adv = demo
     assert _acc(model, adv, labels) <= 1 / 12  # the non-adaptive PGD flips the bare model
+    # JPEG 25 changes 4 of the 12 clean labels itself (low-confidence labels on photos far from
+    # ImageNet); of the 8 it keeps, it restores 6 after PGD. JPEG 75 restores only 1 of 12
+    # labels: at this budget the labels need a much stronger purifier than the embedding does.
+    with torch.inference_mode():
+        kept = model(Purifier(STRONG_JPEG)((x * 255).round() / 255)).argmax(-1) == labels
+    assert int(kept.sum()) >= 7, kept
     restored = _acc(model, adv, labels, STRONG_JPEG)
-    # measured 6 of 12: half, not "most" (at JPEG 75, the pipeline's default, only 1 of 12)
-    assert restored >= 5 / 12, restored
+    assert restored * 12 >= 5 and restored * 12 > int(kept.sum()) / 2, (restored, kept)
     eot = build_attack(
         "pgd_eot", ClassifierTarget(model), "normal", purify=STRONG_JPEG, eot_samples=4, seed=0
     )

@@ -24,6 +24,7 @@ from retlink.eval.defences import (
 )
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
+from tests.conftest import fast_config
 
 
 def test_roc_auc_and_worst_case_by_hand():
@@ -62,10 +63,22 @@ def test_defended_view_takes_the_graph_route(demo_dir):
     assert not off.flagged and off.score is None and off.image is img
 
 
-def test_evaluate_end_to_end_on_two_photos(tmp_path):
-    res = evaluate({"limit": 2, "params": {"steps": 1}, "eot_samples": 1, "bootstrap_resamples": 20})
+@pytest.mark.parametrize("target", ["embedding_toward_distractor", "classifier"])
+def test_evaluate_end_to_end_on_two_photos(demo_kb_path, target):
+    res = evaluate(
+        {
+            "limit": 2,
+            "target": target,
+            "params": {"steps": 1},
+            "eot_samples": 1,
+            "bootstrap_resamples": 20,
+            "agent": fast_config(demo_kb_path),
+        }
+    )
     model = res.levels["model"]
+    assert set(res.levels) == {"model", "retrieval"}  # the demo KB has images
     assert set(model) == {"none", "purify", "detect", "purify+detect"}
+    assert res.levels["retrieval"]["none"][CLEAN].correct == [True, True]  # gold entity retrieved
     assert model["none"][CLEAN].correct == [True, True]  # the reference label is its own clean label
     assert model["none"][ADAPTIVE].correct == model["none"][NON_ADAPTIVE].correct  # nothing to adapt to
     for cells in model.values():  # adaptive is never kinder than plain PGD
@@ -75,6 +88,8 @@ def test_evaluate_end_to_end_on_two_photos(tmp_path):
     assert res.detector["threshold"] == 1.2 and 0 <= res.detector["roc_auc_pgd"] <= 1
     md = report_markdown(res)
     assert "| purify+detect |" in md and "ROC AUC" in md and "in-sample" in md
+    assert "### retrieval level (KB image retrieval top-1 vs the gold entity)" in md
+    assert ("image embedding" in md) == (target != "classifier")
 
 
 def test_defence_config_errors_name_the_key(tmp_path):
@@ -82,8 +97,10 @@ def test_defence_config_errors_name_the_key(tmp_path):
     bad.write_text("eot_sample: 3\n")
     with pytest.raises(ConfigError, match="eot_sample: unknown key"):
         load_defence_config(bad)
-    cfg = load_defence_config(None, limit=3, links=False)
-    assert isinstance(cfg, DefenceEvalConfig) and cfg.limit == 3
+    cfg = load_defence_config(None, limit=3, links=False, target="classifier")
+    assert isinstance(cfg, DefenceEvalConfig) and cfg.limit == 3 and cfg.target == "classifier"
+    with pytest.raises(ConfigError, match="target"):
+        load_defence_config(None, target="captioner")
 
 
 def test_runner_config_can_name_the_adaptive_attacks():
@@ -125,3 +142,39 @@ def test_runner_config_can_name_the_adaptive_attacks():
                 "attacks": [{"name": "x", "attack": "pgd_eot", "params": {"eot_samplez": 1}}],
             }
         )
+
+
+def test_cli_writes_the_defence_report(tmp_path, demo_kb_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from retlink.cli import app
+
+    cfg = tmp_path / "defences.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "params": {"steps": 1},
+                "eot_samples": 1,
+                "bootstrap_resamples": 20,
+                "defences": [
+                    {"name": "none"},
+                    {"name": "purify", "defence": {"purify": [{"kind": "median", "size": 3}]}},
+                ],
+                "agent": fast_config(demo_kb_path),
+            }
+        )
+    )
+    out = tmp_path / "report"
+    res = CliRunner().invoke(
+        app, ["eval", "defences", str(cfg), "-n", "1", "--target", "classifier", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "defences.json").read_text())
+    assert data["config"]["target"] == "classifier" and data["samples"] == ["ex01"]
+    assert set(data["levels"]) == {"model", "retrieval"} and "pgd_eot" in "".join(data["attacks"]["params"])
+    assert "retrieval level" in (out / "defences.md").read_text()
+    bad = CliRunner().invoke(app, ["eval", "defences", str(cfg), "--target", "caption"])
+    assert bad.exit_code == 2 and "target" in bad.output

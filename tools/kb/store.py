@@ -198,6 +198,15 @@ class KBStore:
             best[eid] = max(best.get(eid, -1.0), 1.0 - float(d))
         return sorted(best.items(), key=lambda kv: -kv[1])[:k]
 
+    def image_file(self, path: str) -> Path:
+        """Where an entity's image lies: the KB keeps image paths as the entities file wrote them,
+        so relative ones are resolved against that file's folder (the manifest's `source`)."""
+        p = Path(path)
+        source = self.manifest.get("source")
+        if not p.is_absolute() and source and source != "<iterable>":
+            return Path(source).parent / p
+        return p
+
     def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
         """Best cosine similarity between `vector` and each given entity's stored images."""
         if not self.has_images or not entity_ids:
