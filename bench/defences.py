@@ -6,7 +6,9 @@ For each defence (none, JPEG purification, feature-squeezing detection with rout
 - accuracy clean, under a non-adaptive PGD (normal preset, on the bare model) and under the
   adaptive attacks that know the defence (BPDA/EOT, detector-aware; per-sample worst case), as
   absolute points and as the share of the undefended drop recovered, with 95% bootstrap CIs
-  (`retlink.eval.defences`; model level = the tagger's top-1, `--links` adds the full agent);
+  (`retlink.eval.defences`; model level = the tagger's top-1, retrieval level = the KB image
+  retrieval's top-1 against the gold entity, `--links` adds the full agent; `--target` picks
+  what the attacks aim at, the image embedding by default);
 - the detector's ROC AUC (clean vs PGD), false-positive rate on clean images and detection rate
   under the detector-aware attack;
 - the latency each defence adds to a link, as a ratio to the link without it (goal: < 10%):
@@ -151,11 +153,17 @@ def main() -> None:
     ap.add_argument("--links", action="store_true", help="also the full agent's accuracy (slow)")
     ap.add_argument("--latency-n", type=int, default=6, help="demo examples linked per defence for latency")
     ap.add_argument("--eot-samples", type=int, default=4)
+    ap.add_argument(
+        "--target",
+        choices=["embedding_toward_distractor", "classifier"],
+        default="embedding_toward_distractor",
+        help="what the attacks aim at: the image embedding (retrieval) or the tagger's label",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-defences")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
-    cfg = DefenceEvalConfig(eot_samples=args.eot_samples, links=args.links)
+    cfg = DefenceEvalConfig(eot_samples=args.eot_samples, links=args.links, target=args.target)
     started = time.perf_counter()
     results = evaluate(cfg)
     console.print(
