@@ -31,7 +31,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LLMConfig(_Strict):
+class OpenAIServerConfig(_Strict):
+    """The connection to an OpenAI-compatible server (vLLM), shared by the roles that can use one
+    (`LLMConfig` with backend "openai", `CaptionerConfig` with backend "openai_vlm"); other
+    backends ignore it. `OpenAICompatClient.from_config` reads these fields, and its own
+    defaults are these: the one place they are written."""
+
+    #: e.g. http://127.0.0.1:8011/v1
+    base_url: str | None = None
+    api_key: str | None = None
+    #: per request: a server that stops answering costs timeout_s * (max_retries + 1) plus backoff
+    timeout_s: float = Field(60.0, gt=0)
+    #: retries after a connection error, a timeout, a 429 or a 5xx (with backoff)
+    max_retries: int = Field(2, ge=0)
+    #: requests in flight at once through one client (vLLM batches them)
+    max_concurrency: int = Field(8, ge=1)
+
+
+class LLMConfig(OpenAIServerConfig):
     """A language model role (enhancer, reasoner).
 
     `chat_template_kwargs` (openai backend) is sent as vLLM's `chat_template_kwargs` on the
@@ -46,12 +63,7 @@ class LLMConfig(_Strict):
     #: transformers: "smollm2-embedded" (the PyPI-shipped GGUF), a local dir or a hub id.
     #: openai: the served model name.
     model: str = "smollm2-embedded"
-    base_url: str | None = None
-    api_key: str | None = None
     temperature: float = 0.0
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    max_concurrency: int = 8
     #: vLLM structured outputs (JSON schema with the candidate ids as an enum).
     structured_output: bool = True
     #: openai: vLLM chat-template arguments for answers, e.g. {"enable_thinking": false}.
@@ -72,14 +84,13 @@ class LLMConfig(_Strict):
         return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
 
-class CaptionerConfig(_Strict):
+class CaptionerConfig(OpenAIServerConfig):
+    """The captioner role; the connection fields (`OpenAIServerConfig`) are for openai_vlm."""
+
     backend: Literal["efficientnet_tagger", "openai_vlm"] = "efficientnet_tagger"
     top_k: int = Field(5, ge=1, le=20)
     #: openai_vlm only
     model: str | None = None
-    base_url: str | None = None
-    api_key: str | None = None
-    timeout_s: float = 60.0
     max_tokens: int = 96
 
 

@@ -5,19 +5,20 @@ fake one (`FakeChatServer`, a loopback HTTP server), so this needs no vLLM venv.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
 from retlink.backends import shared_captioner, shared_llm
-from retlink.config import CaptionerConfig, LLMConfig
-from retlink.errors import BackendError
+from retlink.config import CaptionerConfig, LLMConfig, OpenAIServerConfig, load_config
+from retlink.errors import BackendError, ConfigError
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner
 from tests.loopback import LoopbackHTTP
-from tests.vllm.test_openai_llm_template_kwargs import MODEL, FakeChatServer
+from tests.vllm.test_openai_llm_template_kwargs import MESSAGES, MODEL, FakeChatServer
 
 URL = "http://127.0.0.1:8011/v1"
 
@@ -44,13 +45,38 @@ def test_llm_config_sets_every_connection_setting():
     assert client._slots._initial_value == 3
 
 
-def test_captioner_config_keeps_the_client_defaults_it_does_not_declare():
-    cfg = CaptionerConfig(backend="openai_vlm", model="vlm", base_url=URL, timeout_s=9)
+def test_captioner_config_sets_every_connection_setting_too():
+    cfg = CaptionerConfig(
+        backend="openai_vlm", model="vlm", base_url=URL, timeout_s=9, max_retries=0, max_concurrency=2
+    )
     client = OpenAICompatClient.from_config(cfg)
-    default = OpenAICompatClient("vlm", URL)
     assert client._client.timeout == 9 and client._client.api_key == "EMPTY"
-    assert client.max_retries == default.max_retries
-    assert client._slots._initial_value == default._slots._initial_value
+    assert (client.max_retries, client.max_concurrency, client._slots._initial_value) == (0, 2, 2)
+
+
+@pytest.mark.parametrize("role", [LLMConfig, CaptionerConfig])
+def test_roles_share_the_connection_fields_and_the_client_their_defaults(role):
+    assert issubclass(role, OpenAIServerConfig)
+    cfg = role(model="m", base_url=URL)
+    client, default = OpenAICompatClient.from_config(cfg), OpenAICompatClient("m", URL)
+    assert (cfg.timeout_s, cfg.max_retries, cfg.max_concurrency) == (60.0, 2, 8)  # unchanged defaults
+    for c in (client, default):
+        assert (c._client.timeout, c.max_retries, c.max_concurrency) == (60.0, 2, 8)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("timeout_s", 0), ("max_retries", -1), ("max_concurrency", 0), ("max_retrys", 1)]
+)
+def test_bad_connection_settings_are_config_errors_naming_the_key(field, value):
+    with pytest.raises(ConfigError, match=rf"captioner\.{field}: "):
+        load_config({"captioner": {"backend": "openai_vlm", field: value}})
+
+
+def test_vllm_preset_connection_reaches_the_client():
+    llm = load_config("vllm").reasoner.llm
+    client = OpenAICompatClient.from_config(llm)
+    assert (client.base_url, client.model) == ("http://127.0.0.1:8011/v1", "smollm2")
+    assert (client._client.timeout, client.max_retries, client.max_concurrency) == (60, 2, 8)
 
 
 @pytest.mark.parametrize(
@@ -79,3 +105,34 @@ def test_backends_build_their_client_from_their_config(fake):
     assert caption.text and caption.backend == "openai_vlm" and caption.confidence == 0.5
     assert fake.bodies[-1]["max_tokens"] == 7
     assert fake.bodies[-1]["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/jpeg")
+
+
+class SlowChat(FakeChatServer):
+    """The fake chat server, holding each answer a moment and recording how many it held at once."""
+
+    def do_POST(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.in_flight = getattr(srv, "in_flight", 0) + 1
+            srv.peak = max(getattr(srv, "peak", 0), srv.in_flight)
+        try:
+            time.sleep(0.5)
+            super().do_POST()
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+
+class WideLoopback(LoopbackHTTP):
+    """A listen backlog for a burst of 12 connections (the default 5 drops SYNs, retried 1 s later)."""
+
+    request_queue_size = 64
+
+
+@pytest.mark.parametrize("max_concurrency", [2, 12])
+def test_generate_batch_runs_as_many_requests_at_once_as_the_client_allows(max_concurrency):
+    with WideLoopback(SlowChat) as srv:
+        llm = OpenAILLM(OpenAICompatClient(MODEL, srv.url("/v1"), max_retries=0, max_concurrency=max_concurrency))
+        out = llm.generate_batch([MESSAGES] * 12, max_tokens=8)
+        assert len(out) == 12 and all(g.text for g in out)
+        assert srv.peak == max_concurrency  # 12 was capped at 8 threads before

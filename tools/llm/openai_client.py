@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from retlink.config import OpenAIServerConfig
 from retlink.errors import BackendError
 
 if TYPE_CHECKING:
@@ -35,9 +36,8 @@ _RETRYABLE = (
     openai.InternalServerError,
 )
 
-
-#: connection settings that a role's config may declare; those it does not keep this class's defaults
-_CONFIG_TUNING = ("timeout_s", "max_retries", "max_concurrency")
+#: the connection defaults, written once in `OpenAIServerConfig`
+_DEFAULTS = OpenAIServerConfig()
 
 
 class OpenAICompatClient:
@@ -45,7 +45,8 @@ class OpenAICompatClient:
 
     The one place that takes the connection settings: `OpenAILLM` and `OpenAIVLMCaptioner` are
     handed a built client (`OpenAILLM(OpenAICompatClient(model, base_url))`), and their
-    `from_config` builds it with `OpenAICompatClient.from_config`.
+    `from_config` builds it with `OpenAICompatClient.from_config`. The defaults of `timeout_s`,
+    `max_retries` and `max_concurrency` are `OpenAIServerConfig`'s.
     """
 
     def __init__(
@@ -54,9 +55,9 @@ class OpenAICompatClient:
         base_url: str,
         api_key: str | None = None,
         *,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        max_concurrency: int = 8,
+        timeout_s: float = _DEFAULTS.timeout_s,
+        max_retries: int = _DEFAULTS.max_retries,
+        max_concurrency: int = _DEFAULTS.max_concurrency,
         backoff_s: float = 0.5,
     ) -> None:
         if not model:
@@ -68,19 +69,25 @@ class OpenAICompatClient:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.max_retries = max(0, max_retries)
+        self.max_concurrency = max(1, max_concurrency)
         self.backoff_s = backoff_s
         self._client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0
         )
-        self._slots = threading.BoundedSemaphore(max(1, max_concurrency))
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._checked = False
 
     @classmethod
     def from_config(cls, cfg: LLMConfig | CaptionerConfig) -> OpenAICompatClient:
-        """The client for a role's config: its model, base_url and api_key, and those of
-        `_CONFIG_TUNING` that the config declares (`CaptionerConfig` has only `timeout_s`)."""
-        tuning = {name: getattr(cfg, name) for name in _CONFIG_TUNING if hasattr(cfg, name)}
-        return cls(cfg.model, cfg.base_url, cfg.api_key, **tuning)
+        """The client for a role's config: its model and its `OpenAIServerConfig` fields."""
+        return cls(
+            cfg.model,
+            cfg.base_url,
+            cfg.api_key,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            max_concurrency=cfg.max_concurrency,
+        )
 
     def served_models(self) -> list[str]:
         """The model ids the server lists; BackendError when it cannot be reached."""

@@ -106,12 +106,13 @@ class OpenAILLM:
     def generate_batch(
         self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
     ) -> list[Generation]:
-        """Concurrent requests (the server batches them), bounded by the client's semaphore."""
+        """Concurrent requests (the server batches them): one thread per request, at most the
+        client's `max_concurrency`, which its semaphore also bounds across callers."""
         from concurrent.futures import ThreadPoolExecutor
 
         if not batch:
             return []
-        with ThreadPoolExecutor(max_workers=min(len(batch), 8)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(batch), self.client.max_concurrency)) as pool:
             return list(
                 pool.map(
                     lambda m: self.generate(m, max_tokens=max_tokens, stop_at_sentence=stop_at_sentence),
