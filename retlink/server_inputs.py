@@ -6,6 +6,9 @@ as a data URI or an http(s) URL. URLs are fetched by the scraper's `Fetcher` (on
 for the whole project: the SSRF guard checks and pins every connection's address, the byte cap is
 checked while streaming and after bounded decompression, redirects are re-checked hop by hop),
 asked per call for `image/*` with binary bodies allowed, which is the only difference from a page.
+Its settings are the scraper's (`FetchSettings.from_config` on a `SearchConfig`: user agent,
+retries and `search.ca_bundle`, so a private CA trusted for pages is trusted for image URLs too),
+with the endpoint's own limits (byte cap, timeout, redirects, concurrency) in place of the page's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from functools import lru_cache
 
 from PIL import Image
 
+from retlink.config import SearchConfig
 from retlink.errors import ImageTooLargeError, InputError, InvalidImageError
 from retlink.server_protocol import ChatCompletionRequest
 from retlink.tools.images import load_image
@@ -81,11 +85,11 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
         raise InvalidImageError("data URI is not valid base64") from None
 
 
-@lru_cache(maxsize=8)
-def image_fetcher(policy: HostPolicy, max_bytes: int, timeout_s: float) -> Fetcher:
-    """The Fetcher for one server's image limits, shared by its requests so that connections are
-    reused (the Fetcher keeps one client per event loop). Cached on the limits, which are hashable."""
-    settings = FetchSettings(
+def image_fetch_settings(search: SearchConfig | None, max_bytes: int, timeout_s: float) -> FetchSettings:
+    """The scraper's settings for `search` (the default SearchConfig when None) with the
+    endpoint's image limits in place of the page limits."""
+    return FetchSettings.from_config(
+        search or SearchConfig(),
         connect_timeout_s=timeout_s,
         read_timeout_s=timeout_s,
         page_timeout_s=timeout_s,
@@ -95,13 +99,27 @@ def image_fetcher(policy: HostPolicy, max_bytes: int, timeout_s: float) -> Fetch
         max_concurrency=16,
         per_host_concurrency=8,
     )
+
+
+@lru_cache(maxsize=8)
+def image_fetcher(settings: FetchSettings, policy: HostPolicy) -> Fetcher:
+    """The Fetcher for one server's image settings, shared by its requests so that connections are
+    reused (the Fetcher keeps one client per event loop). Cached on both, which are hashable."""
     return Fetcher(settings, policy)
 
 
-async def fetch_image_url(url: str, max_bytes: int, *, policy: HostPolicy, timeout_s: float = 10.0) -> bytes:
-    """GET an image through the project's safe fetcher; each failure becomes the typed input error
-    the endpoint answers with (413 for the byte cap, 400 for everything else)."""
-    fetcher = image_fetcher(policy, max_bytes, timeout_s)
+async def fetch_image_url(
+    url: str,
+    max_bytes: int,
+    *,
+    policy: HostPolicy,
+    timeout_s: float = 10.0,
+    search: SearchConfig | None = None,
+) -> bytes:
+    """GET an image through the project's safe fetcher, with `search`'s fetch settings (its
+    `ca_bundle` included); each failure becomes the typed input error the endpoint answers with
+    (413 for the byte cap, 400 for everything else)."""
+    fetcher = image_fetcher(image_fetch_settings(search, max_bytes, timeout_s), policy)
     try:
         page = await fetcher.get(url, content_types=IMAGE_TYPES, allow_binary=True)
     except FetchError as e:
@@ -116,13 +134,20 @@ async def fetch_image_url(url: str, max_bytes: int, *, policy: HostPolicy, timeo
 
 
 async def load_request_image(
-    source: str, *, max_bytes: int, max_pixels: int, policy: HostPolicy, timeout_s: float = 10.0
+    source: str,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    policy: HostPolicy,
+    timeout_s: float = 10.0,
+    search: SearchConfig | None = None,
 ) -> Image.Image:
-    """The validated RGB image a request points at (data URI or http(s) URL)."""
+    """The validated RGB image a request points at (data URI or http(s) URL; a URL is fetched
+    with `search`'s fetch settings, see `fetch_image_url`)."""
     if source.startswith("data:"):
         data = decode_data_uri(source, max_bytes)
     elif source.startswith(("http://", "https://")):
-        data = await fetch_image_url(source, max_bytes, policy=policy, timeout_s=timeout_s)
+        data = await fetch_image_url(source, max_bytes, policy=policy, timeout_s=timeout_s, search=search)
     else:
         raise InvalidImageError("image_url must be a data URI or an http(s) URL")
     return load_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
