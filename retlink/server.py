@@ -268,6 +268,7 @@ def create_app(linker: Any, settings: ServerSettings | None = None) -> FastAPI:
             image = await load_request_image(
                 inputs.image_source, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                 policy=policy, timeout_s=settings.image_fetch_timeout_s,
+                search=getattr(getattr(linker, "config", None), "search", None),  # its ca_bundle, user agent
             )
         except BaseException:
             gate.leave()

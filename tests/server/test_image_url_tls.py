@@ -76,3 +76,29 @@ def test_image_fetch_settings_are_the_scrapers_with_the_endpoints_limits(tmp_pat
     )  # fmt: skip
     assert (settings.ca_bundle, settings.user_agent, settings.retries) == (tmp_path / "ca.pem", "ua/1", 2)
     assert image_fetch_settings(None, 4096, 7.0) == image_fetch_settings(SearchConfig(), 4096, 7.0)
+
+
+@pytest.mark.slow
+def test_endpoint_fetches_https_images_with_the_linkers_ca_bundle(site, pki, demo_kb_path) -> None:
+    """End to end: the chat endpoint passes its linker's `search` config to the image fetcher."""
+    import openai
+
+    from retlink import Linker
+    from retlink.server import ServerSettings, create_app
+    from tests.conftest import fast_config
+    from tests.server.conftest import API_KEY, ServerThread, user_message
+
+    context = "The [Falcon] climbed away from the launch pad carrying a space weather satellite."
+    settings = ServerSettings(api_key=API_KEY, image_allow_hosts=[f"127.0.0.1:{site.server_address[1]}"])
+    for ca_bundle, linked in ((str(pki.ca), True), (None, False)):
+        linker = Linker.from_config(fast_config(demo_kb_path, search={"ca_bundle": ca_bundle}))
+        with ServerThread(create_app(linker, settings)) as srv:
+            client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+            messages = user_message(context, site.url("/rocket.jpg"))
+            if linked:
+                resp = client.chat.completions.create(model="retlink", messages=messages)
+                assert resp.model_extra["retlink"]["entity"]["id"] == "falcon_9"
+            else:
+                with pytest.raises(openai.APIStatusError) as info:
+                    client.chat.completions.create(model="retlink", messages=messages)
+                assert info.value.status_code == 400 and "[tls]" in info.value.body["message"]
