@@ -566,6 +566,11 @@ def load_defence_config(
         data, origin = _read_yaml(Path(source)), str(source)
         if isinstance(data.get("data"), str) and not Path(data["data"]).expanduser().is_absolute():
             data["data"] = str((Path(source).parent / data["data"]).resolve())
+    if "pipelines" in data and "defences" not in data:
+        raise ConfigError(
+            f"{origin} is a `retlink eval run` config (it lists pipelines), not a defence eval config; "
+            f"run it with `retlink eval run {origin}`"
+        )
     if limit is not None:
         data["limit"] = limit
     if links is not None:

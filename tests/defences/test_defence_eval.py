@@ -3,6 +3,8 @@ the CLI, and a runner config naming the adaptive attacks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -101,6 +103,9 @@ def test_defence_config_errors_name_the_key(tmp_path):
     assert isinstance(cfg, DefenceEvalConfig) and cfg.limit == 3 and cfg.target == "classifier"
     with pytest.raises(ConfigError, match="target"):
         load_defence_config(None, target="captioner")
+    runner_config = Path(__file__).resolve().parents[2] / "eval" / "configs" / "defences.yaml"
+    with pytest.raises(ConfigError, match="retlink eval run"):
+        load_defence_config(runner_config)
 
 
 def test_runner_config_can_name_the_adaptive_attacks():
