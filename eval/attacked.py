@@ -1,7 +1,10 @@
 """Attacked images of a run: made once per (sample, attack), stored, reused by every pipeline.
 
-The surrogate is the network the pipelines themselves use (EfficientNet-Lite0 on the embedded
-default: captioner and image embedder at once), so the attacks are white box. Targets:
+The surrogate is a config choice: the network the pipelines themselves use (EfficientNet-Lite0 on
+the embedded default: captioner and image embedder at once) makes the attacks white box;
+EfficientNet-Lite1 against a Lite0 pipeline, or Lite0 against a pipeline whose image embedder is
+Lite1, makes them transfer attacks; `efficientnet_lite0+efficientnet_lite1` attacks both. The
+distractor is chosen in the run KB's image space whatever the surrogate. Targets:
 - `embedding_toward_distractor`: raise cos(f(x), f(distractor image)) - cos(f(x), f(gold image)),
   the distractor being the wrong KB entity whose image is nearest to the clean image (the
   cheapest confusion); a gold entity without an image uses the clean image's own features.
@@ -21,6 +24,7 @@ the JSON written last and atomically, so an image counts as made only when both 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -74,13 +78,32 @@ class Features(nn.Module):
         return self.model.features(x)
 
 
-def surrogate(name: str) -> nn.Module:
-    """The surrogate network by config name (shared with the pipelines: loaded once)."""
-    if name == "efficientnet_lite0":
-        from retlink.tools.vision.efficientnet import shared_model
+#: surrogate config names -> EfficientNet-Lite variants
+SURROGATES = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1"}
 
-        return shared_model()
-    raise ValueError(f"unknown surrogate {name!r}")
+
+def surrogate(name: str) -> nn.Module:
+    """The surrogate network by config name (shared with the pipelines: loaded once).
+
+    `efficientnet_lite0` is the network of the embedded default's captioner and image embedder
+    (white box); `efficientnet_lite1` the other image embedder; `a+b` attacks both at once
+    (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits)."""
+    from retlink.tools.vision.efficientnet import shared_model
+
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in SURROGATES]
+    if unknown:
+        raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(SURROGATES)} or a+b of them")
+    if len(parts) == 1:
+        return shared_model("cpu", SURROGATES[name])
+    return _ensemble(tuple(parts))
+
+
+@functools.lru_cache(maxsize=4)
+def _ensemble(parts: tuple[str, ...]) -> nn.Module:
+    from retlink.tools.vision.efficientnet import FeatureEnsemble, shared_model
+
+    return FeatureEnsemble([shared_model("cpu", SURROGATES[p]) for p in parts]).eval()
 
 
 class AttackedStore:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +45,8 @@ class BaselineConfig(BaseModel):
     top_k: int = Field(10, ge=1, le=100)
     #: nearest neighbours taken from each index before fusing (recall of the union)
     pool: int = Field(50, ge=1, le=1000)
+    #: the image embedder the KB was built with (`embedder.image_backend` names)
+    image_backend: Literal["efficientnet", "efficientnet_lite1", "open_clip", "none"] = "efficientnet"
 
 
 def query_text(mention: str, context: str) -> str:
@@ -77,17 +79,19 @@ class CLIPBaseline:
         path: str | Path,
         config: BaselineConfig | dict[str, Any] | None = None,
         *,
-        image_backend: str = "efficientnet",
+        image_backend: str | None = None,
         open_clip_model: str = "ViT-B-32",
         open_clip_pretrained: str | None = None,
         device: str = "cpu",
     ) -> CLIPBaseline:
-        """Open a built KB with the project's shared embedders (the ones it was built with)."""
+        """Open a built KB with the project's shared embedders (the ones it was built with);
+        `image_backend` defaults to the config's."""
         from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
-        image = shared_image_embedder(image_backend, open_clip_model, open_clip_pretrained, device)
+        cfg = BaselineConfig.model_validate(config) if isinstance(config, dict) else config or BaselineConfig()
+        backend = image_backend or cfg.image_backend
+        image = shared_image_embedder(backend, open_clip_model, open_clip_pretrained, device)
         kb = KBStore(Path(path), shared_text_embedder(device=device), image)
-        cfg = BaselineConfig.model_validate(config) if isinstance(config, dict) else config
         return cls(kb, cfg)
 
     def embed(self, image: Any, mention: str, context: str) -> tuple[np.ndarray, np.ndarray | None]:

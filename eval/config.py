@@ -87,8 +87,12 @@ class PipelineSpec(_Strict):
     config: str | None = None
     #: agent: nested config keys merged over `config`, e.g. {search: {enabled: false}}
     overrides: dict[str, Any] = Field(default_factory=dict)
-    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool)
+    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool, image_backend)
     options: dict[str, Any] = Field(default_factory=dict)
+    #: this pipeline's own KB, built with the pipeline's own embedders when missing or stale;
+    #: needed when its image embedder is not the default's (the KB stores image vectors).
+    #: None: the run's KB
+    kb: KBSpec | None = None
 
     @field_validator("kind")
     @classmethod
@@ -101,6 +105,8 @@ class PipelineSpec(_Strict):
 
 
 TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
+#: attack surrogates (`retlink.eval.attacked.surrogate`): one EfficientNet-Lite, or both at once
+SurrogateName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite0+efficientnet_lite1"]
 
 
 def _number(value: Any) -> Any:
@@ -129,7 +135,9 @@ class AttackSpec(_Strict):
     #: any parameter of the attack class; '8/255' style fractions allowed
     params: dict[str, Any] = Field(default_factory=dict)
     target: TargetName = "embedding_toward_distractor"
-    surrogate: Literal["efficientnet_lite0"] = "efficientnet_lite0"
+    #: the network the attack optimises against: the pipeline's own (white box) or another one
+    #: (a transfer attack), or the ensemble of both (an attacker who does not know which one)
+    surrogate: SurrogateName = "efficientnet_lite0"
     batch_size: int = Field(8, ge=1, le=256)
 
     @field_validator("params", mode="before")

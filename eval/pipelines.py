@@ -5,7 +5,9 @@ A pipeline is anything with `link(image, mention, context) -> LinkResult`. Two k
 - `agent`: the LangGraph agent (`retlink.Linker`) from a preset or YAML file plus overrides, e.g.
   `{search: {enabled: false}}` for the agent without search.
 Every pipeline of a run ranks the same KB: the run's `kb.path` replaces the agent config's, so a
-comparison never mixes knowledge bases. Register more kinds with `@register_pipeline("name")`.
+comparison never mixes knowledge bases. The one exception is a pipeline with its own `kb:` (the
+same entities embedded with another image embedder, e.g. EfficientNet-Lite1 for encoder
+diversity). Register more kinds with `@register_pipeline("name")`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,26 @@ def build_baseline(spec: Any, kb_path: Path) -> Pipeline:
     from retlink.eval.baseline import BaselineConfig, CLIPBaseline
 
     return CLIPBaseline.from_kb(kb_path, BaselineConfig.model_validate(spec.options))
+
+
+def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
+    """(text, image) embedders a pipeline opens its KB with, to build its own KB (`spec.kb`)."""
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+
+    if spec.kind == "agent":
+        from retlink.config import load_config
+
+        cfg = load_config(agent_config(spec, Path(spec.kb.path if spec.kb else ".")))
+        emb = cfg.embedder
+        return (
+            shared_text_embedder(emb.text_model, cfg.device),
+            shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        )
+    if spec.kind == "baseline":
+        from retlink.eval.baseline import BaselineConfig
+
+        return shared_text_embedder(), shared_image_embedder(BaselineConfig.model_validate(spec.options).image_backend)
+    return shared_text_embedder(), shared_image_embedder("efficientnet")
 
 
 def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:

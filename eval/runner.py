@@ -158,31 +158,38 @@ class Runner:
     def kb(self) -> Any:
         """The run's KB, built from the dataset's entities (or `kb.entities`) when missing/stale."""
         if self._kb is None:
-            from retlink.backends import is_current
-            from retlink.tools.kb.build import build_kb
             from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
-            from retlink.tools.kb.store import MANIFEST, KBStore
 
-            spec = self.config.kb
             text, image = shared_text_embedder(), shared_image_embedder("efficientnet")
-            if spec.entities is not None:
-                if not is_current(spec.path, spec.entities):
-                    build_kb(spec.entities, spec.path, text, image, progress=True)
-            elif not (spec.path / MANIFEST).exists():
-                from retlink.eval.datasets import load_dataset
-
-                ds = load_dataset(self.config.dataset.key, self.config.dataset.root, **self.config.dataset.options)
-                build_kb(ds.entities(), spec.path, text, image, progress=True)
-            self._kb = KBStore(spec.path, text, image)
+            self._kb = self._ensure_kb(self.config.kb, text, image)
         return self._kb
+
+    def _ensure_kb(self, spec: Any, text: Any, image: Any) -> Any:
+        """Open a KB (`KBSpec`), building it from its entities (or the dataset's) when missing/stale."""
+        from retlink.backends import is_current
+        from retlink.tools.kb.build import build_kb
+        from retlink.tools.kb.store import MANIFEST, KBStore
+
+        if spec.entities is not None:
+            if not is_current(spec.path, spec.entities):
+                build_kb(spec.entities, spec.path, text, image, progress=True)
+        elif not (spec.path / MANIFEST).exists():
+            from retlink.eval.datasets import load_dataset
+
+            ds = load_dataset(self.config.dataset.key, self.config.dataset.root, **self.config.dataset.options)
+            build_kb(ds.entities(), spec.path, text, image, progress=True)
+        return KBStore(spec.path, text, image)
 
     def pipeline(self, name: str) -> Any:
         if name not in self._pipelines:
-            from retlink.eval.pipelines import build_pipeline
+            from retlink.eval.pipelines import build_pipeline, pipeline_embedders
 
             spec = next(p for p in self.config.pipelines if p.name == name)
-            self.kb()  # built before any pipeline opens it
-            self._pipelines[name] = build_pipeline(spec, self.config.kb.path)
+            self.kb()  # built before any pipeline opens it (the attacks' labels use it too)
+            if spec.kb is not None:
+                # the pipeline's own KB, embedded with its own image embedder
+                self._ensure_kb(spec.kb, *pipeline_embedders(spec))
+            self._pipelines[name] = build_pipeline(spec, spec.kb.path if spec.kb else self.config.kb.path)
         return self._pipelines[name]
 
     # -- planning ---------------------------------------------------------------------------

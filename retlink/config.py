@@ -97,8 +97,9 @@ class CaptionerConfig(OpenAIServerConfig):
 class EmbedderConfig(_Strict):
     #: text embedder: "minilm-embedded" (PyPI-shipped all-MiniLM-L6-v2) or a sentence-transformers path/id.
     text_model: str = "minilm-embedded"
-    #: image embedder: EfficientNet-Lite0 pooled features, or open_clip.
-    image_backend: Literal["efficientnet", "open_clip", "none"] = "efficientnet"
+    #: image embedder: EfficientNet-Lite0 pooled features (the captioner's network), EfficientNet-Lite1's
+    #: (a second network: encoder diversity, see the README), or open_clip. The KB records which.
+    image_backend: Literal["efficientnet", "efficientnet_lite1", "open_clip", "none"] = "efficientnet"
     open_clip_model: str = "ViT-B-32"
     open_clip_pretrained: str | None = None
     batch_size: int = 32

@@ -1,4 +1,4 @@
-"""Embedders: text (MiniLM by default) and image (EfficientNet-Lite0 features or open_clip).
+"""Embedders: text (MiniLM by default) and image (EfficientNet-Lite0/-Lite1 features or open_clip).
 
 All return L2-normalised float32 numpy arrays, so cosine similarity is a dot product and
 chromadb's cosine space agrees with brute force.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -73,17 +73,25 @@ class SentenceTransformerEmbedder:
 
 
 class EfficientNetImageEmbedder:
-    """Image embedder: EfficientNet-Lite0's pooled ImageNet features (real weights, offline)."""
+    """Image embedder: an EfficientNet-Lite's pooled ImageNet features (real weights, offline).
 
-    name = "efficientnet"
+    `variant` "lite0" (the default's network, named "efficientnet" as KBs have always recorded it)
+    or "lite1" (named "efficientnet_lite1"): the name goes into a KB's manifest, so a KB built
+    with one network is refused by the other."""
+
+    NAMES: ClassVar[dict[str, str]] = {"lite0": "efficientnet", "lite1": "efficientnet_lite1"}
     dim = 1280
 
-    def __init__(self, device: str = "cpu", batch_size: int = 16) -> None:
+    def __init__(self, device: str = "cpu", batch_size: int = 16, variant: str = "lite0") -> None:
         from retlink.tools.vision.efficientnet import shared_model
 
+        if variant not in self.NAMES:
+            raise ConfigError(f"unknown EfficientNet variant {variant!r}; known: {', '.join(self.NAMES)}")
+        self.name = self.NAMES[variant]
+        self.variant = variant
         self.device = device
         self.batch_size = batch_size
-        self.model = shared_model(device)
+        self.model = shared_model(device, variant)
 
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
@@ -134,6 +142,8 @@ def shared_image_embedder(
         return None
     if backend == "efficientnet":
         return EfficientNetImageEmbedder(device)
+    if backend == "efficientnet_lite1":
+        return EfficientNetImageEmbedder(device, variant="lite1")
     if backend == "open_clip":
         return OpenClipImageEmbedder(model, pretrained, device)
     raise ConfigError(f"unknown image embedder backend {backend!r}")

