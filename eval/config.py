@@ -290,6 +290,9 @@ class EvalConfig(_Strict):
         """Hash of everything that changes results (not the output folder or concurrency), so a
         resumed run refuses to mix records of two different experiments."""
         data = self.model_dump(mode="json", exclude={"output_dir", "concurrency"})
+        for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
+            if p.get("kb") is None:
+                p.pop("kb", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_dir(self, out: Path | None = None) -> Path:
