@@ -77,6 +77,7 @@ def _count(cell) -> int:
     return sum(cell.correct)
 
 
+@pytest.mark.slow  # an EOT attack (40-75 s on 2 cores)
 def test_pipeline_purifier_restores_most_retrieval_predictions_pgd_flips(retrieval):
     none, purified = retrieval["none"], retrieval["purify"]
     assert _count(none[CLEAN]) == 12  # every demo photo retrieves its own entity
@@ -87,6 +88,7 @@ def test_pipeline_purifier_restores_most_retrieval_predictions_pgd_flips(retriev
     assert _count(purified[NON_ADAPTIVE]) >= 7, purified[NON_ADAPTIVE].correct
 
 
+@pytest.mark.slow  # an EOT attack (40-75 s on 2 cores)
 def test_eot_through_the_pipeline_purifier_takes_the_restored_predictions_back(retrieval):
     purified = retrieval["purify"]
     # measured 1 of 12: the purifier's gain was gradient masking against a non-adaptive attacker
@@ -131,6 +133,7 @@ def test_eot_draws_bracket_the_deployed_purifier_and_forward_is_exact(demo):
     assert success.tolist() == expected.tolist()
 
 
+@pytest.mark.slow  # an EOT attack (40-75 s on 2 cores)
 def test_strong_purification_restores_most_tagger_labels_it_keeps_and_eot_undoes_it(demo):
     model, x, labels, adv = demo
     assert _acc(model, adv, labels) <= 1 / 12  # the non-adaptive PGD flips the bare model
@@ -164,6 +167,7 @@ def test_detector_separates_clean_from_pgd_on_the_demo_set(demo):
     assert torch.allclose(diff, torch.tensor(attacked), atol=2e-3)
 
 
+@pytest.mark.slow  # an EOT attack (40-75 s on 2 cores)
 def test_detector_aware_attack_evades_the_detector_and_still_fools_the_model(demo):
     model, x, labels, adv = demo
     cfg = DetectorConfig()
