@@ -19,4 +19,7 @@ def caption(state: dict[str, Any], *, captioner: Captioner) -> dict[str, Any]:
     except BackendError as e:
         log.warning("captioner failed: %s", e)
         return {"caption": Caption(text="", backend=captioner.name), "_skipped": f"captioner failed: {e}"}
-    return {"caption": cap, "_detail": {"confidence": round(cap.confidence, 4), "labels": [lbl for lbl, _ in cap.labels[:3]]}}
+    detail = {"confidence": round(cap.confidence, 4), "labels": [lbl for lbl, _ in cap.labels[:3]]}
+    if cap.model:
+        detail["model"] = cap.model
+    return {"caption": cap, "_detail": detail}

@@ -27,7 +27,8 @@ def detect(state: dict[str, Any], *, detector: SqueezeDetector | None, cfg: Dete
         if flagged
         else ""
     )
-    return {"perturbed": flagged, "perturbation_note": note, "_detail": {"scores": scores, "flagged": flagged}}
+    detail = {"scores": scores, "flagged": flagged, "model": getattr(detector, "network", None)}
+    return {"perturbed": flagged, "perturbation_note": note, "_detail": detail}
 
 
 def purification_steps(state: dict[str, Any], cfg: DefenceConfig) -> list:

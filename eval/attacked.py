@@ -40,6 +40,7 @@ from PIL import Image
 from torch import nn
 
 from retlink.errors import InvalidImageError
+from retlink.tools.vision.efficientnet import NETWORKS
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class Features(nn.Module):
         return self.model.features(x)
 
 
-#: surrogate config names -> EfficientNet-Lite variants
-SURROGATES = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1"}
+#: surrogate config names -> EfficientNet-Lite variants (the names every image role uses)
+SURROGATES = NETWORKS
 
 
 def surrogate(name: str) -> nn.Module:

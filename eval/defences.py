@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 NON_ADAPTIVE = "pgd"
 ADAPTIVE = "adaptive"
 CLEAN = "clean"
+#: the network the attacks are made on and the model level scores (the default tagger's); a
+#: detector on another network (`defence.detector.model`) is attacked on its own
+ATTACKED = "efficientnet_lite0"
 
 
 class DefenceSpec(BaseModel):
@@ -139,22 +142,28 @@ def defended_view(image: Image.Image, cfg: DefenceConfig, detector: Any) -> View
 # -- adaptive attacks matched to a defence -----------------------------------------------------------
 
 
-def adaptive_attacks(cfg: DefenceConfig, eot_samples: int) -> list[tuple[str, dict[str, Any]]]:
-    """The adaptive attacks (name, overrides) an attacker who knows `cfg` would run.
+def adaptive_attacks(
+    cfg: DefenceConfig, eot_samples: int, network: str = "efficientnet_lite0"
+) -> list[tuple[str, dict[str, Any]]]:
+    """The adaptive attacks (name, overrides) an attacker who knows `cfg` would run against a
+    pipeline whose attacked network is `network`.
 
     - purification always on: EOT+BPDA through it;
     - detector on: a detector-aware attack through what an unflagged image meets (the configured
-      purifier, or nothing), and EOT+BPDA through the flagged route's purifier (the attacker who
-      accepts being flagged and survives the purification instead);
+      purifier, or nothing), keeping the squeeze score low on the detector's own network
+      (`classifier`, named only when it is not `network`), and EOT+BPDA through the flagged
+      route's purifier (the attacker who accepts being flagged and survives the purification);
     - no defence: plain PGD is already adaptive (nothing to adapt to), so none is added.
     """
     out: list[tuple[str, dict[str, Any]]] = []
     always = [s.model_dump() for s in cfg.purify]
     if cfg.detector.enabled:
-        det = {
+        det: dict[str, Any] = {
             "squeezers": [s.model_dump() for s in cfg.detector.squeezers],
             "threshold": cfg.detector.threshold,
         }
+        if cfg.detector.model != network:
+            det["classifier"] = cfg.detector.model
         out.append(("pgd_detector_aware", {"purify": always, "eot_samples": eot_samples, **det}))
         flagged = always or [s.model_dump() for s in cfg.purify_when_flagged]
         if flagged:
@@ -277,10 +286,10 @@ def evaluate(
     from retlink.eval.attacked import LabelMaker, build_target
     from retlink.eval.attacks import build_attack
     from retlink.tools.vision.detector import SqueezeDetector
-    from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess, shared_model
+    from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess, shared_network
 
     cfg = config if isinstance(config, DefenceEvalConfig) else DefenceEvalConfig.model_validate(config or {})
-    model = shared_model()
+    model = shared_network(ATTACKED)
     examples = load_examples(cfg.data, cfg.limit)
     golds = [ex["gold"] for ex in examples]
     x = torch.stack([preprocess(Image.open(cfg.data / ex["image"])) for ex in examples])
@@ -317,7 +326,7 @@ def evaluate(
     plan: dict[str, list[str]] = {}
     for spec in cfg.defences:
         keys = []
-        for name, overrides in adaptive_attacks(spec.defence, cfg.eot_samples):
+        for name, overrides in adaptive_attacks(spec.defence, cfg.eot_samples, ATTACKED):
             key = attack_key(name, overrides)
             if key not in images:
                 images[key] = run_attack(name, overrides)
@@ -330,9 +339,8 @@ def evaluate(
     levels: dict[str, dict[str, dict[str, Cell]]] = {level: {} for level in scorers}
     detector_scores: dict[str, list[float]] = {}
     for spec in cfg.defences:
-        det = (
-            SqueezeDetector(model, spec.defence.detector.squeezers) if spec.defence.detector.enabled else None
-        )
+        dc = spec.defence.detector
+        det = SqueezeDetector(shared_network(dc.model), dc.squeezers) if dc.enabled else None
         views = {key: [defended_view(img, spec.defence, det) for img in imgs] for key, imgs in images.items()}
         if det is not None:
             for key, vs in views.items():

@@ -65,7 +65,7 @@ def shared_captioner(cfg: CaptionerConfig, device: str = "cpu") -> Captioner:
     if cfg.backend == "efficientnet_tagger":
         from retlink.tools.vision.tagger import ImageNetTagger
 
-        return ImageNetTagger(top_k=cfg.top_k, device=device)
+        return ImageNetTagger(top_k=cfg.top_k, device=device, network=cfg.vision_model)
     if cfg.backend == "openai_vlm":
         from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner  # issue 4
 
@@ -146,10 +146,12 @@ def build_components(source: Any = None) -> Components:
 
 
 def _detector(cfg: RetlinkConfig):
-    """The feature-squeezing detector on the shared EfficientNet-Lite0, when enabled."""
+    """The feature-squeezing detector on its shared EfficientNet-Lite (`defence.detector.model`),
+    when enabled."""
     if not cfg.defence.detector.enabled:
         return None
     from retlink.tools.vision.detector import SqueezeDetector
-    from retlink.tools.vision.efficientnet import shared_model
+    from retlink.tools.vision.efficientnet import shared_network
 
-    return SqueezeDetector(shared_model(cfg.device), cfg.defence.detector.squeezers)
+    det = cfg.defence.detector
+    return SqueezeDetector(shared_network(det.model, cfg.device), det.squeezers)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retlink.errors import ConfigError
 
@@ -29,6 +29,11 @@ PATH_KEYS = {"path", "entities", "cache_dir"}
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: the ImageNet networks with packaged weights that the tagger captioner and the squeeze detector
+#: can run on (the names the eval's attack surrogates use; `tools/vision/efficientnet.py`)
+VisionModel = Literal["efficientnet_lite0", "efficientnet_lite1"]
 
 
 class OpenAIServerConfig(_Strict):
@@ -89,9 +94,21 @@ class CaptionerConfig(OpenAIServerConfig):
 
     backend: Literal["efficientnet_tagger", "openai_vlm"] = "efficientnet_tagger"
     top_k: int = Field(5, ge=1, le=20)
+    #: efficientnet_tagger only: the network whose ImageNet labels make the caption (Lite1: a
+    #: network a Lite0 attack did not target, see encoder diversity in the README)
+    vision_model: VisionModel = "efficientnet_lite0"
     #: openai_vlm only
     model: str | None = None
     max_tokens: int = 96
+
+    @model_validator(mode="after")
+    def _vision_model_needs_the_tagger(self) -> CaptionerConfig:
+        if self.backend != "efficientnet_tagger" and self.vision_model != "efficientnet_lite0":
+            raise ValueError(
+                f"vision_model {self.vision_model!r} is for backend efficientnet_tagger; "
+                f"backend {self.backend} names its served model in `model`"
+            )
+        return self
 
 
 class EmbedderConfig(_Strict):
@@ -243,6 +260,8 @@ class DetectorConfig(_Strict):
     #: photos: no clean one flagged, 9 to 11 of 12 flagged under non-adaptive PGD (eps 8/255).
     threshold: float = Field(1.2, ge=0, le=2)
     squeezers: list[PurifyStep] = Field(default_factory=_default_squeezers)
+    #: the classifier whose predictions are squeezed (the threshold was calibrated on Lite0)
+    model: VisionModel = "efficientnet_lite0"
 
 
 class DefenceConfig(_Strict):

@@ -48,6 +48,8 @@ class Caption(BaseModel):
     labels: list[tuple[str, float]] = Field(default_factory=list)
     confidence: float = 0.0
     backend: str = ""
+    #: the network or served model behind `backend` (e.g. "efficientnet_lite1"); "" when unknown
+    model: str = ""
 
 
 class SearchHit(BaseModel):

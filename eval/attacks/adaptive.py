@@ -19,7 +19,9 @@ Three attacks are registered (all PGD underneath, so presets and budgets match `
 - `pgd_detector_aware`: `pgd_eot`'s loss minus `detector_weight` times how far the feature
   squeezing score (Xu, Evans and Qi, NDSS 2018) sits above `threshold - detector_margin`; the
   score is computed differentiably (softmax of the image vs its BPDA-squeezed copies), and a
-  sample only counts as adversarial when it is both misclassified and under the threshold.
+  sample only counts as adversarial when it is both misclassified and under the threshold. The
+  score is the detector's network: the target's own by default, or `classifier` (a module, or a
+  `defence.detector.model` name such as "efficientnet_lite1") when the detector runs on another.
 
 They wrap whatever target the caller built (classifier, embedding, text alignment), so they
 attack the whole differentiable path of a pipeline: purifier plus classifier or image embedder.
@@ -244,7 +246,7 @@ class PGDDetectorAware(PGDBPDA):
         threshold: float = DetectorConfig().threshold,
         detector_weight: float = 10.0,
         detector_margin: float = 0.2,
-        classifier: nn.Module | None = None,
+        classifier: nn.Module | str | None = None,
         **kwargs: Any,
     ) -> None:
         sq = tuple(DetectorConfig().squeezers) if squeezers is None else parse_steps(squeezers)
@@ -254,6 +256,15 @@ class PGDDetectorAware(PGDBPDA):
             detector_weight,
             detector_margin,
         )
+        # a config name (`defence.detector.model`, JSON-friendly in eval configs) or a network
+        self.classifier_name = classifier if isinstance(classifier, str) else None
+        if isinstance(classifier, str):
+            from retlink.tools.vision.efficientnet import shared_network
+
+            try:
+                classifier = shared_network(classifier)
+            except ValueError as e:
+                raise ValueError(f"pgd_detector_aware classifier: {e}") from None
         self.classifier = classifier
         self._squeezer_steps = sq
         super().__init__(target, **kwargs)
@@ -271,7 +282,10 @@ class PGDDetectorAware(PGDBPDA):
     @property
     def params(self) -> dict[str, Any]:
         out = super().params
-        out["classifier"] = None if self.classifier is None else type(self.classifier).__name__
+        if self.classifier_name is not None:
+            out["classifier"] = self.classifier_name
+        else:
+            out["classifier"] = None if self.classifier is None else type(self.classifier).__name__
         return out
 
 

@@ -12,15 +12,17 @@ import torch
 from PIL import Image
 
 from retlink.config import PurifyStep
-from retlink.tools.vision.efficientnet import EfficientNetLite0, preprocess
+from retlink.tools.vision.efficientnet import EfficientNetLite, network_name, preprocess
 from retlink.tools.vision.purify import purify_pil
 
 
 class SqueezeDetector:
     """Scores how much squeezing moves the classifier's prediction (0 = not at all, 2 = fully)."""
 
-    def __init__(self, model: EfficientNetLite0, squeezers: list[PurifyStep] | tuple[PurifyStep, ...]) -> None:
+    def __init__(self, model: EfficientNetLite, squeezers: list[PurifyStep] | tuple[PurifyStep, ...]) -> None:
         self.model = model
+        #: the network's config name ("efficientnet_lite0", "efficientnet_lite1"), for traces
+        self.network = network_name(model)
         self.squeezers = tuple(squeezers)
 
     @torch.inference_mode()

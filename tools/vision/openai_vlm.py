@@ -77,7 +77,11 @@ class OpenAIVLMCaptioner:
         ).choices[0]
         _, text = split_think(choice.message.content or "")
         return Caption(
-            text=text, labels=[], confidence=_mean_token_probability(choice.logprobs), backend=self.name
+            text=text,
+            labels=[],
+            confidence=_mean_token_probability(choice.logprobs),
+            backend=self.name,
+            model=str(self.model or ""),
         )
 
 

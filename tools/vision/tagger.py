@@ -1,7 +1,9 @@
-"""The embedded default captioner: EfficientNet-Lite0's top-k ImageNet labels as a caption.
+"""The embedded default captioner: an EfficientNet-Lite's top-k ImageNet labels as a caption.
 
 A tagger is no VLM, but it is real, offline and fast, and its labels ("tabby cat", "space
-shuttle") are exactly the kind of visual hint that disambiguates a mention.
+shuttle") are exactly the kind of visual hint that disambiguates a mention. The network is
+EfficientNet-Lite0 by default, or Lite1 (`captioner.vision_model`); each caption names it
+(`Caption.model`), so a trace shows which one captioned the image.
 """
 
 from __future__ import annotations
@@ -9,19 +11,20 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_model
+from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_network
 from retlink.types import Caption
 
 
 class ImageNetTagger:
-    """Captioner backed by the shared EfficientNet-Lite0."""
+    """Captioner backed by a shared EfficientNet-Lite (`network`: "efficientnet_lite0" or "efficientnet_lite1")."""
 
     name = "efficientnet_tagger"
 
-    def __init__(self, top_k: int = 5, device: str = "cpu") -> None:
+    def __init__(self, top_k: int = 5, device: str = "cpu", network: str = "efficientnet_lite0") -> None:
         self.top_k = top_k
         self.device = device
-        self.model = shared_model(device)
+        self.network = network
+        self.model = shared_network(network, device)
         self.labels = imagenet_labels()
 
     @torch.inference_mode()
@@ -40,4 +43,5 @@ class ImageNetTagger:
             labels=labels,
             confidence=labels[0][1],
             backend=self.name,
+            model=self.network,
         )
