@@ -136,12 +136,20 @@ def defences(
         str | None,
         typer.Option("--target", help="what the attacks aim at: embedding_toward_distractor (default) or classifier"),
     ] = None,
+    surrogate: Annotated[
+        str | None,
+        typer.Option(
+            "--surrogate",
+            help="the network the attacks are made on: efficientnet_lite0 (default), efficientnet_lite1 "
+            "or efficientnet_lite0+efficientnet_lite1",
+        ),
+    ] = None,
 ) -> None:
     """Each defence clean, under PGD and under adaptive attacks (BPDA/EOT, detector-aware)."""
     from retlink.eval.defences import evaluate as evaluate_defences
     from retlink.eval.defences import load_defence_config, print_summary, write
 
-    cfg = load_defence_config(config, limit=limit, links=links, target=target)
+    cfg = load_defence_config(config, limit=limit, links=links, target=target, surrogate=surrogate)
     results = evaluate_defences(cfg)
     print_summary(results, out)
     out.print(f"report: [bold]{write(results, out_dir)}[/]")

@@ -14,11 +14,12 @@ pipeline would caption is decided by the graph's own node functions (`agents/def
 detector scores the image, a flagged image takes the purification route, a configured purifier
 always applies. Two levels:
 
-- model level (always): the tagger's top-1 label on the image the captioner would see; correct
-  means equal to the undefended model's label on the clean image (the demo has no ImageNet
-  labels, so clean accuracy of "none" is 1 by construction and a defence's clean cost is how
-  often it changes a clean label). Most demo photos are far from ImageNet (a retina, a Hubble
-  field, a brick wall), so these labels are low-confidence and even a mild purifier moves them;
+- model level (always): the tagger's top-1 label on the image the captioner would see (the agent
+  config's `captioner.vision_model`); correct means equal to the undefended model's label on
+  the clean image (the demo has no ImageNet labels, so clean accuracy of "none" is 1 by
+  construction and a defence's clean cost is how often it changes a clean label). Most demo
+  photos are far from ImageNet (a retina, a Hubble field, a brick wall), so these labels are
+  low-confidence and even a mild purifier moves them;
 - retrieval level (when the agent's KB has images): the entity whose KB image is nearest to the
   image the pipeline would embed, by the pipeline's own image embedder and chromadb store;
   correct means the gold entity. This is the image evidence the linker actually uses;
@@ -46,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retlink.config import DefenceConfig, PurifyStep
 from retlink.errors import ConfigError
+from retlink.eval.config import SurrogateName
 from retlink.eval.metrics import accuracy, bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,6 @@ log = logging.getLogger(__name__)
 NON_ADAPTIVE = "pgd"
 ADAPTIVE = "adaptive"
 CLEAN = "clean"
-#: the network the attacks are made on and the model level scores (the default tagger's); a
-#: detector on another network (`defence.detector.model`) is attacked on its own
-ATTACKED = "efficientnet_lite0"
 
 
 class DefenceSpec(BaseModel):
@@ -94,6 +93,10 @@ class DefenceEvalConfig(BaseModel):
     #: from the gold entity's KB image and toward the nearest wrong one's
     #: (`embedding_toward_distractor`, what `eval/configs/defences.yaml` attacks at link level)
     target: Literal["classifier", "embedding_toward_distractor"] = "embedding_toward_distractor"
+    #: the network the attacks are made on (the eval runner's attack `surrogate` names: one
+    #: EfficientNet-Lite or the ensemble of both); a detector on another network
+    #: (`defence.detector.model`) is attacked on its own by the detector-aware attack
+    surrogate: SurrogateName = "efficientnet_lite0"
     #: attack preset and overrides shared by every attack (eps, alpha, steps, restarts)
     preset: str = "normal"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -283,22 +286,25 @@ def evaluate(
     `Linker.from_config` of `config.agent` with the defence merged in).
     """
     from retlink.backends import open_kb
-    from retlink.eval.attacked import LabelMaker, build_target
+    from retlink.config import load_config
+    from retlink.eval.attacked import LabelMaker, build_target, surrogate
     from retlink.eval.attacks import build_attack
     from retlink.tools.vision.detector import SqueezeDetector
     from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess, shared_network
 
     cfg = config if isinstance(config, DefenceEvalConfig) else DefenceEvalConfig.model_validate(config or {})
-    model = shared_network(ATTACKED)
+    model = surrogate(cfg.surrogate)  # what the attacks are made on
+    tagger = shared_network(load_config(cfg.agent).captioner.vision_model)  # what the model level scores
     examples = load_examples(cfg.data, cfg.limit)
     golds = [ex["gold"] for ex in examples]
     x = torch.stack([preprocess(Image.open(cfg.data / ex["image"])) for ex in examples])
     x = (x * 255).round() / 255  # the 8-bit image a user would upload
     with torch.inference_mode():
-        labels = model(x).argmax(-1).clone()
+        labels = tagger(x).argmax(-1).clone()
+        own = labels if model is tagger else model(x).argmax(-1).clone()  # the surrogate's clean labels
     kb = open_kb(cfg.agent)
     if cfg.target == "classifier":
-        y: Any = labels
+        y: Any = own
     elif kb.has_images:
         y, _ = LabelMaker(kb, model, INPUT_SIZE).toward_distractor(x, golds)
     else:
@@ -315,7 +321,7 @@ def evaluate(
         adv = attack(x, y)
         key = attack_key(name, overrides)
         seconds[key] = round(time.perf_counter() - started, 2)
-        made[key] = attack.params
+        made[key] = {**attack.params, "surrogate": cfg.surrogate}
         log.info("%s: %d images in %.1f s", key, len(adv), seconds[key])
         return [to_pil(a) for a in adv]
 
@@ -326,14 +332,14 @@ def evaluate(
     plan: dict[str, list[str]] = {}
     for spec in cfg.defences:
         keys = []
-        for name, overrides in adaptive_attacks(spec.defence, cfg.eot_samples, ATTACKED):
+        for name, overrides in adaptive_attacks(spec.defence, cfg.eot_samples, cfg.surrogate):
             key = attack_key(name, overrides)
             if key not in images:
                 images[key] = run_attack(name, overrides)
             keys.append(key)
         plan[spec.name] = keys
 
-    scorers = {"model": lambda views: tagger_correct(model, views, labels)}
+    scorers = {"model": lambda views: tagger_correct(tagger, views, labels)}
     if kb.has_images:
         scorers["retrieval"] = lambda views: retrieval_correct(kb, views, golds)
     levels: dict[str, dict[str, dict[str, Cell]]] = {level: {} for level in scorers}
@@ -498,7 +504,8 @@ def report_markdown(results: DefenceResults) -> str:
         "",
         f"{len(results.samples)} samples; attacks aimed at the {TARGET_MEANING[cfg.get('target', 'classifier')]}: "
         f"`pgd` ({cfg['preset']}, {cfg['params'] or 'preset values'}) on the "
-        f"bare model (non-adaptive) and, per defence, the adaptive attacks that know it (BPDA/EOT with "
+        f"bare model, surrogate `{cfg.get('surrogate', 'efficientnet_lite0')}` (non-adaptive) and, "
+        f"per defence, the adaptive attacks that know it (BPDA/EOT with "
         f"{cfg['eot_samples']} samples, detector-aware); 'adaptive' is the per-sample worst case of those and PGD.",
         "Recovered = (defended - undefended accuracy under the attack) / (undefended drop under PGD).",
         "",
@@ -559,6 +566,7 @@ def load_defence_config(
     limit: int | None = None,
     links: bool | None = None,
     target: str | None = None,
+    surrogate: str | None = None,
 ) -> DefenceEvalConfig:
     """A validated config from YAML (paths relative to the file), a dict or None (defaults), with
     the CLI's overrides; ConfigError names the bad key."""
@@ -585,6 +593,8 @@ def load_defence_config(
         data["links"] = links
     if target is not None:
         data["target"] = target
+    if surrogate is not None:
+        data["surrogate"] = surrogate
     try:
         return DefenceEvalConfig.model_validate(data)
     except ValidationError as e:

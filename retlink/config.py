@@ -116,10 +116,19 @@ class EmbedderConfig(_Strict):
     text_model: str = "minilm-embedded"
     #: image embedder: EfficientNet-Lite0 pooled features (the captioner's network), EfficientNet-Lite1's
     #: (a second network: encoder diversity, see the README), or open_clip. The KB records which.
-    image_backend: Literal["efficientnet", "efficientnet_lite1", "open_clip", "none"] = "efficientnet"
+    #: `efficientnet_lite0` (the other roles' name for Lite0) is read as `efficientnet`, the name
+    #: Lite0 KBs record, so a KB built with either spelling opens with either.
+    image_backend: Literal[
+        "efficientnet", "efficientnet_lite0", "efficientnet_lite1", "open_clip", "none"
+    ] = "efficientnet"
     open_clip_model: str = "ViT-B-32"
     open_clip_pretrained: str | None = None
     batch_size: int = 32
+
+    @field_validator("image_backend")
+    @classmethod
+    def _lite0_is_efficientnet(cls, v: str) -> str:
+        return "efficientnet" if v == "efficientnet_lite0" else v
 
 
 class KBConfig(_Strict):

@@ -62,3 +62,13 @@ def test_cache_variable_expands(tmp_path, monkeypatch):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("kb:\n  path: $RETLINK_CACHE/kb\n")
     assert load_config(cfg_file).kb.path == tmp_path / "cache" / "kb"
+
+
+def test_efficientnet_lite0_is_another_spelling_of_the_embedders_efficientnet(demo_kb_path):
+    from retlink.backends import open_kb
+    from tests.conftest import fast_config
+
+    cfg = load_config(fast_config(demo_kb_path, embedder={"image_backend": "efficientnet_lite0"}))
+    assert cfg.embedder.image_backend == "efficientnet"  # normalised: same fingerprint, same KB name
+    kb = open_kb(cfg)  # the demo KB was built with "efficientnet"; a mismatch would be refused
+    assert kb.has_images and kb.image_embedder.name == kb.manifest["image_model"] == "efficientnet"

@@ -183,3 +183,28 @@ def test_cli_writes_the_defence_report(tmp_path, demo_kb_path):
     assert "retrieval level" in (out / "defences.md").read_text()
     bad = CliRunner().invoke(app, ["eval", "defences", str(cfg), "--target", "caption"])
     assert bad.exit_code == 2 and "target" in bad.output
+
+
+def test_evaluate_attacks_the_configured_surrogate(demo_kb_path):
+    res = evaluate(
+        {
+            "limit": 2,
+            "surrogate": "efficientnet_lite1",
+            "params": {"steps": 1},
+            "eot_samples": 1,
+            "bootstrap_resamples": 20,
+            "agent": fast_config(demo_kb_path),
+        }
+    )
+    assert res.config["surrogate"] == "efficientnet_lite1"
+    params = res.attacks["params"]
+    assert params and all(p["surrogate"] == "efficientnet_lite1" for p in params.values())
+    # the agent's tagger is still Lite0, so the detector-aware attack squeezes on Lite0 by name
+    aware = next(k for k in res.attacks["by_defence"]["detect"] if k.startswith("pgd_detector_aware"))
+    assert params[aware]["classifier"] == "efficientnet_lite0"
+    assert res.levels["model"]["none"][CLEAN].correct == [True, True]  # labels: the agent's tagger's own
+    assert "surrogate `efficientnet_lite1`" in report_markdown(res)
+    cfg = load_defence_config(None, surrogate="efficientnet_lite0+efficientnet_lite1")
+    assert cfg.surrogate == "efficientnet_lite0+efficientnet_lite1"
+    with pytest.raises(ConfigError, match="surrogate"):
+        load_defence_config({"surrogate": "resnet50"})
