@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from retlink.config import ImageBackend
 from retlink.errors import EmptyMentionError
 from retlink.tools.images import load_image
 from retlink.tools.kb.store import KBStore
@@ -46,7 +47,7 @@ class BaselineConfig(BaseModel):
     #: nearest neighbours taken from each index before fusing (recall of the union)
     pool: int = Field(50, ge=1, le=1000)
     #: the image embedder the KB was built with (`embedder.image_backend` names)
-    image_backend: Literal["efficientnet", "efficientnet_lite1", "open_clip", "none"] = "efficientnet"
+    image_backend: ImageBackend = "efficientnet"
 
 
 def query_text(mention: str, context: str) -> str:

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retlink.errors import ConfigError
 
@@ -34,6 +42,14 @@ class _Strict(BaseModel):
 #: the ImageNet networks with packaged weights that the tagger captioner and the squeeze detector
 #: can run on (the names the eval's attack surrogates use; `tools/vision/efficientnet.py`)
 VisionModel = Literal["efficientnet_lite0", "efficientnet_lite1"]
+
+
+#: image embedder names; `efficientnet_lite0` (the other roles' name for Lite0) is read as
+#: `efficientnet`, the name Lite0 KBs record, so a KB built with either spelling opens with either
+ImageBackend = Annotated[
+    Literal["efficientnet", "efficientnet_lite0", "efficientnet_lite1", "open_clip", "none"],
+    AfterValidator(lambda v: "efficientnet" if v == "efficientnet_lite0" else v),
+]
 
 
 class OpenAIServerConfig(_Strict):
@@ -118,17 +134,10 @@ class EmbedderConfig(_Strict):
     #: (a second network: encoder diversity, see the README), or open_clip. The KB records which.
     #: `efficientnet_lite0` (the other roles' name for Lite0) is read as `efficientnet`, the name
     #: Lite0 KBs record, so a KB built with either spelling opens with either.
-    image_backend: Literal[
-        "efficientnet", "efficientnet_lite0", "efficientnet_lite1", "open_clip", "none"
-    ] = "efficientnet"
+    image_backend: ImageBackend = "efficientnet"
     open_clip_model: str = "ViT-B-32"
     open_clip_pretrained: str | None = None
     batch_size: int = 32
-
-    @field_validator("image_backend")
-    @classmethod
-    def _lite0_is_efficientnet(cls, v: str) -> str:
-        return "efficientnet" if v == "efficientnet_lite0" else v
 
 
 class KBConfig(_Strict):

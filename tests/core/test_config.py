@@ -72,3 +72,8 @@ def test_efficientnet_lite0_is_another_spelling_of_the_embedders_efficientnet(de
     assert cfg.embedder.image_backend == "efficientnet"  # normalised: same fingerprint, same KB name
     kb = open_kb(cfg)  # the demo KB was built with "efficientnet"; a mismatch would be refused
     assert kb.has_images and kb.image_embedder.name == kb.manifest["image_model"] == "efficientnet"
+    from retlink.eval.baseline import BaselineConfig, CLIPBaseline
+
+    assert BaselineConfig(image_backend="efficientnet_lite0").image_backend == "efficientnet"  # one type
+    baseline = CLIPBaseline.from_kb(demo_kb_path, {"image_backend": "efficientnet_lite0"})
+    assert baseline.kb.has_images
