@@ -40,7 +40,7 @@ from PIL import Image
 from torch import nn
 
 from retlink.errors import InvalidImageError
-from retlink.tools.vision.efficientnet import NETWORKS
+from retlink.tools.vision.efficientnet import NETWORKS, shared_network
 
 log = logging.getLogger(__name__)
 
@@ -79,32 +79,23 @@ class Features(nn.Module):
         return self.model.features(x)
 
 
-#: surrogate config names -> EfficientNet-Lite variants (the names every image role uses)
-SURROGATES = NETWORKS
-
-
 def surrogate(name: str) -> nn.Module:
     """The surrogate network by config name (shared with the pipelines: loaded once).
 
     `efficientnet_lite0` is the network of the embedded default's captioner and image embedder
     (white box); `efficientnet_lite1` the other image embedder; `a+b` attacks both at once
     (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits)."""
-    from retlink.tools.vision.efficientnet import shared_model
-
     parts = name.split("+")
-    unknown = [p for p in parts if p not in SURROGATES]
-    if unknown:
-        raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(SURROGATES)} or a+b of them")
-    if len(parts) == 1:
-        return shared_model("cpu", SURROGATES[name])
-    return _ensemble(tuple(parts))
+    if any(p not in NETWORKS for p in parts):
+        raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(NETWORKS)} or a+b of them")
+    return shared_network(name) if len(parts) == 1 else _ensemble(tuple(parts))
 
 
 @functools.lru_cache(maxsize=4)
 def _ensemble(parts: tuple[str, ...]) -> nn.Module:
-    from retlink.tools.vision.efficientnet import FeatureEnsemble, shared_model
+    from retlink.tools.vision.efficientnet import FeatureEnsemble
 
-    return FeatureEnsemble([shared_model("cpu", SURROGATES[p]) for p in parts]).eval()
+    return FeatureEnsemble([shared_network(p) for p in parts]).eval()
 
 
 class AttackedStore:

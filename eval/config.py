@@ -27,10 +27,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from retlink.config import _format_validation_error, _read_yaml
-from retlink.errors import ConfigError
+from retlink.config import _read_yaml, validate_config
 
 #: names become file and folder names and JSONL keys: keep them boring
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -310,10 +309,7 @@ def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalCo
         path = Path(source)
         data, origin = _read_yaml(path), str(path)
         data = _relative_to_file(data, path.parent)
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, origin)) from None
+    return validate_config(EvalConfig, data, origin)
 
 
 def _resolve(value: str, base: Path) -> str:

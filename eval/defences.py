@@ -570,9 +570,8 @@ def load_defence_config(
 ) -> DefenceEvalConfig:
     """A validated config from YAML (paths relative to the file), a dict or None (defaults), with
     the CLI's overrides; ConfigError names the bad key."""
-    from pydantic import ValidationError
-
-    from retlink.config import _format_validation_error, _read_yaml
+    from retlink.config import _read_yaml, validate_config
+    from retlink.eval.config import _resolve
 
     data: dict[str, Any] = {}
     origin = "defaults"
@@ -580,25 +579,16 @@ def load_defence_config(
         data, origin = dict(source), "dict"
     elif source is not None:
         data, origin = _read_yaml(Path(source)), str(source)
-        if isinstance(data.get("data"), str) and not Path(data["data"]).expanduser().is_absolute():
-            data["data"] = str((Path(source).parent / data["data"]).resolve())
+        if isinstance(data.get("data"), str):
+            data["data"] = _resolve(data["data"], Path(source).parent)  # as the runner's dataset.root
     if "pipelines" in data and "defences" not in data:
         raise ConfigError(
             f"{origin} is a `retlink eval run` config (it lists pipelines), not a defence eval config; "
             f"run it with `retlink eval run {origin}`"
         )
-    if limit is not None:
-        data["limit"] = limit
-    if links is not None:
-        data["links"] = links
-    if target is not None:
-        data["target"] = target
-    if surrogate is not None:
-        data["surrogate"] = surrogate
-    try:
-        return DefenceEvalConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, origin)) from None
+    overrides = {"limit": limit, "links": links, "target": target, "surrogate": surrogate}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return validate_config(DefenceEvalConfig, data, origin)
 
 
 def print_summary(results: DefenceResults, console: Any) -> None:

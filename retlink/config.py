@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -33,6 +33,9 @@ def cache_dir() -> Path:
 
 DEFAULT_CACHE = cache_dir()
 PATH_KEYS = {"path", "entities", "cache_dir"}
+
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -314,6 +317,15 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def validate_config(model: type[_ModelT], data: Any, origin: str) -> _ModelT:
+    """`model.model_validate(data)`, a validation error turned into a ConfigError with one line
+    per bad key (every config loader of the project goes through here)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, origin)) from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -370,7 +382,4 @@ def load_config(source: str | Path | dict[str, Any] | RetlinkConfig | None = Non
                 raise ConfigError(f"no config file or preset named {source!r} (presets: {names})")
             path = preset
         data, origin = _read_yaml(path), str(path)
-    try:
-        return RetlinkConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, origin)) from None
+    return validate_config(RetlinkConfig, data, origin)
