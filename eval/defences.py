@@ -293,8 +293,9 @@ def evaluate(
     from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess, shared_network
 
     cfg = config if isinstance(config, DefenceEvalConfig) else DefenceEvalConfig.model_validate(config or {})
+    agent = load_config(cfg.agent)
     model = surrogate(cfg.surrogate)  # what the attacks are made on
-    tagger = shared_network(load_config(cfg.agent).captioner.vision_model)  # what the model level scores
+    tagger = shared_network(agent.captioner.vision_model)  # what the model level scores
     examples = load_examples(cfg.data, cfg.limit)
     golds = [ex["gold"] for ex in examples]
     x = torch.stack([preprocess(Image.open(cfg.data / ex["image"])) for ex in examples])
@@ -302,7 +303,7 @@ def evaluate(
     with torch.inference_mode():
         labels = tagger(x).argmax(-1).clone()
         own = labels if model is tagger else model(x).argmax(-1).clone()  # the surrogate's clean labels
-    kb = open_kb(cfg.agent)
+    kb = open_kb(agent)
     if cfg.target == "classifier":
         y: Any = own
     elif kb.has_images:
