@@ -64,10 +64,6 @@ class EfficientNetLite(nn.Module):
         return self.net.forward_head(self.net.forward_features(self._normalise(x)), pre_logits=True)
 
 
-#: the name the detector, the tagger and older callers know
-EfficientNetLite0 = EfficientNetLite
-
-
 class FeatureEnsemble(nn.Module):
     """Several wrapped networks attacked as one (the adaptive attacker against encoder diversity).
 
