@@ -166,13 +166,11 @@ class Runner:
 
     def _ensure_kb(self, spec: Any, text: Any, image: Any) -> Any:
         """Open a KB (`KBSpec`), building it from its entities (or the dataset's) when missing/stale."""
-        from retlink.backends import is_current
-        from retlink.tools.kb.build import build_kb
+        from retlink.tools.kb.build import build_kb, ensure_built
         from retlink.tools.kb.store import MANIFEST, KBStore
 
         if spec.entities is not None:
-            if not is_current(spec.path, spec.entities):
-                build_kb(spec.entities, spec.path, text, image, progress=True)
+            ensure_built(spec.entities, spec.path, text, image, progress=True)
         elif not (spec.path / MANIFEST).exists():
             from retlink.eval.datasets import load_dataset
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from retlink.config import CaptionerConfig, LLMConfig, RetlinkConfig, load_config
 from retlink.errors import ConfigError
+from retlink.tools.kb.build import ensure_built
 from retlink.tools.kb.embedders import (
     ImageEmbedder,
     TextEmbedder,
     shared_image_embedder,
     shared_text_embedder,
 )
-from retlink.tools.kb.store import MANIFEST, KBStore
+from retlink.tools.kb.store import KBStore
 from retlink.tools.llm.base import LLM
 from retlink.tools.lru import LRU
 from retlink.tools.search.base import SearchBackend
@@ -73,27 +74,12 @@ def shared_captioner(cfg: CaptionerConfig, device: str = "cpu") -> Captioner:
     raise ConfigError(f"unknown captioner backend {cfg.backend!r}")
 
 
-def is_current(kb_path: Path, entities: Path) -> bool:
-    """True when the KB at `kb_path` is complete and was built from this exact entities file."""
-    import json
-
-    from retlink.tools.kb.build import file_digest
-
-    manifest = kb_path / MANIFEST
-    if not manifest.exists():
-        return False
-    data = json.loads(manifest.read_text())
-    return data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
-
-
 def ensure_kb(cfg: RetlinkConfig, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None) -> KBStore:
-    """Open the KB, building it first from `kb.entities` when the folder holds none yet."""
+    """Open the KB, building it first from `kb.entities` when the folder holds none yet (or a
+    stale one; one process builds, under the KB's build lock)."""
     path = Path(cfg.kb.path)
-    if cfg.kb.entities is not None and not is_current(path, Path(cfg.kb.entities)):
-        from retlink.tools.kb.build import build_kb
-
-        log.info("building the KB at %s from %s", path, cfg.kb.entities)
-        build_kb(Path(cfg.kb.entities), path, text_embedder, image_embedder, progress=False)
+    if cfg.kb.entities is not None:
+        ensure_built(Path(cfg.kb.entities), path, text_embedder, image_embedder)
     return KBStore(path, text_embedder, image_embedder)
 
 

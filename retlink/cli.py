@@ -4,7 +4,7 @@
     retlink kb build ENTITIES.jsonl --out DIR
     retlink kb query DIR "text"
     retlink demo
-    retlink serve [--host H] [--port P] [--api-key K] [--config CFG]
+    retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--config CFG]
 """
 
 from __future__ import annotations
@@ -198,12 +198,18 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     api_key: Annotated[str | None, typer.Option(envvar="RETLINK_API_KEY", help="require this bearer key")] = None,
     max_concurrent: Annotated[int, typer.Option(help="requests in flight before 429")] = 16,
+    keep_alive: Annotated[
+        float, typer.Option(help="seconds an idle connection stays open (keep it above clients' pool expiry)")
+    ] = 75.0,
 ) -> None:
     """Serve the agent as an OpenAI-compatible chat endpoint (POST /v1/chat/completions)."""
+    from retlink.config import validate_config
     from retlink.server import ServerSettings
     from retlink.server import serve as run_server
 
-    run_server(config, ServerSettings(host=host, port=port, api_key=api_key, max_concurrent_requests=max_concurrent))
+    options = dict(host=host, port=port, api_key=api_key, max_concurrent_requests=max_concurrent,
+                   keep_alive_s=keep_alive)
+    run_server(config, validate_config(ServerSettings, options, "retlink serve"))
 
 
 if __name__ == "__main__":

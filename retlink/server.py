@@ -73,6 +73,12 @@ class ServerSettings(BaseModel):
     image_fetch_timeout_s: float = Field(10.0, gt=0)
     #: hosts that image URLs may reach although they are private/loopback (tests, intranets)
     image_allow_hosts: list[str] = Field(default_factory=list)
+    #: seconds an idle keep-alive connection stays open. It must outlast what clients' connection
+    #: pools keep idle (httpx and the openai client: 5 s), so that the client always drops an idle
+    #: connection first; with equal timers (uvicorn's own default is 5 s) a request sent on a
+    #: pooled connection can cross the server's close and fail with "Server disconnected without
+    #: sending a response". 75 s is also longer than a link takes on a loaded CPU box.
+    keep_alive_s: float = Field(75.0, gt=0)
 
 
 class ServerError(RetlinkError):
@@ -336,6 +342,21 @@ async def _stream(
     yield _sse("[DONE]")
 
 
+def uvicorn_config(app: Any, settings: ServerSettings, **overrides: Any) -> Any:
+    """The uvicorn configuration for `app` under `settings`: the one place that maps the server
+    settings onto uvicorn (`serve` and the test servers both use it). `overrides` are uvicorn
+    options (e.g. a test's ephemeral port or quieter log level)."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "log_level": "info",
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
 def serve(config: Any = None, settings: ServerSettings | None = None) -> None:
     """Run the endpoint with uvicorn (what `retlink serve` calls); the linker loads after bind."""
     import uvicorn
@@ -346,7 +367,7 @@ def serve(config: Any = None, settings: ServerSettings | None = None) -> None:
     if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key", settings.host)
     app = create_app(lambda: Linker.from_config(config), settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
-__all__ = ["ServerSettings", "create_app", "serve"]
+__all__ = ["ServerSettings", "create_app", "serve", "uvicorn_config"]

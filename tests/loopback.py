@@ -44,6 +44,9 @@ class LoopbackHTTP(ThreadingHTTPServer):
     """A threaded server on 127.0.0.1 (HTTP/1.0 unless the handler says otherwise)."""
 
     daemon_threads = True
+    #: the default listen backlog (5) drops SYNs in a burst of connections on a busy machine,
+    #: and the client retries 1 s later
+    request_queue_size = 128
 
     def __init__(self, handler: type[QuietHandler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)

@@ -3,9 +3,8 @@ import shutil
 
 import pytest
 
-from retlink.backends import is_current
 from retlink.errors import DatasetError, KBError
-from retlink.tools.kb.build import build_kb, read_entities
+from retlink.tools.kb.build import build_kb, is_current, read_entities
 from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 from retlink.tools.kb.store import KBStore, normalise_name
 

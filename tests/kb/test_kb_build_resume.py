@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ from PIL import Image
 
 from retlink.errors import DatasetError
 from retlink.eval.datasets import load_dataset
-from retlink.tools.kb.build import build_kb
+from retlink.tools.kb.build import build_kb, ensure_built, is_current
 from retlink.tools.kb.store import KBStore
 from retlink.types import Entity
+from tests.conftest import REPO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
 
@@ -137,3 +140,26 @@ def test_open_clip_image_collection(tmp_path, text_embedder):
     kb = KBStore(tmp_path / "kb", text_embedder, clip)
     vec = clip.embed_images([Image.open(ds.root / "kb_image" / "Q5080178_0.jpg")])[0]
     assert kb.query_image(vec, 1)[0] == ("Q5080178", pytest.approx(1.0, abs=1e-3))
+
+
+def test_builders_starting_at_once_build_the_kb_once(tmp_path, text_embedder):
+    """Two builders of one KB at once (two servers, two test runs sharing the cache's demo KB): one
+    builds under the KB's build lock, the other waits and finds it current. Threads here, each
+    with its own open lock file, exclude each other exactly as processes do (flock is per open
+    file)."""
+    lines = (REPO / "data" / "demo" / "entities.jsonl").read_text().splitlines()
+    rows = [{k: v for k, v in json.loads(line).items() if k != "image_paths"} for line in lines[:6]]
+    src = tmp_path / "entities.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "kb"
+    start = threading.Barrier(2)
+
+    def builder(_: int) -> bool:
+        start.wait(timeout=30)
+        return ensure_built(src, out, text_embedder, None)
+
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(builder, range(2)))
+    assert sorted(built) == [False, True]
+    assert is_current(out, src) and not (tmp_path / "kb.partial").exists()
+    assert len(KBStore(out, text_embedder, None)) == 6

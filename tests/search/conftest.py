@@ -66,6 +66,9 @@ class LoopbackServer(ThreadingHTTPServer):
     """A threaded HTTP server on 127.0.0.1 with prefix routes and a request log."""
 
     daemon_threads = True
+    #: the default listen backlog (5) drops SYNs in a burst of parallel fetches on a busy machine,
+    #: and the client retries 1 s later: a connect timeout for a test that never meant one
+    request_queue_size = 128
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -563,14 +566,18 @@ def self_signed_site(pki):
 
 @pytest.fixture
 def search_cfg(servers) -> Callable[..., SearchConfig]:
-    """A SearchConfig with test-sized limits that allowlists only the main fake server."""
+    """A SearchConfig with test-sized limits that allowlists only the main fake server.
+
+    The timeouts are short enough that the faults (a 30 s hang, an endless drip) end quickly, and
+    long enough that a good page served on loopback never meets them on a loaded 2-core machine.
+    """
 
     def make(**overrides) -> SearchConfig:
         values = dict(
             allow_hosts=[f"127.0.0.1:{servers[0].port}"],
-            connect_timeout_s=1.0,
-            read_timeout_s=0.6,
-            page_timeout_s=1.5,
+            connect_timeout_s=5.0,
+            read_timeout_s=2.0,
+            page_timeout_s=4.0,
             max_page_bytes=1_000_000,
             retries=1,
             cache_dir=None,

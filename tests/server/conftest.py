@@ -1,9 +1,14 @@
 """Fixtures for the chat-endpoint tests: one real Linker (embedded default models) shared by a
 real uvicorn server on loopback, driven with the official `openai` client.
 
-The linker is the embedded default with the enhancer off and a short chain of thought, so that
-16 concurrent requests on 2 cores finish in well under a minute: same models and graph, smaller
-budgets.
+Connections: the servers run with the endpoint's own keep-alive (`ServerSettings.keep_alive_s`,
+mapped onto uvicorn by `retlink.server.uvicorn_config`), and the clients' pools drop an idle
+connection after `CLIENT_KEEPALIVE_S`, which is shorter, so a pooled connection is never reused
+as the server closes it (tests/server/test_keep_alive.py).
+
+The linker is the embedded default with the enhancer off and a short chain of thought: same
+models and graph, smaller budgets. Still, a link takes 5 to 30 s on 2 cores shared with other
+jobs, so the timeouts here are sized for a loaded machine, not a quiet one.
 """
 
 from __future__ import annotations
@@ -15,31 +20,35 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import openai
 import pytest
 import uvicorn
 
 from retlink.config import load_config
-from retlink.server import ServerSettings, create_app
+from retlink.server import ServerSettings, create_app, uvicorn_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
 API_KEY = "test-key-123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: seconds the test clients' pools keep an idle connection (the openai client's own default,
+#: spelled out): below every test server's keep-alive, so the client always drops it first
+CLIENT_KEEPALIVE_S = 5.0
 
 
 class ServerThread:
-    """uvicorn serving an app on 127.0.0.1 in a background thread of this process."""
+    """uvicorn serving an app on 127.0.0.1 in a background thread of this process, configured from
+    the app's `ServerSettings` (its keep-alive included) like `retlink serve`. The listening socket
+    is bound here and handed to uvicorn, so no other process can take the port in between."""
 
     def __init__(self, app) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        settings: ServerSettings = app.state.settings
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn_config(app, settings, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -57,6 +66,17 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.sock.close()
+
+
+def chat_client(base_url: str, api_key: str = API_KEY, **kw) -> openai.OpenAI:
+    """The official client as the tests use it: no retries (a failure must show), a timeout that a
+    loaded 2-core machine linking several requests at once stays within, and a pool that drops
+    idle connections after CLIENT_KEEPALIVE_S (below the servers' keep-alive)."""
+    limits = httpx2.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=CLIENT_KEEPALIVE_S)
+    options = {"max_retries": 0, "timeout": 1500, **kw}
+    return openai.OpenAI(base_url=base_url, api_key=api_key, http_client=openai.DefaultHttpxClient(limits=limits),
+                         **options)
 
 
 def fast_config():
@@ -78,7 +98,10 @@ def linker():
 
 @pytest.fixture(scope="session")
 def settings() -> ServerSettings:
-    return ServerSettings(api_key=API_KEY, max_body_bytes=2 * 1024 * 1024, max_concurrent_requests=32)
+    # request_timeout_s: eight links at once on 2 cores that other jobs load to 13 took over the
+    # 300 s default; a test server must not time out where only the machine is slow
+    return ServerSettings(api_key=API_KEY, max_body_bytes=2 * 1024 * 1024, max_concurrent_requests=32,
+                          request_timeout_s=1500)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +112,7 @@ def server(linker, settings) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="session")
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+    return chat_client(f"{server.url}/v1")
 
 
 def data_uri(path: Path) -> str:

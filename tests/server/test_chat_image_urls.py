@@ -17,7 +17,7 @@ import pytest
 
 from retlink.server import ServerSettings, create_app
 from tests.loopback import LoopbackHTTP, QuietHandler
-from tests.server.conftest import API_KEY, DEMO, ServerThread, user_message
+from tests.server.conftest import API_KEY, DEMO, ServerThread, chat_client, user_message
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def allowed(linker, site) -> Iterator[openai.OpenAI]:
     settings = ServerSettings(api_key=API_KEY, max_image_bytes=MAX_IMAGE_BYTES,
                               image_allow_hosts=[f"127.0.0.1:{site.server_address[1]}"])
     with ServerThread(create_app(linker, settings)) as srv:
-        yield openai.OpenAI(base_url=f"{srv.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+        yield chat_client(f"{srv.url}/v1")
 
 
 def ask(client: openai.OpenAI, url: str):

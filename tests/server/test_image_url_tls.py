@@ -86,14 +86,14 @@ def test_endpoint_fetches_https_images_with_the_linkers_ca_bundle(site, pki, dem
     from retlink import Linker
     from retlink.server import ServerSettings, create_app
     from tests.conftest import fast_config
-    from tests.server.conftest import API_KEY, ServerThread, user_message
+    from tests.server.conftest import API_KEY, ServerThread, chat_client, user_message
 
     context = "The [Falcon] climbed away from the launch pad carrying a space weather satellite."
     settings = ServerSettings(api_key=API_KEY, image_allow_hosts=[f"127.0.0.1:{site.server_address[1]}"])
     for ca_bundle, linked in ((str(pki.ca), True), (None, False)):
         linker = Linker.from_config(fast_config(demo_kb_path, search={"ca_bundle": ca_bundle}))
         with ServerThread(create_app(linker, settings)) as srv:
-            client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+            client = chat_client(f"{srv.url}/v1")
             messages = user_message(context, site.url("/rocket.jpg"))
             if linked:
                 resp = client.chat.completions.create(model="retlink", messages=messages)

@@ -43,7 +43,11 @@ class VLLMServer:
         self.port = free_port()
         self.name = name
         self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_MODEL_NAME": name,
-                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "300"}
+                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "300",
+                    # vLLM's uvicorn keeps idle connections 5 s by default, exactly as long as the
+                    # clients' pools do: a pooled connection could be reused as the server closes
+                    # it (the race of tests/server/test_keep_alive.py). The server keeps them longer.
+                    "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75"}
         if model_dir is not None:
             self.env["VLLM_MODEL_DIR"] = str(model_dir)
 

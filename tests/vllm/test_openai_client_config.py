@@ -5,6 +5,7 @@ fake one (`FakeChatServer`, a loopback HTTP server), so this needs no vLLM venv.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -107,31 +108,30 @@ def test_backends_build_their_client_from_their_config(fake):
     assert fake.bodies[-1]["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/jpeg")
 
 
-class SlowChat(FakeChatServer):
-    """The fake chat server, holding each answer a moment and recording how many it held at once."""
+class HeldChat(FakeChatServer):
+    """The fake chat server, holding each answer until `expected` requests are in flight at once
+    (or 20 s pass) and recording the most it held: the peak is reached however slowly a loaded
+    machine sends the requests, and a client that allows more than `expected` still shows more."""
 
     def do_POST(self) -> None:
         srv = self.server
-        with srv.lock:
-            srv.in_flight = getattr(srv, "in_flight", 0) + 1
-            srv.peak = max(getattr(srv, "peak", 0), srv.in_flight)
+        with srv.changed:
+            srv.in_flight += 1
+            srv.peak = max(srv.peak, srv.in_flight)
+            srv.changed.notify_all()
+            srv.changed.wait_for(lambda: srv.peak >= srv.expected, timeout=20)
         try:
-            time.sleep(0.5)
+            time.sleep(0.05)
             super().do_POST()
         finally:
-            with srv.lock:
+            with srv.changed:
                 srv.in_flight -= 1
-
-
-class WideLoopback(LoopbackHTTP):
-    """A listen backlog for a burst of 12 connections (the default 5 drops SYNs, retried 1 s later)."""
-
-    request_queue_size = 64
 
 
 @pytest.mark.parametrize("max_concurrency", [2, 12])
 def test_generate_batch_runs_as_many_requests_at_once_as_the_client_allows(max_concurrency):
-    with WideLoopback(SlowChat) as srv:
+    with LoopbackHTTP(HeldChat) as srv:
+        srv.changed, srv.in_flight, srv.peak, srv.expected = threading.Condition(), 0, 0, max_concurrency
         llm = OpenAILLM(OpenAICompatClient(MODEL, srv.url("/v1"), max_retries=0, max_concurrency=max_concurrency))
         out = llm.generate_batch([MESSAGES] * 12, max_tokens=8)
         assert len(out) == 12 and all(g.text for g in out)

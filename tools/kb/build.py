@@ -8,6 +8,8 @@ Entities stream through in batches; memory stays bounded by the batch size.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,6 +64,47 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
+def is_current(kb_path: Path, entities: Path) -> bool:
+    """True when the KB at `kb_path` is complete and was built from this exact entities file."""
+    manifest = Path(kb_path) / MANIFEST
+    if not manifest.exists():
+        return False
+    data = json.loads(manifest.read_text())
+    return data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold the build lock of the KB at `out` (an exclusive flock on the sibling `<out>.lock`).
+
+    Two processes that build one KB at once (two `retlink serve`, two test runs sharing
+    `$RETLINK_CACHE/demo-kb`) would write the same `.partial` folder and swap it under each other;
+    with the lock the second waits, then finds the KB current (see `ensure_built`)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_built(
+    entities: Path, out: Path, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None, *, progress: bool = False
+) -> bool:
+    """Build the KB at `out` from `entities` unless it is current; True when it was built.
+    Safe when several processes start at once: one builds, the others wait and reuse its KB."""
+    if is_current(out, entities):
+        return False
+    with build_lock(out):
+        if is_current(out, entities):  # built by another process while this one waited
+            return False
+        log.info("building the KB at %s from %s", out, entities)
+        _build_kb(entities, Path(out), text_embedder, image_embedder, progress=progress)
+        return True
+
+
 def build_kb(
     entities_path: Path | Iterable[Entity],
     out: Path,
@@ -73,14 +116,30 @@ def build_kb(
     base_dir: Path | None = None,
     total: int | None = None,
 ) -> dict:
-    """Build (or resume building) the KB at `out`; returns the manifest.
+    """Build (or resume building) the KB at `out`, under its build lock; returns the manifest.
 
     `entities_path` is an entities JSONL file or any iterable of entities (a dataset loader's
     `entities()`, streamed: nothing holds the whole KB). Relative image paths resolve against
     `base_dir` (default: the JSONL file's folder, or the working directory for an iterable).
     `total` only sizes the progress bar of an iterable.
     """
-    out = Path(out)
+    with build_lock(Path(out)):
+        return _build_kb(entities_path, Path(out), text_embedder, image_embedder, batch_size=batch_size,
+                         progress=progress, base_dir=base_dir, total=total)
+
+
+def _build_kb(
+    entities_path: Path | Iterable[Entity],
+    out: Path,
+    text_embedder: TextEmbedder,
+    image_embedder: ImageEmbedder | None,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+    base_dir: Path | None = None,
+    total: int | None = None,
+) -> dict:
+    """`build_kb` without the lock (the caller holds it)."""
     if isinstance(entities_path, str | Path):
         source_path: Path | None = Path(entities_path)
         if not source_path.is_file():
