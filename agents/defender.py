@@ -28,7 +28,7 @@ def detect(state: dict[str, Any], *, detector: SqueezeDetector | None, cfg: Dete
         else ""
     )
     detail = {"scores": scores, "flagged": flagged, "model": getattr(detector, "network", None)}
-    return {"perturbed": flagged, "perturbation_note": note, "_detail": detail}
+    return {"perturbed": flagged, "perturbation_note": note, "detector_score": float(scores[worst]), "_detail": detail}
 
 
 def purification_steps(state: dict[str, Any], cfg: DefenceConfig) -> list:
@@ -45,4 +45,4 @@ def route_after_detect(state: dict[str, Any], *, cfg: DefenceConfig) -> str:
 
 def purify(state: dict[str, Any], *, cfg: DefenceConfig) -> dict[str, Any]:
     steps = purification_steps(state, cfg)
-    return {"pil": purify_pil(state["pil"], steps), "_detail": {"steps": [s.label() for s in steps]}}
+    return {"pil": purify_pil(state["pil"], steps), "purified": True, "_detail": {"steps": [s.label() for s in steps]}}

@@ -20,9 +20,10 @@ def _rationale(state: dict[str, Any], entity_id: str, score: float) -> str:
     parts.append(f"text similarity {cand.text_score:.2f}")
     if cand.image_score is not None:
         parts.append(f"image similarity {cand.image_score:.2f}")
-    how = "the reasoner's answer, blended with the retrieval ranking" if decided_by == "reasoner" else (
-        "the retrieval ranking (the reasoner gave no valid answer)"
-    )
+    how = {
+        "reasoner": "the reasoner's answer, weighed with the retrieval signals",
+        "head": "the trained decision head over the retrieval signals",
+    }.get(decided_by, "the retrieval ranking (the reasoner gave no valid answer)")
     urls = [e.url for e in state.get("evidence", [])][:3]
     ev = f" Evidence: {', '.join(urls)}." if urls else ""
     return f"Linked to {parts[0]}: {'; '.join(parts[1:])}; chosen by {how} with score {score:.2f}.{ev}"
@@ -50,5 +51,6 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
         perturbed=bool(state.get("perturbed", False)),
         perturbation_note=state.get("perturbation_note", ""),
         trace=[],  # filled by the Linker from the full trace, which includes this node
+        features=state.get("features"),
     )
     return {"result": result, "_detail": {"entity": result.entity_id, "decided_by": decided_by}}

@@ -70,20 +70,3 @@ def route_after_reason(state: dict[str, Any], *, cfg: ReasonerConfig) -> str:
     if state.get("attempts", 0) <= cfg.retries:
         return "reason"
     return "fallback"
-
-
-def decide(state: dict[str, Any], *, cfg: ReasonerConfig) -> dict[str, Any]:
-    """Blend the valid reasoner answer with retrieval and pick the final entity (or NIL)."""
-    candidates = state["candidates"][: cfg.max_candidates]
-    final = blend(state["choice"], candidates, cfg.llm_weight)
-    best = max(final, key=final.get)
-    return {"decided_by": "reasoner", "final_scores": final, "selected": best,
-            "_detail": {"selected": best, "score": round(final[best], 4)}}
-
-
-def fallback(state: dict[str, Any]) -> dict[str, Any]:
-    """No valid reasoner answer: take the retrieval ranking's top candidate."""
-    top = state["candidates"][0]
-    dist = retrieval_distribution(state["candidates"])
-    return {"decided_by": "fallback", "final_scores": dist, "selected": top.entity.id,
-            "_detail": {"selected": top.entity.id}}

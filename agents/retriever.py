@@ -6,6 +6,9 @@ image nearest neighbours of the image. Every candidate is then scored on both si
 
     fused = (w_text * text + w_image * image) / (w_text + w_image) + alias_bonus * alias_match
 
+`pool_size` candidates come from each source, and the whole pool goes on to the decision layer
+(`agents/decision.py`), which ranks it with every cheap signal and keeps the `top_k`.
+
 An entity without images is scored on text alone (renormalised weights) instead of being
 penalised, because many KB entities have no picture. When the image looks perturbed the image
 weight is scaled down by `image_weight_when_perturbed`.
@@ -39,6 +42,14 @@ def fuse(text: float, image: float | None, alias: bool, cfg: KBConfig, image_sca
     return float(base + (cfg.alias_bonus if alias else 0.0))
 
 
+def caption_text(caption: Caption | None) -> str | None:
+    """What the caption says, as text to compare with entity descriptions (None: nothing)."""
+    labels = [label for label, _ in (caption.labels if caption else [])[:3]]
+    if labels:
+        return ", ".join(labels)
+    return caption.text if caption and caption.text else None
+
+
 def rank_candidates(
     kb: KBStore,
     text_vector: np.ndarray,
@@ -46,9 +57,11 @@ def rank_candidates(
     mention: str,
     cfg: KBConfig,
     image_scale: float = 1.0,
+    caption_vector: np.ndarray | None = None,
 ) -> list[Candidate]:
-    """Union the three candidate sources and return the top-k by fused score."""
-    k = cfg.top_k
+    """Union the three candidate sources (`pool_size` from each) and return the pool sorted by
+    fused score; the decision layer keeps the top_k of it."""
+    k = cfg.pool_size
     alias_ids = kb.aliases.lookup(mention)
     ids = dict.fromkeys(alias_ids)
     ids.update(dict.fromkeys(eid for eid, _ in kb.query_text(text_vector, k)))
@@ -57,6 +70,7 @@ def rank_candidates(
     pool = list(ids)
     text_sim = kb.text_similarity(text_vector, pool)
     image_sim = kb.image_similarity(image_vector, pool) if image_vector is not None else {}
+    caption_sim = kb.text_similarity(caption_vector, pool) if caption_vector is not None else {}
     alias_set = set(alias_ids)
     candidates = [
         Candidate(
@@ -64,6 +78,7 @@ def rank_candidates(
             text_score=round(text_sim.get(entity.id, 0.0), 4),
             image_score=round(image_sim[entity.id], 4) if entity.id in image_sim else None,
             alias_match=entity.id in alias_set,
+            caption_score=round(caption_sim[entity.id], 4) if entity.id in caption_sim else None,
             score=round(
                 fuse(text_sim.get(entity.id, 0.0), image_sim.get(entity.id), entity.id in alias_set, cfg, image_scale), 4
             ),
@@ -71,7 +86,7 @@ def rank_candidates(
         for entity in kb.get(pool)
     ]
     candidates.sort(key=lambda c: -c.score)
-    return [c for c in candidates if c.score >= cfg.min_score][:k]
+    return [c for c in candidates if c.score >= cfg.min_score]
 
 
 def retrieve(
@@ -83,14 +98,17 @@ def retrieve(
     cfg: KBConfig,
 ) -> dict[str, Any]:
     query = retrieval_query(state["mention"], state["context"], state.get("caption"))
-    text_vector = text_embedder.embed([query])[0]
+    described = caption_text(state.get("caption"))
+    vectors = text_embedder.embed([query] if described is None else [query, described])
+    text_vector = vectors[0]
+    caption_vector = vectors[1] if described is not None else None
     image_vector = state.get("image_vector")
     if image_vector is None and image_embedder is not None and kb.has_images:
         image_vector = image_embedder.embed_images([state["pil"]])[0]
     scale = cfg.image_weight_when_perturbed if state.get("perturbed") else 1.0
-    candidates = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale)
+    pool = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale, caption_vector)
     return {
-        "candidates": candidates,
+        "candidates": pool,
         "image_vector": image_vector,
-        "_detail": {"query": query, "n": len(candidates), "top": [c.entity.id for c in candidates[:3]]},
+        "_detail": {"query": query, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]},
     }

@@ -233,6 +233,9 @@ class EvalConfig(_Strict):
     #: images are resized and centre-cropped to this square before attacks and linking
     image_size: int = Field(224, ge=32, le=1024)
     output_dir: Path = Path("runs")
+    #: write each agent link's decision features (its candidate pool's feature rows) into its
+    #: record: what `retlink train` fits the decision head on
+    record_features: bool = False
 
     @field_validator("settings", mode="before")
     @classmethod
@@ -289,6 +292,8 @@ class EvalConfig(_Strict):
         """Hash of everything that changes results (not the output folder or concurrency), so a
         resumed run refuses to mix records of two different experiments."""
         data = self.model_dump(mode="json", exclude={"output_dir", "concurrency"})
+        if not data["record_features"]:  # runs from before the option keep their fingerprint
+            data.pop("record_features")
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
             if p.get("kb") is None:
                 p.pop("kb", None)

@@ -397,6 +397,11 @@ class Runner:
             "candidates": [c.entity.id for c in result.candidates[:KEEP_CANDIDATES]],
             "seconds": round(time.perf_counter() - started, 4),
             "nodes": nodes,
+            **(
+                {"features": result.features.model_dump()}
+                if self.config.record_features and result.features is not None
+                else {}
+            ),
         }
 
     def _link_all(self, pool: ThreadPoolExecutor, jobs: list[Job]) -> Iterator[dict[str, Any]]:

@@ -2,8 +2,10 @@
 
     validate -> detect --(flagged, or purification configured)--> purify -> caption
     detect --(clean and no purification configured)--> caption
-    caption -> retrieve --(no candidates)--> finalize
-    retrieve -> plan_queries --(one Send per query)--> search ‖ search ‖ ... --> enhance
+    caption -> retrieve -> rank --(no candidates)--> finalize
+    rank --(trained head confident beyond decision.skip_llm_above, or no reasoner)--> decide
+    rank --(no reasoner and no head)--> fallback
+    rank -> plan_queries --(one Send per query)--> search ‖ search ‖ ... --> enhance
     plan_queries --(no backend or no budget)--> enhance
     enhance -> reason --(valid answer)--> decide --> finalize
     reason --(invalid, retries left)--> reason
@@ -25,22 +27,19 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from retlink.agents.captioner import caption
+from retlink.agents.decision import decide, fallback, rank, route_after_rank
 from retlink.agents.defender import detect, purify, route_after_detect
 from retlink.agents.enhancer import enhance
 from retlink.agents.finalizer import finalize
 from retlink.agents.nodes import traced
 from retlink.agents.planner import plan_queries
-from retlink.agents.reasoner import decide, fallback, reason, route_after_reason
+from retlink.agents.reasoner import reason, route_after_reason
 from retlink.agents.retriever import retrieve
 from retlink.agents.searcher import search
 from retlink.agents.validator import validate
 from retlink.config import SearchConfig
 from retlink.graphs.state import LinkState
 from retlink.tools.scrape import Budget
-
-
-def route_after_retrieve(state: dict[str, Any]) -> str:
-    return "plan_queries" if state.get("candidates") else "finalize"
 
 
 def route_search(state: dict[str, Any], *, cfg: SearchConfig) -> list[Send] | str:
@@ -72,6 +71,7 @@ def build_graph(components: Any):
         image_embedder=components.image_embedder,
         cfg=cfg.kb,
     )
+    add("rank", rank, head=components.head, cfg=cfg.kb)
     add("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends))
     add("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
     add(
@@ -83,8 +83,8 @@ def build_graph(components: Any):
         cache=components.description_cache,
     )
     add("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner)
-    add("decide", decide, cfg=cfg.reasoner)
-    add("fallback", fallback)
+    add("decide", decide, reasoner=cfg.reasoner, decision=cfg.decision, head=components.head)
+    add("fallback", fallback, head=components.head)
     add("finalize", finalize)
 
     g.add_edge(START, "validate")
@@ -92,7 +92,12 @@ def build_graph(components: Any):
     g.add_conditional_edges("detect", functools.partial(route_after_detect, cfg=cfg.defence), ["purify", "caption"])
     g.add_edge("purify", "caption")
     g.add_edge("caption", "retrieve")
-    g.add_conditional_edges("retrieve", route_after_retrieve, ["plan_queries", "finalize"])
+    g.add_edge("retrieve", "rank")
+    g.add_conditional_edges(
+        "rank",
+        functools.partial(route_after_rank, cfg=cfg.decision, reasoner_enabled=cfg.reasoner.enabled),
+        ["plan_queries", "decide", "fallback", "finalize"],
+    )
     g.add_conditional_edges("plan_queries", functools.partial(route_search, cfg=cfg.search), ["search", "enhance"])
     g.add_edge("search", "enhance")
     g.add_edge("enhance", "reason")

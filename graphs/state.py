@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypedDict
 from PIL import Image
 
 from retlink.tools.llm.base import Choice
-from retlink.types import Candidate, Caption, Evidence, LinkResult, TraceEvent
+from retlink.types import Candidate, Caption, Evidence, LinkResult, PoolFeatures, TraceEvent
 
 
 class LinkState(TypedDict, total=False):
@@ -26,8 +26,12 @@ class LinkState(TypedDict, total=False):
     image_vector: Any
     caption: Caption
     perturbed: bool
+    detector_score: float
+    purified: bool
     perturbation_note: str
     candidates: list[Candidate]
+    features: PoolFeatures
+    prior: dict[str, float]
     queries: list[str]
     evidence: Annotated[list[Evidence], operator.add]
     search_failures: Annotated[list[str], operator.add]

@@ -39,11 +39,13 @@ class Components:
     text_embedder: TextEmbedder
     image_embedder: ImageEmbedder | None
     kb: KBStore
-    reasoner_llm: LLM
+    reasoner_llm: LLM | None
     enhancer_llm: LLM | None
     search_backends: list[SearchBackend]
     scraper: Any = None
     detector: Any = None
+    #: the trained decision head (`decision.head`), None for the hand-set blend
+    head: Any = None
     description_cache: LRU = field(default_factory=LRU)
 
 
@@ -109,9 +111,10 @@ def build_components(source: Any = None) -> Components:
     text_embedder = shared_text_embedder(emb.text_model, cfg.device)
     image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device)
     kb = open_kb(cfg)
-    reasoner = shared_llm(cfg.reasoner.llm, cfg.device)
+    # no reasoner, no LLM: the graph never reaches search, enhancer or reasoner (not even loaded)
+    reasoner = shared_llm(cfg.reasoner.llm, cfg.device) if cfg.reasoner.enabled else None
     enhancer = None
-    if cfg.enhancer.enabled:
+    if cfg.enhancer.enabled and reasoner is not None:
         enhancer = shared_llm(cfg.enhancer.llm, cfg.device) if cfg.enhancer.llm else reasoner
     from retlink.tools.scrape import build_scraper
     from retlink.tools.search.factory import build_search_backends
@@ -128,7 +131,18 @@ def build_components(source: Any = None) -> Components:
         search_backends=backends,
         scraper=build_scraper(cfg.search) if backends else None,
         detector=_detector(cfg),
+        head=load_head(cfg, kb),
     )
+
+
+def load_head(cfg: RetlinkConfig, kb: KBStore):
+    """The decision head the config names, checked against the KB it will rank."""
+    if cfg.decision.head is None:
+        return None
+    from retlink.agents.features import FEATURES
+    from retlink.tools.decision import DecisionHead, kb_fingerprint
+
+    return DecisionHead.load(cfg.decision.head, features=FEATURES, fingerprint=kb_fingerprint(kb.manifest))
 
 
 def _detector(cfg: RetlinkConfig):

@@ -4,6 +4,7 @@
     retlink kb build ENTITIES.jsonl --out DIR
     retlink kb query DIR "text"
     retlink demo
+    retlink train CONFIG          (fit the decision head; see retlink/train.py)
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--config CFG]
 """
 
@@ -188,6 +189,25 @@ def demo(
     if not as_json:
         out.print(table)
         out.print(f"[bold]{correct}/{len(rows)}[/] linked correctly")
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="train config YAML (see eval/configs/*-train.yaml)")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
+) -> None:
+    """Fit the decision head on a dataset's dev split (links made by the eval runner, resumable)."""
+    from retlink.train import train as fit
+
+    path, head = fit(config, limit=limit)
+    table = Table(title=f"decision head: {path}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key in ("links", "samples", "left_out", "in_sample", "cross_validated"):
+        table.add_row(key, json.dumps(head.metrics.get(key)))
+    out.print(table)
+    out.print("use it with [bold]decision: {head: " + str(path) + "}[/] in the agent's config")
 
 
 @app.command()

@@ -32,7 +32,7 @@ def cache_dir() -> Path:
 
 
 DEFAULT_CACHE = cache_dir()
-PATH_KEYS = {"path", "entities", "cache_dir"}
+PATH_KEYS = {"path", "entities", "cache_dir", "head"}
 
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
@@ -147,7 +147,11 @@ class KBConfig(_Strict):
     path: Path = DEFAULT_CACHE / "demo-kb"
     #: entities JSONL to build the KB from when `path` holds none (the demo does this).
     entities: Path | None = None
+    #: candidates kept for the decision (the reasoner reads these)
     top_k: int = Field(5, ge=1, le=100)
+    #: candidates drawn from each source (alias table, text and image neighbours) and ranked
+    #: with the cheap signals before the top_k are kept: a wider pool raises candidate recall
+    pool_size: int = Field(50, ge=1, le=200)
     text_weight: float = Field(0.6, ge=0)
     image_weight: float = Field(0.4, ge=0)
     alias_bonus: float = Field(0.15, ge=0)
@@ -233,6 +237,9 @@ class EnhancerConfig(_Strict):
 
 
 class ReasonerConfig(_Strict):
+    #: False: no LLM at all (search, enhancer and reasoner are skipped); the decision head, or
+    #: without one the fused retrieval ranking, decides. The retrieval-only agent of ablations.
+    enabled: bool = True
     llm: LLMConfig = LLMConfig()
     max_reasoning_tokens: int = Field(32, ge=0, le=4096)
     #: below this the reasoner's answer counts as invalid (retry, then retrieval fallback)
@@ -242,6 +249,24 @@ class ReasonerConfig(_Strict):
     #: A small model's choice is only trusted as far as the retrieval evidence agrees.
     llm_weight: float = Field(0.35, ge=0, le=1)
     max_candidates: int = Field(5, ge=1, le=20)
+
+
+class DecisionConfig(_Strict):
+    """How the final answer is chosen from the candidates (`agents/decision.py`).
+
+    With a trained head (`retlink train`), the head's calibrated distribution over the pool and
+    NIL decides, the reasoner's answer weighted as much as the dev data gave it. Without one, the
+    hand-set blend of `reasoner.llm_weight` decides, under one guard: a clear retrieval winner
+    (fused-score margin at least `clear_margin`) is never replaced by NIL or another candidate
+    unless search evidence was assigned to that other candidate.
+    """
+
+    #: a head JSON written by `retlink train` (refused if fitted for another KB or embedder)
+    head: Path | None = None
+    clear_margin: float = Field(0.05, ge=0, le=1)
+    #: with a head: a top probability at or above this skips search, enhancer and reasoner
+    #: (None: never skip)
+    skip_llm_above: float | None = Field(None, ge=0, le=1)
 
 
 class LimitsConfig(_Strict):
@@ -305,6 +330,7 @@ class RetlinkConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     caption_route: CaptionRouteConfig = CaptionRouteConfig()
     defence: DefenceConfig = DefenceConfig()
+    decision: DecisionConfig = DecisionConfig()
     device: str = "cpu"
 
 

@@ -38,6 +38,10 @@ class Candidate(BaseModel):
     text_score: float = 0.0
     image_score: float | None = None
     alias_match: bool = False
+    #: similarity of the caption's labels to the entity's KB text (None: no caption)
+    caption_score: float | None = None
+    #: the decision head's probability for this candidate over the whole pool (None: no head)
+    prior: float | None = None
     enhanced_description: str | None = None
 
 
@@ -83,12 +87,21 @@ class TraceEvent(BaseModel):
     detail: dict = Field(default_factory=dict)
 
 
+class PoolFeatures(BaseModel):
+    """Per-candidate decision features of one link (`retlink.agents.features`)."""
+
+    names: list[str]
+    ids: list[str]
+    rows: list[list[float]]
+    nil: list[float] = Field(default_factory=list)
+
+
 class LinkResult(BaseModel):
     """The answer of one link: the entity (None for NIL), why, and how the graph got there."""
 
     entity: Entity | None
     score: float
-    decided_by: Literal["reasoner", "fallback", "nil"]
+    decided_by: Literal["reasoner", "head", "fallback", "nil"]
     mention: str
     candidates: list[Candidate] = Field(default_factory=list)
     caption: Caption | None = None
@@ -98,6 +111,9 @@ class LinkResult(BaseModel):
     perturbed: bool = False
     perturbation_note: str = ""
     trace: list[TraceEvent] = Field(default_factory=list)
+    #: the decision layer's inputs: feature names and one row per pooled candidate (what
+    #: `retlink train` fits the head on); None when the graph did not rank a pool
+    features: PoolFeatures | None = None
 
     @property
     def entity_id(self) -> str:

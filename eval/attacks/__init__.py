@@ -14,6 +14,7 @@ from typing import Any
 
 from retlink.eval.attacks.adaptive import PGDBPDA, PGDEOT, PGDDetectorAware
 from retlink.eval.attacks.apgd import APGD, APGDL2
+from retlink.eval.attacks.augment import Augment
 from retlink.eval.attacks.base import Attack, frozen
 from retlink.eval.attacks.cw import CW
 from retlink.eval.attacks.fgsm import FGSM
@@ -31,6 +32,8 @@ from retlink.eval.attacks.targets import (
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, PGDL2, APGD, APGDL2, CW)}
 # adaptive attacks through the pipeline's defences (BPDA, EOT, detector-aware): see adaptive.py
 ATTACKS.update({cls.name: cls for cls in (PGDBPDA, PGDEOT, PGDDetectorAware)})
+# not an attack: random views for training-time one-to-many augmentation (see augment.py)
+ATTACKS[Augment.name] = Augment
 
 
 def build_attack(name: str, target: Target, preset: str = "normal", **overrides: Any) -> Attack:
@@ -56,6 +59,7 @@ __all__ = [
     "PGD",
     "PGDL2",
     "Attack",
+    "Augment",
     "CaptionerTarget",
     "ClassifierTarget",
     "EmbeddingAwayTarget",

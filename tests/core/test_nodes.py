@@ -8,12 +8,11 @@ import itertools
 import pytest
 
 from retlink.agents.captioner import caption
+from retlink.agents.decision import decide, fallback
 from retlink.agents.enhancer import assign_evidence, enhance
 from retlink.agents.planner import plan_queries
 from retlink.agents.reasoner import (
     blend,
-    decide,
-    fallback,
     reason,
     retrieval_distribution,
     route_after_reason,
@@ -23,6 +22,7 @@ from retlink.agents.searcher import search
 from retlink.agents.validator import validate
 from retlink.config import (
     CaptionRouteConfig,
+    DecisionConfig,
     EnhancerConfig,
     KBConfig,
     LimitsConfig,
@@ -152,5 +152,5 @@ def test_reasoner_routes_and_decisions():
     assert max(blend(says_b, close, 0.35).items(), key=lambda kv: kv[1])[0] == "b"
     assert max(blend(says_b, cands, 0.35).items(), key=lambda kv: kv[1])[0] == "a"
     state = {"candidates": close, "choice": says_b}
-    assert decide(state, cfg=ReasonerConfig(llm_weight=0.35))["selected"] == "b"
+    assert decide(state, reasoner=ReasonerConfig(llm_weight=0.35), decision=DecisionConfig(), head=None)["selected"] == "b"
     assert fallback(state)["selected"] == "a"
