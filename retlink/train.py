@@ -43,8 +43,9 @@ class TrainConfig(_Strict):
     #: an eval runner config (YAML path, relative to this file, or inline mapping) over the
     #: split to fit on; `record_features` is switched on for it
     eval: Any
-    #: which of its pipelines' links to fit on (an `agent` pipeline)
-    pipeline: str
+    #: which of its pipelines' links to fit on (`agent` pipelines; several, e.g. with and
+    #: without purification, so the head learns how each defence changes the signals)
+    pipelines: list[str] = Field(min_length=1)
     l2: float = Field(1e-2, ge=0)
     folds: int = Field(5, ge=2, le=20)
     out: Path | None = None
@@ -80,20 +81,21 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
         raise ConfigError(f"invalid configuration ({origin}):\n  eval: a path or a mapping")
     ecfg = EvalConfig.model_validate({**ecfg.model_dump(), "record_features": True})
     kinds = {p.name: p.kind for p in ecfg.pipelines}
-    if cfg.pipeline not in kinds:
-        raise ConfigError(f"invalid configuration ({origin}):\n  pipeline: no pipeline named {cfg.pipeline!r} in eval")
-    if kinds[cfg.pipeline] != "agent":
-        raise ConfigError(f"invalid configuration ({origin}):\n  pipeline: {cfg.pipeline!r} is a {kinds[cfg.pipeline]}, not an agent")
+    for name in cfg.pipelines:
+        if name not in kinds:
+            raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: no pipeline named {name!r} in eval")
+        if kinds[name] != "agent":
+            raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: {name!r} is a {kinds[name]}, not an agent")
     if ecfg.dataset.split is None:
         raise ConfigError(f"invalid configuration ({origin}):\n  eval.dataset.split: name the split to fit on (dev or train)")
     return cfg, ecfg
 
 
-def groups_from_records(records: list[dict[str, Any]], pipeline: str) -> tuple[list[Group], list[str], Counter]:
+def groups_from_records(records: list[dict[str, Any]], pipelines: list[str]) -> tuple[list[Group], list[str], Counter]:
     """Training groups (and their sample ids) from run records; the counter says what was left out."""
     groups, sample_ids, skipped = [], [], Counter()
     for rec in records:
-        if rec.get("pipeline") != pipeline:
+        if rec.get("pipeline") not in pipelines:
             continue
         feats = rec.get("features")
         if rec.get("status") != "ok" or not feats:
@@ -157,15 +159,16 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         )
     runner.run(limit)
     records = list(read_records(runner.dir / RESULTS).values())
-    groups, sample_ids, skipped = groups_from_records(records, cfg.pipeline)
+    groups, sample_ids, skipped = groups_from_records(records, cfg.pipelines)
     if not groups:
-        raise DatasetError(f"no usable links of pipeline {cfg.pipeline!r} in {runner.dir} ({dict(skipped)})")
+        raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {runner.dir} ({dict(skipped)})")
     fingerprint = kb_fingerprint(runner.kb().manifest)
     head = DecisionHead.fit(groups, list(FEATURES), list(NIL_FEATURES), l2=cfg.l2, fingerprint=fingerprint)
-    by_attack = Counter(r["attack"] for r in records if r.get("pipeline") == cfg.pipeline)
+    by_attack = Counter(r["attack"] for r in records if r.get("pipeline") in cfg.pipelines)
     head.metrics = {
         "dataset": ecfg.dataset.key,
         "split": ecfg.dataset.split,
+        "pipelines": cfg.pipelines,
         "links": len(groups),
         "samples": len(set(sample_ids)),
         "by_condition": dict(by_attack),

@@ -55,9 +55,9 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     g = synthetic_groups(1, 3)[0]
     ids = [f"e{i}" for i in range(6)]
     assert again.distribution(ids, g.rows, g.nil) == pytest.approx(head.distribution(ids, g.rows, g.nil))
-    with pytest.raises(ConfigError, match="another KB or embedder.*count"):
+    with pytest.raises(ConfigError, match=r"another KB or embedder.*count"):
         DecisionHead.load(path, features=FEATURES, fingerprint={**fp, "count": 4})
-    with pytest.raises(ConfigError, match="another KB or embedder.*image_model"):
+    with pytest.raises(ConfigError, match=r"another KB or embedder.*image_model"):
         DecisionHead.load(path, features=FEATURES, fingerprint={**fp, "image_model": "efficientnet_lite1"})
     with pytest.raises(ConfigError, match="fitted on features"):
         DecisionHead.load(path, features=(*FEATURES, "new"), fingerprint=fp)
@@ -102,7 +102,7 @@ def test_retlink_train_end_to_end_then_the_agent_uses_the_head(tmp_path, demo_kb
 
     cfg = {
         "name": "demo-head",
-        "pipeline": "agent-retrieval",
+        "pipelines": ["agent-retrieval"],
         "out": str(tmp_path / "head.json"),
         "folds": 2,
         "eval": {
