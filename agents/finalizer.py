@@ -29,6 +29,13 @@ def _rationale(state: dict[str, Any], entity_id: str, score: float) -> str:
     return f"Linked to {parts[0]}: {'; '.join(parts[1:])}; chosen by {how} with score {score:.2f}.{ev}"
 
 
+def _features(state: dict[str, Any]):
+    feats, choice = state.get("features"), state.get("choice")
+    if feats is None or choice is None:
+        return feats
+    return feats.model_copy(update={"reasoner": {k: round(v, 5) for k, v in choice.probabilities.items()}})
+
+
 def finalize(state: dict[str, Any]) -> dict[str, Any]:
     candidates = state.get("candidates", [])
     selected = state.get("selected", NIL) if candidates else NIL
@@ -51,6 +58,6 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
         perturbed=bool(state.get("perturbed", False)),
         perturbation_note=state.get("perturbation_note", ""),
         trace=[],  # filled by the Linker from the full trace, which includes this node
-        features=state.get("features"),
+        features=_features(state),
     )
     return {"result": result, "_detail": {"entity": result.entity_id, "decided_by": decided_by}}

@@ -91,8 +91,11 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
     return cfg, ecfg
 
 
-def groups_from_records(records: list[dict[str, Any]], pipelines: list[str]) -> tuple[list[Group], list[str], Counter]:
-    """Training groups (and their sample ids) from run records; the counter says what was left out."""
+def groups_from_records(
+    records: list[dict[str, Any]], pipelines: list[str], reasoner_out: list[tuple[Group, dict[str, Any]]] | None = None
+) -> tuple[list[Group], list[str], Counter]:
+    """Training groups (and their sample ids) from run records; the counter says what was left
+    out. Links with reasoner answers are also appended to `reasoner_out` with their features."""
     groups, sample_ids, skipped = [], [], Counter()
     for rec in records:
         if rec.get("pipeline") not in pipelines:
@@ -110,8 +113,11 @@ def groups_from_records(records: list[dict[str, Any]], pipelines: list[str]) -> 
             skipped["gold not in the pool"] += 1
             continue
         rows = np.array(feats["rows"], dtype=np.float64).reshape(len(ids), len(feats["names"]))
-        groups.append(Group(rows=rows, nil=np.array(feats["nil"], dtype=np.float64), gold=index))
+        group = Group(rows=rows, nil=np.array(feats["nil"], dtype=np.float64), gold=index)
+        groups.append(group)
         sample_ids.append(rec["sample_id"])
+        if reasoner_out is not None and feats.get("reasoner"):
+            reasoner_out.append((group, feats))
     return groups, sample_ids, skipped
 
 
@@ -159,11 +165,19 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         )
     runner.run(limit)
     records = list(read_records(runner.dir / RESULTS).values())
-    groups, sample_ids, skipped = groups_from_records(records, cfg.pipelines)
+    answered: list[tuple[Group, dict[str, Any]]] = []
+    groups, sample_ids, skipped = groups_from_records(records, cfg.pipelines, answered)
     if not groups:
         raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {runner.dir} ({dict(skipped)})")
     fingerprint = kb_fingerprint(runner.kb().manifest)
     head = DecisionHead.fit(groups, list(FEATURES), list(NIL_FEATURES), l2=cfg.l2, fingerprint=fingerprint)
+    if answered:  # the reasoner earns the weight its answers earn on these links, 0 included
+        head.fit_reasoner_weight(
+            [g for g, _ in answered],
+            [f["reasoner"] for _, f in answered],
+            [f["ids"] for _, f in answered],
+            [[k for k in f["reasoner"] if k != NIL] for _, f in answered],
+        )
     by_attack = Counter(r["attack"] for r in records if r.get("pipeline") in cfg.pipelines)
     head.metrics = {
         "dataset": ecfg.dataset.key,
@@ -173,6 +187,8 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         "samples": len(set(sample_ids)),
         "by_condition": dict(by_attack),
         "left_out": dict(skipped),
+        "reasoner_links": len(answered),
+        "reasoner_weight": head.reasoner_weight,
         "in_sample": head.evaluate(groups),
         "cross_validated": cross_validate(groups, sample_ids, list(FEATURES), list(NIL_FEATURES), cfg.l2, cfg.folds),
         "eval_fingerprint": ecfg.fingerprint(),

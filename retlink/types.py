@@ -94,6 +94,9 @@ class PoolFeatures(BaseModel):
     ids: list[str]
     rows: list[list[float]]
     nil: list[float] = Field(default_factory=list)
+    #: the reasoner's probabilities over the options it saw (the kept top_k and NIL), when it
+    #: answered: what `retlink train` fits the reasoner's weight on
+    reasoner: dict[str, float] | None = None
 
 
 class LinkResult(BaseModel):
