@@ -268,6 +268,11 @@ class DecisionConfig(_Strict):
     #: (None: never skip)
     skip_llm_above: float | None = Field(None, ge=0, le=1)
 
+    @field_validator("head")
+    @classmethod
+    def _expand_head(cls, v: Path | None) -> Path | None:
+        return Path(_resolve_path(str(v), Path.cwd())) if v is not None else None
+
 
 class LimitsConfig(_Strict):
     max_pixels: int = 40_000_000
