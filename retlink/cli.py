@@ -6,6 +6,7 @@
     retlink demo
     retlink train CONFIG          (fit the decision head; see retlink/train.py)
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--config CFG]
+    retlink eval ... / retlink mate ...   (see retlink/eval/cli.py, retlink/eval/mate/cli.py)
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from rich.table import Table
 
 from retlink.errors import RetlinkError
 from retlink.eval.cli import eval_app
+from retlink.eval.mate.cli import mate_app
 
 app = typer.Typer(help="Robust multimodal entity linking.", no_args_is_help=True, add_completion=False)
 kb_app = typer.Typer(help="Build and query knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 app.add_typer(eval_app, name="eval")
+app.add_typer(mate_app, name="mate")
 
 out = Console()
 err = Console(stderr=True)

@@ -1,0 +1,297 @@
+"""`retlink mate run CONFIG`: MATE questions through any OpenAI-compatible VLM (or the binding
+agent), one durable record per (question, model, prompt), resumable like `retlink eval run`.
+
+    name: qwen-vl
+    data: {path: ../mate-data}             # a `retlink mate build` folder, relative to this file
+    build: {n: 5500, seed: 0}              # made there first when it is missing
+    models:
+      - {name: qwen2.5-vl-7b, kind: openai, model: Qwen/Qwen2.5-VL-7B-Instruct, base_url: http://127.0.0.1:8000/v1}
+      - {name: binding, kind: binding_agent}
+    prompts: [{name: 0shot}, {name: 2shot, shots: 2}, {name: 2shot-cot, shots: 2, cot: true}]
+
+Records go to `results.jsonl` through the eval module's `RecordLog` (append + fsync, torn last
+line cut on resume), keyed with `record_key(question, model, prompt, "clean")`; a run folder holds
+`run.json` with the config's fingerprint, so a resumed run refuses to mix two experiments. A
+question that fails (server error, bad reply) is recorded as a miss with its error, and retried
+when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from retlink.config import OpenAIServerConfig, _read_yaml, _Strict, validate_config
+from retlink.errors import ConfigError, RetlinkError
+from retlink.eval.mate.build import MateSet, build
+from retlink.eval.mate.prompts import messages
+from retlink.eval.mate.questions import Question, exact_match, extract_answer, out_of_scene
+from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
+
+log = logging.getLogger(__name__)
+
+RUN_META = "run.json"
+CLEAN = "clean"
+#: the prompt name the binding agent's records carry (it takes no prompt)
+AGENT_PROMPT = "tools"
+
+
+class DataSpec(_Strict):
+    path: Path
+
+
+class BuildSpec(_Strict):
+    n: int = Field(5500, ge=1)
+    n_controls: int | None = Field(None, ge=0)
+    seed: int = 0
+
+
+class ModelSpec(OpenAIServerConfig):
+    """A model to evaluate: a served VLM (`openai`) or the binding agent (`binding_agent`)."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["openai", "binding_agent"] = "openai"
+    #: openai: the served model name
+    model: str | None = None
+    temperature: float = 0.0
+
+    @model_validator(mode="after")
+    def _served_needs_a_server(self) -> ModelSpec:
+        if self.kind == "openai" and (not self.model or not self.base_url):
+            raise ValueError(f"model {self.name!r}: kind openai needs model and base_url")
+        return self
+
+
+class PromptSpec(_Strict):
+    name: str = Field(min_length=1)
+    shots: int = Field(0, ge=0, le=2)
+    cot: bool = False
+    #: reply budget; None: 48 tokens, 500 with chain of thought (the paper's CoT budget)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @property
+    def tokens(self) -> int:
+        return self.max_tokens or (500 if self.cot else 48)
+
+
+class MateRunConfig(_Strict):
+    name: str = Field(min_length=1)
+    data: DataSpec
+    build: BuildSpec | None = None
+    splits: list[Literal["cross", "control"]] = ["cross", "control"]
+    #: first N questions (of the chosen splits, in the set's mixed order)
+    limit: int | None = Field(None, ge=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    prompts: list[PromptSpec] = [PromptSpec(name="0shot")]
+    concurrency: int = Field(4, ge=1)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    output_dir: Path = Path("runs")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> MateRunConfig:
+        for what, names in (("model", [m.name for m in self.models]), ("prompt", [p.name for p in self.prompts])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names must be unique: {names}")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of what changes results (not the output folder, concurrency or limit)."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "concurrency", "limit"})
+        for m in data["models"]:  # connection details do not change answers
+            for k in ("base_url", "api_key", "timeout_s", "max_retries", "max_concurrency"):
+                m.pop(k, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_dir(self, out: Path | None = None) -> Path:
+        return Path(out) if out is not None else self.output_dir / self.name
+
+
+def load_mate_config(source: str | Path | dict[str, Any] | MateRunConfig) -> MateRunConfig:
+    """Validated run config; `data.path` in a YAML file is relative to the file."""
+    if isinstance(source, MateRunConfig):
+        return source
+    if isinstance(source, dict):
+        return validate_config(MateRunConfig, source, "dict")
+    path = Path(source)
+    return validate_config(MateRunConfig, _read_yaml(path), str(path))
+
+
+def image_uri(path: Path) -> str:
+    """The scene PNG as a data URI, bytes unchanged (JPEG would smear the colours being asked about)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+class Answerer:
+    """One model's way to answer a question: `answer(q, prompt) -> (reply text, extra fields)`."""
+
+    def __init__(self, spec: ModelSpec, data: MateSet) -> None:
+        self.spec = spec
+        self.data = data
+        if spec.kind == "openai":
+            from retlink.tools.llm.openai_client import OpenAICompatClient
+
+            self.client = OpenAICompatClient(
+                spec.model,
+                spec.base_url,
+                spec.api_key,
+                timeout_s=spec.timeout_s,
+                max_retries=spec.max_retries,
+                max_concurrency=spec.max_concurrency,
+            )
+            self.client.check()
+        else:
+            from retlink.graphs.mate_binding import BindingAgent
+
+            self.agent = BindingAgent(data.camera)
+
+    def answer(self, q: Question, prompt: PromptSpec) -> tuple[str, dict[str, Any]]:
+        if self.spec.kind == "binding_agent":
+            result = self.agent.answer(self.data.image_path(q), self.data.text(q), q.question)
+            return json.dumps({"answer": result["answer"]}), {"trace": result["trace"]}
+        uri = image_uri(self.data.image_path(q))
+        msgs = messages(q, self.data.text(q), uri, shots=prompt.shots, cot=prompt.cot)
+        response = self.client.chat(msgs, max_tokens=prompt.tokens, temperature=self.spec.temperature)
+        from retlink.tools.llm.openai_client import message_reasoning
+
+        message = response.choices[0].message
+        return message.content or "", {"reasoning": message_reasoning(message)}
+
+
+class MateRunner:
+    """Runs (or resumes) one MATE run config into its run folder."""
+
+    def __init__(self, config: MateRunConfig, out: Path | None = None, *, console: Console | None = None) -> None:
+        self.config = config
+        self.dir = config.run_dir(out)
+        self.console = console or Console(stderr=True)
+
+    def dataset(self) -> MateSet:
+        root = self.config.data.path
+        if not (root / "manifest.json").exists() and self.config.build is not None:
+            b = self.config.build
+            self.console.print(f"building the MATE set in {root} (n={b.n}, seed={b.seed})")
+            build(root, b.n, n_controls=b.n_controls, seed=b.seed)
+        return MateSet(root)
+
+    def jobs(self, data: MateSet, limit: int | None = None) -> list[tuple[Question, ModelSpec, PromptSpec]]:
+        cap = min(x for x in (self.config.limit, limit, 10**12) if x is not None)
+        questions = [q for q in data.questions() if q.split in self.config.splits][:cap]
+        out = []
+        for m in self.config.models:
+            prompts = self.config.prompts if m.kind == "openai" else [PromptSpec(name=AGENT_PROMPT)]
+            out += [(q, m, p) for p in prompts for q in questions]
+        return out
+
+    def _write_meta(self, data: MateSet) -> None:
+        meta_path = self.dir / RUN_META
+        fingerprint = self.config.fingerprint()
+        old: dict[str, Any] = {}
+        if meta_path.exists():
+            old = json.loads(meta_path.read_text())
+            if old.get("fingerprint") != fingerprint:
+                raise ConfigError(
+                    f"{self.dir} holds a run of a different config (fingerprint {old.get('fingerprint')} != "
+                    f"{fingerprint}); pick another --out or delete the folder"
+                )
+            if old.get("questions_sha256") != data.manifest.get("questions_sha256"):
+                raise ConfigError(f"{self.dir} was run on another MATE set than {data.root}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "name": self.config.name,
+            "fingerprint": fingerprint,
+            "created": old.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": self.config.model_dump(mode="json"),
+            "data": str(data.root),
+            "questions_sha256": data.manifest.get("questions_sha256"),
+            "manifest": {k: v for k, v in data.manifest.items() if k != "counts"},
+        }
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(meta_path)
+
+    def run(
+        self, limit: int | None = None, *, progress: bool = True, on_record: Callable[[dict], None] | None = None
+    ) -> dict[str, int]:
+        """Answer every question not yet recorded as ok; returns counts of what was done."""
+        data = self.dataset()
+        jobs = self.jobs(data, limit)
+        self._write_meta(data)
+        done = {k for k, r in read_records(self.dir / RESULTS).items() if r.get("status") == "ok"}
+        todo = [j for j in jobs if record_key(j[0].id, j[1].name, j[2].name, CLEAN) not in done]
+        if not todo:
+            self.console.print(f"nothing to do: all {len(jobs)} answers of {self.dir} are recorded")
+            return {"planned": len(jobs), "ran": 0, "failed": 0}
+        answerers = {m.name: Answerer(m, data) for m in {j[1].name: j[1] for j in todo}.values()}
+        failed = 0
+        columns = (TextColumn("[bold]MATE"), BarColumn(), MofNCompleteColumn(), TextColumn("[red]{task.fields[failed]} failed"), TimeRemainingColumn())
+        with (
+            Progress(*columns, console=self.console, disable=not progress) as bar,
+            RecordLog(self.dir / RESULTS) as records,
+            ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="mate") as pool,
+        ):
+            task = bar.add_task("answering", total=len(todo), failed=0)
+            futures = [pool.submit(self._one, answerers[m.name], q, m, p) for q, m, p in todo]
+            try:
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    records.append(rec)
+                    failed += rec["status"] != "ok"
+                    bar.update(task, advance=1, failed=failed)
+                    if on_record:
+                        on_record(rec)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self.console.print(f"[bold]{len(todo) - failed}[/] answers recorded, [red]{failed}[/] failed, in {self.dir / RESULTS}")
+        return {"planned": len(jobs), "ran": len(todo), "failed": failed}
+
+    @staticmethod
+    def _one(answerer: Answerer, q: Question, m: ModelSpec, p: PromptSpec) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "key": record_key(q.id, m.name, p.name, CLEAN),
+            "question_id": q.id,
+            "model": m.name,
+            "prompt": p.name,
+            "attack": CLEAN,
+            "split": q.split,
+            "task": q.task,
+            "n_objects": q.n_objects,
+            "pointer": q.pointer["attribute"],
+            "target": q.target["attribute"],
+            "linking": q.linking,
+            "answer": q.answer,
+        }
+        start = time.perf_counter()
+        try:
+            raw, extra = answerer.answer(q, p)
+        except RetlinkError as e:
+            rec.update(status="error", error=str(e), correct=False, out_of_scene=False, prediction=None, raw="")
+        except Exception as e:  # a bad question must not end the run: recorded, counted as a miss
+            log.exception("question %s with %s failed", q.id, m.name)
+            rec.update(status="error", error=f"{type(e).__name__}: {e}", correct=False, out_of_scene=False, prediction=None, raw="")
+        else:
+            prediction, found = extract_answer(raw)
+            rec.update(
+                status="ok",
+                raw=raw,
+                json=found,
+                prediction=prediction,
+                correct=exact_match(prediction, q.answer),
+                out_of_scene=out_of_scene(prediction, q.scene_values),
+                **extra,
+            )
+        rec["seconds"] = round(time.perf_counter() - start, 4)
+        return rec
