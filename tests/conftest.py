@@ -55,3 +55,13 @@ def linker(demo_kb_path):
     from retlink import Linker
 
     return Linker.from_config(fast_config(demo_kb_path))
+
+
+@pytest.fixture(scope="session")
+def mate_set_dir(tmp_path_factory) -> Path:
+    """A small MATE set (24 cross-modal questions, 8 controls, seed 3), rendered once per session."""
+    from retlink.eval.mate.build import build
+
+    out = tmp_path_factory.mktemp("mate") / "set"
+    build(out, 24, n_controls=8, seed=3)
+    return out

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retlink.errors import DatasetError
+from retlink.errors import ConfigError, DatasetError
 from retlink.eval.mate.questions import Question, make_question, plan
 from retlink.eval.mate.scene import CAMERA, Scene
 
@@ -66,8 +66,8 @@ def build(
 
     `progress(done, total)` is called as scenes finish (the CLI draws a bar with it).
     """
-    if n < 1:
-        raise ValueError("n must be at least 1")
+    if n < 1 or (n_controls is not None and n_controls < 0):
+        raise ConfigError(f"a MATE set needs n >= 1 and n_controls >= 0, not {n} and {n_controls}")
     n_controls = n // 5 if n_controls is None else n_controls
     out = Path(out)
     partial = out.with_name(out.name + ".partial")

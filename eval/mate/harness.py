@@ -90,11 +90,11 @@ class MateRunConfig(_Strict):
     name: str = Field(min_length=1)
     data: DataSpec
     build: BuildSpec | None = None
-    splits: list[Literal["cross", "control"]] = ["cross", "control"]
+    splits: list[Literal["cross", "control"]] = Field(default_factory=lambda: ["cross", "control"])
     #: first N questions (of the chosen splits, in the set's mixed order)
     limit: int | None = Field(None, ge=1)
     models: list[ModelSpec] = Field(min_length=1)
-    prompts: list[PromptSpec] = [PromptSpec(name="0shot")]
+    prompts: list[PromptSpec] = Field(default_factory=lambda: [PromptSpec(name="0shot")])
     concurrency: int = Field(4, ge=1)
     bootstrap_resamples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)

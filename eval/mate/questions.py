@@ -25,7 +25,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from retlink.eval.mate.scene import TEXTUAL_ONLY, VISUAL_ONLY, Reserve, Scene, SceneObject, is_small, sample_scene
+from retlink.eval.mate.scene import (
+    TEXTUAL_ONLY,
+    VISUAL_ONLY,
+    Reserve,
+    Scene,
+    SceneObject,
+    is_small,
+    sample_scene,
+)
 
 CROSS_TASKS = ("img2data", "data2img")
 CONTROL_TASKS = ("img2img", "data2data")

@@ -157,7 +157,7 @@ def render_array(scene: Scene, ss: int = SUPERSAMPLE) -> tuple[np.ndarray, np.nd
     ids = np.full((h, w), -1, dtype=np.int16)
     for k, (o, box) in enumerate(zip(scene.objects, scene.screen_boxes(), strict=True)):
         x0, y0 = max(0, int(box[0] * ss) - 2), max(0, int(box[1] * ss) - 2)
-        x1, y1 = min(w, int(math.ceil(box[2] * ss)) + 2), min(h, int(math.ceil(box[3] * ss)) + 2)
+        x1, y1 = min(w, math.ceil(box[2] * ss) + 2), min(h, math.ceil(box[3] * ss) + 2)
         if x1 <= x0 or y1 <= y0:
             continue
         region = dirs[y0:y1, x0:x1].reshape(-1, 3)
@@ -174,7 +174,7 @@ def render_array(scene: Scene, ss: int = SUPERSAMPLE) -> tuple[np.ndarray, np.nd
     out = _ground_small(cam, ss).copy()
     for box in scene.screen_boxes():
         x0, y0 = max(0, int(box[0]) - 2), max(0, int(box[1]) - 2)
-        x1, y1 = min(cam.width, int(math.ceil(box[2])) + 2), min(cam.height, int(math.ceil(box[3])) + 2)
+        x1, y1 = min(cam.width, math.ceil(box[2]) + 2), min(cam.height, math.ceil(box[3]) + 2)
         if x1 > x0 and y1 > y0:
             patch = np.clip(img[y0 * ss : y1 * ss, x0 * ss : x1 * ss], 0, 1)
             out[y0:y1, x0:x1] = patch.reshape(y1 - y0, ss, x1 - x0, ss, 3).mean(axis=(1, 3))
