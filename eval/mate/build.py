@@ -59,11 +59,14 @@ def build(
     *,
     n_controls: int | None = None,
     seed: int = 0,
+    first: int | None = None,
     workers: int = 1,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Write the set into `out` (replaced when complete); returns the manifest.
 
+    `first`: only the first K questions of the set (n, n_controls, seed) defines, identical to
+    those of the whole set (the order is a seeded mix, so they are a random sample of it).
     `progress(done, total)` is called as scenes finish (the CLI draws a bar with it).
     """
     if n < 1 or (n_controls is not None and n_controls < 0):
@@ -76,6 +79,10 @@ def build(
     (partial / "scenes").mkdir(parents=True)
     (partial / "truth").mkdir()
     items = plan(n, n_controls, seed)
+    if first is not None:
+        if first < 1:
+            raise ConfigError(f"first must be at least 1, not {first}")
+        items = items[:first]
     jobs = [(i, split, config, seed, str(partial)) for i, (split, config) in enumerate(items)]
     rows: list[dict[str, Any]] = []
     if workers > 1:
@@ -101,6 +108,7 @@ def build(
         "seed": seed,
         "n": n,
         "n_controls": n_controls,
+        "first": first,
         "questions": len(rows),
         "counts": {task: dict(sorted(c.items(), key=lambda kv: int(kv[0]))) for task, c in sorted(counts.items())},
         "camera": CAMERA.to_dict(),

@@ -1,6 +1,6 @@
 """`retlink mate ...`: build the MATE set, run a model on it, rebuild a run's report.
 
-    retlink mate build --out DIR [--n 5500] [--controls N] [--seed S] [--workers W]
+    retlink mate build --out DIR [--n 5500] [--controls N] [--seed S] [--first K] [--workers W]
     retlink mate run CONFIG.yaml [--limit N] [--out RUN_DIR]
     retlink mate report RUN_DIR
 
@@ -30,6 +30,7 @@ def build_cmd(
     n: Annotated[int, typer.Option("--n", min=1, help="cross-modal questions (the paper: 5500)")] = 5500,
     controls: Annotated[int | None, typer.Option("--controls", min=0, help="unimodal control questions (default n/5)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="everything derives from it")] = 0,
+    first: Annotated[int | None, typer.Option("--first", min=1, help="only the first K questions of that set (a seeded random sample)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="processes (the scenes are independent)")] = 1,
 ) -> None:
     """Render the balanced MATE set: PNG + JSON per scene, questions.jsonl, manifest.json."""
@@ -39,7 +40,7 @@ def build_cmd(
 
     with Progress(TextColumn("[bold]scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("scenes", total=None)
-        manifest = build(out_dir, n, n_controls=controls, seed=seed, workers=workers,
+        manifest = build(out_dir, n, n_controls=controls, seed=seed, first=first, workers=workers,
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table("task", "questions", title=f"MATE set {out_dir} (seed {seed})")
     for task_name, counts in manifest["counts"].items():

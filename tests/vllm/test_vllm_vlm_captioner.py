@@ -7,7 +7,6 @@ tokens), and the backend turns the reply into a Caption.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import openai
@@ -16,23 +15,10 @@ from PIL import Image
 
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner, image_data_uri
-from tests.vllm.conftest import ROOT, VLLM_PY, VLLMServer, require_vllm
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 IMAGE_TOKENS = (56 // 14) ** 2 + 1  # 4x4 patches + the class token (num_additional_image_tokens=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    require_vllm()
-    from retlink.tools.llm.smollm2 import ensure_float_copy
-
-    out = tmp_path_factory.mktemp("vlm") / "tiny-llava"
-    subprocess.run([str(VLLM_PY), str(ROOT / "scripts" / "build_tiny_llava.py"), "--tokenizer",
-                    str(ensure_float_copy()), "--out", str(out)], check=True, timeout=300)
-    with VLLMServer("tiny-llava", out, extra_args='--limit-mm-per-prompt {"image":1}') as server:
-        yield server
 
 
 def test_captioner_sends_the_image_and_returns_a_caption(tiny_llava):
