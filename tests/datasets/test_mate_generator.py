@@ -146,3 +146,17 @@ def test_bad_sets_are_clear_errors(tmp_path):
         list(MateSet(broken).questions())
     with pytest.raises(ConfigError):
         build(tmp_path / "none", 0)
+
+
+def test_cli_build(tmp_path):
+    from typer.testing import CliRunner
+
+    from retlink.cli import app
+
+    result = CliRunner().invoke(app, ["mate", "build", "--out", str(tmp_path / "s"), "--n", "3", "--controls", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["questions"] == 4 and len(list((tmp_path / "s" / "scenes").glob("*.png"))) == 4
+    assert not (tmp_path / "s.partial").exists()
+    bad = CliRunner().invoke(app, ["mate", "build", "--out", str(tmp_path / "t"), "--n", "0"])
+    assert bad.exit_code == 2
