@@ -89,10 +89,9 @@ def link(state: dict[str, Any], *, camera: Camera) -> dict[str, Any]:
             x1, y1 = min(w, int(np.ceil(p[:, 0].max()))), min(h, int(np.ceil(p[:, 1].max())))
             if x1 <= x0 or y1 <= y0:
                 continue
-            sil = np.zeros((h, w), dtype=bool)
-            sil[y0:y1, x0:x1] = silhouette(hyp, camera, (x0, y0, x1, y1))
+            sil = silhouette(hyp, camera, (x0, y0, x1, y1))
             for i, r in enumerate(regions):
-                s = iou(r.mask, sil)
+                s = iou(r.mask, r.box, sil, (x0, y0, x1, y1))
                 if s > scores[i, j]:
                     scores[i, j], shapes[i, j] = s, shape
     rows, cols = linear_sum_assignment(-scores)

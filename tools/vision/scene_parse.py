@@ -38,7 +38,7 @@ MIN_AREA = 12
 class Region:
     """One object found in the image."""
 
-    mask: np.ndarray  # bool, full image size
+    mask: np.ndarray  # bool, the pixels of `box`
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
     centroid: tuple[float, float]
     area: int
@@ -47,44 +47,51 @@ class Region:
 
 
 def ground_model(img: np.ndarray) -> np.ndarray:
-    """The ground's brightness per row, (H, 1, 1): the ground is the grey that fills most rows and
-    fades smoothly with distance, so a quadratic in the row index is fitted (robustly, twice) to
-    the median of each row's grey pixels. Rows mostly covered by objects borrow from the fit."""
-    mx, mn = img.max(axis=2), img.min(axis=2)
-    grey = (mx - mn) < 0.04
-    rows, meds = [], []
-    for y in range(img.shape[0]):
-        values = mx[y][grey[y]]
-        if values.size >= 20:
-            rows.append(y)
-            meds.append(float(np.median(values)))
-    ys, vs = np.array(rows, dtype=float), np.array(meds)
-    keep = np.ones(len(ys), dtype=bool)
-    for _ in range(3):
-        coef = np.polyfit(ys[keep], vs[keep], 2)
-        keep = np.abs(np.polyval(coef, ys) - vs) < 0.02
-    return np.polyval(coef, np.arange(img.shape[0], dtype=float))[:, None, None]
+    """The ground's brightness per row, (H, 1, 1), estimated from the image alone.
+
+    The ground is the smooth surface that reaches the image border (objects never do): pixels
+    whose colour barely changes to their neighbours, connected to the border. Object edges break
+    that smoothness, so a flat object face, grey or not, is never taken for ground. Each row's
+    ground is the median of those pixels; rows without enough of them take their neighbours'.
+    """
+    d = np.zeros(img.shape[:2])
+    d[:, :-1] = np.abs(np.diff(img, axis=1)).max(axis=2)
+    d[:-1, :] = np.maximum(d[:-1, :], np.abs(np.diff(img, axis=0)).max(axis=2))
+    smooth = d < 0.02
+    labels, _ = ndimage.label(smooth)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    ground = np.isin(labels, border[border > 0])
+    h = img.shape[0]
+    values = np.full(h, np.nan)
+    bright = img.max(axis=2)
+    for y in range(h):
+        v = bright[y][ground[y]]
+        if v.size >= 8:
+            values[y] = float(np.median(v))
+    known = np.flatnonzero(~np.isnan(values))
+    if known.size == 0:
+        return np.median(bright, axis=1)[:, None, None]
+    return np.interp(np.arange(h), known, values[known])[:, None, None]
 
 
 def segment(img: np.ndarray) -> list[Region]:
     """Objects of an RGB float image (H, W, 3) in [0, 1] as regions, largest first."""
-    diff = np.abs(img - ground_model(img)).max(axis=2)
-    mask = diff > GROUND_TOLERANCE
-    mask = ndimage.binary_opening(mask, iterations=1)
-    labels, n = ndimage.label(mask)
+    diff = np.abs(img - ground_model(img)).max(axis=2)  # the ground is grey: one value for R, G, B
+    mask = ndimage.binary_opening(diff > GROUND_TOLERANCE, iterations=1)
+    labels, _ = ndimage.label(mask)
     regions = []
-    for k in range(1, n + 1):
-        m = labels == k
-        area = int(m.sum())
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        crop = ndimage.binary_fill_holes(labels[sl] == k)
+        area = int(crop.sum())
         if area < MIN_AREA:
             continue
-        m = ndimage.binary_fill_holes(m)
-        ys, xs = np.nonzero(m)
-        color, conf = colour_of(img, m)
-        regions.append(
-            Region(m, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
-                   (float(xs.mean()), float(ys.mean())), int(m.sum()), color, conf)
-        )
+        ys, xs = np.nonzero(crop)
+        y0, x0 = sl[0].start, sl[1].start
+        color, conf = colour_of(img[sl], crop)
+        box = (x0, y0, sl[1].stop, sl[0].stop)
+        regions.append(Region(crop, box, (float(xs.mean() + x0), float(ys.mean() + y0)), area, color, conf))
     regions.sort(key=lambda r: -r.area)
     return regions
 
@@ -98,7 +105,7 @@ def colour_of(img: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
     colourful = (sat > 0.3) & (mx > 0.08)
     if colourful.mean() < 0.25:
         return "gray", float(1 - colourful.mean())
-    hues = np.array([colorsys.rgb_to_hsv(*p)[0] * 360 for p in px[colourful]])
+    hues = hue_degrees(px[colourful])
     names = list(HUES)
     centres = np.array([HUES[k] for k in names])
     dist = np.abs((hues[:, None] - centres[None, :] + 180) % 360 - 180)
@@ -107,6 +114,23 @@ def colour_of(img: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
     return names[best], float(votes[best] / votes.sum())
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+def hue_degrees(rgb: np.ndarray) -> np.ndarray:
+    """HSV hue in degrees of (N, 3) RGB values (vectorised `colorsys.rgb_to_hsv`)."""
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    mx, mn = rgb.max(axis=1), rgb.min(axis=1)
+    span = np.maximum(mx - mn, 1e-9)
+    h = np.where(mx == r, (g - b) / span, np.where(mx == g, 2.0 + (b - r) / span, 4.0 + (r - g) / span))
+    return (h * 60.0) % 360.0
+
+
+def iou(a: np.ndarray, box_a: tuple[int, int, int, int], b: np.ndarray, box_b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two masks given on their own boxes (x0, y0, x1, y1)."""
+    ix0, iy0 = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    ix1, iy1 = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    if ix1 <= ix0 or iy1 <= iy0:
+        return 0.0
+    sa = a[iy0 - box_a[1] : iy1 - box_a[1], ix0 - box_a[0] : ix1 - box_a[0]]
+    sb = b[iy0 - box_b[1] : iy1 - box_b[1], ix0 - box_b[0] : ix1 - box_b[0]]
+    inter = float(np.logical_and(sa, sb).sum())
+    union = float(a.sum() + b.sum()) - inter
+    return inter / union if union else 0.0
