@@ -43,7 +43,7 @@ class VLLMServer:
         self.port = free_port()
         self.name = name
         self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_MODEL_NAME": name,
-                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "300",
+                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "600",
                     # vLLM's uvicorn keeps idle connections 5 s by default, exactly as long as the
                     # clients' pools do: a pooled connection could be reused as the server closes
                     # it (the race of tests/server/test_keep_alive.py). The server keeps them longer.
@@ -57,7 +57,7 @@ class VLLMServer:
 
     def __enter__(self) -> VLLMServer:
         try:
-            subprocess.run([str(SCRIPT), "start"], env=self.env, check=True, cwd=ROOT, timeout=420)
+            subprocess.run([str(SCRIPT), "start"], env=self.env, check=True, cwd=ROOT, timeout=720)
         except BaseException:
             self.__exit__()
             raise
