@@ -51,7 +51,8 @@ def test_same_seed_same_pixels_and_question():
 
 
 def test_build_is_deterministic(tmp_path):
-    a, b = build(tmp_path / "a", 5, n_controls=1, seed=3), build(tmp_path / "b", 5, n_controls=1, seed=3)
+    """Same seed, same bytes, whether one process renders or two."""
+    a, b = build(tmp_path / "a", 5, n_controls=1, seed=3), build(tmp_path / "b", 5, n_controls=1, seed=3, workers=2)
     assert a["questions_sha256"] == b["questions_sha256"]
     for name in ("00000", "00005"):
         assert (tmp_path / "a" / "scenes" / f"{name}.png").read_bytes() == (tmp_path / "b" / "scenes" / f"{name}.png").read_bytes()
