@@ -70,6 +70,22 @@ def answer_json(value: Any) -> str:
     return '{"answer": ' + (json.dumps(value) if isinstance(value, str) else format_value(value)) + "}"
 
 
+def worked_reasoning(task: str, shot: dict[str, Any], target: str) -> str:
+    """The linking steps of a chain-of-thought example, ending where the answer starts."""
+    if task not in _TASK_COT or "link" not in shot:
+        return ""
+    link = shot["link"]
+    pointer = _POINTER_PHRASE[shot["pointer"]["attribute"]].format(v=format_value(shot["pointer"]["value"]))
+    where = f"the {link['material']} object at about {format_value(link['3d_coords'])}"
+    name = _TARGET_NAME.get(target, target)
+    value = format_value(shot["answer"])
+    if task == "img2data":
+        return (f"{pointer[0].upper()}{pointer[1:]} is {where} in the image. In the JSON, {where} is "
+                f"{link['name']}, whose {name} is {value}. ")
+    return (f"{pointer[0].upper()}{pointer[1:]} is {where}. In the image, {where} is the one whose "
+            f"{name} is {value}. ")
+
+
 def build_prompt(q: Question, scene_json: str, *, shots: int = 0, cot: bool = False) -> str:
     """The text part of the user turn for question `q` (the image goes beside it)."""
     target = q.target["attribute"]
@@ -96,7 +112,8 @@ def build_prompt(q: Question, scene_json: str, *, shots: int = 0, cot: bool = Fa
         parts.append(_COORDS)
         parts.append("The JSON of the scene:\n" + scene_json)
     for shot in q.shots[:shots]:
-        parts.append(f"Question: {shot['question']}\nAnswer: {answer_json(shot['answer'])}")
+        reasoning = worked_reasoning(q.task, shot, target) if cot else ""
+        parts.append(f"Question: {shot['question']}\nAnswer: {reasoning}{answer_json(shot['answer'])}")
     parts.append(f"Question: {q.question}\nAnswer:" if shots else q.question)
     return "\n\n".join(parts)
 

@@ -174,6 +174,9 @@ def make_question(index: int, split: str, config: Config, seed: int) -> tuple[Qu
         {
             "question": question_text(shot_p, o.value(shot_p), shot_t),
             "answer": o.value(shot_t),
+            # what links it (for the chain-of-thought examples' worked reasoning)
+            "pointer": {"attribute": shot_p, "value": o.value(shot_p)},
+            "link": {"name": o.name, "material": o.material, "3d_coords": o.coords},
         }
         for o in scene.objects[1 : 1 + n_shots]
     ]
