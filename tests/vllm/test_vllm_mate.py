@@ -35,7 +35,7 @@ def test_mate_run_through_vllm(tiny_llava, mate_set_dir, tmp_path):
     for r in records.values():
         assert r["status"] == "ok", r.get("error")
         assert isinstance(r["raw"], str) and isinstance(r["correct"], bool)
-    assert {r["task"] for r in records.values()} >= {"img2data", "data2img"} or len({r["task"] for r in records.values()}) >= 2
+    assert len({r["task"] for r in records.values()}) >= 2  # the set's mixed order: several tasks in 6
     assert MateRunner(cfg).run(progress=False)["ran"] == 0
     summary = write_report(cfg.run_dir())
     assert set(summary["rows"]) == {"tiny-llava · 0shot", "tiny-llava · 2shot-cot"}
