@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv vllm-venv demo test test-fast lint bench vllm vllm-stop clean
+.PHONY: venv vllm-venv demo data test test-fast lint bench vllm vllm-stop clean
 
 ## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
@@ -15,6 +15,10 @@ vllm-venv:
 ## Build the demo KB (if missing or stale) and link the bundled examples on the embedded default.
 demo: venv
 	@$(PY) -m retlink.cli demo
+
+## Build the logos benchmark into $RETLINK_CACHE/data/logos (a few minutes; see README).
+data: venv
+	@$(PY) -m retlink.cli data build logos
 
 ## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
 test: venv vllm-venv

@@ -5,6 +5,7 @@
     retlink kb query DIR "text"
     retlink demo
     retlink train CONFIG          (fit the decision head; see retlink/train.py)
+    retlink data build logos [--out DIR] [--seed N] [--check]
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--config CFG]
     retlink eval ... / retlink mate ...   (see retlink/eval/cli.py, retlink/eval/mate/cli.py)
 """
@@ -31,6 +32,8 @@ kb_app = typer.Typer(help="Build and query knowledge bases.", no_args_is_help=Tr
 app.add_typer(kb_app, name="kb")
 app.add_typer(eval_app, name="eval")
 app.add_typer(mate_app, name="mate")
+data_app = typer.Typer(help="Build benchmark datasets from packaged data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -192,6 +195,45 @@ def demo(
     if not as_json:
         out.print(table)
         out.print(f"[bold]{correct}/{len(rows)}[/] linked correctly")
+
+
+@data_app.command("build")
+@friendly_errors
+def data_build(
+    name: Annotated[str, typer.Argument(help="dataset to build: logos")],
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="dataset folder (default: $RETLINK_CACHE/data/NAME)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same files")] = 0,
+    samples: Annotated[int, typer.Option(min=1, help="mention samples over all splits")] = 1200,
+    distractors: Annotated[int, typer.Option(min=0, help="KB entities that share no mention word")] = 1000,
+    limit: Annotated[int | None, typer.Option(min=1, help="use only N mention words (a small subset)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="fail unless the build matches the committed manifest")] = False,
+) -> None:
+    """Build a benchmark dataset (MIMIC layout + entities.jsonl + manifest.json) from a package's data."""
+    from retlink.errors import ConfigError
+    from retlink.eval.datasets.logos_build import (
+        BUILDERS,
+        COMMITTED_MANIFEST,
+        committed_view,
+        compare_manifests,
+    )
+
+    if name not in BUILDERS:
+        raise ConfigError(f"unknown dataset builder {name!r}; known: {', '.join(sorted(BUILDERS))}")
+    from retlink.config import cache_dir
+
+    target = (out_dir or cache_dir() / "data" / name).expanduser()
+    manifest = BUILDERS[name](target, seed=seed, samples=samples, distractors=distractors, limit=limit, console=err)
+    counts = manifest["counts"]
+    out.print(
+        f"built [bold]{target}[/] in {manifest['build_seconds']}s: {counts['entities']} KB entities, "
+        f"samples {counts['samples']}, sha256 {manifest['digests']['all'][:16]}"
+    )
+    if check:
+        reference = json.loads(COMMITTED_MANIFEST.read_text())
+        diffs = compare_manifests(committed_view(manifest), reference)
+        if diffs:
+            raise ConfigError(f"the build differs from {COMMITTED_MANIFEST}: " + "; ".join(diffs))
+        out.print(f"identical to the committed manifest {COMMITTED_MANIFEST.name} (sha256 {reference['digests']['all'][:16]})")
 
 
 @app.command()

@@ -28,6 +28,21 @@ pip_install() {
   fi
 }
 
+# cairosvg (the logos benchmark, `retlink data build logos`) loads the system cairo library.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcairo\.so\.2'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "retlink: installing libcairo2 (Debian) for cairosvg" >&2
+    if ! (apt-get update -qq && apt-get install -y -qq libcairo2) >"$cache/apt-cairo.log" 2>&1; then
+      cat "$cache/apt-cairo.log" >&2
+      echo "retlink: apt-get install libcairo2 failed" >&2
+      exit 1
+    fi
+  else
+    echo "retlink: cairosvg needs the system library libcairo2 (e.g. apt-get install libcairo2)" >&2
+    exit 1
+  fi
+fi
+
 if [ ! -f "$venv/.retlink-created" ]; then
   echo "retlink: creating virtual environment in $venv (first run: a few minutes)" >&2
   rm -rf "$venv"
