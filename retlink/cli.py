@@ -206,6 +206,7 @@ def data_build(
     samples: Annotated[int, typer.Option(min=1, help="mention samples over all splits")] = 1200,
     distractors: Annotated[int, typer.Option(min=0, help="KB entities that share no mention word")] = 1000,
     limit: Annotated[int | None, typer.Option(min=1, help="use only N mention words (a small subset)")] = None,
+    nil_share: Annotated[float, typer.Option(min=0.0, max=0.49, help="share of mention-sharing entities left out of the KB (NIL samples)")] = 0.05,
     check: Annotated[bool, typer.Option("--check", help="fail unless the build matches the committed manifest")] = False,
 ) -> None:
     """Build a benchmark dataset (MIMIC layout + entities.jsonl + manifest.json) from a package's data."""
@@ -222,7 +223,9 @@ def data_build(
     from retlink.config import cache_dir
 
     target = (out_dir or cache_dir() / "data" / name).expanduser()
-    manifest = BUILDERS[name](target, seed=seed, samples=samples, distractors=distractors, limit=limit, console=err)
+    manifest = BUILDERS[name](
+        target, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share, console=err
+    )
     counts = manifest["counts"]
     out.print(
         f"built [bold]{target}[/] in {manifest['build_seconds']}s: {counts['entities']} KB entities, "

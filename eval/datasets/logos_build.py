@@ -26,6 +26,9 @@ Construction (deterministic from `seed`; see README "The logos benchmark"):
   white on a brand-colour tile, colour-inverted, or monochrome on a texture (photos and textures
   from scikit-image's bundled sample data), scaled, rotated a few degrees, placed off-centre,
   cropped and JPEG-compressed.
+- **NIL** (`nil_share`, default 5% of the entities that share a mention word): a few such entities
+  are left out of the KB, never one whose words would then name fewer than two KB entities; their
+  samples answer "nil", which MIMIC's loaders skip unless `include_nil=True`.
 - **Split by entity** (train/dev/test, 50/20/30 of the entities): every sample of an entity is in
   its entity's split, so test golds were never a gold in train or dev; the KB and the mention
   words are shared by all splits (as in WikiMEL, where the KB is one).
@@ -110,12 +113,16 @@ def load_icons() -> list[Icon]:
 
 
 def title_words(title: str) -> list[str]:
-    """The words of a title as written ("Vue.js" -> ["Vue", "js"])."""
-    return re.findall(r"[A-Za-z0-9]+", title)
+    """The words of a title as written ("Vue.js" -> ["Vue", "js"], "Aeroméxico" -> ["Aeroméxico"])."""
+    return re.findall(r"[^\W_]+", title)
 
 
 def mention_key(word: str) -> str:
-    return word.lower()
+    """The alias table's own key (case-, accent- and punctuation-insensitive), so a mention word
+    groups exactly the entities the alias table would return for it."""
+    from retlink.tools.kb.store import normalise_name
+
+    return normalise_name(word)
 
 
 def mention_groups(icons: list[Icon]) -> dict[str, list[str]]:
@@ -394,9 +401,10 @@ def _rng(seed: int, key: str) -> np.random.Generator:
 
 
 def plan(
-    icons: list[Icon], *, seed: int, samples: int, distractors: int, limit: int | None
-) -> tuple[list[Icon], list[dict[str, Any]], dict[str, str]]:
-    """Which icons go into the KB, which (mention, gold) samples exist and each gold entity's split."""
+    icons: list[Icon], *, seed: int, samples: int, distractors: int, limit: int | None, nil_share: float = 0.0
+) -> tuple[list[Icon], list[dict[str, Any]], dict[str, str], set[str]]:
+    """Which icons go into the KB, which (mention, gold) samples exist, each gold entity's split,
+    and the entities left out of the KB (their samples are NIL)."""
     by_slug = {i.slug: i for i in icons}
     groups = mention_groups(icons)
     keys = sorted(groups)
@@ -407,7 +415,23 @@ def plan(
     members = sorted({s for slugs in groups.values() for s in slugs})
     others = [i.slug for i in icons if i.slug not in set(members)]
     picked = _rng(seed, "distractors").permutation(len(others))[: min(distractors, len(others))]
-    kb_slugs = sorted([*members, *(others[i] for i in picked)])
+
+    # NIL: a few entities that share a mention word are left out of the KB, never one whose
+    # mention words would then name fewer than two KB entities (the mention stays ambiguous)
+    groups_of: dict[str, list[str]] = defaultdict(list)
+    for key, slugs in groups.items():
+        for slug in slugs:
+            groups_of[slug].append(key)
+    in_kb = {k: len(v) for k, v in groups.items()}
+    nil: set[str] = set()
+    for j in _rng(seed, "nil").permutation(len(members)):
+        if len(nil) >= round(nil_share * len(members)):
+            break
+        if all(in_kb[k] >= 3 for k in groups_of[members[j]]):
+            nil.add(members[j])
+            for k in groups_of[members[j]]:
+                in_kb[k] -= 1
+    kb_slugs = sorted([*(m for m in members if m not in nil), *(others[i] for i in picked)])
 
     # entity-level split: a gold entity's samples all land in its split
     order = _rng(seed, "split").permutation(len(members))
@@ -429,7 +453,7 @@ def plan(
         seen[(key, slug)] += 1
         word = next(w for w in title_words(by_slug[slug].title) if mention_key(w) == key)
         records.append({"key": f"{key}-{slug}-{n}", "mention": word, "slug": slug, "split": split_of[slug]})
-    return [by_slug[s] for s in kb_slugs], records, split_of
+    return [by_slug[s] for s in kb_slugs], records, split_of, nil
 
 
 def library_versions() -> dict[str, str]:
@@ -464,18 +488,21 @@ def build(
     samples: int = 1200,
     distractors: int = 1000,
     limit: int | None = None,
+    nil_share: float = 0.05,
     progress: bool = True,
     console: Any = None,
 ) -> dict[str, Any]:
     """Build the benchmark into `out` (replaced only when complete); returns the manifest."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if samples < 1 or distractors < 0 or (limit is not None and limit < 1):
-        raise ConfigError("samples must be >= 1, distractors >= 0 and limit >= 1")
+    if samples < 1 or distractors < 0 or (limit is not None and limit < 1) or not 0 <= nil_share < 0.5:
+        raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
     started = time.perf_counter()
     out = Path(out).expanduser()
     icons = load_icons()
-    kb_icons, records, split_of = plan(icons, seed=seed, samples=samples, distractors=distractors, limit=limit)
+    kb_icons, records, split_of, nil = plan(
+        icons, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share
+    )
     by_slug = {i.slug: i for i in icons}
     groups = mention_groups(kb_icons)
 
@@ -528,7 +555,7 @@ def build(
                     "sentence": text,
                     "mentions": quote(rec["mention"]),
                     "imgPath": f"{rid}.jpg",
-                    "answer": icon.slug,
+                    "answer": "nil" if icon.slug in nil else icon.slug,
                     "entities": icon.title,
                     # extra fields (the loaders ignore them): what the sentence and image carry
                     "clues": clues,
@@ -548,13 +575,16 @@ def build(
         "dataset": "logos",
         "source": {"package": PACKAGE, "version": version(PACKAGE), "icons": len(icons)},
         "versions": library_versions(),
-        "params": {"seed": seed, "samples": samples, "distractors": distractors, "limit": limit},
+        "params": {"seed": seed, "samples": samples, "distractors": distractors, "limit": limit, "nil_share": nil_share},
         "counts": {
             "entities": len(kb_icons),
             "mention_words": len(groups),
             "entities_sharing_a_mention_word": len(split_of),
             "samples": {s: len(by_split[s]) for s in SPLITS},
-            "gold_entities": {s: sum(1 for v in split_of.values() if v == s) for s in SPLITS},
+            # of which NIL (gold left out of the KB; MIMIC's loaders skip them unless include_nil=True)
+            "nil_samples": {s: sum(r["answer"] == "nil" for r in by_split[s]) for s in SPLITS},
+            "gold_entities": {s: sum(1 for k, v in split_of.items() if v == s and k not in nil) for s in SPLITS},
+            "nil_entities": len(nil),
         },
         "layout": {
             "entities_jsonl": ENTITIES,

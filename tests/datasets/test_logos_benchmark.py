@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from retlink.cli import app
+from retlink.errors import ConfigError
 from retlink.eval.datasets import load_dataset
 from retlink.eval.datasets.logos_build import (
     COMMITTED_MANIFEST,
@@ -32,8 +33,9 @@ from retlink.eval.datasets.logos_build import (
     title_words,
 )
 from retlink.tools.kb.store import normalise_name
+from retlink.types import NIL
 
-SMALL = {"seed": 3, "samples": 40, "distractors": 8, "limit": 5}
+SMALL = {"seed": 3, "samples": 40, "distractors": 8, "limit": 5, "nil_share": 0.2}
 #: mean absolute pixel difference (0..1) a mention image keeps from its KB image, at least
 PIXEL_FLOOR = 0.08
 
@@ -49,7 +51,8 @@ def test_small_build_is_valid_mimic_that_both_loaders_read(small):
     for key in ("logos", "wikimel"):
         ds = load_dataset(key, root)
         counts = {s: sum(1 for _ in ds.samples(s)) for s in SPLITS}
-        assert counts == manifest["counts"]["samples"]
+        c = manifest["counts"]
+        assert counts == {s: c["samples"][s] - c["nil_samples"][s] for s in SPLITS}
         entities = {e.id: e for e in ds.entities()}
         assert len(entities) == manifest["counts"]["entities"]
         for sample in ds.samples():
@@ -63,6 +66,10 @@ def test_small_build_is_valid_mimic_that_both_loaders_read(small):
     assert all(mimic[i].description == logos[i].description and mimic[i].name == logos[i].name for i in mimic)
     assert any(e.aliases for e in logos.values())
     assert sum(manifest["counts"]["samples"].values()) == SMALL["samples"]
+    # NIL samples (gold left out of the KB) come back with include_nil, and only then
+    nil = [s for s in load_dataset("logos", root, include_nil=True).samples() if s.gold_id == NIL]
+    assert len(nil) == sum(manifest["counts"]["nil_samples"].values()) > 0
+    assert manifest["counts"]["nil_entities"] >= 1
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
@@ -86,11 +93,11 @@ def test_every_test_mention_is_shared_by_several_kb_entities(small):
             by_word.setdefault(mention_key(w), set()).add(e.id)
         for n in [e.name, *e.aliases]:
             by_alias.setdefault(normalise_name(n), set()).add(e.id)
-    test = list(ds.samples("test"))
+    test = list(load_dataset("logos", root, include_nil=True).samples("test"))
     assert test
     for s in test:
         assert len(by_word[mention_key(s.mention)]) >= 2, s
-        assert s.gold_id in by_word[mention_key(s.mention)]
+        assert s.gold_id == NIL or s.gold_id in by_word[mention_key(s.mention)]
         # the alias table returns all of them: it cannot decide
         assert len(by_alias[normalise_name(s.mention)]) >= 2, s
 
@@ -135,20 +142,20 @@ def test_colour_names():
 def test_cli_builds_and_rejects_unknown_names(tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
-    res = runner.invoke(app, ["data", "build", "logos", "--out", str(out), "--limit", "2", "--samples", "6", "--distractors", "2"])
-    assert res.exit_code == 0, res.output
-    assert (out / "WIKIMEL_test.json").is_file() and (out / "manifest.json").is_file()
+    args = ["data", "build", "logos", "--out", str(out), "--limit", "2", "--samples", "6", "--distractors", "2"]
+    # a subset is not the committed default build: it is written, then --check says it differs
+    # (exit 2, one line, no traceback)
+    res = runner.invoke(app, [*args, "--check"])
+    assert res.exit_code == 2 and "differs from" in res.output and "Traceback" not in res.output, res.output
+    assert "built" in res.output and (out / "WIKIMEL_test.json").is_file() and (out / "manifest.json").is_file()
     assert not out.with_name("cli.partial").exists()
-    # a subset is not the committed default build: --check says so, exit 2, one line, no traceback
-    res = runner.invoke(app, ["data", "build", "logos", "--out", str(out), "--limit", "2", "--samples", "6", "--check"])
-    assert res.exit_code == 2 and "differs from" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["data", "build", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "unknown dataset builder 'nope'" in res.output
 
 
 def test_committed_manifest_describes_the_default_build():
     ref = json.loads(COMMITTED_MANIFEST.read_text())
-    assert ref["params"] == {"seed": 0, "samples": 1200, "distractors": 1000, "limit": None}
+    assert ref["params"] == {"seed": 0, "samples": 1200, "distractors": 1000, "limit": None, "nil_share": 0.05}
     assert ref["counts"]["entities"] >= 1000 and sum(ref["counts"]["samples"].values()) >= 400
     assert "files" not in ref  # only the digests are committed, not the data
 
@@ -161,3 +168,8 @@ def test_default_build_matches_the_committed_manifest(tmp_path):
         pytest.skip(f"other library versions than the committed build: {library_versions()} vs {ref['versions']}")
     built = build(tmp_path / "logos", progress=False)
     assert compare_manifests(committed_view(built), ref) == []
+
+
+def test_unbuilt_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"not built.*retlink data build logos"):
+        load_dataset("logos", tmp_path / "missing")
