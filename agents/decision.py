@@ -106,10 +106,12 @@ def decide(
         final = _restricted(state, head, choice.probabilities if choice is not None else None)
         best = max(final, key=final.get)
         by = "head" if choice is None else "reasoner"
-        detail = {"selected": best, "score": round(final[best], 4), "reasoner_weight": head.reasoner_weight}
+        detail = {"selected": best, "score": round(final[best], 4), "reasoner_weight": head.reasoner_weight,
+                  "final": rounded(final)}
         return {"decided_by": by, "final_scores": final, "selected": best, "_detail": detail}
     final, best, note = guarded_blend(state, reasoner, decision)
-    detail = {"selected": best, "score": round(final[best], 4), **({"guard": note} if note else {})}
+    detail = {"selected": best, "score": round(final[best], 4), "final": rounded(final),
+              **({"guard": note} if note else {})}
     return {"decided_by": "reasoner", "final_scores": final, "selected": best, "_detail": detail}
 
 
@@ -118,7 +120,15 @@ def fallback(state: dict[str, Any], *, head: DecisionHead | None = None) -> dict
     if head is not None and state.get("features") is not None:
         dist = _restricted(state, head, None)
         best = max(dist, key=dist.get)
-        return {"decided_by": "head", "final_scores": dist, "selected": best, "_detail": {"selected": best}}
+        return {"decided_by": "head", "final_scores": dist, "selected": best,
+                "_detail": {"selected": best, "final": rounded(dist)}}
     top = state["candidates"][0]
     dist = retrieval_distribution(state["candidates"])
-    return {"decided_by": "fallback", "final_scores": dist, "selected": top.entity.id, "_detail": {"selected": top.entity.id}}
+    return {"decided_by": "fallback", "final_scores": dist, "selected": top.entity.id,
+            "_detail": {"selected": top.entity.id, "final": rounded(dist)}}
+
+
+def rounded(scores: dict[str, float]) -> dict[str, float]:
+    """Final probabilities per candidate id (NIL included), for the trace: the web page's
+    candidate table shows them."""
+    return {k: round(float(v), 4) for k, v in scores.items()}

@@ -16,6 +16,11 @@ under 5%), the throughput ratio of concurrency 8 to 1 (goal with a vLLM reasoner
 at least 1.5x), whether both paths linked every sample to the same entity, and the load average
 before and after, so a number taken on a busy machine says so.
 
+The web page (`--page`, needs Debian's chromium and chromedriver: `make browser`): the page's
+first contentful paint in headless Chromium (median of 5 loads, the browser's own
+`performance` timing), and the attack round trip: `POST /v1/attack` (PGD, 10 steps, 8/255) from
+the client against the same attack made in-process (`make_attack`), interleaved, as a ratio.
+
 By default the linker runs the config's models with the enhancer off and a 12-token chain of
 thought, so the bench takes minutes on 2 cores; `--full` keeps the config's budgets. With
 `--config vllm` the reasoner is the vLLM server of `scripts/vllm.sh start` (127.0.0.1:8011).
@@ -45,7 +50,7 @@ from rich.table import Table
 
 from retlink.config import load_config
 from retlink.linker import Linker
-from retlink.server import ServerSettings, create_app
+from retlink.server import AttackSettings, ServerSettings, create_app, uvicorn_config
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 console = Console()
@@ -90,12 +95,61 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+def page_bench(url: str, image_uri: str, linker: Linker, loads: int = 5, attacks: int = 3) -> None:
+    """The page's first contentful paint, and the attack round trip against the in-process attack."""
+    import httpx
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from retlink.server_attack import AttackRequest, make_attack
+    from retlink.server_inputs import decode_data_uri
+    from retlink.tools.images import load_image
+
+    os.environ.setdefault("SE_OFFLINE", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    paints = []
+    try:
+        for _ in range(loads):
+            drv.get("about:blank")
+            drv.get(url + "/")
+            paints.append(drv.execute_script(
+                "return new Promise(r => { const f = () => { const e = performance.getEntriesByName("
+                "'first-contentful-paint')[0]; e ? r(e.startTime) : setTimeout(f, 20); }; f(); })"))
+    finally:
+        drv.quit()
+    console.print(f"page first contentful paint: median {statistics.median(paints):.0f} ms "
+                  f"(range {min(paints):.0f}-{max(paints):.0f} ms, {loads} loads)")
+    req = AttackRequest(image=image_uri, attack="pgd", eps=8, steps=10)
+    settings = AttackSettings(enabled=True, per_minute=1000)
+    pil = load_image(decode_data_uri(image_uri, settings.max_image_bytes))
+    kb = getattr(linker.components, "kb", None)
+    make_attack(pil, req, settings, kb)  # warm-up
+    walls: dict[str, list[float]] = {"in-process": [], "endpoint": []}
+    for k in range(attacks):  # AB BA AB
+        for name in ("in-process", "endpoint") if k % 2 == 0 else ("endpoint", "in-process"):
+            t = time.perf_counter()
+            if name == "endpoint":
+                httpx.post(f"{url}/v1/attack", json=req.model_dump(), timeout=600).raise_for_status()
+            else:
+                make_attack(pil, req, settings, kb)
+            walls[name].append(time.perf_counter() - t)
+    ratio = sum(walls["endpoint"]) / sum(walls["in-process"])
+    console.print(f"attack round trip (PGD 10 steps): endpoint median {statistics.median(walls['endpoint']):.2f} s, "
+                  f"in-process {statistics.median(walls['in-process']):.2f} s, ratio {ratio:.3f}x ({attacks} each)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="default", help="preset name (default, vllm, ...) or YAML path")
     ap.add_argument("--requests", type=int, default=8, help="samples per path per run")
     ap.add_argument("--rounds", type=int, default=2, help="direct/endpoint batch pairs at concurrency 8")
     ap.add_argument("--full", action="store_true", help="keep the config's enhancer and reasoning budgets")
+    ap.add_argument("--page", action="store_true", help="also the page's first paint and the attack round trip")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -116,8 +170,9 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(linker, ServerSettings(max_concurrent_requests=64)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    settings = ServerSettings(port=port, max_concurrent_requests=64,
+                              attack=AttackSettings(enabled=args.page, per_minute=1000))
+    server = uvicorn.Server(uvicorn_config(create_app(linker, settings), settings, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -136,6 +191,8 @@ def main() -> int:
     tallies = {(name, conc): Tally() for name in PATHS for conc in (1, 8)}
     pair_ratios: list[float] = []
     try:
+        if args.page:
+            page_bench(f"http://127.0.0.1:{port}", uris[first["id"]], linker)
         for k, item in enumerate(samples):  # concurrency 1: AB BA AB ... per sample
             order = PATHS if k % 2 == 0 else PATHS[::-1]
             for name in order:

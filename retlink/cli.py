@@ -6,7 +6,7 @@
     retlink demo
     retlink train CONFIG          (fit the decision head; see retlink/train.py)
     retlink data build logos [--out DIR] [--seed N] [--check]
-    retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--config CFG]
+    retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--attack] [--config CFG]
     retlink eval ... / retlink mate ...   (see retlink/eval/cli.py, retlink/eval/mate/cli.py)
 """
 
@@ -269,14 +269,18 @@ def serve(
     keep_alive: Annotated[
         float, typer.Option(help="seconds an idle connection stays open (keep it above clients' pool expiry)")
     ] = 75.0,
+    attack: Annotated[
+        bool, typer.Option(help="enable the web page's Attack panel (POST /v1/attack: FGSM/PGD, rate-limited)")
+    ] = False,
 ) -> None:
-    """Serve the agent as an OpenAI-compatible chat endpoint (POST /v1/chat/completions)."""
+    """Serve the agent as an OpenAI-compatible chat endpoint (POST /v1/chat/completions) and the
+    web page at / (open http://HOST:PORT/ in a browser)."""
     from retlink.config import validate_config
     from retlink.server import ServerSettings
     from retlink.server import serve as run_server
 
     options = dict(host=host, port=port, api_key=api_key, max_concurrent_requests=max_concurrent,
-                   keep_alive_s=keep_alive)
+                   keep_alive_s=keep_alive, attack={"enabled": attack})
     run_server(config, validate_config(ServerSettings, options, "retlink serve"))
 
 

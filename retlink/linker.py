@@ -38,12 +38,44 @@ class _LoopThread:
     """A private asyncio loop in a daemon thread."""
 
     def __init__(self) -> None:
+        #: async close callbacks run on the loop by `close` (the scraper's HTTP clients)
+        self.closers: list = []
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="retlink-loop", daemon=True)
         self._thread.start()
 
     def submit(self, coro) -> Future:
+        if self.loop.is_closed():
+            from retlink.errors import RetlinkError
+
+            raise RetlinkError("this Linker is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Cancel what still runs on the loop, close the scraper's clients, stop the thread."""
+        if self.loop.is_closed():
+            return
+
+        async def shutdown(aclose) -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for close in aclose:
+                try:
+                    await close()
+                except Exception:  # closing is best effort: log, never raise
+                    log.warning("closing %r failed", close, exc_info=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(self.closers), self.loop).result(timeout_s)
+        except Exception:
+            log.warning("the linker's loop did not shut down cleanly", exc_info=True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class Linker:
@@ -55,6 +87,20 @@ class Linker:
         #: the compiled LangGraph graph, for people who compose their own flows
         self.graph = build_graph(components)
         self._loop = _LoopThread()
+        scraper = getattr(components, "scraper", None)
+        if scraper is not None:
+            self._loop.closers.append(scraper.aclose)
+
+    def close(self) -> None:
+        """Stop the Linker's loop thread: links still running are cancelled, its HTTP clients
+        closed. Later calls raise `RetlinkError`. Shared models stay loaded for other Linkers."""
+        self._loop.close()
+
+    def __enter__(self) -> Linker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_config(cls, source: str | dict | RetlinkConfig | None = None) -> Linker:

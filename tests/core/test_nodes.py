@@ -152,5 +152,11 @@ def test_reasoner_routes_and_decisions():
     assert max(blend(says_b, close, 0.35).items(), key=lambda kv: kv[1])[0] == "b"
     assert max(blend(says_b, cands, 0.35).items(), key=lambda kv: kv[1])[0] == "a"
     state = {"candidates": close, "choice": says_b}
-    assert decide(state, reasoner=ReasonerConfig(llm_weight=0.35), decision=DecisionConfig(), head=None)["selected"] == "b"
-    assert fallback(state)["selected"] == "a"
+    decided = decide(state, reasoner=ReasonerConfig(llm_weight=0.35), decision=DecisionConfig(), head=None)
+    fell_back = fallback(state)
+    assert decided["selected"] == "b" and fell_back["selected"] == "a"
+    # the trace carries each candidate's final probability (the web page's candidate table shows it)
+    for out in (decided, fell_back):
+        final = out["_detail"]["final"]
+        assert final == {k: round(v, 4) for k, v in out["final_scores"].items()}
+        assert {"a", "b"} <= set(final) and sum(final.values()) == pytest.approx(1.0, abs=1e-3)

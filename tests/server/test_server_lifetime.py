@@ -1,0 +1,244 @@
+"""The server's lifetime guarantees: an abandoned stream always gives its slot back (and its link
+is cancelled), request ids, graceful shutdown on SIGTERM, and `Linker.close()`.
+
+The slot tests drive the real app, uvicorn and HTTP with a fault-injection linker (`StallingLinker`,
+a fault named as such): its link reports one node and then stalls until released, which is what
+a slow link looks like to the server, so a test can abandon requests mid-link deterministically
+and count what was cancelled. No models are loaded for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from retlink.errors import RetlinkError
+from retlink.server import ServerSettings, create_app
+from retlink.types import LinkResult, TraceEvent
+from tests.conftest import REPO
+from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
+
+IMAGE = data_uri(DEMO / "images" / "rocket.jpg")
+BODY = {"model": "retlink", "stream": True, "messages": user_message("The [Falcon] lifted off.", IMAGE)}
+
+
+class StallingLinker:
+    """Fault injection: a linker whose links stall after their first node while `stall` is set."""
+
+    def __init__(self) -> None:
+        self.stall = True
+        self.started = 0
+        self.cancelled = 0
+        self.lock = threading.Lock()
+
+    async def astream(self, image, mention, context=None):
+        with self.lock:
+            self.started += 1
+        try:
+            yield "node", TraceEvent(node="validate", seconds=0.0)
+            while self.stall:
+                await asyncio.sleep(0.02)
+            yield "node", TraceEvent(node="finalize", seconds=0.0)
+            yield "result", LinkResult(entity=None, score=0.0, decided_by="nil", mention=mention)
+        except asyncio.CancelledError:
+            with self.lock:
+                self.cancelled += 1
+            raise
+        except GeneratorExit:
+            with self.lock:
+                self.cancelled += 1
+            raise
+
+    async def alink(self, image, mention, context=None):
+        async for kind, item in self.astream(image, mention, context):
+            if kind == "result":
+                return item
+        raise AssertionError("no result")
+
+
+def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
+    """Poll a condition with a bound far beyond a loaded machine's delays (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def stalling():
+    linker = StallingLinker()
+    app = create_app(linker, ServerSettings(max_concurrent_requests=4))
+    with ServerThread(app) as srv:
+        yield srv, linker, app.state.service.gate
+
+
+def full_stream(url: str) -> list[dict]:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=BODY, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(x) for x in lines[:-1]]
+
+
+def test_fifty_streams_abandoned_after_their_first_chunk_give_every_slot_back(stalling):
+    srv, linker, gate = stalling
+    for _ in range(50):
+        with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json=BODY, timeout=60) as r:
+            assert r.status_code == 200
+            first = next(r.iter_lines())
+            assert first.startswith("data: ")
+        # leaving the `with` closes the connection mid-stream, with the link stalled
+    wait_until(lambda: gate.active == 0, "the gate to empty")
+    wait_until(lambda: linker.cancelled == linker.started == 50, "every abandoned link to be cancelled")
+    linker.stall = False
+    with ThreadPoolExecutor(4) as pool:  # max_concurrent requests at once: all served, no 429
+        streams = list(pool.map(full_stream, [srv.url] * 4))
+    assert all(s[-1]["choices"][0]["finish_reason"] == "stop" for s in streams)
+
+
+def test_clients_that_leave_before_the_first_chunk_give_their_slots_back(stalling):
+    srv, linker, gate = stalling
+    payload = json.dumps(BODY).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+            sock.sendall(request)  # and gone, before a byte of the answer
+    wait_until(lambda: gate.active == 0 and linker.cancelled == linker.started, "the abandoned requests to end")
+    linker.stall = False
+    with ThreadPoolExecutor(4) as pool:
+        assert len(list(pool.map(full_stream, [srv.url] * 4))) == 4
+
+
+def test_the_gate_still_refuses_beyond_the_limit(stalling):
+    srv, _, gate = stalling
+    streams = [httpx.stream("POST", f"{srv.url}/v1/chat/completions", json=BODY, timeout=60) for _ in range(4)]
+    try:
+        for s in streams:
+            assert s.__enter__().status_code == 200
+        wait_until(lambda: gate.active == 4, "four requests in flight")
+        busy = httpx.post(f"{srv.url}/v1/chat/completions", json=BODY, timeout=60)
+        assert busy.status_code == 429 and busy.json()["error"]["code"] == "too_many_requests"
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+    wait_until(lambda: gate.active == 0, "the gate to empty")
+
+
+def test_request_ids_are_echoed_or_made(stalling):
+    srv, _, _ = stalling
+    made = httpx.get(f"{srv.url}/health").headers["x-request-id"]
+    assert len(made) == 16
+    assert httpx.get(f"{srv.url}/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    odd = httpx.get(f"{srv.url}/health", headers={"X-Request-ID": "no spaces\tplease"}).headers["x-request-id"]
+    assert odd != "no spaces\tplease" and len(odd) == 16
+
+
+@pytest.mark.slow
+def test_linker_close_stops_its_loop_and_refuses_later_links(linker):
+    from retlink.linker import Linker
+
+    with Linker.from_config(linker.config) as own:  # the session's models, its own loop thread
+        result = own.link(DEMO / "images" / "rocket.jpg", "Falcon", "The [Falcon] climbed away.")
+        assert result.mention == "Falcon"
+        thread = own._loop._thread
+    assert not thread.is_alive()
+    with pytest.raises(RetlinkError, match="closed"):
+        own.link(DEMO / "images" / "rocket.jpg", "Falcon")
+    own.close()  # a second close is harmless
+
+
+class FileStallingLinker(StallingLinker):
+    """The stalling fault across processes: links stall until the file `release` exists."""
+
+    def __init__(self, release: str) -> None:
+        super().__init__()
+        self.release = Path(release)
+
+    @property
+    def stall(self) -> bool:
+        return not self.release.exists()
+
+    @stall.setter
+    def stall(self, value: bool) -> None:
+        pass
+
+
+SERVE_STALLING = """
+import sys
+from retlink.server import ServerSettings, create_app, run_app
+from tests.server.test_server_lifetime import FileStallingLinker
+settings = ServerSettings(port=int(sys.argv[1]), shutdown_grace_s=120)
+run_app(create_app(FileStallingLinker(sys.argv[2]), settings), settings)
+"""
+
+
+@pytest.mark.slow  # a server process of its own: imports take 10 to 40 s on a loaded machine
+def test_sigterm_lets_eight_requests_in_flight_finish_and_exits_0(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    release = tmp_path / "release"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_STALLING, str(port), str(release)], cwd=REPO,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                return httpx.get(f"{url}/health", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, "the server to start", 180)
+        first_chunks = threading.Semaphore(0)
+        results: list[list[str]] = []
+
+        def stream() -> None:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=BODY, timeout=300) as r:
+                lines = []
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        lines.append(line[6:])
+                        if len(lines) == 1:
+                            first_chunks.release()
+                results.append(lines)
+
+        threads = [threading.Thread(target=stream) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for _ in threads:
+            assert first_chunks.acquire(timeout=120)  # all eight are mid-link
+        proc.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                httpx.get(f"{url}/health", timeout=5)
+                return False
+            except httpx.TransportError:
+                return True
+
+        wait_until(refused, "new connections to be refused", 60)
+        release.touch()  # the stalled links may finish now
+        for t in threads:
+            t.join(timeout=120)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(results) == 8
+    for lines in results:
+        assert lines[-1] == "[DONE]"
+        assert json.loads(lines[-2])["choices"][0]["finish_reason"] == "stop"
