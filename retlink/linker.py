@@ -48,6 +48,7 @@ class _LoopThread:
         if self.loop.is_closed():
             from retlink.errors import RetlinkError
 
+            coro.close()  # never to run: closed here, so it is not reported as never awaited
             raise RetlinkError("this Linker is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
