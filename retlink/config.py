@@ -61,15 +61,40 @@ class OpenAIServerConfig(_Strict):
     backends ignore it. `OpenAICompatClient.from_config` reads these fields, and its own
     defaults are these: the one place they are written."""
 
-    #: e.g. http://127.0.0.1:8011/v1
-    base_url: str | None = None
+    #: e.g. http://127.0.0.1:8011/v1, or a list of replicas serving the same model (requests go
+    #: to the replica with the fewest in flight; see `replica_backoff_s`). A list is kept as a tuple.
+    base_url: str | tuple[str, ...] | None = None
     api_key: str | None = None
     #: per request: a server that stops answering costs timeout_s * (max_retries + 1) plus backoff
     timeout_s: float = Field(60.0, gt=0)
-    #: retries after a connection error, a timeout, a 429 or a 5xx (with backoff)
+    #: retries after a connection error, a timeout, a 429 or a 5xx (with backoff); with replicas
+    #: a retry goes to another replica, and the bound is the same: max_retries + 1 attempts
     max_retries: int = Field(2, ge=0)
-    #: requests in flight at once through one client (vLLM batches them)
+    #: requests in flight at once per replica (vLLM batches them); a client with N replicas lets
+    #: N * max_concurrency through
     max_concurrency: int = Field(8, ge=1)
+    #: a replica that fails a request is left out for this long (doubling with each further
+    #: failure in a row, up to 8x) while another replica is up; a lone replica is always tried
+    replica_backoff_s: float = Field(10.0, gt=0)
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _replica_list(cls, v: Any) -> Any:
+        if not isinstance(v, list | tuple):
+            return v
+        urls = [str(u).rstrip("/") for u in v]
+        if not urls:
+            raise ValueError("an empty list of replicas; give one URL or several")
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"a replica is listed twice: {urls}")
+        return urls[0] if len(urls) == 1 else tuple(urls)
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The replicas' URLs (one for a single server, none when unset)."""
+        if self.base_url is None:
+            return ()
+        return (self.base_url,) if isinstance(self.base_url, str) else self.base_url
 
 
 class LLMConfig(OpenAIServerConfig):

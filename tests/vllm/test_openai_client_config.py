@@ -42,7 +42,7 @@ def test_llm_config_sets_every_connection_setting():
     )
     client = OpenAICompatClient.from_config(cfg)
     assert (client.model, client.base_url, client.max_retries) == ("m", URL, 5)
-    assert client._client.timeout == 7 and client._client.api_key == "k"
+    assert client.replicas[0].client.timeout == 7 and client.replicas[0].client.api_key == "k"
     assert client._slots._initial_value == 3
 
 
@@ -51,7 +51,7 @@ def test_captioner_config_sets_every_connection_setting_too():
         backend="openai_vlm", model="vlm", base_url=URL, timeout_s=9, max_retries=0, max_concurrency=2
     )
     client = OpenAICompatClient.from_config(cfg)
-    assert client._client.timeout == 9 and client._client.api_key == "EMPTY"
+    assert client.replicas[0].client.timeout == 9 and client.replicas[0].client.api_key == "EMPTY"
     assert (client.max_retries, client.max_concurrency, client._slots._initial_value) == (0, 2, 2)
 
 
@@ -62,7 +62,7 @@ def test_roles_share_the_connection_fields_and_the_client_their_defaults(role):
     client, default = OpenAICompatClient.from_config(cfg), OpenAICompatClient("m", URL)
     assert (cfg.timeout_s, cfg.max_retries, cfg.max_concurrency) == (60.0, 2, 8)  # unchanged defaults
     for c in (client, default):
-        assert (c._client.timeout, c.max_retries, c.max_concurrency) == (60.0, 2, 8)
+        assert (c.replicas[0].client.timeout, c.max_retries, c.max_concurrency) == (60.0, 2, 8)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_vllm_preset_connection_reaches_the_client():
     llm = load_config("vllm").reasoner.llm
     client = OpenAICompatClient.from_config(llm)
     assert (client.base_url, client.model) == ("http://127.0.0.1:8011/v1", "smollm2")
-    assert (client._client.timeout, client.max_retries, client.max_concurrency) == (60, 2, 8)
+    assert (client.replicas[0].client.timeout, client.max_retries, client.max_concurrency) == (60, 2, 8)
 
 
 @pytest.mark.parametrize(
