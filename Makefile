@@ -37,6 +37,8 @@ lint: venv
 	@$(PY) -m ruff check .
 
 ## Start / stop a local vLLM server serving SmolLM2-135M (for the `vllm` config preset).
+## `make vllm VLLM_REPLICAS=2` starts two replicas on ports 8011 and 8012 (stop them with the
+## same VLLM_REPLICAS); list both in a role's `base_url`.
 vllm: venv
 	@scripts/vllm.sh start
 

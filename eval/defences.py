@@ -310,7 +310,7 @@ def evaluate(
         y, _ = LabelMaker(kb, model, INPUT_SIZE).toward_distractor(x, golds)
     else:
         raise ConfigError(
-            f"target {cfg.target!r} needs a KB with images; the agent's KB at {kb.path} has none"
+            f"target {cfg.target!r} needs a KB with images; the agent's KB at {kb.where} has none"
         )
     target = build_target(cfg.target, model)
     seconds: dict[str, float] = {}

@@ -21,6 +21,7 @@ from retlink.tools.kb.embedders import (
     shared_image_embedder,
     shared_text_embedder,
 )
+from retlink.tools.kb.location import kb_location
 from retlink.tools.kb.store import KBStore
 from retlink.tools.llm.base import LLM
 from retlink.tools.lru import LRU
@@ -77,12 +78,12 @@ def shared_captioner(cfg: CaptionerConfig, device: str = "cpu") -> Captioner:
 
 
 def ensure_kb(cfg: RetlinkConfig, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None) -> KBStore:
-    """Open the KB, building it first from `kb.entities` when the folder holds none yet (or a
-    stale one; one process builds, under the KB's build lock)."""
-    path = Path(cfg.kb.path)
+    """Open the KB (`kb.path`, or `kb.name` on `kb.server`), building it first from `kb.entities`
+    when it holds none yet (or a stale one; one process builds, under the KB's build lock)."""
+    location = kb_location(cfg.kb)
     if cfg.kb.entities is not None:
-        ensure_built(Path(cfg.kb.entities), path, text_embedder, image_embedder)
-    return KBStore(path, text_embedder, image_embedder)
+        ensure_built(Path(cfg.kb.entities), location, text_embedder, image_embedder)
+    return KBStore(location, text_embedder, image_embedder)
 
 
 @lru_cache(maxsize=8)

@@ -119,20 +119,25 @@ def link(
 @friendly_errors
 def kb_build(
     entities: Annotated[Path, typer.Argument(help="entities JSONL (id, name, aliases, description, image_paths)")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="KB folder to create or replace")],
+    out_dir: Annotated[
+        str, typer.Option("--out", "-o", help="KB folder to create or replace, or http://HOST:PORT/NAME on a chroma server")
+    ],
     config: ConfigOpt = None,
     batch_size: Annotated[int, typer.Option(help="entities embedded per batch")] = 64,
 ) -> None:
-    """Build a KB folder from ENTITIES (resumable; the folder is replaced only when complete)."""
+    """Build a KB from ENTITIES into a folder or onto a chroma server (resumable; the KB is
+    replaced only when complete). A server's auth header comes from the config's kb section."""
     from retlink.config import load_config
     from retlink.tools.kb.build import build_kb
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+    from retlink.tools.kb.location import auth_headers, kb_location
 
     cfg = load_config(config)
     emb = cfg.embedder
+    location = kb_location(out_dir, auth_headers(cfg.kb))
     manifest = build_kb(
         entities,
-        out_dir,
+        location,
         shared_text_embedder(emb.text_model, cfg.device),
         shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
         batch_size=batch_size,
@@ -143,7 +148,7 @@ def kb_build(
 @kb_app.command("query")
 @friendly_errors
 def kb_query(
-    kb_dir: Annotated[Path, typer.Argument(help="KB folder")],
+    kb_dir: Annotated[str, typer.Argument(help="KB folder, or http://HOST:PORT/NAME on a chroma server")],
     text: Annotated[str, typer.Argument(help="query text (a mention, a sentence)")],
     k: Annotated[int, typer.Option("-k", help="results")] = 5,
     config: ConfigOpt = None,
@@ -151,12 +156,13 @@ def kb_query(
     """Show the entities nearest to TEXT (and exact alias matches)."""
     from retlink.config import load_config
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+    from retlink.tools.kb.location import auth_headers, kb_location
     from retlink.tools.kb.store import KBStore
 
     cfg = load_config(config)
     emb = cfg.embedder
     store = KBStore(
-        kb_dir,
+        kb_location(kb_dir, auth_headers(cfg.kb)),
         shared_text_embedder(emb.text_model, cfg.device),
         shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
     )

@@ -8,8 +8,10 @@ instead of a silently ignored setting. `load_config` accepts a path, a preset na
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -168,9 +170,36 @@ class EmbedderConfig(_Strict):
     batch_size: int = 32
 
 
+#: a KB's name on a chroma server: its collections are NAME-text, NAME-image and NAME-meta
+KB_NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,98}[A-Za-z0-9])?$"
+
+
+def _server_url(v: str | None) -> str | None:
+    """`http(s)://HOST:PORT` (no path): a chroma server (`chroma run`)."""
+    if v is None:
+        return None
+    parts = urlsplit(v.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path.strip("/"):
+        raise ValueError(f"expected http://HOST:PORT (a chroma server), got {v!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class KBConfig(_Strict):
     path: Path = DEFAULT_CACHE / "demo-kb"
-    #: entities JSONL to build the KB from when `path` holds none (the demo does this).
+    #: a chroma server (`chroma run --host H --port P`) holding the KB instead of the folder at
+    #: `path`: http://HOST:PORT. Both collections, the alias table and the manifest live there.
+    server: Annotated[str | None, AfterValidator(_server_url)] = None
+    #: the KB's name on the server (default: the last part of `path`, e.g. demo-kb)
+    name: str | None = Field(None, pattern=KB_NAME_PATTERN)
+    #: an environment variable whose value is sent as the `server_auth_header` on every request
+    #: to the server (a token stays out of config files), e.g. CHROMA_AUTH="Bearer s3cret"
+    server_auth_env: str | None = None
+    server_auth_header: str = "Authorization"
+    #: entities JSONL to build the KB from when `path` (or the server) holds none (the demo does this).
     entities: Path | None = None
     #: candidates kept for the decision (the reasoner reads these)
     top_k: int = Field(5, ge=1, le=100)
@@ -184,6 +213,20 @@ class KBConfig(_Strict):
     min_score: float = Field(0.0, ge=0)
     #: image weight multiplier when the image is flagged as perturbed (issue: defences)
     image_weight_when_perturbed: float = Field(0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _server_name(self) -> KBConfig:
+        if self.server is not None and self.name is None and not re.match(KB_NAME_PATTERN, self.path.name):
+            raise ValueError(
+                f"kb.server needs kb.name (the folder name {self.path.name!r} is not a valid KB name: "
+                "letters, digits, _ and -)"
+            )
+        return self
+
+    @property
+    def server_name(self) -> str:
+        """The KB's name on `server`."""
+        return self.name or self.path.name
 
 
 class SearchBackendConfig(_Strict):

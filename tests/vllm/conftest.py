@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -42,7 +43,7 @@ class VLLMServer:
     def __init__(self, name: str, model_dir: Path | None = None, extra_args: str = "") -> None:
         self.port = free_port()
         self.name = name
-        self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_MODEL_NAME": name,
+        self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_REPLICAS": "1", "VLLM_MODEL_NAME": name,
                     "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "600",
                     # vLLM's uvicorn keeps idle connections 5 s by default, exactly as long as the
                     # clients' pools do: a pooled connection could be reused as the server closes
@@ -65,6 +66,12 @@ class VLLMServer:
 
     def __exit__(self, *exc) -> None:
         subprocess.run([str(SCRIPT), "stop"], env=self.env, check=False, cwd=ROOT, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group (it dies mid-request, no graceful shutdown)."""
+        pidfile = ROOT / ".cache" / "vllm" / f"server-{self.port}.pid"
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

