@@ -7,6 +7,8 @@ The store and builder tests themselves run on both places in tests/core/test_kb_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -25,16 +27,31 @@ from tests.conftest import DEMO
 runner = CliRunner()
 
 
-def test_cli_builds_onto_a_server_and_queries_it(chroma_server, demo_kb_path):
-    address = chroma_server.address("cli-kb")
-    res = runner.invoke(app, ["kb", "build", str(DEMO / "entities.jsonl"), "--out", address])
-    assert res.exit_code == 0, res.output
-    assert "39 entities" in res.stdout
-    res = runner.invoke(app, ["kb", "query", address, "Falcon", "-k", "3"])
-    assert res.exit_code == 0, res.output
-    assert "falcon" in res.stdout.lower() and "yes" in res.stdout  # the alias table travelled with it
-    # the same table as the same KB in a folder
-    assert res.stdout == runner.invoke(app, ["kb", "query", str(demo_kb_path), "Falcon", "-k", "3"]).stdout
+def few_entities(tmp_path, prefixes=("falcon", "java", "chelsea")) -> Path:
+    """A few demo entities (the ambiguous names), image paths made absolute: a KB that builds in
+    seconds."""
+    rows = []
+    for e in read_entities(DEMO / "entities.jsonl"):
+        if e.id.startswith(prefixes):
+            rows.append(e.model_copy(update={"image_paths": [str(DEMO / p) for p in e.image_paths]}))
+    path = tmp_path / "entities.jsonl"
+    path.write_text("".join(e.model_dump_json() + "\n" for e in rows))
+    return path
+
+
+def test_cli_builds_onto_a_server_and_queries_it(chroma_server, tmp_path):
+    entities = few_entities(tmp_path)
+    n = len(entities.read_text().splitlines())
+    tables = []
+    for out in (chroma_server.address("cli-kb"), str(tmp_path / "cli-kb")):
+        res = runner.invoke(app, ["kb", "build", str(entities), "--out", out])
+        assert res.exit_code == 0, res.output
+        assert f"{n} entities" in " ".join(res.stdout.split())
+        res = runner.invoke(app, ["kb", "query", out, "Falcon", "-k", "3"])
+        assert res.exit_code == 0, res.output
+        tables.append(res.stdout)
+    assert "falcon" in tables[0].lower() and "yes" in tables[0]  # the alias table travelled with it
+    assert tables[0] == tables[1]  # the same table as the same KB in a folder
     res = runner.invoke(app, ["kb", "query", chroma_server.address("no-such-kb"), "Falcon"])
     assert res.exit_code == 2 and "no knowledge base at" in res.stderr and "Traceback" not in res.output
 
@@ -67,14 +84,14 @@ def test_a_server_kb_answers_as_the_same_kb_in_a_folder(demo_kb_path, demo_kb_se
     assert server.image_file("images/rocket.jpg") == folder.image_file("images/rocket.jpg")
 
 
-def test_a_config_with_kb_server_builds_the_kb_there_once(chroma_server, text_embedder, image_embedder):
-    cfg = load_config({"kb": {"server": chroma_server.url + "/", "name": "from-config",
-                              "entities": str(DEMO / "entities.jsonl")}})
+def test_a_config_with_kb_server_builds_the_kb_there_once(chroma_server, tmp_path, text_embedder, image_embedder):
+    entities = few_entities(tmp_path, ("java", "falcon"))
+    cfg = load_config({"kb": {"server": chroma_server.url + "/", "name": "from-config", "entities": str(entities)}})
     assert cfg.kb.server == chroma_server.url
     location = kb_location(cfg.kb)
     assert isinstance(location, ServerKB) and location.read_manifest() is None
     kb = ensure_kb(cfg, text_embedder, image_embedder)  # nothing there yet: built on the server
-    assert len(kb) == 39 and is_current(location, DEMO / "entities.jsonl")
+    assert len(kb) == len(entities.read_text().splitlines()) and is_current(location, entities)
     again = ensure_kb(cfg, text_embedder, image_embedder)  # current: opened, not rebuilt
     assert again.manifest["build_seconds"] == kb.manifest["build_seconds"]
     assert again.aliases.lookup("Java") == ["java_coffee", "java_island", "java_language"]
