@@ -219,11 +219,11 @@ class ServerKB:
                 raise KBError(f"cannot reach the chroma server at {self.url}: {e}") from None
         return self._client
 
-    def _get(self, name: str) -> Any | None:
+    def _get(self, name: str, embedding_function: Any = None) -> Any | None:
         from chromadb.errors import NotFoundError
 
         try:
-            return self.client.get_collection(name, embedding_function=None)
+            return self.client.get_collection(name, embedding_function=embedding_function)
         except NotFoundError:
             return None
 
@@ -235,12 +235,20 @@ class ServerKB:
         return json.loads(raw) if raw else {"status": "incomplete"}
 
     def open(self, text_embedder: TextEmbedder, *, partial: bool = False) -> tuple[Any, Any, Aliases]:
-        from retlink.tools.kb.store import open_collections
+        """The partial KB's collections are created as needed; a reader only gets the built KB's
+        (a reader never leaves empty collections behind on the server)."""
+        from retlink.tools.kb.store import ChromaTextEmbedding, open_collections
 
         state = "partial" if partial else ""
         names = (self.collection_name("text", state), self.collection_name("image", state))
-        text, image = open_collections(self.client, text_embedder, names=names)
-        meta = self.client.get_or_create_collection(self.collection_name("meta", state), embedding_function=None)
+        if partial:
+            text, image = open_collections(self.client, text_embedder, names=names)
+            meta = self.client.get_or_create_collection(self.collection_name("meta", state), embedding_function=None)
+        else:
+            text = self._get(names[0], ChromaTextEmbedding(text_embedder))
+            image, meta = self._get(names[1]), self._get(self.collection_name("meta"))
+            if text is None or image is None or meta is None:
+                raise KBError(f"no knowledge base at {self} (build one with `{self.build_hint()}`)")
         return text, image, ServerAliasTable(meta, self.client.get_max_batch_size())
 
     def partial_exists(self) -> bool:
