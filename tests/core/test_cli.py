@@ -49,6 +49,8 @@ def test_link_human_output(cfg_file, demo_dir):
         (["link", "{image}", "-m", "x", "-c", "{badcfg}"], "kb.colour: unknown key"),
         (["kb", "build", "/nonexistent.jsonl", "--out", "{tmp}/kb"], "entities file not found"),
         (["kb", "query", "{tmp}/nokb", "hello"], "no knowledge base"),
+        (["kb", "query", "http://127.0.0.1:9/kb", "hello"], "cannot reach the chroma server at http://127.0.0.1:9"),
+        (["kb", "query", "http://127.0.0.1:9/", "hello"], "http://HOST:PORT/NAME"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(args, message, tmp_path, demo_dir):
