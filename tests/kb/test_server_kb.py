@@ -137,6 +137,8 @@ def test_a_server_that_goes_away_is_a_kb_error_naming_it(tmp_path, text_embedder
         assert kb.query_text("alpha", 1)[0][0] == "a"
     with pytest.raises(KBError, match=rf"the knowledge base at {server.url}/short-lived failed"):
         kb.query_text("alpha", 1)
+    with pytest.raises(KBError, match=rf"the knowledge base at {server.url}/short-lived failed"):
+        kb.aliases.lookup("alpha")
     with pytest.raises(KBError, match=rf"cannot reach the chroma server at {server.url}"):
         KBStore(ServerKB(server.url, "short-lived"), text_embedder, None)
 

@@ -134,9 +134,10 @@ class ServerAliasTable:
     #: the constant vector every alias record carries (chroma keeps no record without one)
     VECTOR = (1.0,)
 
-    def __init__(self, collection: Any, batch: int) -> None:
+    def __init__(self, collection: Any, batch: int, where: str) -> None:
         self._col = collection
         self._batch = batch
+        self.where = where
 
     def add(self, entities: Iterable[Entity]) -> None:
         rows = sorted(alias_rows(entities))
@@ -150,12 +151,13 @@ class ServerAliasTable:
 
     def lookup(self, mention: str, limit: int = 50) -> list[str]:
         """The ids of entities named `mention`, sorted (as the sqlite table returns them)."""
-        from retlink.tools.kb.store import normalise_name
+        from retlink.tools.kb.store import _kb_errors, normalise_name
 
         key = normalise_name(mention)
         if not key:
             return []
-        got = self._col.get(where={"norm": key}, include=["metadatas"])
+        with _kb_errors(self.where):
+            got = self._col.get(where={"norm": key}, include=["metadatas"])
         return sorted(m["entity_id"] for m in got["metadatas"])[:limit]
 
     def close(self) -> None:
@@ -249,7 +251,7 @@ class ServerKB:
             image, meta = self._get(names[1]), self._get(self.collection_name("meta"))
             if text is None or image is None or meta is None:
                 raise KBError(f"no knowledge base at {self} (build one with `{self.build_hint()}`)")
-        return text, image, ServerAliasTable(meta, self.client.get_max_batch_size())
+        return text, image, ServerAliasTable(meta, self.client.get_max_batch_size(), str(self))
 
     def partial_exists(self) -> bool:
         return self._get(self.collection_name("meta", "partial")) is not None
