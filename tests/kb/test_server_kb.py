@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retlink.backends import ensure_kb, is_current
+from retlink.backends import ensure_kb
 from retlink.cli import app
 from retlink.config import KBConfig, load_config
 from retlink.errors import ConfigError, KBError
 from retlink.tools.images import load_image
-from retlink.tools.kb.build import build_kb, read_entities
+from retlink.tools.kb.build import build_kb, is_current, read_entities
 from retlink.tools.kb.location import ServerKB, kb_location
 from retlink.tools.kb.store import KBStore
 from retlink.types import Entity
@@ -155,3 +155,29 @@ def test_the_agent_links_through_a_server_kb(demo_kb_server):
                          "The [Falcon] climbed away from the launch pad carrying a space weather satellite.")
     assert result.entity_id == "falcon_9"
     assert {c.entity.id for c in result.candidates} >= {"falcon_9", "falcon_heavy"}
+
+
+def test_builders_of_one_server_kb_starting_at_once_build_it_once(chroma_server, tmp_path, text_embedder):
+    """As for a folder (test_kb_build_resume.py): one builds under the KB's build lock (a lock file
+    under the cache, named after server and KB), the other waits and finds it current."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retlink.tools.kb.build import ensure_built
+
+    src = few_entities(tmp_path, ("java",))
+    rows = [e.model_copy(update={"image_paths": []}) for e in read_entities(src)]
+    src.write_text("".join(e.model_dump_json() + "\n" for e in rows))
+    location = ServerKB(chroma_server.url, "raced")
+    assert location.lock_path().name == f"chroma-127.0.0.1_{chroma_server.port}-raced.lock"
+    start = threading.Barrier(2)
+
+    def builder(_: int) -> bool:
+        start.wait(timeout=30)
+        return ensure_built(src, ServerKB(chroma_server.url, "raced"), text_embedder, None)
+
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(builder, range(2)))
+    assert sorted(built) == [False, True]
+    assert is_current(location, src) and not location.partial_exists()
+    assert len(KBStore(location, text_embedder, None)) == len(rows)
