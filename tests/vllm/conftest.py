@@ -44,7 +44,10 @@ class VLLMServer:
         self.port = free_port()
         self.name = name
         self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_REPLICAS": "1", "VLLM_MODEL_NAME": name,
-                    "VLLM_EXTRA_ARGS": extra_args, "VLLM_READY_TIMEOUT": "600",
+                    "VLLM_EXTRA_ARGS": extra_args,
+                    # 600 s unless the environment says otherwise (the server took about 6 minutes
+                    # to come up at load average 15)
+                    "VLLM_READY_TIMEOUT": os.environ.get("VLLM_READY_TIMEOUT", "600"),
                     # vLLM's uvicorn keeps idle connections 5 s by default, exactly as long as the
                     # clients' pools do: a pooled connection could be reused as the server closes
                     # it (the race of tests/server/test_keep_alive.py). The server keeps them longer.
@@ -58,7 +61,8 @@ class VLLMServer:
 
     def __enter__(self) -> VLLMServer:
         try:
-            subprocess.run([str(SCRIPT), "start"], env=self.env, check=True, cwd=ROOT, timeout=720)
+            timeout = int(self.env["VLLM_READY_TIMEOUT"]) + 120
+            subprocess.run([str(SCRIPT), "start"], env=self.env, check=True, cwd=ROOT, timeout=timeout)
         except BaseException:
             self.__exit__()
             raise
