@@ -37,13 +37,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class VLLMServer:
-    """One vLLM process on a free loopback port, managed through scripts/vllm.sh start/stop."""
+def free_ports_in_a_row(n: int) -> int:
+    """The first of `n` consecutive free loopback ports (scripts/vllm.sh puts replicas on PORT, PORT+1, ...)."""
+    for _ in range(50):
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first + 1, first + n):
+                    held.enter_context(socket.create_server(("127.0.0.1", port)))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {n} consecutive free ports found")
 
-    def __init__(self, name: str, model_dir: Path | None = None, extra_args: str = "") -> None:
-        self.port = free_port()
+
+class VLLMServer:
+    """vLLM on free loopback ports (`replicas` processes serving the same model on consecutive
+    ports), managed through scripts/vllm.sh start/stop."""
+
+    def __init__(self, name: str, model_dir: Path | None = None, extra_args: str = "", replicas: int = 1) -> None:
+        self.port = free_port() if replicas == 1 else free_ports_in_a_row(replicas)
+        self.ports = [self.port + i for i in range(replicas)]
         self.name = name
-        self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_REPLICAS": "1", "VLLM_MODEL_NAME": name,
+        self.env = {**os.environ, "VLLM_PORT": str(self.port), "VLLM_REPLICAS": str(replicas), "VLLM_MODEL_NAME": name,
                     "VLLM_EXTRA_ARGS": extra_args,
                     # 600 s unless the environment says otherwise (the server took about 6 minutes
                     # to come up at load average 15)
@@ -59,6 +75,11 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def base_urls(self) -> list[str]:
+        """Every replica's URL."""
+        return [f"http://127.0.0.1:{p}/v1" for p in self.ports]
+
     def __enter__(self) -> VLLMServer:
         try:
             timeout = int(self.env["VLLM_READY_TIMEOUT"]) + 120
@@ -71,9 +92,9 @@ class VLLMServer:
     def __exit__(self, *exc) -> None:
         subprocess.run([str(SCRIPT), "stop"], env=self.env, check=False, cwd=ROOT, timeout=60)
 
-    def kill(self) -> None:
-        """SIGKILL the server's process group (it dies mid-request, no graceful shutdown)."""
-        pidfile = ROOT / ".cache" / "vllm" / f"server-{self.port}.pid"
+    def kill(self, replica: int = 0) -> None:
+        """SIGKILL a replica's process group (it dies mid-request, no graceful shutdown)."""
+        pidfile = ROOT / ".cache" / "vllm" / f"server-{self.ports[replica]}.pid"
         with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
             os.killpg(int(pidfile.read_text()), signal.SIGKILL)
 
@@ -114,6 +135,11 @@ class FaultProxy:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every replica's URL."""
+        return [f"http://127.0.0.1:{p}/v1" for p in self.ports]
 
     def _accept(self) -> None:
         while True:

