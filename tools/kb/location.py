@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -186,8 +187,6 @@ class ServerKB:
     @classmethod
     def from_address(cls, address: str, headers: dict[str, str] | None = None) -> ServerKB:
         """`http://HOST:PORT/NAME`, the CLI's way to name a server KB."""
-        import re
-
         from retlink.config import KB_NAME_PATTERN
 
         parts = urlsplit(address)
@@ -278,13 +277,6 @@ class ServerKB:
         for s in self.SUFFIXES:
             if self._get(self.collection_name(s, "old")) is not None:
                 self.client.delete_collection(self.collection_name(s, "old"))
-
-    def drop(self) -> None:
-        """Delete the KB and any partial build of it from the server."""
-        for state in ("", "partial", "old"):
-            for s in self.SUFFIXES:
-                if self._get(self.collection_name(s, state)) is not None:
-                    self.client.delete_collection(self.collection_name(s, state))
 
     def build_hint(self) -> str:
         return f"retlink kb build ENTITIES.jsonl --out {self}"
