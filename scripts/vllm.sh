@@ -114,7 +114,10 @@ server_cmd() {
   local model=$1
   # shellcheck disable=SC2206
   local extra=(${VLLM_EXTRA_ARGS:-})
-  SERVER_CMD=(env VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+  # VLLM_PORT is this script's setting, but vLLM reads the same name as the base port of its own
+  # internal channels: replicas that inherit one value share those channels, and killing one
+  # brought the other down. The server never sees it (its HTTP port is --port).
+  SERVER_CMD=(env -u VLLM_PORT -u VLLM_REPLICAS VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
     .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model "$model"
     --served-model-name "$name" --host 127.0.0.1 --port "$port" --max-model-len 2048
     --dtype float32 --enforce-eager "${extra[@]}")
