@@ -17,6 +17,7 @@ from tests.vllm.test_vllm_agent import DEMO, EXAMPLES, vllm_config
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
+@pytest.mark.timeout(1800)  # two servers to start and eight links: many minutes on 2 loaded cores
 def test_one_of_two_replicas_killed_mid_run_and_every_link_completes():
     from retlink.linker import Linker
 
@@ -41,7 +42,7 @@ def test_one_of_two_replicas_killed_mid_run_and_every_link_completes():
             time.sleep(0.05)
         assert dead.served >= 2 and run.is_alive(), "the replica must die mid-run, after it has answered"
         servers.kill(replica=1)
-        run.join(timeout=600)
+        run.join(timeout=1200)
         assert not run.is_alive() and len(out) == len(samples)
         for r in out:
             reason = [t for t in r.trace if t.node == "reason"]
