@@ -17,6 +17,7 @@ from retlink.errors import (
     InvalidImageError,
     KBError,
     RetlinkError,
+    TextTooLongError,
 )
 from retlink.types import NIL, Candidate, Caption, Entity, Evidence, LinkResult, TraceEvent
 
@@ -39,6 +40,7 @@ __all__ = [
     "RetlinkConfig",
     "RetlinkError",
     "Sample",
+    "TextTooLongError",
     "TraceEvent",
     "load_config",
 ]

@@ -102,14 +102,13 @@ def link(
     config: ConfigOpt = None,
 ) -> None:
     """Link the entity in IMAGE named by MENTION to the knowledge base."""
+    from retlink.agents.validator import check_text
     from retlink.config import load_config
-    from retlink.errors import EmptyMentionError
     from retlink.linker import Linker
     from retlink.tools.images import load_image
 
     cfg = load_config(config)  # input errors surface before the slow model load
-    if not mention.strip():
-        raise EmptyMentionError("the mention is empty: say which words in the text name the entity")
+    check_text(mention, context, cfg.limits)
     load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
     linker = Linker.from_config(cfg)
     _print_result(linker.link(image, mention, context), as_json)

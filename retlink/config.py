@@ -343,9 +343,15 @@ class DecisionConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
+    """Bounds on every input, checked before any model runs (README: "Bad input")."""
+
     max_pixels: int = 40_000_000
     max_bytes: int = 20 * 1024 * 1024
     min_side: int = 8
+    #: characters of the mention and of the context sentence, after stripping whitespace
+    #: (prompt and embedding cost grow with them: an unbounded text is a denial of service)
+    max_mention_chars: int = Field(256, ge=1)
+    max_context_chars: int = Field(8192, ge=1)
 
 
 class CaptionRouteConfig(_Strict):

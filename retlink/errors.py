@@ -34,6 +34,11 @@ class EmptyMentionError(InputError):
     """The mention is empty or whitespace."""
 
 
+class TextTooLongError(InputError):
+    """The mention or context is over `limits.max_mention_chars` / `max_context_chars` (the
+    reasoner's cost grows with the text, so an unbounded one is a denial of service)."""
+
+
 class ConfigError(InputError):
     """The configuration is malformed or names an unknown key or backend."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NIL = "NIL"
 
@@ -23,6 +23,14 @@ class Entity(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     description: str = ""
     image_paths: list[str] = Field(default_factory=list)
+
+    @field_validator("id", "name")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        # "   " passes min_length but names nothing: refused like "" (kept as given otherwise)
+        if not v.strip():
+            raise ValueError("must not be blank (whitespace only)")
+        return v
 
     def text(self) -> str:
         """The text that represents the entity for embedding and prompts."""

@@ -29,18 +29,33 @@ def _check_size(width: int, height: int, max_pixels: int, min_side: int, what: s
 
 
 def _decode(data: bytes, what: str, max_pixels: int, min_side: int) -> Image.Image:
+    """Decode untrusted bytes. PIL's format plugins are parsers of hostile input: besides its
+    documented errors, a crafted file can make one raise almost anything (struct.error,
+    IndexError, ...), so every exception of `open`/`load`/`convert` is a corrupt image, except
+    PIL's own decompression-bomb refusal, which is a too-large one (`Image.open` raises it from
+    the header alone, before our pixel check can run)."""
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{what} declares too many pixels: {e}") from None
     except UnidentifiedImageError:
         raise InvalidImageError(f"{what} is not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(f"{what} is corrupt or truncated: {e}") from None
+    except Exception as e:
+        raise InvalidImageError(f"{what} is corrupt or truncated: {_reason(e)}") from None
     _check_size(img.width, img.height, max_pixels, min_side, what)
     try:
         img.load()  # forces a full decode: truncated files fail here, not later in a model
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(f"{what} is corrupt or truncated: {e}") from None
-    return img.convert("RGB")
+        return img.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{what} declares too many pixels: {e}") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{what} needs more memory to decode than is available") from None
+    except Exception as e:
+        raise InvalidImageError(f"{what} is corrupt or truncated: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    return str(e) or type(e).__name__
 
 
 def _from_array(arr: np.ndarray, what: str) -> Image.Image:

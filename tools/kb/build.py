@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from retlink.errors import DatasetError, InvalidImageError
 from retlink.tools.images import load_image
 from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
-from retlink.tools.kb.location import KBLocation, kb_location
+from retlink.tools.kb.location import Aliases, KBLocation, kb_location
 from retlink.tools.kb.store import _entity_metadata
 from retlink.types import Entity
 
@@ -33,22 +34,37 @@ log = logging.getLogger(__name__)
 
 def read_entities(path: Path) -> Iterator[Entity]:
     """Stream entities from JSONL; a malformed line raises DatasetError naming file and line."""
+    for _, entity in _numbered_entities(Path(path)):
+        yield entity
+
+
+def _numbered_entities(path: Path) -> Iterator[tuple[int, Entity]]:
+    """(file line, 1-based, entity) pairs. Each line is parsed as JSON first, so an error names
+    the file's line and the column in it, never the line inside a one-line JSON document."""
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except FileNotFoundError:
         raise DatasetError(f"entities file not found: {path}") from None
     with fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
-                yield Entity.model_validate_json(line)
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}:{lineno}: an entity must be a JSON object, got {type(record).__name__}")
+            try:
+                yield lineno, Entity.model_validate(record)
             except ValidationError as e:
                 first = e.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "line"
+                where = ".".join(str(p) for p in first["loc"]) or "entity"
                 raise DatasetError(f"{path}:{lineno}: invalid entity ({where}: {first['msg']})") from None
-            except UnicodeDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: not UTF-8 ({e})") from None
 
 
 def file_digest(path: Path) -> str:
@@ -154,23 +170,39 @@ def _build_kb(
         source_path: Path | None = Path(entities_path)
         if not source_path.is_file():
             raise DatasetError(f"entities file not found: {source_path}")
-        entities: Iterable[Entity] = read_entities(source_path)
+        numbered: Iterable[tuple[int, Entity]] = _numbered_entities(source_path)
         base_dir = Path(base_dir) if base_dir is not None else source_path.parent
         total = _count_lines(source_path)
         source = str(source_path.resolve())
+        source_sha = file_digest(source_path)  # before reading: what the build is of
     else:
-        source_path, entities = None, entities_path
+        source_path, numbered = None, enumerate(entities_path, 1)
         base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-        source = "<iterable>"
+        source, source_sha = "<iterable>", None
+    resumed = _open_partial(
+        location,
+        {
+            "source_sha256": source_sha,
+            "text_model": text_embedder.name,
+            "image_model": image_embedder.name if image_embedder is not None else None,
+        },
+    )
     text_col, image_col, aliases = location.open(text_embedder, partial=True)
     stats = {"entities": 0, "skipped_existing": 0, "images": 0, "missing_images": 0}
-    seen: set[str] = set()  # ids only (a few MB at 110k), to refuse duplicates in the source
+    seen: dict[str, int] = {}  # id -> line (a few MB at 110k), to refuse duplicates in the source
     started = time.perf_counter()
 
     def flush(batch: list[Entity], bar_advance) -> None:
-        existing = set(text_col.get(ids=[e.id for e in batch], include=[])["ids"])
-        todo = [e for e in batch if e.id not in existing]
+        # Resuming skips only entities stored exactly as the source has them now; one stored
+        # differently (an iterable source changed between runs) loses its old images and
+        # aliases and is embedded again, so the KB never holds an old version.
+        got = text_col.get(ids=[e.id for e in batch], include=["metadatas"])
+        stored = {i: (m or {}).get("entity_json") for i, m in zip(got["ids"], got["metadatas"], strict=True)}
+        todo = [e for e in batch if stored.get(e.id) != e.model_dump_json()]
         stats["skipped_existing"] += len(batch) - len(todo)
+        changed = [e.id for e in todo if e.id in stored]
+        if changed:
+            _forget(changed, image_col, aliases, text_col=None)
         if todo:
             # The text vector is written last: it marks the entity as done. An interruption
             # before it leaves images/aliases that the resumed run rewrites (upsert, INSERT OR
@@ -195,30 +227,43 @@ def _build_kb(
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("build", total=total, rate="")
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("build", total=total, rate="")
 
-        def advance(n: int) -> None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=n, rate=f"{stats['entities'] / elapsed:7.1f} entities/s")
+            def advance(n: int) -> None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.update(task, advance=n, rate=f"{stats['entities'] / elapsed:7.1f} entities/s")
 
-        batch: list[Entity] = []
-        for entity in entities:
-            if entity.id in seen:
-                raise DatasetError(f"{source_path or source}: duplicate entity id {entity.id!r}")
-            seen.add(entity.id)
-            batch.append(entity)
-            if len(batch) >= batch_size:
+            batch: list[Entity] = []
+            place = "line {}".format if source_path is not None else "entity #{}".format
+            for where, entity in numbered:
+                if entity.id in seen:
+                    raise DatasetError(
+                        f"{source_path or source}: {place(where)}: duplicate entity id {entity.id!r} "
+                        f"(first at {place(seen[entity.id])})"
+                    )
+                seen[entity.id] = where
+                batch.append(entity)
+                if len(batch) >= batch_size:
+                    flush(batch, advance)
+                    batch = []
+            if batch:
                 flush(batch, advance)
-                batch = []
-        if batch:
-            flush(batch, advance)
+        if resumed:  # entities of the earlier run that this source no longer has
+            stale = sorted(set(text_col.get(include=[])["ids"]) - seen.keys())
+            if stale:
+                log.warning("resumed build: removing %d entities the source no longer has", len(stale))
+                _forget(stale, image_col, aliases, text_col=text_col)
+    except BaseException:
+        aliases.close()
+        raise
 
     seconds = time.perf_counter() - started
     manifest = {
         "status": "complete",
         "source": source,
-        "source_sha256": file_digest(source_path) if source_path is not None else None,
+        "source_sha256": source_sha,
         "count": text_col.count(),
         "image_count": image_col.count(),
         "text_model": text_embedder.name,
@@ -238,6 +283,41 @@ def _build_kb(
         manifest["entities_per_second"],
     )
     return manifest
+
+
+def _open_partial(location: KBLocation, identity: dict) -> bool:
+    """Reuse the location's partial KB only for the same build; True when one is resumed.
+
+    An unfinished build is resumed only for the same source (sha256; an iterable has none) and
+    the same embedders, recorded when it started. Anything else (another file, a changed file,
+    other embedders, a partial KB from before the record existed) is discarded with a warning:
+    resuming it would mix two sources' entities or two models' vectors in one KB.
+    """
+    if location.partial_exists():
+        previous = location.partial_identity()
+        if previous == identity:
+            log.info("resuming the unfinished build of %s", location)
+            location.set_partial_identity(identity)
+            return True
+        why = (
+            "it records no source"
+            if not isinstance(previous, dict)
+            else "its " + ", ".join(k for k in identity if previous.get(k) != identity[k]) + " differ"
+        )
+        log.warning("discarding the unfinished build of %s (%s): starting over", location, why)
+        location.discard_partial()
+    location.set_partial_identity(identity)
+    return False
+
+
+def _forget(ids: list[str], image_col, aliases: Aliases, *, text_col) -> None:
+    """Remove entities' images and aliases (and their text vectors when `text_col` is given)."""
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i : i + 1000]
+        image_col.delete(where={"entity_id": {"$in": chunk}})
+        aliases.remove(chunk)
+        if text_col is not None:
+            text_col.delete(ids=chunk)
 
 
 def _add_images(batch: list[Entity], image_col, embedder: ImageEmbedder, base_dir: Path, stats: dict) -> None:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: the collection metadata key that holds a server KB's manifest (JSON)
 MANIFEST_KEY = "retlink_manifest"
+#: what a partial KB is a build of (source sha256, embedders): a file in a partial folder, a
+#: metadata key of a server KB's partial meta collection
+PARTIAL_IDENTITY = "partial.json"
 
 
 class Aliases(Protocol):
@@ -51,6 +54,8 @@ class Aliases(Protocol):
     def add(self, entities: Iterable[Entity]) -> None: ...
 
     def lookup(self, mention: str, limit: int = 50) -> list[str]: ...
+
+    def remove(self, entity_ids: Iterable[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -65,6 +70,15 @@ class KBLocation(Protocol):
         """The text and image collections and the alias table (of the partial KB when asked)."""
 
     def partial_exists(self) -> bool: ...
+
+    def partial_identity(self) -> dict[str, Any] | None:
+        """What the partial KB is a build of (source sha256, embedders), None if unrecorded."""
+
+    def set_partial_identity(self, identity: dict[str, Any]) -> None:
+        """Record what the partial KB is a build of (creating it if needed)."""
+
+    def discard_partial(self) -> None:
+        """Remove the partial KB (another build's: it must not be resumed)."""
 
     def lock_path(self) -> Path:
         """The file whose flock serialises builds of this KB (`build.build_lock`)."""
@@ -107,6 +121,23 @@ class FolderKB:
 
     def partial_exists(self) -> bool:
         return self.work.exists()
+
+    def partial_identity(self) -> dict[str, Any] | None:
+        try:
+            found = json.loads((self.work / PARTIAL_IDENTITY).read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def set_partial_identity(self, identity: dict[str, Any]) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / PARTIAL_IDENTITY).write_text(json.dumps(identity, indent=2))
+
+    def discard_partial(self) -> None:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()  # no cached client may write into a removed folder
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
@@ -160,6 +191,11 @@ class ServerAliasTable:
         with _kb_errors(self.where):
             got = self._col.get(where={"norm": key}, include=["metadatas"])
         return sorted(m["entity_id"] for m in got["metadatas"])[:limit]
+
+    def remove(self, entity_ids: Iterable[str]) -> None:
+        ids = list(entity_ids)
+        for i in range(0, len(ids), self._batch):
+            self._col.delete(where={"entity_id": {"$in": ids[i : i + self._batch]}})
 
     def close(self) -> None:
         pass
@@ -254,6 +290,24 @@ class ServerKB:
 
     def partial_exists(self) -> bool:
         return self._get(self.collection_name("meta", "partial")) is not None
+
+    def partial_identity(self) -> dict[str, Any] | None:
+        meta = self._get(self.collection_name("meta", "partial"))
+        raw = (meta.metadata or {}).get(PARTIAL_IDENTITY) if meta is not None else None
+        try:
+            found = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+
+    def set_partial_identity(self, identity: dict[str, Any]) -> None:
+        meta = self.client.get_or_create_collection(self.collection_name("meta", "partial"), embedding_function=None)
+        meta.modify(metadata={PARTIAL_IDENTITY: json.dumps(identity)})
+
+    def discard_partial(self) -> None:
+        for s in self.SUFFIXES:
+            if self._get(self.collection_name(s, "partial")) is not None:
+                self.client.delete_collection(self.collection_name(s, "partial"))
 
     def lock_path(self) -> Path:
         """Under the cache, named after server and KB: it serialises this machine's builders."""

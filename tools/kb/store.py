@@ -128,6 +128,13 @@ class AliasTable:
         with self._connect() as con:
             con.executemany("INSERT OR IGNORE INTO alias VALUES (?, ?)", sorted(rows))
 
+    def remove(self, entity_ids: Iterable[str]) -> None:
+        ids = list(entity_ids)
+        with self._connect() as con:
+            for i in range(0, len(ids), 500):  # one table scan per chunk, under sqlite's 999 parameters
+                chunk = ids[i : i + 500]
+                con.execute(f"DELETE FROM alias WHERE entity_id IN ({','.join('?' * len(chunk))})", chunk)
+
     def lookup(self, mention: str, limit: int = 50) -> list[str]:
         key = normalise_name(mention)
         if not key:
