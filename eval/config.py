@@ -2,7 +2,7 @@
 
 One file describes one reproducible run (the lm-evaluation-harness idea: the config *is* the
 experiment). Every model forbids unknown keys and errors go through the same formatter as the
-linker's config, so `attacks.1.params.epss: unknown key` names the bad key instead of silently
+linker's config, so `attacks[1].params.epss: unknown key` names the bad key instead of silently
 running the default. Relative `path`/`entities`/`root` values are relative to the YAML file;
 `output_dir` is relative to the working directory (where a user expects `runs/` to appear).
 
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from retlink.config import _read_yaml, validate_config
+from retlink.config import _read_yaml, config_error, validate_config, validation_lines
 
 #: names become file and folder names and JSONL keys: keep them boring
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -305,7 +305,12 @@ class EvalConfig(_Strict):
 
 
 def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalConfig:
-    """Validated eval config from a YAML path, a dict or a config object; ConfigError otherwise."""
+    """Validated eval config from a YAML path, a dict or a config object; ConfigError otherwise.
+
+    Validated completely: besides the models above, every value handed on to code that only
+    runs later (attack parameters, a pipeline's `overrides` and `options`, the dataset loader's
+    `options`) is checked here, so `--dry-run` catches it and no run folder is made for it.
+    """
     if isinstance(source, EvalConfig):
         return source
     if isinstance(source, dict):
@@ -314,7 +319,127 @@ def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalCo
         path = Path(source)
         data, origin = _read_yaml(path), str(path)
         data = _relative_to_file(data, path.parent)
-    return validate_config(EvalConfig, data, origin)
+    cfg = validate_config(EvalConfig, data, origin)
+    problems = deep_problems(cfg)
+    if problems:
+        raise config_error(origin, problems)
+    return cfg
+
+
+Problem = tuple[tuple[Any, ...], str]
+
+
+def deep_problems(cfg: EvalConfig) -> list[Problem]:
+    """(key path, message) of each value the models accept but the run would refuse later."""
+    from retlink.eval.datasets import DATASETS
+
+    loader = DATASETS[cfg.dataset.key]
+    problems = _kwargs_problems([loader], cfg.dataset.options, ("dataset", "options"), skip={"root"})
+    for i, attack in enumerate(cfg.attacks):
+        problems += _attack_problems(attack, ("attacks", i))
+    for i, pipe in enumerate(cfg.pipelines):
+        problems += _pipeline_problems(pipe, ("pipelines", i))
+    return problems
+
+
+def _init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
+    """Type hints and names of the keyword parameters of the classes' `__init__`s (MRO included)."""
+    import typing
+
+    hints: dict[str, Any] = {}
+    names: set[str] = set()
+    for klass in reversed([k for c in classes for k in c.__mro__ if k is not object]):
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        try:
+            found = typing.get_type_hints(init)
+        except Exception:  # an annotation that does not resolve: checked by the dry build only
+            found = {}
+        hints.update({n: h for n, h in found.items() if n in params})
+    return hints, names - {"self"}
+
+
+def _kwargs_problems(classes: list[type], values: dict[str, Any], loc: tuple[Any, ...], skip: set[str]) -> list[Problem]:
+    """Unknown keyword arguments of `classes`, and values of the wrong type (strict: '3' is no int)."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    hints, names = _init_hints(classes)
+    problems: list[Problem] = []
+    for key, value in values.items():
+        if key in skip or key not in names:
+            problems.append(((*loc, key), "unknown key; known: " + ", ".join(sorted(names - skip))))
+            continue
+        if key not in hints:
+            continue
+        adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True, strict=True))
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            problems += validation_lines(e, (*loc, key))
+    return problems
+
+
+def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """Parameter types, then a dry build of the attack on a stand-in network with the run's own
+    `build_attack`/`build_target` calls, so its own checks (norm names, step counts, purify
+    steps, a classifier attack on an embedding target) fail now rather than mid-run."""
+    from torch import nn
+
+    from retlink.eval.attacked import build_target
+    from retlink.eval.attacks import ATTACKS, build_attack
+    from retlink.tools.vision.efficientnet import NETWORKS
+
+    problems = _kwargs_problems(
+        [ATTACKS[spec.attack]], spec.params, (*loc, "params"), skip={"target", "amp_dtype"}
+    )
+    params = dict(spec.params)
+    if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
+        if params["classifier"] not in NETWORKS:
+            problems.append(((*loc, "params", "classifier"), f"unknown network; known: {', '.join(NETWORKS)}"))
+        params["classifier"] = nn.Identity()
+    if problems:
+        return problems
+    try:
+        build_attack(spec.attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
+    except (TypeError, ValueError) as e:
+        problems.append(((*loc, "params"), str(e).splitlines()[0]))
+    return problems
+
+
+def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """An agent's `config` with its `overrides` merged in must be a valid agent config, and a
+    baseline's `options` a valid `BaselineConfig`; other kinds take neither."""
+    from pydantic import ValidationError
+
+    from retlink.config import RetlinkConfig, load_config
+    from retlink.errors import ConfigError
+    from retlink.eval.pipelines import deep_merge
+
+    if spec.kind == "agent":
+        try:
+            base = load_config(spec.config).model_dump(mode="json")
+        except ConfigError as e:
+            return [((*loc, "config"), " ".join(str(e).split()))]
+        try:
+            RetlinkConfig.model_validate(deep_merge(base, spec.overrides))
+        except ValidationError as e:
+            return validation_lines(e, (*loc, "overrides"))
+        return [((*loc, "options"), "agent pipelines take `overrides`, not `options`")] if spec.options else []
+    if spec.kind == "baseline":
+        from retlink.eval.baseline import BaselineConfig
+
+        problems: list[Problem] = []
+        try:
+            BaselineConfig.model_validate(spec.options)
+        except ValidationError as e:
+            problems = validation_lines(e, (*loc, "options"))
+        if spec.overrides or spec.config:
+            problems.append(((*loc,), "baseline pipelines take `options`, not `config` or `overrides`"))
+        return problems
+    return []
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -413,13 +413,27 @@ class RetlinkConfig(_Strict):
     device: str = "cpu"
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def key_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('pipelines', 1, 'overrides', 'reasonr') -> 'pipelines[1].overrides.reasonr'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def validation_lines(err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, message) of each error, under `prefix` (where the validated value sits)."""
+    return [
+        ((*prefix, *e["loc"]), "unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in err.errors()
+    ]
+
+
+def config_error(source: str, problems: list[tuple[tuple[Any, ...], str]]) -> ConfigError:
+    """One ConfigError naming the file and, one line each, every bad key path."""
     lines = [f"invalid configuration ({source}):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+    lines += [f"  {key_path(loc)}: {msg}" for loc, msg in problems]
+    return ConfigError("\n".join(lines))
 
 
 def validate_config(model: type[_ModelT], data: Any, origin: str) -> _ModelT:
@@ -428,7 +442,7 @@ def validate_config(model: type[_ModelT], data: Any, origin: str) -> _ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, origin)) from None
+        raise config_error(origin, validation_lines(e)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -50,13 +50,13 @@ def bad(tmp_path, **changes) -> str:
         ({"pipelnes": []}, "pipelnes: unknown key"),
         ({"attacks__1__params": {"epss": 0.1}}, "unknown parameter(s) epss of attack 'pgd'"),
         ({"attacks__1__attack": "pgdd"}, "unknown attack 'pgdd'"),
-        ({"attacks__0__target": "pixels"}, "attacks.0.target"),
+        ({"attacks__0__target": "pixels"}, "attacks[0].target"),
         ({"attacks__0__name": "clean"}, "'clean' is reserved"),
         ({"dataset__key": "wikimell"}, "unknown dataset 'wikimell'"),
         ({"pipelines__1__kind": "agentt"}, "unknown pipeline kind 'agentt'"),
         ({"pipelines__1__name": "baseline"}, "duplicate name(s) baseline"),
         ({"settings": [{"name": "x", "setting": "it2t", "attacks": ["pgd-16"]}]}, "unknown attack(s) pgd-16"),
-        ({"settings": [{"name": "x", "setting": "i2tt"}]}, "settings.0.setting"),
+        ({"settings": [{"name": "x", "setting": "i2tt"}]}, "settings[0].setting"),
         ({"concurrency": 0}, "concurrency"),
         ({"kb": None}, "kb: Field required"),
         ({"reference": "agent"}, "no pipeline named 'agent'"),
@@ -76,7 +76,7 @@ def test_yaml_errors_name_the_file_and_the_cli_exits_2(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["eval", "run", str(path), "--dry-run"])
     assert res.exit_code == 2
-    assert "broken.yaml" in res.output and "attacks.0" in res.output and "stepz" in res.output
+    assert "broken.yaml" in res.output and "attacks[0]" in res.output and "stepz" in res.output
     assert "Traceback" not in res.output
     res = CliRunner().invoke(app, ["eval", "report", str(tmp_path)])
     assert res.exit_code == 2 and "not a run folder" in res.output
