@@ -52,6 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retlink.errors import RetlinkError
 from retlink.server_attack import AttackLimiter, AttackRequest, AttackResponse, AttackSettings, run_attack
+from retlink.server_cancel import unless_disconnected
 from retlink.server_inputs import LinkInputs, load_request_image, parse_request
 from retlink.server_protocol import (
     AssistantMessage,
@@ -281,7 +282,7 @@ class ChatService:
         self.attacks = AttackLimiter(settings.attack.per_minute)
 
     async def inputs(self, req: ChatCompletionRequest, linker: Any) -> tuple[LinkInputs, Any]:
-        inputs = parse_request(req)
+        inputs = parse_request(req, getattr(getattr(linker, "config", None), "limits", None))
         image = await load_request_image(
             inputs.image_source, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
             policy=self.policy, timeout_s=self.settings.image_fetch_timeout_s,
@@ -294,14 +295,16 @@ class ChatService:
             raise ServerError(f"model {req.model!r} does not exist; this server serves {self.settings.model_name!r}",
                               404, "invalid_request_error", "model_not_found")
 
-    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, request: Request | None = None) -> ChatCompletion:
+        """One answer; with the HTTP `request`, a client that leaves cancels the link."""
         self.check_model(req)
         linker = self.holder.get()
         async with self.gate.reserve():
             inputs, image = await self.inputs(req, linker)
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):
-                    result = await linker.alink(image, inputs.mention, inputs.context)
+                    work = linker.alink(image, inputs.mention, inputs.context)
+                    result = await (work if request is None else unless_disconnected(request, work))
             except TimeoutError:
                 raise ServerError(f"linking took longer than {self.settings.request_timeout_s:g}s", 504,
                                   "server_error", "timeout") from None
@@ -507,8 +510,8 @@ def create_app(linker: Any, settings: ServerSettings | None = None) -> FastAPI:
         return ModelList(data=[ModelCard(id=settings.model_name)])
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)], response_model=None)
-    async def chat(req: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
-        return await (service.stream(req) if req.stream else service.complete(req))
+    async def chat(req: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
+        return await (service.stream(req) if req.stream else service.complete(req, request))
 
     @app.get("/v1/entities/{entity_id}", dependencies=[Depends(authorize)])
     async def entity(entity_id: str) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from functools import lru_cache
 
 from PIL import Image
 
-from retlink.config import SearchConfig
+from retlink.agents.validator import check_text
+from retlink.config import LimitsConfig, SearchConfig
 from retlink.errors import ImageTooLargeError, InputError, InvalidImageError
 from retlink.server_protocol import ChatCompletionRequest
 from retlink.tools.images import load_image
@@ -41,8 +42,9 @@ class LinkInputs:
     context: str
 
 
-def parse_request(req: ChatCompletionRequest) -> LinkInputs:
-    """The mention, context and image reference of the last user message."""
+def parse_request(req: ChatCompletionRequest, limits: LimitsConfig | None = None) -> LinkInputs:
+    """The mention, context and image reference of the last user message, the text checked
+    against the linker's `limits` (before the image is fetched or a link starts)."""
     users = [m for m in req.messages if m.role == "user"]
     if not users:
         raise InputError("the request has no user message")
@@ -66,7 +68,8 @@ def parse_request(req: ChatCompletionRequest) -> LinkInputs:
         raise InputError("mark the mention in [brackets] in the message text, e.g. 'The [Falcon 9] lifted off.'")
     # The context keeps its brackets, as in the demo examples: the mark tells the reasoner which
     # occurrence is meant.
-    return LinkInputs(image_source=images[0], mention=found[0].strip(), context=text)
+    mention, context = check_text(found[0], text, limits or LimitsConfig())
+    return LinkInputs(image_source=images[0], mention=mention, context=context)
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
