@@ -65,8 +65,12 @@ def _from_array(arr: np.ndarray, what: str) -> Image.Image:
         arr = np.transpose(arr, (1, 2, 0))  # CHW -> HWC
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        raise InvalidImageError(f"{what} has shape {arr.shape}; expected HxW, HxWxC or CxHxW")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise InvalidImageError(f"{what} has shape {arr.shape}; expected HxW, HxWxC or CxHxW (C = 1, 3 or 4)")
+    if arr.size == 0:
+        raise InvalidImageError(f"{what} is empty (shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+        raise InvalidImageError(f"{what} has dtype {arr.dtype}; expected real numbers")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise InvalidImageError(f"{what} contains NaN or infinite values")

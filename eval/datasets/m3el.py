@@ -72,7 +72,8 @@ class M3EL(MELDataset):
             candidates = require(rec, "candidates", list, path, line)
             if not name.strip():
                 raise located(path, line, "record has an empty 'name' (the mention)")
-            if candidates and qid not in {c.get("Qid") for c in candidates if isinstance(c, dict)}:
+            # a candidate's Qid may be anything in a hostile file: compare, never hash it
+            if candidates and not any(isinstance(c, dict) and c.get("Qid") == qid for c in candidates):
                 raise located(path, line, f"gold Qid {qid!r} is not among the record's candidates")
             yield Sample(
                 id=f"{self.key}:{split}:{index}",

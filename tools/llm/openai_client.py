@@ -223,9 +223,14 @@ class OpenAICompatClient:
                 replica = self._acquire()
                 outcome = "answered"
                 try:
-                    out = replica.client.chat.completions.create(model=self.model, messages=messages, **params)
+                    out = checked_reply(
+                        replica.client.chat.completions.create(model=self.model, messages=messages, **params),
+                        replica.base_url,
+                    )
                     outcome = "ok"
                     return out
+                except ValueError as e:  # the SDK parses the body as JSON: a server that sent something else
+                    raise BackendError(f"model server at {replica.base_url} sent a reply that is not JSON: {e}") from None
                 except openai.NotFoundError:
                     self._check_replica(replica)  # raises the clear "not served" / "unreachable" error
                     raise BackendError(f"{replica.base_url} answered 404 for model {self.model!r}") from None
@@ -256,6 +261,23 @@ class OpenAICompatClient:
             )
             time.sleep(delay)
             attempt += 1
+
+
+def checked_reply(reply: Any, base_url: str) -> Any:
+    """`reply` if it has a first choice with a message whose content is text (or null).
+
+    The SDK builds replies without validating them, so a broken or hostile server's reply would
+    otherwise surface as IndexError/AttributeError deep in a caller; every caller reads
+    `reply.choices[0].message.content`, which this makes safe.
+    """
+    choices = getattr(reply, "choices", None)
+    message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+    if message is None:
+        raise BackendError(f"model server at {base_url} sent a reply without a message: {str(reply)[:200]!r}")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise BackendError(f"model server at {base_url} sent message content that is not text: {str(content)[:200]!r}")
+    return reply
 
 
 def message_reasoning(message: Any) -> str:

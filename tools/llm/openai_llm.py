@@ -167,7 +167,7 @@ def parse_answer(raw: str, options: list[str]) -> str | None:
         value = json.loads(text).get("answer")
         if value in options:
             return value
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep
         pass
     for o in sorted(options, key=len, reverse=True):
         if re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text):
@@ -181,6 +181,30 @@ def _value_span(raw: str, option: str) -> tuple[int, int] | None:
     if not m or not raw.startswith(json.dumps(option)[1:-1], m.end()):
         return None
     return m.end(), m.end() + len(json.dumps(option)[1:-1])
+
+
+def _is_token(tok: Any) -> bool:
+    lp = getattr(tok, "logprob", None)
+    return (
+        isinstance(getattr(tok, "token", None), str)
+        and isinstance(lp, int | float)
+        and not isinstance(lp, bool)
+        and math.isfinite(lp)
+        and lp <= 1e-6  # a log-probability; a little over 0 is rounding
+    )
+
+
+def _valid_tokens(tokens: Any, *, strict: bool = True) -> list[Any]:
+    """The server's token log-probabilities, if well formed. A malformed answer's (strict) are
+    all dropped, so the estimate falls back to "the chosen option gets 1"; malformed top-k
+    alternatives are dropped one by one (an alternative fewer only lowers another option's share)."""
+    if not isinstance(tokens, list):
+        return []
+    good = [t for t in tokens if _is_token(t)]
+    if strict and len(good) != len(tokens):
+        log.warning("ignoring malformed token logprobs from the model server")
+        return []
+    return good
 
 
 def option_probabilities(
@@ -199,7 +223,7 @@ def option_probabilities(
     Returns the normalised probabilities and the options whose estimate is exact: those that
     were the only option consistent with their divergent token, so the grammar forced the rest.
     """
-    tokens = getattr(logprobs, "content", None) or []
+    tokens = _valid_tokens(getattr(logprobs, "content", None))
     span = _value_span(raw, option)
     only_chosen = ({o: (1.0 if o == option else 0.0) for o in options}, set())
     if not tokens or span is None:
@@ -220,7 +244,7 @@ def option_probabilities(
         if not any(v.startswith(prefix) for o, v in escaped.items() if o != option):
             break  # no other option is still possible: the rest of the value is forced
         lead = raw[t_start:start] if t_start < start else ""  # part of the token before the value
-        for alt in getattr(tok, "top_logprobs", None) or []:
+        for alt in _valid_tokens(getattr(tok, "top_logprobs", None), strict=False):
             if alt.token == tok.token or not alt.token.startswith(lead):
                 continue
             cont = prefix + alt.token[len(lead) :]
