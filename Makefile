@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv vllm-venv browser demo data test test-fast lint bench vllm vllm-stop clean
+.PHONY: venv vllm-venv browser demo data test test-fast fuzz lint bench vllm vllm-stop clean
 
 ## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
@@ -32,6 +32,12 @@ test: venv vllm-venv browser
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
 test-fast: venv
 	@$(PY) -m pytest -q -m "not slow"
+
+## The fuzz suite at length (CI runs it with few, fixed examples as part of `make test`): random
+## seeds, FUZZ_EXAMPLES examples per parser (default 5000), failures kept in .hypothesis/ and
+## replayed first next time.
+fuzz: venv
+	@HYPOTHESIS_PROFILE=fuzz RETLINK_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/fuzz
 
 lint: venv
 	@$(PY) -m ruff check .

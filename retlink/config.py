@@ -452,6 +452,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"config file {path} nests too deeply to be a config") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

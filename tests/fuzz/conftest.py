@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
@@ -28,4 +29,15 @@ settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("RETLINK_FUZZ_EXAMPLES", "5000")), deadline=None,
     suppress_health_check=_SUPPRESS, print_blob=True,
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def pytest_collection_modifyitems(items):
+    """Bound every fuzz test in time (5 minutes in CI, 3 hours for `make fuzz`), and mark them
+    slow: each runs many examples, so `make test-fast` leaves them to `make test`."""
+    seconds = 300 if PROFILE == "ci" else 3 * 3600
+    for item in items:
+        if "tests/fuzz/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.timeout(seconds))
+            item.add_marker(pytest.mark.slow)

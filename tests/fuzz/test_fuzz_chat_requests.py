@@ -28,8 +28,6 @@ from retlink.types import LinkResult
 from tests.fuzz.test_fuzz_images import mangled
 from tests.server.conftest import ServerThread
 
-pytestmark = pytest.mark.timeout(300)
-
 LIMITS = LimitsConfig(max_mention_chars=64, max_context_chars=512)
 
 texts = st.one_of(

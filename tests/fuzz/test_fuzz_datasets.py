@@ -21,8 +21,6 @@ from retlink.errors import RetlinkError
 from retlink.eval.datasets import available, load_dataset
 from retlink.tools.kb.build import read_entities
 
-pytestmark = pytest.mark.timeout(300)
-
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "datasets"
 #: loaders with a fixture folder (wikidiverse-mimic has none yet: it reads the MIMIC files of

@@ -22,8 +22,6 @@ from retlink.errors import ImageTooLargeError, RetlinkError
 from retlink.tools.images import load_image
 from tests.hostile import bomb_png, png_chunk
 
-pytestmark = pytest.mark.timeout(300)
-
 MAX_PIXELS = 1_000_000  # the property is the parser's, not the limit's: keep decoding cheap
 
 

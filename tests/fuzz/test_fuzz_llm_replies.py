@@ -22,8 +22,6 @@ from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM, option_probabilities, parse_answer
 from tests.loopback import LoopbackHTTP, QuietHandler
 
-pytestmark = pytest.mark.timeout(300)
-
 OPTIONS = ["Q1", "Q12", "Q2", "NIL", "a-b"]
 option_texts = st.sampled_from(OPTIONS) | st.text(max_size=5)
 raw_answers = st.one_of(
