@@ -92,3 +92,16 @@ def test_jsonl_errors_name_the_file_line(tmp_path):
     path.write_text('{"id": "a", "name": "A"}\n{"id": "b", "name": "  "}\n')
     with pytest.raises(DatasetError, match=r"e\.jsonl:2: invalid entity \(name: .*blank"):
         list(read_entities(path))
+
+
+def test_readme_lists_every_limit_with_its_default():
+    import re
+
+    from tests.conftest import REPO
+
+    rows = dict(re.findall(r"^\| `limits\.(\w+)` \| ([^|]+) \|", (REPO / "README.md").read_text(), re.M))
+    defaults = LimitsConfig().model_dump()
+    assert set(rows) == set(defaults)
+    for key, value in defaults.items():
+        numbers = [int(n.replace(",", "")) for n in re.findall(r"[\d,]+", rows[key]) if n.strip(",")]
+        assert value in numbers, (key, rows[key])
