@@ -27,7 +27,7 @@ data: venv
 ## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
 test: venv vllm-venv browser
 	@$(PY) -m ruff check .
-	@RETLINK_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra --durations=15
+	@RETLINK_REQUIRE_VLLM=1 RETLINK_REQUIRE_DEPS=1 $(PY) -m pytest -q -ra --durations=15
 
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
 test-fast: venv

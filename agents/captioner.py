@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 def caption(state: dict[str, Any], *, captioner: Captioner) -> dict[str, Any]:
     """A failing captioner degrades to an empty caption: the text side can still link."""
+    if state.get("pil") is None:
+        return {"_skipped": "no image: nothing to caption"}
     try:
         cap = captioner.caption(state["pil"])
     except BackendError as e:

@@ -16,6 +16,8 @@ from retlink.tools.vision.purify import purify_pil
 
 
 def detect(state: dict[str, Any], *, detector: SqueezeDetector | None, cfg: DetectorConfig) -> dict[str, Any]:
+    if state.get("pil") is None:
+        return {"_skipped": "no image"}
     if detector is None or not cfg.enabled:
         return {"_skipped": "detector disabled"}
     scores = detector.scores(state["pil"])
@@ -40,6 +42,8 @@ def purification_steps(state: dict[str, Any], cfg: DefenceConfig) -> list:
 
 def route_after_detect(state: dict[str, Any], *, cfg: DefenceConfig) -> str:
     """A flagged image always goes through purification; a clean one only when configured."""
+    if state.get("pil") is None:
+        return "caption"
     return "purify" if purification_steps(state, cfg) else "caption"
 
 

@@ -30,7 +30,7 @@ def retrieval_query(mention: str, context: str, caption: Caption | None) -> str:
     """The text used to find candidates: the sentence, the mention, and the caption's labels."""
     labels = ", ".join(label for label, _ in (caption.labels if caption else [])[:3])
     text = context if mention.lower() in context.lower() else f"{mention}. {context}"
-    return f"{text} Image: {labels}." if labels else text
+    return (f"{text} Image: {labels}." if text else f"Image: {labels}.") if labels else text
 
 
 def fuse(text: float, image: float | None, alias: bool, cfg: KBConfig, image_scale: float = 1.0) -> float:
@@ -103,12 +103,12 @@ def retrieve(
     text_vector = vectors[0]
     caption_vector = vectors[1] if described is not None else None
     image_vector = state.get("image_vector")
-    if image_vector is None and image_embedder is not None and kb.has_images:
+    no_image = state.get("pil") is None
+    if image_vector is None and image_embedder is not None and kb.has_images and not no_image:
         image_vector = image_embedder.embed_images([state["pil"]])[0]
     scale = cfg.image_weight_when_perturbed if state.get("perturbed") else 1.0
     pool = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale, caption_vector)
-    return {
-        "candidates": pool,
-        "image_vector": image_vector,
-        "_detail": {"query": query, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]},
-    }
+    detail: dict[str, Any] = {"query": query, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]}
+    if no_image:
+        detail["image_retrieval"] = "skipped: no image"
+    return {"candidates": pool, "image_vector": image_vector, "_detail": detail}

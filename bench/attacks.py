@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retlink.eval.attacks import ClassifierTarget, build_attack
-from retlink.tools.vision.efficientnet import build_efficientnet_lite0, preprocess
+from retlink.tools.vision.efficientnet import build_efficientnet_lite, preprocess
 
 console = Console()
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")
@@ -71,7 +71,7 @@ def main() -> None:
     import torchattacks
 
     device = args.device
-    model = build_efficientnet_lite0().to(device)
+    model = build_efficientnet_lite().to(device)
     x = photo_batch(args.batch, device)
     with torch.inference_mode():
         labels = model(x).argmax(1).clone()

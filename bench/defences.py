@@ -1,178 +1,137 @@
-"""Defence benchmark: what each defence buys and costs, in one run on the demo data.
+"""Defence benchmark: what each defence buys and costs, read from one eval-runner run.
 
-    .venv/bin/python bench/defences.py [--links] [--latency-n 6] [--eot-samples 4]
+    .venv/bin/python bench/defences.py [RUN_DIR] [--config eval/configs/defences.yaml] [--limit N]
 
-For each defence (none, JPEG purification, feature-squeezing detection with routing, both):
-- accuracy clean, under a non-adaptive PGD (normal preset, on the bare model) and under the
-  adaptive attacks that know the defence (BPDA/EOT, detector-aware; per-sample worst case), as
-  absolute points and as the share of the undefended drop recovered, with 95% bootstrap CIs
-  (`retlink.eval.defences`; model level = the tagger's top-1, retrieval level = the KB image
-  retrieval's top-1 against the gold entity, `--links` adds the full agent; `--target` picks
-  what the attacks aim at, the image embedding by default);
-- the detector's ROC AUC (clean vs PGD), false-positive rate on clean images and detection rate
-  under the detector-aware attack;
+Runs (or resumes) the defence config with the eval runner, unless RUN_DIR already holds its
+run, then prints from the run's records alone:
+- per pipeline (each level without and with its defences: tagger, retrieval, agent), Hits@1
+  clean, under the non-adaptive PGD and under `attack: adaptive` (the attacks derived from the
+  pipeline's own defences, per-sample worst case), with 95% bootstrap CIs from summary.json, and
+  the share of the undefended pipeline's drop under an attack that each defended one recovers
+  ((defended - undefended Hits@1) / (undefended clean - attacked Hits@1), same attack);
+- the detector as a detector (ROC AUC, FPR on clean images, detection rate), from summary.json;
 - the latency each defence adds to a link, as a ratio to the link without it (goal: < 10%):
-  the detect and purify nodes' own seconds from the trace, over the rest of the same link, on
-  clean and on PGD images (a flagged PGD image also pays for purification). The wall time of
-  the undefended linker on the same images is printed beside it (noisier: the LLM dominates).
+  the detect and purify nodes' own seconds, recorded per link in `nodes`, over the rest of the
+  same link, clean and attacked.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import statistics
-import time
+from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from retlink.eval.defences import (
-    ADAPTIVE,
-    CLEAN,
-    NON_ADAPTIVE,
-    DefenceEvalConfig,
-    evaluate,
-    load_examples,
-    summarise,
-    write,
-)
-
 console = Console()
 REPO = Path(__file__).resolve().parent.parent
 DEFENCE_NODES = ("detect", "purify")
+CLEAN = "clean"
 
 
-def _pct(v: float) -> str:
-    return "n/a" if v != v else f"{100 * v:.0f}%"
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
 
 
-def _pts(v: float) -> str:
-    return "n/a" if v != v else f"{100 * v + 0.0:+.0f}"
+def _ci(ci: list[float]) -> str:
+    return f"[{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]"
 
 
-def _ci(ci: tuple[float, float]) -> str:
-    return f"[{100 * ci[0] + 0.0:.0f}, {100 * ci[1] + 0.0:.0f}]"
+def undefended(name: str, pipelines: dict[str, str]) -> str | None:
+    """The bare pipeline of a level: same kind, named by the prefix before '-' (tagger-purify ->
+    tagger), if the config has it."""
+    base = name.split("-")[0]
+    return base if base != name and pipelines.get(base) == pipelines.get(name) else None
 
 
-def accuracy_tables(results) -> None:
-    for level in results.levels:
-        table = Table(
-            "defence",
-            "clean [95% CI]",
-            "clean cost",
-            "PGD [CI]",
-            "PGD gain",
-            "PGD recovered",
-            "adaptive [CI]",
-            "adaptive gain",
-            "adaptive recovered",
-            "flagged clean/PGD/adaptive",
-            title=f"{level} level, {len(results.samples)} demo samples (gain and cost in points vs no defence)",
-        )
-        for r in summarise(results, level):
-            table.add_row(
-                r["defence"],
-                f"{_pct(r[CLEAN])} {_ci(r[f'{CLEAN}_ci'])}",
-                _pts(-r["clean_cost"]),
-                f"{_pct(r[NON_ADAPTIVE])} {_ci(r[f'{NON_ADAPTIVE}_ci'])}",
-                _pts(r[f"{NON_ADAPTIVE}_gain"]),
-                _pct(r[f"{NON_ADAPTIVE}_recovered"]),
-                f"{_pct(r[ADAPTIVE])} {_ci(r[f'{ADAPTIVE}_ci'])}",
-                _pts(r[f"{ADAPTIVE}_gain"]),
-                _pct(r[f"{ADAPTIVE}_recovered"]),
-                " / ".join(
-                    _pct(r.get(f"{c}_flagged", float("nan"))) for c in (CLEAN, NON_ADAPTIVE, ADAPTIVE)
-                ),
-            )
+def accuracy_table(summary: dict, kinds: dict[str, str]) -> None:
+    for sname, st in summary["settings"].items():
+        conds = st["conditions"]
+        table = Table("pipeline", *conds, *(f"recovered ({c})" for c in conds if c != CLEAN), title=f"Hits@1, setting {sname}")
+        rows = st["pipelines"]
+        for pipe, row in rows.items():
+            cells = [f"{_pct(row[c]['hits@1'])} {_ci(row[c]['hits@1_ci'])}" if c in row else "–" for c in conds]
+            bare = undefended(pipe, kinds)
+            rec = []
+            for c in conds:
+                if c == CLEAN:
+                    continue
+                if bare is None or c not in row or bare not in rows:
+                    rec.append("–")
+                    continue
+                ref = rows[bare]
+                drop = ref[CLEAN]["hits@1"] - ref[c]["hits@1"]
+                gain = row[c]["hits@1"] - ref[c]["hits@1"]
+                rec.append(_pct(gain / drop) if drop > 0 else "n/a")
+            table.add_row(pipe, *cells, *rec)
         console.print(table)
-    det = results.detector
-    if det:
-        console.print(
-            f"detector (threshold {det['threshold']}): ROC AUC clean vs PGD [bold]{det['roc_auc_pgd']:.2f}[/], "
-            f"FPR on clean {_pct(det['fpr_clean'])}, detected PGD {_pct(det['tpr_pgd'])}, detected "
-            f"detector-aware {_pct(det.get('tpr_detector_aware', float('nan')))} (AUC "
-            f"{det.get('roc_auc_detector_aware', float('nan')):.2f}); threshold calibrated on these images"
-        )
 
 
-def latency_table(results, cfg: DefenceEvalConfig, n: int) -> None:
-    from retlink import Linker
+def detector_table(summary: dict) -> None:
+    dets = summary.get("detectors") or {}
+    if not dets:
+        return
+    table = Table("setting", "pipeline", "attack", "ROC AUC", "FPR clean", "detected", title="the detector as a detector")
+    for sname, pipes in dets.items():
+        for pipe, attacks in pipes.items():
+            for attack, d in attacks.items():
+                table.add_row(sname, pipe, attack, f"{d['roc_auc']:.2f}", _pct(d["fpr_clean"]), _pct(d["detection_rate"]))
+    console.print(table)
+    console.print("threshold calibrated on the demo photos: in-sample")
 
-    examples = load_examples(cfg.data, n)
-    rows = []
-    wall_none: dict[str, list[float]] = {}
-    for spec in cfg.defences:
-        linker = Linker.from_config({"defence": spec.defence.model_dump(mode="json")})
-        ex0 = examples[0]
-        linker.link(results.images[CLEAN][0], ex0["mention"], ex0["context"])  # warm up
-        for cond in (CLEAN, NON_ADAPTIVE):
-            added, rest, wall, flagged = [], [], [], 0
-            for img, ex in zip(results.images[cond][:n], examples, strict=True):
-                t = time.perf_counter()
-                r = linker.link(img, ex["mention"], ex["context"])
-                wall.append(time.perf_counter() - t)
-                own = sum(e.seconds for e in r.trace if e.node in DEFENCE_NODES)
-                added.append(own)
-                rest.append(sum(e.seconds for e in r.trace if e.node not in DEFENCE_NODES))
-                flagged += bool(r.perturbed)
-            if spec.name == "none":
-                wall_none[cond] = wall
-            rows.append((spec.name, cond, added, rest, wall, flagged))
-    table = Table(
-        "defence",
-        "images",
-        "detect+purify (median)",
-        "rest of link (median)",
-        "added / link without it",
-        "wall median",
-        "wall vs none",
-        "flagged",
-        title=f"latency per link, {n} demo examples, embedded default",
-    )
-    for name, cond, added, rest, wall, flagged in rows:
-        ratio = sum(added) / sum(rest)
-        base = statistics.median(wall_none[cond]) if cond in wall_none else float("nan")
+
+def latency_table(records: list[dict]) -> None:
+    """detect + purify seconds over the rest of the same link, per pipeline and condition."""
+    added: dict[tuple[str, str], float] = defaultdict(float)
+    rest: dict[tuple[str, str], float] = defaultdict(float)
+    links: dict[tuple[str, str], int] = defaultdict(int)
+    for r in records:
+        nodes = r.get("nodes") or {}
+        if r.get("status") != "ok" or not any(n in nodes for n in DEFENCE_NODES):
+            continue
+        key = (r["pipeline"], CLEAN if r["attack"] == CLEAN else "attacked")
+        added[key] += sum(s for n, s in nodes.items() if n in DEFENCE_NODES)
+        rest[key] += sum(s for n, s in nodes.items() if n not in DEFENCE_NODES)
+        links[key] += 1
+    table = Table("pipeline", "images", "links", "detect+purify per link", "added / rest of link", title="defence latency")
+    for key in sorted(added):
+        ratio = added[key] / rest[key] if rest[key] else float("nan")
         table.add_row(
-            name,
-            cond,
-            f"{1000 * statistics.median(added):.0f} ms",
-            f"{statistics.median(rest):.2f} s",
+            *key,
+            str(links[key]),
+            f"{1000 * added[key] / links[key]:.0f} ms",
             f"[{'green' if ratio < 0.10 else 'red'}]{100 * ratio:.1f}%[/]",
-            f"{statistics.median(wall):.2f} s",
-            f"{statistics.median(wall) / base:.2f}x",
-            f"{flagged}/{len(wall)}",
         )
     console.print(table)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--links", action="store_true", help="also the full agent's accuracy (slow)")
-    ap.add_argument("--latency-n", type=int, default=6, help="demo examples linked per defence for latency")
-    ap.add_argument("--eot-samples", type=int, default=4)
-    ap.add_argument(
-        "--target",
-        choices=["embedding_toward_distractor", "classifier"],
-        default="embedding_toward_distractor",
-        help="what the attacks aim at: the image embedding (retrieval) or the tagger's label",
-    )
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-defences")
+    ap.add_argument("run_dir", nargs="?", type=Path, help="an existing run of the config (default: run it)")
+    ap.add_argument("--config", type=Path, default=REPO / "eval" / "configs" / "defences.yaml")
+    ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
-    cfg = DefenceEvalConfig(eot_samples=args.eot_samples, links=args.links, target=args.target)
-    started = time.perf_counter()
-    results = evaluate(cfg)
-    console.print(
-        f"attacks and scoring: {time.perf_counter() - started:.0f} s; attack seconds {results.seconds}"
-    )
-    accuracy_tables(results)
-    console.print(f"report: {write(results, args.out)}")
-    if args.latency_n:
-        latency_table(results, cfg, args.latency_n)
+    from retlink.eval.config import load_eval_config
+    from retlink.eval.records import RESULTS
+    from retlink.eval.report import write_report
+    from retlink.eval.runner import Runner
+
+    cfg = load_eval_config(args.config)
+    runner = Runner(cfg, args.run_dir)
+    runner.run(args.limit)
+    summary = write_report(runner.dir, plots=False)
+    records = [json.loads(line) for line in (runner.dir / RESULTS).read_text().splitlines() if line.strip()]
+    kinds = {p.name: p.kind for p in cfg.pipelines}
+    accuracy_table(summary, kinds)
+    detector_table(summary)
+    latency_table(records)
+    console.print(f"report: {runner.dir / 'report.md'}")
 
 
 if __name__ == "__main__":

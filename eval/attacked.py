@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,8 @@ from PIL import Image
 from torch import nn
 
 from retlink.errors import InvalidImageError
-from retlink.tools.vision.efficientnet import NETWORKS, shared_network
+from retlink.tools.vision.efficientnet import shared_network
+from retlink.tools.vision.networks import network
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,46 @@ class Features(nn.Module):
         return self.model.features(x)
 
 
-def surrogate(name: str) -> nn.Module:
+class OpenClipSurrogate(nn.Module):
+    """An open_clip image tower as a surrogate: `features` is its unit image embedding of [0, 1]
+    images (resized and normalised inside, `OpenClipImageEncoder`), what the embedding targets
+    attack. It has no classes, so no `classifier` target."""
+
+    def __init__(self, model: str, pretrained: str | None) -> None:
+        super().__init__()
+        import open_clip
+
+        from retlink.eval.attacks import OpenClipImageEncoder
+
+        if pretrained is not None and not Path(pretrained).is_file():
+            from retlink.errors import ConfigError
+
+            raise ConfigError(f"open_clip surrogate weights not found: {pretrained}")
+        clip = open_clip.create_model(model, pretrained=pretrained)
+        self.encoder = OpenClipImageEncoder(clip.eval())
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def surrogate(name: str, pretrained: str | Path | None = None) -> nn.Module:
     """The surrogate network by config name (shared with the pipelines: loaded once).
 
     `efficientnet_lite0` is the network of the embedded default's captioner and image embedder
     (white box); `efficientnet_lite1` the other image embedder; `a+b` attacks both at once
-    (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits)."""
-    parts = name.split("+")
-    if any(p not in NETWORKS for p in parts):
-        raise ValueError(f"unknown surrogate {name!r}; known: {', '.join(NETWORKS)} or a+b of them")
-    return shared_network(name) if len(parts) == 1 else _ensemble(tuple(parts))
+    (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits);
+    `open_clip:MODEL` an open_clip image tower with the weights of the file `pretrained`."""
+    if name.startswith("open_clip:"):
+        return _open_clip(name.split(":", 1)[1], str(pretrained) if pretrained is not None else None)
+    parts = tuple(network(p) for p in name.split("+"))
+    return shared_network(parts[0]) if len(parts) == 1 else _ensemble(parts)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_clip(model: str, pretrained: str | None) -> nn.Module:
+    return OpenClipSurrogate(model, pretrained).eval()
 
 
 @functools.lru_cache(maxsize=4)
@@ -194,6 +225,54 @@ def build_target(kind: str, model: nn.Module) -> Any:
     raise ValueError(f"unknown attack target {kind!r}")
 
 
+class Variant(NamedTuple):
+    """One set of attacked images of an attack: what makes them, who faces them, where they are."""
+
+    spec: Any
+    pipelines: list[str]
+    #: folder below the run's `attacked/`
+    store: str
+
+
+def attack_variants(cfg: Any, spec: Any) -> dict[str, Variant]:
+    """{variant key: Variant} of one attack of an eval config.
+
+    A plain attack has one variant, key "" (its images in `attacked/<name>/`). `attack: adaptive`
+    expands per pipeline into plain PGD plus the adaptive attacks its own defence config calls
+    for (`retlink.eval.attacks.adaptive.adaptive_attacks`), each in `attacked/<name>/<key>/`;
+    pipelines with the same defences share a variant's images, and the plain PGD variant uses
+    the images of a plain attack of the config with the very same parameters, when there is one."""
+    from retlink.eval.attacks.adaptive import adaptive_attacks, attack_key
+    from retlink.eval.pipelines import pipeline_defence
+
+    def faces(p: Any, name: str) -> bool:
+        return any(name in cfg.attacks_in(s) and p.name in cfg.pipelines_in(s) for s in cfg.settings)
+
+    pipes = [p.name for p in cfg.pipelines if faces(p, spec.name)]
+    if spec.attack != "adaptive":
+        return {"": Variant(spec, pipes, spec.name)}
+    base = spec.image_params()
+    eot = int(spec.resolved_params().get("eot_samples", 4))
+    out: dict[str, Variant] = {}
+    for p in cfg.pipelines:
+        if p.name not in pipes:
+            continue
+        for name, overrides in [("pgd", {}), *adaptive_attacks(pipeline_defence(p), eot, spec.surrogate)]:
+            key = attack_key(name, overrides)
+            if key not in out:
+                variant = spec.model_copy(update={"attack": name, "params": {**base, **overrides}})
+                same = next((a for a in cfg.attacks if _same_images(a, variant)), None)
+                out[key] = Variant(same or variant, [], same.name if same else f"{spec.name}/{key}")
+            out[key].pipelines.append(p.name)
+    return out
+
+
+def _same_images(a: Any, b: Any) -> bool:
+    """Whether two attack specs make the same images (all but the name equal)."""
+    fields = ("attack", "preset", "params", "target", "surrogate", "batch_size")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
 def chunk_seed(seed: int, attack_index: int, chunk: int) -> int:
     """Seed of one chunk: independent of which other chunks were made before (resume-safe)."""
     return (seed * 1_000_003 + attack_index * 10_007 + chunk) % (2**31)
@@ -226,19 +305,23 @@ def make_chunk(
     if not ok:
         return 0
     x = torch.stack(images)
-    model = surrogate(spec.surrogate)
+    model = surrogate(spec.surrogate, spec.pretrained)
     started = time.perf_counter()
     distractors: list[str | None] = [None] * len(ok)
     y = None
     if spec.target == "embedding_toward_distractor":
         y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
     attack = build_attack(
-        spec.attack,
+        spec.image_attack,
         build_target(spec.target, model),
         spec.preset,
-        **{**spec.params, "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
+        **{**spec.image_params(), "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
     )
-    adv = attack(x, y)
+    texts: list[dict[str, Any]] = [{} for _ in ok]
+    if spec.attack == "multimodal":
+        adv, texts = _multimodal(spec, attack, x, y, ok, labels.kb, chunk_seed(seed, attack_index, chunk))
+    else:
+        adv = attack(x, y)
     seconds = (time.perf_counter() - started) / len(ok)
     exact = perturbation_norms(x, adv)
     rounded = perturbation_norms(x, torch.stack([from_uint8(to_uint8(a)) for a in adv]))
@@ -253,7 +336,35 @@ def make_chunk(
             "seconds": round(seconds, 4),
             "norms": {k: v[i] for k, v in exact.items()},
             "norms_png": {k: v[i] for k, v in rounded.items()},
+            **texts[i],
         }
         store.save(s.id, adv[i], meta)
         stored += 1
     return stored
+
+
+def _multimodal(
+    spec: Any, image_attack: Any, x: torch.Tensor, y: Any, samples: Sequence[Any], kb: Any, seed: int
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """MAT's multimodal attack on one chunk: the image attack, plus per sample the one-token
+    substitution in its sentence that most lowers cos(text encoder(mention + sentence), the gold
+    entity's KB text), candidates being the encoder's own vocabulary neighbours of each word
+    (`perturb_text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
+    from retlink.eval.perturb_text import token_neighbours
+    from retlink.eval.settings import LinkInput, MultimodalAttack
+
+    encoder = kb.text_embedder
+    neighbours = int(spec.params.get("neighbours", 8))
+    golds = {e.id: e for e in kb.get([s.gold_id for s in samples])}
+    refs = encoder.embed([golds[s.gold_id].text() if s.gold_id in golds else s.mention for s in samples])
+    attack = MultimodalAttack(image_attack, encoder, candidates=token_neighbours(encoder, neighbours), seed=seed)
+    out, edits = attack([LinkInput(x[i], s.mention, s.context) for i, s in enumerate(samples)], refs, y)
+    texts = [
+        {
+            "context": e.text,
+            "substitution": {"original": e.original, "replacement": e.replacement, "position": e.position},
+            "text_similarity": {"clean": round(e.similarity_clean, 4), "attacked": round(e.similarity_attacked, 4)},
+        }
+        for e in edits
+    ]
+    return torch.stack([o.image for o in out]), texts

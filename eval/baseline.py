@@ -32,6 +32,7 @@ from retlink.config import ImageBackend
 from retlink.errors import EmptyMentionError
 from retlink.tools.images import load_image
 from retlink.tools.kb.store import KBStore
+from retlink.tools.vision.networks import DEFAULT_NETWORK
 from retlink.types import Candidate, LinkResult, TraceEvent
 
 
@@ -47,13 +48,13 @@ class BaselineConfig(BaseModel):
     #: nearest neighbours taken from each index before fusing (recall of the union)
     pool: int = Field(50, ge=1, le=1000)
     #: the image embedder the KB was built with (`embedder.image_backend` names)
-    image_backend: ImageBackend = "efficientnet"
+    image_backend: ImageBackend = DEFAULT_NETWORK.value
 
 
 def query_text(mention: str, context: str) -> str:
     """The mention in its sentence: the sentence alone when it already contains the mention."""
     context = context.strip()
-    if context and mention.lower() in context.lower():
+    if not mention or (context and mention.lower() in context.lower()):
         return context
     return f"{mention}. {context}".strip()
 
@@ -95,22 +96,29 @@ class CLIPBaseline:
         kb = KBStore(Path(path), shared_text_embedder(device=device), image)
         return cls(kb, cfg)
 
-    def embed(self, image: Any, mention: str, context: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """(text vector, image vector or None) of a query."""
-        text_vec = self.kb.text_embedder.embed([query_text(mention, context)])[0]
+    def embed(self, image: Any, mention: str, context: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(text vector, image vector) of a query; None for a side the query lacks (no mention
+        and no sentence: image only, the I2T setting)."""
+        query = query_text(mention, context)
+        text_vec = self.kb.text_embedder.embed([query])[0] if query.strip() else None
         image_vec = None
         if image is not None and self.kb.has_images and self.config.image_weight > 0:
             image_vec = self.kb.image_embedder.embed_images([load_image(image)])[0]
         return text_vec, image_vec
 
-    def rank(self, text_vec: np.ndarray, image_vec: np.ndarray | None) -> list[Candidate]:
-        """Fused ranking of the union of text and image neighbours, best first."""
+    def rank(self, text_vec: np.ndarray | None, image_vec: np.ndarray | None) -> list[Candidate]:
+        """Fused ranking of the union of text and image neighbours, best first (the image alone
+        when there is no text)."""
         cfg = self.config
-        ids = dict.fromkeys(eid for eid, _ in self.kb.query_text(text_vec, cfg.pool))
+        if text_vec is None:
+            cfg = cfg.model_copy(update={"text_weight": 0.0})
+            ids = {}
+        else:
+            ids = dict.fromkeys(eid for eid, _ in self.kb.query_text(text_vec, cfg.pool))
         if image_vec is not None:
             ids.update(dict.fromkeys(eid for eid, _ in self.kb.query_image(image_vec, cfg.pool)))
         pool = list(ids)
-        text_sim = self.kb.text_similarity(text_vec, pool)
+        text_sim = self.kb.text_similarity(text_vec, pool) if text_vec is not None else {}
         image_sim = self.kb.image_similarity(image_vec, pool) if image_vec is not None else {}
         candidates = [
             Candidate(
@@ -126,10 +134,10 @@ class CLIPBaseline:
 
     def link(self, image: Any, mention: str, context: str = "") -> LinkResult:
         """Link like the agent does, deciding by similarity alone (decided_by="fallback")."""
-        if not mention or not mention.strip():
-            raise EmptyMentionError("the mention is empty")
+        if not (mention or "").strip() and image is None:
+            raise EmptyMentionError("nothing to link: no image and an empty mention")
         started = time.perf_counter()
-        text_vec, image_vec = self.embed(image, mention.strip(), context)
+        text_vec, image_vec = self.embed(image, (mention or "").strip(), context)
         embedded = time.perf_counter()
         candidates = self.rank(text_vec, image_vec)
         done = time.perf_counter()
@@ -150,7 +158,7 @@ class CLIPBaseline:
             entity=top.entity if top else None,
             score=top.score if top else 0.0,
             decided_by="fallback" if top else "nil",
-            mention=mention.strip(),
+            mention=(mention or "").strip(),
             candidates=candidates,
             rationale=f"{self.name}: fused similarity (text {self.config.text_weight}, image {self.config.image_weight})",
             trace=trace,

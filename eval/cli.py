@@ -4,6 +4,7 @@
     retlink eval report RUN_DIR
     retlink eval export RUN_DIR [--out DIR]
     retlink eval compare RUN_A RUN_B [--out FILE.md]
+    retlink eval defences [CONFIG] [--limit N]   # `eval run` of the bundled defences config
 
 Heavy imports (torch, the models) happen inside the commands, so `retlink eval --help` is fast.
 Errors are `RetlinkError`s, printed as one line with exit code 2 by the main CLI's handler.
@@ -22,6 +23,8 @@ from rich.table import Table
 eval_app = typer.Typer(help="Scripted robustness evaluations (attacks, reports, export).", no_args_is_help=True)
 
 out = Console()
+#: the bundled defence evaluation that `retlink eval defences` runs
+DEFENCES_CONFIG = Path(__file__).resolve().parent / "configs" / "defences.yaml"
 
 
 def friendly_errors(fn):
@@ -60,12 +63,27 @@ def run(
 
 @eval_app.command("report")
 @friendly_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="run folder")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    layout: Annotated[
+        str, typer.Option("--layout", help="standard, or paper: LLM-RetLink's datasets x {I2T, IT2T} table")
+    ] = "standard",
+) -> None:
     """Rebuild summary.json, report.md and the plots of RUN_DIR from its JSONL records."""
-    from retlink.eval.report import REPORT, write_report
+    from retlink.errors import ConfigError
+    from retlink.eval.report import REPORT, load_run, paper_rows, write_report
 
+    if layout not in ("standard", "paper"):
+        raise ConfigError(f"--layout {layout!r}: choose standard or paper")
     summary = write_report(run_dir)
-    _print_tables(summary)
+    if layout == "paper":
+        caption, header, rows = paper_rows(summary, load_run(run_dir)[0])
+        table = Table(*header, caption=caption)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        _print_tables(summary)
     out.print(f"report: [bold]{run_dir / REPORT}[/]")
 
 
@@ -128,28 +146,12 @@ def _print_tables(summary: dict) -> None:
 @eval_app.command("defences")
 @friendly_errors
 def defences(
-    config: Annotated[Path | None, typer.Argument(help="defence eval YAML (DefenceEvalConfig keys); none: defaults")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="where defences.json and defences.md go")] = Path("runs/defences"),
+    config: Annotated[
+        Path, typer.Argument(help="eval config (default: the bundled eval/configs/defences.yaml)")
+    ] = DEFENCES_CONFIG,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
-    links: Annotated[bool | None, typer.Option("--links/--no-links", help="also link with the full agent")] = None,
-    target: Annotated[
-        str | None,
-        typer.Option("--target", help="what the attacks aim at: embedding_toward_distractor (default) or classifier"),
-    ] = None,
-    surrogate: Annotated[
-        str | None,
-        typer.Option(
-            "--surrogate",
-            help="the network the attacks are made on: efficientnet_lite0 (default), efficientnet_lite1 "
-            "or efficientnet_lite0+efficientnet_lite1",
-        ),
-    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
 ) -> None:
-    """Each defence clean, under PGD and under adaptive attacks (BPDA/EOT, detector-aware)."""
-    from retlink.eval.defences import evaluate as evaluate_defences
-    from retlink.eval.defences import load_defence_config, print_summary, write
-
-    cfg = load_defence_config(config, limit=limit, links=links, target=target, surrogate=surrogate)
-    results = evaluate_defences(cfg)
-    print_summary(results, out)
-    out.print(f"report: [bold]{write(results, out_dir)}[/]")
+    """The defence evaluation: `retlink eval run` of eval/configs/defences.yaml (each level
+    without and with the defences, clean, under PGD and under the adaptive attacks)."""
+    run(config, limit=limit, dry_run=False, out_dir=out_dir, report=True)

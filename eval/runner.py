@@ -9,6 +9,11 @@ that attack runs with at most `concurrency` links in flight. Each finished link 
 `results.jsonl` at once (durable, see `records.py`); a link that raises is recorded with its error
 and counted as a miss, never fatal. On start the run folder's records are read and every key
 already recorded as ok is skipped, so a crash or Ctrl-C loses at most the links in flight.
+
+An `attack: adaptive` is made per pipeline from its own defences (`attacked.attack_variants`):
+each variant's images are stored like any attack's, the pipeline links every variant it faces,
+and its record keeps the per-sample worst case (`worst_case`) and names the variant. A pipeline
+may define its own gold answer from the clean image (`gold`, the tagger's undefended label).
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ from rich.table import Table
 from rich.text import Text
 
 from retlink.errors import ConfigError
-from retlink.eval.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
+from retlink.eval.attacked import (
+    AttackedStore,
+    LabelMaker,
+    Variant,
+    attack_variants,
+    clean_tensor,
+    make_chunk,
+)
 from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
 from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
 
@@ -119,8 +131,7 @@ def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tup
         fn = getattr(perturb_text, setting.text.kind)
         kwargs = {} if setting.text.kind == "word_permutation" else {"rate": setting.text.rate}
         context = fn(context, seed=text_seed(seed, sample.id, setting.name), **kwargs)
-    # The linkers need a mention; I2T keeps the bare mention (no sentence).
-    return seen.image, seen.mention or sample.mention, context
+    return seen.image, seen.mention, context
 
 
 class Runner:
@@ -139,6 +150,8 @@ class Runner:
         self._pipelines = dict(pipelines or {})
         self.console = console or Console(stderr=True)
         self._kb = None
+        self._variants: dict[str, dict[str, Variant]] = {}
+        self._golds: dict[tuple[str, str], str] = {}
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -160,7 +173,7 @@ class Runner:
         if self._kb is None:
             from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
-            text, image = shared_text_embedder(), shared_image_embedder("efficientnet")
+            text, image = shared_text_embedder(), shared_image_embedder()
             self._kb = self._ensure_kb(self.config.kb, text, image)
         return self._kb
 
@@ -209,11 +222,18 @@ class Runner:
         plan = Plan(samples, conditions, jobs, done)
         for a in cfg.attacks:
             if any(a.name in cfg.attacks_in(s) for s in cfg.settings):
-                store_dir = self.dir / "attacked" / a.name
                 plan.images_missing[a.name] = sum(
-                    not (store_dir / f"{_stem(s.id)}.json").exists() for s in samples
+                    not (self.dir / "attacked" / v.store / f"{_stem(s.id)}.json").exists()
+                    for v in self.variants(a.name).values()
+                    for s in samples
                 )
         return plan
+
+    def variants(self, attack: str) -> dict[str, Variant]:
+        """{variant key: Variant} of an attack (one, key "", unless it is adaptive)."""
+        if attack not in self._variants:
+            self._variants[attack] = attack_variants(self.config, self.config.attack(attack))
+        return self._variants[attack]
 
     def print_plan(self, plan: Plan) -> None:
         cfg = self.config
@@ -326,31 +346,48 @@ class Runner:
     def _make_images(self, attack: str, samples: list[Any], needed: set[str]) -> None:
         """Make the attacked images of `attack` for the chunks holding a needed, missing sample."""
         cfg = self.config
-        index = [a.name for a in cfg.attacks].index(attack)
-        spec = cfg.attack(attack)
-        store = AttackedStore(self.dir, attack)
         labels = None
-        size = spec.batch_size
-        for chunk, start in enumerate(range(0, len(samples), size)):
-            part = samples[start : start + size]
-            if all(store.has(s.id) or s.id not in needed for s in part):
-                continue
-            if labels is None:
-                from retlink.eval.attacked import surrogate
+        for spec, _, folder in self.variants(attack).values():
+            index = [a.name for a in cfg.attacks].index(spec.name)
+            store = AttackedStore(self.dir, folder)
+            size = spec.batch_size
+            for chunk, start in enumerate(range(0, len(samples), size)):
+                part = samples[start : start + size]
+                if all(store.has(s.id) or s.id not in needed for s in part):
+                    continue
+                if labels is None:
+                    from retlink.eval.attacked import surrogate
 
-                labels = LabelMaker(self.kb(), surrogate(spec.surrogate), cfg.image_size)
-            made = make_chunk(spec, index, chunk, part, store, labels, seed=cfg.seed, size=cfg.image_size)
-            log.info("%s: chunk %d, %d images made", attack, chunk, made)
+                    labels = LabelMaker(self.kb(), surrogate(spec.surrogate, spec.pretrained), cfg.image_size)
+                made = make_chunk(spec, index, chunk, part, store, labels, seed=cfg.seed, size=cfg.image_size)
+                log.info("%s: chunk %d, %d images made", folder, chunk, made)
 
-    def _image(self, job: Job) -> tuple[Any, dict[str, Any]]:
+    def _images(self, job: Job) -> list[tuple[str, Any, dict[str, Any]]]:
+        """[(variant key, image, meta)] the job's pipeline faces: the clean image, one attacked
+        image, or one per adaptive variant of its defences."""
         if job.attack == CLEAN:
-            return clean_tensor(job.sample.image_path, self.config.image_size), {}
-        store = AttackedStore(self.dir, job.attack)
-        if not store.has(job.sample.id):
-            from retlink.errors import InvalidImageError
+            return [("", clean_tensor(job.sample.image_path, self.config.image_size), {})]
+        out = []
+        for key, (_, pipes, folder) in self.variants(job.attack).items():
+            if job.pipeline not in pipes:
+                continue
+            store = AttackedStore(self.dir, folder)
+            if not store.has(job.sample.id):
+                from retlink.errors import InvalidImageError
 
-            raise InvalidImageError("no attacked image (the clean image could not be read)")
-        return store.load(job.sample.id)
+                raise InvalidImageError("no attacked image (the clean image could not be read)")
+            out.append((key, *store.load(job.sample.id)))
+        return out
+
+    def _gold(self, job: Job, pipeline: Any) -> str:
+        """The sample's gold answer for this pipeline: its own label on the clean image for a
+        pipeline that defines one (the tagger), else the dataset's gold entity."""
+        if not hasattr(pipeline, "gold"):
+            return job.sample.gold_id
+        key = (job.pipeline, job.sample.id)
+        if key not in self._golds:
+            self._golds[key] = pipeline.gold(clean_tensor(job.sample.image_path, self.config.image_size))
+        return self._golds[key]
 
     def _link_one(self, job: Job) -> dict[str, Any]:
         sample = job.sample
@@ -364,14 +401,13 @@ class Runner:
         }
         started = time.perf_counter()
         try:
-            image, meta = self._image(job)
-            if meta:
-                rec["attack_seconds"] = meta.get("seconds")
-                rec["distractor"] = meta.get("distractor")
-                rec["norms"] = {k: meta["norms"][k] for k in ("linf_255", "l2")}
-                rec["norms_png"] = {k: meta["norms_png"][k] for k in ("linf_255", "l2")}
-            img, mention, context = link_inputs(sample, job.setting, image, self.config.seed)
-            result = self.pipeline(job.pipeline).link(img, mention, context)
+            pipeline = self.pipeline(job.pipeline)
+            gold = rec["gold"] = self._gold(job, pipeline)
+            outcomes = []
+            for key, image, meta in self._images(job):
+                seen = sample.model_copy(update={"context": meta["context"]}) if "context" in meta else sample
+                img, mention, context = link_inputs(seen, job.setting, image, self.config.seed)
+                outcomes.append((key, meta, pipeline.link(img, mention, context)))
         except Exception as e:  # a failing sample is recorded and counted, never fatal
             log.warning("%s failed: %s: %s", job.key, type(e).__name__, e)
             return {
@@ -383,15 +419,30 @@ class Runner:
                 "rank": None,
                 "seconds": round(time.perf_counter() - started, 4),
             }
+        key, meta, result = worst_case(outcomes, gold)
+        if meta:
+            rec["attack_seconds"] = meta.get("seconds")
+            rec["distractor"] = meta.get("distractor")
+            rec["norms"] = {k: meta["norms"][k] for k in ("linf_255", "l2")}
+            rec["norms_png"] = {k: meta["norms_png"][k] for k in ("linf_255", "l2")}
+            if "substitution" in meta:
+                rec["substitution"] = meta["substitution"]
+        if len(outcomes) > 1:  # an adaptive attack: which variant broke it, and how each fared
+            rec["variant"] = key
+            rec["variants"] = {k: r.entity_id == gold for k, _, r in outcomes}
         nodes: dict[str, float] = {}
         for ev in result.trace:
             nodes[ev.node] = round(nodes.get(ev.node, 0.0) + ev.seconds, 4)
+        detect = next((ev for ev in result.trace if ev.node == "detect" and ev.detail.get("scores")), None)
+        if detect is not None:  # the pipeline runs a detector: its verdict and score
+            rec["flagged"] = bool(result.perturbed)
+            rec["detector_score"] = max(detect.detail["scores"].values())
         return {
             **rec,
             "status": "ok",
             "pred": result.entity_id,
-            "correct": result.entity_id == sample.gold_id,
-            "rank": gold_rank(result, sample.gold_id),
+            "correct": result.entity_id == gold,
+            "rank": gold_rank(result, gold),
             "score": round(float(result.score), 4),
             "decided_by": result.decided_by,
             "candidates": [c.entity.id for c in result.candidates[:KEEP_CANDIDATES]],
@@ -421,6 +472,20 @@ class Runner:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 yield f.result()
+
+
+def worst_case(outcomes: list[tuple[str, dict[str, Any], Any]], gold: str) -> tuple[str, dict[str, Any], Any]:
+    """The outcome an attacker with several attacks keeps for one sample (AutoAttack's per-sample
+    worst case): a wrong answer the detector did not flag, else a flagged wrong one, else the
+    lowest-ranked gold; ties go to the first listed (plain PGD first)."""
+
+    def badness(o: tuple[str, dict[str, Any], Any]) -> tuple[int, float]:
+        result = o[2]
+        rank = gold_rank(result, gold)
+        level = 2 if result.entity_id == gold else int(bool(result.perturbed))
+        return level, -(rank if rank is not None else float("inf"))
+
+    return min(outcomes, key=badness)
 
 
 def _stem(sample_id: str) -> str:

@@ -3,7 +3,9 @@
 From the MEL robustness literature (Wang et al. 2025, "On Evaluating the Adversarial Robustness
 of Foundation Models for Multimodal Entity Linking"):
 - I2T: image to text entity. Only the image reaches the linker (mention and context removed),
-  so an image attack meets no textual help.
+  so an image attack meets no textual help: the agent links from the caption and the image
+  (alias table unused). `i2t_mention` keeps the bare mention (no sentence), the runner's I2T
+  before the papers' definition was followed; its numbers are not the papers' I2T.
 - IT2T: image + text to text entity. The image is attacked; mention and context are kept, the
   setting where context can compensate for a corrupted image.
 Plus the missing-modality settings (image or text removed) and a multimodal attack (image attack
@@ -12,6 +14,7 @@ plus a one-word substitution in the context, chosen against a text encoder).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -20,11 +23,12 @@ import numpy as np
 import torch
 
 from retlink.eval.attacks.base import Attack, take
-from retlink.eval.perturb_text import Substitution, TextEncoder, substitute_one_word
+from retlink.eval.perturb_text import Substitution, TextEncoder, substitute_one_word, typo_variants
 
 
 class Setting(StrEnum):
     I2T = "i2t"
+    I2T_MENTION = "i2t_mention"  # image + the bare mention (no sentence): not the papers' I2T
     IT2T = "it2t"
     IMAGE_ONLY = "image_only"  # text removed; the same inputs as I2T, named for missing-modality tables
     TEXT_ONLY = "text_only"  # image removed
@@ -44,17 +48,22 @@ def apply_setting(sample: LinkInput, setting: Setting | str) -> LinkInput:
     setting = Setting(setting)
     if setting in (Setting.I2T, Setting.IMAGE_ONLY):
         return replace(sample, mention="", context="")
+    if setting is Setting.I2T_MENTION:
+        return replace(sample, context="")
     if setting is Setting.TEXT_ONLY:
         return replace(sample, image=None)
     return sample
 
 
 class MultimodalAttack:
-    """Image attack plus a one-word substitution in each sample's context.
+    """Image attack plus a one-word substitution in each sample's context (`attack: multimodal`
+    in an eval config, see `retlink.eval.attacked`).
 
     The image half is any `Attack`; the text half picks, per sample, the word replacement that
     lowers cos(encoder(mention + context), correct entity embedding) the most (see
-    `substitute_one_word`). Both halves are seeded.
+    `substitute_one_word`), BERT-Attack/TextFooler style when `candidates` proposes each word's
+    neighbours in the encoder's own token space (`perturb_text.token_neighbours`; typo variants
+    by default). Both halves are seeded.
     """
 
     def __init__(
@@ -64,9 +73,11 @@ class MultimodalAttack:
         *,
         vocabulary: list[str] | None = None,
         max_vocabulary: int = 32,
+        candidates: Callable[[str], list[str]] = typo_variants,
         seed: int = 0,
     ) -> None:
         self.image_attack = image_attack
+        self.candidates = candidates
         self.encoder = encoder
         self.vocabulary = vocabulary or []
         self.max_vocabulary = max_vocabulary
@@ -92,6 +103,7 @@ class MultimodalAttack:
                 prefix=s.mention,
                 vocabulary=self.vocabulary,
                 max_vocabulary=self.max_vocabulary,
+                candidates=self.candidates,
                 seed=self.seed + i,
             )
             edits.append(edit)

@@ -22,7 +22,7 @@ class LinkState(TypedDict, total=False):
     mention: str
     context: str
     # set by nodes
-    pil: Image.Image
+    pil: Image.Image | None  # None: a text-only link (no image given)
     image_vector: Any
     caption: Caption
     perturbed: bool

@@ -95,21 +95,24 @@ def _print_result(result, as_json: bool) -> None:
 @app.command()
 @friendly_errors
 def link(
-    image: Annotated[Path, typer.Argument(help="image file")],
-    mention: Annotated[str, typer.Option("--mention", "-m", help="the words that name the entity")],
+    image: Annotated[Path | None, typer.Argument(help="image file (none: link from the text alone)")] = None,
+    mention: Annotated[str, typer.Option("--mention", "-m", help="the words that name the entity")] = "",
     context: Annotated[str | None, typer.Option("--context", help="the sentence around the mention")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the LinkResult as JSON")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Link the entity in IMAGE named by MENTION to the knowledge base."""
+    """Link the entity in IMAGE named by MENTION to the knowledge base (either may be left out:
+    an image alone, or a mention and sentence alone, whose trace says captioning and image
+    retrieval were skipped)."""
     from retlink.agents.validator import check_text
     from retlink.config import load_config
     from retlink.linker import Linker
     from retlink.tools.images import load_image
 
     cfg = load_config(config)  # input errors surface before the slow model load
-    check_text(mention, context, cfg.limits)
-    load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
+    check_text(mention, context, cfg.limits, image=image is not None)
+    if image is not None:
+        load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
     linker = Linker.from_config(cfg)
     _print_result(linker.link(image, mention, context), as_json)
 

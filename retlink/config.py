@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from retlink.errors import ConfigError
+from retlink.tools.vision.networks import DEFAULT_NETWORK, ImageNetwork, canonical
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -44,17 +46,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: the ImageNet networks with packaged weights that the tagger captioner and the squeeze detector
-#: can run on (the names the eval's attack surrogates use; `tools/vision/efficientnet.py`)
-VisionModel = Literal["efficientnet_lite0", "efficientnet_lite1"]
+#: the ImageNet networks with packaged weights (`retlink.tools.vision.networks`, one table for
+#: every role: tagger captioner, image embedder, squeeze detector, the eval's surrogates); a
+#: registered alias (e.g. `efficientnet`, what Lite0 KBs record) reads as its network
+VisionModel = Annotated[ImageNetwork, BeforeValidator(canonical)]
 
-
-#: image embedder names; `efficientnet_lite0` (the other roles' name for Lite0) is read as
-#: `efficientnet`, the name Lite0 KBs record, so a KB built with either spelling opens with either
-ImageBackend = Annotated[
-    Literal["efficientnet", "efficientnet_lite0", "efficientnet_lite1", "open_clip", "none"],
-    AfterValidator(lambda v: "efficientnet" if v == "efficientnet_lite0" else v),
-]
+#: image embedder: a network of the table (by any of its names), open_clip, or none
+ImageBackend = Annotated[Literal[*(n.value for n in ImageNetwork), "open_clip", "none"], BeforeValidator(canonical)]
 
 
 class OpenAIServerConfig(_Strict):
@@ -142,14 +140,14 @@ class CaptionerConfig(OpenAIServerConfig):
     top_k: int = Field(5, ge=1, le=20)
     #: efficientnet_tagger only: the network whose ImageNet labels make the caption (Lite1: a
     #: network a Lite0 attack did not target, see encoder diversity in the README)
-    vision_model: VisionModel = "efficientnet_lite0"
+    vision_model: VisionModel = DEFAULT_NETWORK
     #: openai_vlm only
     model: str | None = None
     max_tokens: int = 96
 
     @model_validator(mode="after")
     def _vision_model_needs_the_tagger(self) -> CaptionerConfig:
-        if self.backend != "efficientnet_tagger" and self.vision_model != "efficientnet_lite0":
+        if self.backend != "efficientnet_tagger" and self.vision_model != DEFAULT_NETWORK:
             raise ValueError(
                 f"vision_model {self.vision_model!r} is for backend efficientnet_tagger; "
                 f"backend {self.backend} names its served model in `model`"
@@ -162,9 +160,7 @@ class EmbedderConfig(_Strict):
     text_model: str = "minilm-embedded"
     #: image embedder: EfficientNet-Lite0 pooled features (the captioner's network), EfficientNet-Lite1's
     #: (a second network: encoder diversity, see the README), or open_clip. The KB records which.
-    #: `efficientnet_lite0` (the other roles' name for Lite0) is read as `efficientnet`, the name
-    #: Lite0 KBs record, so a KB built with either spelling opens with either.
-    image_backend: ImageBackend = "efficientnet"
+    image_backend: ImageBackend = DEFAULT_NETWORK.value
     open_clip_model: str = "ViT-B-32"
     open_clip_pretrained: str | None = None
     batch_size: int = 32
@@ -339,7 +335,7 @@ class DecisionConfig(_Strict):
     @field_validator("head")
     @classmethod
     def _expand_head(cls, v: Path | None) -> Path | None:
-        return Path(_resolve_path(str(v), Path.cwd())) if v is not None else None
+        return Path(resolve_path(str(v), Path.cwd())) if v is not None else None
 
 
 class LimitsConfig(_Strict):
@@ -386,7 +382,7 @@ class DetectorConfig(_Strict):
     threshold: float = Field(1.2, ge=0, le=2)
     squeezers: list[PurifyStep] = Field(default_factory=_default_squeezers)
     #: the classifier whose predictions are squeezed (the threshold was calibrated on Lite0)
-    model: VisionModel = "efficientnet_lite0"
+    model: VisionModel = DEFAULT_NETWORK
 
 
 class DefenceConfig(_Strict):
@@ -445,7 +441,9 @@ def validate_config(model: type[_ModelT], data: Any, origin: str) -> _ModelT:
         raise config_error(origin, validation_lines(e)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, path_keys: frozenset[str] | set[str] = PATH_KEYS) -> dict[str, Any]:
+    """A YAML mapping with every value under a key in `path_keys` resolved (`resolve_path`): the
+    one path mechanism of every config file (agent and eval configs alike)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -461,25 +459,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
     # Relative paths in a config file are relative to the file, not to the working directory.
-    return _resolve_paths(data, path.parent)
+    return resolve_paths(data, path.parent, path_keys)
 
 
-def _resolve_path(value: str, base: Path) -> str:
+def resolve_path(value: str, base: Path) -> str:
     """`$RETLINK_CACHE` and `~` expand; a relative path is relative to the config file."""
     value = value.replace("$RETLINK_CACHE", str(cache_dir())).replace("${RETLINK_CACHE}", str(cache_dir()))
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+def resolve_paths(data: dict[str, Any], base: Path, keys: frozenset[str] | set[str] = PATH_KEYS) -> dict[str, Any]:
+    """Every value under a key in `keys`, at any depth, resolved (`resolve_path`)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out[key] = _resolve_paths(value, base)
+            out[key] = resolve_paths(value, base, keys)
         elif isinstance(value, list):
-            out[key] = [_resolve_paths(v, base) if isinstance(v, dict) else v for v in value]
-        elif key in PATH_KEYS and isinstance(value, str):
-            out[key] = _resolve_path(value, base)
+            out[key] = [resolve_paths(v, base, keys) if isinstance(v, dict) else v for v in value]
+        elif key in keys and isinstance(value, str):
+            out[key] = resolve_path(value, base)
         else:
             out[key] = value
     return out
@@ -504,5 +503,5 @@ def load_config(source: str | Path | dict[str, Any] | RetlinkConfig | None = Non
                 names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
                 raise ConfigError(f"no config file or preset named {source!r} (presets: {names})")
             path = preset
-        data, origin = _read_yaml(path), str(path)
+        data, origin = read_yaml(path), str(path)
     return validate_config(RetlinkConfig, data, origin)

@@ -121,8 +121,10 @@ class Linker:
         state = await self.graph.ainvoke(self._inputs(image, mention, context))
         return self._result(state)
 
-    def link(self, image: ImageInput, mention: str, context: str | None = None) -> LinkResult:
-        """Link one mention. `image` may be a path, bytes, a PIL image, an array or a tensor."""
+    def link(self, image: ImageInput | None, mention: str = "", context: str | None = None) -> LinkResult:
+        """Link one mention. `image` may be a path, bytes, a PIL image, an array or a tensor, or
+        None (a text-only link: captioning and image retrieval are skipped, as the trace says);
+        the mention may be empty when an image is given (an image-only link)."""
         return self._loop.submit(self._run(image, mention, context)).result()
 
     async def alink(self, image: ImageInput, mention: str, context: str | None = None) -> LinkResult:

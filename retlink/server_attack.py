@@ -29,6 +29,8 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from retlink.errors import InputError, RetlinkError
+from retlink.eval.config import SurrogateName
+from retlink.tools.vision.networks import DEFAULT_NETWORK
 
 
 class AttackSettings(BaseModel):
@@ -36,7 +38,7 @@ class AttackSettings(BaseModel):
 
     enabled: bool = False
     #: the network attacked (white box against the embedded default: its captioner and embedder)
-    surrogate: str = "efficientnet_lite0"
+    surrogate: SurrogateName = DEFAULT_NETWORK.value
     max_steps: int = Field(20, ge=1)
     #: the largest L-inf budget, in 1/255 units
     max_eps: float = Field(16.0, gt=0)

@@ -77,10 +77,9 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
         ev = ev_path if ev_path.is_absolute() else (base / ev_path).resolve()
     if isinstance(ev, dict) and not isinstance(source, dict):
         # an inline eval config's paths are relative to the train config's file, as in a file
-        from retlink.config import _resolve_paths
-        from retlink.eval.config import _relative_to_file
+        from retlink.eval.config import relative_to_file
 
-        ev = _relative_to_file(_resolve_paths(ev, base), base)
+        ev = relative_to_file(ev, base)
     if isinstance(ev, str | Path | dict):
         ecfg = load_eval_config(ev)
     else:

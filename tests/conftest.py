@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose dependency (a test-only package, a system command) is missing, or fail
+    it under RETLINK_REQUIRE_DEPS (`make test`, CI), so a missing dependency never hides as a skip
+    where the setup promises it (as RETLINK_REQUIRE_VLLM does for the vLLM venv)."""
+    if os.environ.get("RETLINK_REQUIRE_DEPS"):
+        pytest.fail(f"RETLINK_REQUIRE_DEPS is set but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO

@@ -21,8 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler with a one-call response and no access log on the test output."""
@@ -159,7 +157,9 @@ def make_test_pki(root: Path) -> TlsCerts:
     """Generate TlsCerts under root with the openssl command (EC P-256 keys, valid two days);
     skips the calling test without the command."""
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail("the openssl command is needed to make test certificates")
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True, timeout=60)

@@ -18,6 +18,7 @@ from retlink.eval.attacks.augment import Augment
 from retlink.eval.attacks.base import Attack, frozen
 from retlink.eval.attacks.cw import CW
 from retlink.eval.attacks.fgsm import FGSM
+from retlink.eval.attacks.noise import GaussianNoise
 from retlink.eval.attacks.pgd import PGD, PGDL2
 from retlink.eval.attacks.targets import (
     CaptionerTarget,
@@ -30,6 +31,8 @@ from retlink.eval.attacks.targets import (
 )
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, PGDL2, APGD, APGDL2, CW)}
+# non-adversarial: random noise (no gradient), stored and reported like the attacks
+ATTACKS[GaussianNoise.name] = GaussianNoise
 # adaptive attacks through the pipeline's defences (BPDA, EOT, detector-aware): see adaptive.py
 ATTACKS.update({cls.name: cls for cls in (PGDBPDA, PGDEOT, PGDDetectorAware)})
 # not an attack: random views for training-time one-to-many augmentation (see augment.py)
@@ -63,6 +66,7 @@ __all__ = [
     "CaptionerTarget",
     "ClassifierTarget",
     "EmbeddingAwayTarget",
+    "GaussianNoise",
     "OpenClipImageEncoder",
     "Target",
     "TextAlignmentTarget",

@@ -35,9 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from retlink.config import DetectorConfig, PurifyStep
+from retlink.config import DefenceConfig, DetectorConfig, PurifyStep
 from retlink.eval.attacks.pgd import PGD
 from retlink.eval.attacks.targets import ClassifierTarget, Target
+from retlink.tools.vision.networks import DEFAULT_NETWORK
 from retlink.tools.vision.purify import Purifier
 
 #: what the pipeline purifies a flagged image with by default (DefenceConfig.purify_when_flagged)
@@ -185,6 +186,7 @@ class PGDBPDA(PGD):
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {**PGD.presets["normal"], "eot_samples": 1, "jitter": False},
         "strong": {**PGD.presets["strong"], "eot_samples": 1, "jitter": False},
+        "mat": {**PGD.presets["mat"], "eot_samples": 1, "jitter": False},
     }
 
     def __init__(
@@ -222,6 +224,7 @@ class PGDEOT(PGDBPDA):
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {**PGD.presets["normal"], "eot_samples": 4, "jitter": True},
         "strong": {**PGD.presets["strong"], "eot_samples": 8, "jitter": True},
+        "mat": {**PGD.presets["mat"], "eot_samples": 4, "jitter": True},
     }
 
 
@@ -236,6 +239,7 @@ class PGDDetectorAware(PGDBPDA):
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {**PGDEOT.presets["normal"], "purify": []},
         "strong": {**PGDEOT.presets["strong"], "purify": []},
+        "mat": {**PGDEOT.presets["mat"], "purify": []},
     }
 
     def __init__(
@@ -290,3 +294,45 @@ class PGDDetectorAware(PGDBPDA):
 
 
 ADAPTIVE = (PGDBPDA, PGDEOT, PGDDetectorAware)
+
+
+def adaptive_attacks(
+    cfg: DefenceConfig, eot_samples: int, network: str = DEFAULT_NETWORK
+) -> list[tuple[str, dict[str, Any]]]:
+    """The adaptive attacks (name, overrides) an attacker who knows the defence config `cfg`
+    runs against a pipeline whose attacked network is `network` (what `attack: adaptive` in an
+    eval config expands to, per pipeline, beside plain PGD):
+
+    - purification always on: EOT+BPDA through it;
+    - detector on: a detector-aware attack through what an unflagged image meets (the configured
+      purifier, or nothing), keeping the squeeze score under the detector's own threshold on its
+      own network (`classifier`, named only when it is not `network`), and EOT+BPDA through the
+      flagged route's purifier (the attacker who accepts being flagged and survives it);
+    - no defence: plain PGD is already adaptive (nothing to adapt to), so none is added.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    always = [s.model_dump() for s in cfg.purify]
+    if cfg.detector.enabled:
+        det: dict[str, Any] = {
+            "squeezers": [s.model_dump() for s in cfg.detector.squeezers],
+            "threshold": cfg.detector.threshold,
+        }
+        if cfg.detector.model != network:
+            det["classifier"] = cfg.detector.model
+        out.append(("pgd_detector_aware", {"purify": always, "eot_samples": eot_samples, **det}))
+        flagged = always or [s.model_dump() for s in cfg.purify_when_flagged]
+        if flagged:
+            out.append(("pgd_eot", {"purify": flagged, "eot_samples": eot_samples}))
+    elif always:
+        out.append(("pgd_eot", {"purify": always, "eot_samples": eot_samples}))
+    return out
+
+
+def attack_key(name: str, overrides: dict[str, Any]) -> str:
+    """A short stable, file-name-safe key, so two pipelines whose defences need the same attack
+    share its images."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{name}-{digest}" if overrides else name

@@ -31,6 +31,9 @@ class PGD(Attack):
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"norm": "Linf", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10, "restarts": 1},
         "strong": {"norm": "Linf", "eps": 16 / 255, "alpha": 2 / 255, "steps": 50, "restarts": 2},
+        # MAT's adversarial examples: PGD, 2 steps at L-inf 2/255 (step 1/255, so the two steps
+        # can reach the budget's edge)
+        "mat": {"norm": "Linf", "eps": 2 / 255, "alpha": 1 / 255, "steps": 2, "restarts": 1},
     }
 
     def __init__(

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from retlink.config import OpenAIServerConfig, _read_yaml, _Strict, validate_config
+from retlink.config import OpenAIServerConfig, _Strict, read_yaml, validate_config
 from retlink.errors import ConfigError, RetlinkError
 from retlink.eval.mate.build import MateSet, build
 from retlink.eval.mate.prompts import messages
@@ -126,7 +126,7 @@ def load_mate_config(source: str | Path | dict[str, Any] | MateRunConfig) -> Mat
     if isinstance(source, dict):
         return validate_config(MateRunConfig, source, "dict")
     path = Path(source)
-    return validate_config(MateRunConfig, _read_yaml(path), str(path))
+    return validate_config(MateRunConfig, read_yaml(path), str(path))
 
 
 def image_uri(path: Path) -> str:

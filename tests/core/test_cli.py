@@ -40,12 +40,22 @@ def test_link_human_output(cfg_file, demo_dir):
     assert "Brick -> Brick (brick)" in res.stdout
 
 
+def test_link_text_only(cfg_file):
+    res = runner.invoke(app, ["link", "-m", "Luna", "--context", "The craters of [Luna] tonight.", "--json", "-c", str(cfg_file)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    # the alias table and the sentence alone put the Moon first (the answer is the LLM's call)
+    assert data["candidates"][0]["entity"]["id"] == "moon" and data["caption"] is None
+    assert all(c["image_score"] is None for c in data["candidates"])
+    assert next(e for e in data["trace"] if e["node"] == "caption")["skipped"].startswith("no image")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["link", "/nonexistent.jpg", "-m", "x"], "image file not found"),
         (["link", "{notes}", "-m", "x"], "not an image"),
-        (["link", "{image}", "-m", "  "], "the mention is empty"),
+        (["link", "-m", "  "], "nothing to link"),
         (["link", "{image}", "-m", "x", "-c", "{badcfg}"], "kb.colour: unknown key"),
         (["kb", "build", "/nonexistent.jsonl", "--out", "{tmp}/kb"], "entities file not found"),
         (["kb", "query", "{tmp}/nokb", "hello"], "no knowledge base"),

@@ -64,16 +64,47 @@ def test_cache_variable_expands(tmp_path, monkeypatch):
     assert load_config(cfg_file).kb.path == tmp_path / "cache" / "kb"
 
 
-def test_efficientnet_lite0_is_another_spelling_of_the_embedders_efficientnet(demo_kb_path):
+def test_one_network_name_in_every_role_and_old_spellings_read_as_it(demo_kb_path):
     from retlink.backends import open_kb
+    from retlink.eval.baseline import BaselineConfig, CLIPBaseline
+    from retlink.eval.config import AttackSpec, load_eval_config
+    from retlink.tools.vision.networks import DEFAULT_NETWORK, NETWORKS
     from tests.conftest import fast_config
 
-    cfg = load_config(fast_config(demo_kb_path, embedder={"image_backend": "efficientnet_lite0"}))
-    assert cfg.embedder.image_backend == "efficientnet"  # normalised: same fingerprint, same KB name
-    kb = open_kb(cfg)  # the demo KB was built with "efficientnet"; a mismatch would be refused
-    assert kb.has_images and kb.image_embedder.name == kb.manifest["image_model"] == "efficientnet"
-    from retlink.eval.baseline import BaselineConfig, CLIPBaseline
+    assert DEFAULT_NETWORK == "efficientnet_lite0"
+    for old in ("efficientnet", "lite0", "efficientnet_lite0"):  # the registry's aliases
+        cfg = load_config(
+            fast_config(
+                demo_kb_path,
+                embedder={"image_backend": old},
+                captioner={"vision_model": old},
+                defence={"detector": {"model": old}},
+            )
+        )
+        assert cfg.embedder.image_backend == cfg.captioner.vision_model == cfg.defence.detector.model == DEFAULT_NETWORK
+        assert BaselineConfig(image_backend=old).image_backend == DEFAULT_NETWORK
+        assert AttackSpec(name="a", attack="pgd", surrogate=f"{old}+lite1").surrogate == "efficientnet_lite0+efficientnet_lite1"
+    kb = open_kb(cfg)  # the demo KB records Lite0 as "efficientnet"; a mismatch would be refused
+    assert kb.has_images and kb.image_embedder.name == kb.manifest["image_model"] == NETWORKS[DEFAULT_NETWORK].kb_name
+    assert CLIPBaseline.from_kb(demo_kb_path, {"image_backend": "efficientnet"}).kb.has_images
+    with pytest.raises(ConfigError, match=r"attacks\.0\.surrogate.*unknown network 'resnet50'"):
+        load_eval_config(
+            {
+                "name": "x",
+                "dataset": {"key": "demo"},
+                "kb": {"path": "/tmp/k"},
+                "pipelines": [{"name": "b", "kind": "baseline"}],
+                "attacks": [{"name": "a", "attack": "pgd", "surrogate": "resnet50"}],
+            }
+        )
 
-    assert BaselineConfig(image_backend="efficientnet_lite0").image_backend == "efficientnet"  # one type
-    baseline = CLIPBaseline.from_kb(demo_kb_path, {"image_backend": "efficientnet_lite0"})
-    assert baseline.kb.has_images
+
+def test_a_missing_dependency_fails_under_retlink_require_deps(monkeypatch):
+    from tests.conftest import skip_or_fail
+
+    monkeypatch.delenv("RETLINK_REQUIRE_DEPS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="torchattacks"):
+        skip_or_fail("torchattacks is missing")
+    monkeypatch.setenv("RETLINK_REQUIRE_DEPS", "1")
+    with pytest.raises(pytest.fail.Exception, match="RETLINK_REQUIRE_DEPS is set but torchattacks is missing"):
+        skip_or_fail("torchattacks is missing")

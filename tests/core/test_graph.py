@@ -79,12 +79,34 @@ def test_invalid_answers_retry_once_then_fall_back(demo_kb_path, demo_dir):
 def test_bad_inputs_raise_typed_errors(linker, demo_dir, tmp_path):
     with pytest.raises(InvalidImageError, match="not found"):
         linker.link(tmp_path / "missing.jpg", "Java")
-    with pytest.raises(EmptyMentionError):
-        linker.link(demo_dir / "images" / "coffee.jpg", "  ")
+    with pytest.raises(EmptyMentionError, match="nothing to link"):
+        linker.link(None, "  ")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes((demo_dir / "images" / "coffee.jpg").read_bytes()[:500])
     with pytest.raises(InvalidImageError, match="truncated"):
         linker.link(broken, "Java")
+
+
+def test_text_only_link_skips_the_image_nodes_and_says_so(demo_kb_path):
+    offline = Linker.from_config(fast_config(demo_kb_path, search={"backends": []}))
+    r = offline.link(None, "Luna", "Through the telescope the craters of [Luna] look sharp and grey tonight.")
+    skipped = {e.node: e.skipped for e in r.trace}
+    assert skipped["detect"] == "no image" and skipped["caption"].startswith("no image")
+    retrieve = next(e for e in r.trace if e.node == "retrieve")
+    assert retrieve.detail["image_retrieval"] == "skipped: no image"
+    assert r.caption is None and all(c.image_score is None for c in r.candidates)
+    assert r.entity_id == "moon"  # the alias table and the sentence alone
+
+
+def test_image_only_link_uses_no_alias_and_no_text(demo_kb_path, demo_dir):
+    offline = Linker.from_config(fast_config(demo_kb_path, search={"backends": []}))
+    r = offline.link(demo_dir / "images" / "moon.jpg", "", "")
+    validate = next(e for e in r.trace if e.node == "validate")
+    assert validate.detail["mode"] == "image only"
+    query = next(e for e in r.trace if e.node == "retrieve").detail["query"]
+    assert query.startswith("Image: ") and "Luna" not in query  # the caption's labels only
+    assert not any(c.alias_match for c in r.candidates)
+    assert r.candidates and r.candidates[0].image_score is not None
 
 
 def test_link_many_keeps_going_with_return_exceptions(linker, demo_dir, tmp_path):

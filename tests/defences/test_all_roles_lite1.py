@@ -18,9 +18,9 @@ from retlink.config import CaptionerConfig, DefenceConfig, load_config
 from retlink.errors import ConfigError
 from retlink.eval.attacked import Features
 from retlink.eval.attacks import TextAlignmentTarget, build_attack
-from retlink.eval.defences import CLEAN, adaptive_attacks, evaluate, to_pil
+from retlink.eval.attacks.adaptive import adaptive_attacks
 from retlink.tools.vision.detector import SqueezeDetector
-from retlink.tools.vision.efficientnet import preprocess, shared_model
+from retlink.tools.vision.efficientnet import shared_model
 from tests.conftest import fast_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,24 +130,35 @@ def test_detector_aware_attack_squeezes_on_the_detectors_network():
         build_attack("pgd_detector_aware", TextAlignmentTarget(Features(shared_model())), classifier="vit")
 
 
-def test_defence_eval_runs_the_detector_on_its_network(demo_kb_path, chelsea):
-    lite1_det = {"enabled": True, "model": LITE1}
-    res = evaluate(
+def test_adaptive_attack_runs_the_detector_on_its_network(tmp_path, demo_kb_path, chelsea):
+    from retlink.eval.attacked import AttackedStore, attack_variants, clean_tensor
+    from retlink.eval.config import load_eval_config
+    from retlink.eval.runner import Runner
+    from retlink.tools.images import load_image
+
+    cfg = load_eval_config(
         {
-            "limit": 1,  # ex01, chelsea.jpg
-            "params": {"steps": 1},
-            "eot_samples": 1,
-            "bootstrap_resamples": 20,
-            "agent": fast_config(demo_kb_path),
-            "defences": [{"name": "detect-lite1", "defence": {"detector": lite1_det}}],
+            "name": "lite1-detector",
+            "dataset": {"key": "demo", "split": "test", "limit": 1},  # ex01, chelsea.jpg
+            "kb": {"path": str(demo_kb_path)},
+            "pipelines": [
+                {"name": "tagger-detect-lite1", "kind": "tagger", "overrides": {"defence": {"detector": {"enabled": True, "model": LITE1}}}}
+            ],
+            "attacks": [{"name": "adaptive", "attack": "adaptive", "params": {"steps": 1, "eot_samples": 1}}],
+            "output_dir": str(tmp_path),
         }
     )
-    aware = next(k for k in res.attacks["by_defence"]["detect-lite1"] if k.startswith("pgd_detector_aware"))
-    assert res.attacks["params"][aware]["classifier"] == LITE1
-    # the clean image as evaluate sees it (224 px, 8 bits), scored by each network's detector
-    img = to_pil((preprocess(Image.open(DEMO / chelsea["image"])) * 255).round() / 255)
+    variants = attack_variants(cfg, cfg.attack("adaptive"))
+    aware = next(v for v in variants.values() if v.spec.attack == "pgd_detector_aware")
+    assert aware.spec.params["classifier"] == LITE1  # the attack squeezes on the detector's network
+    runner = Runner(cfg)
+    runner.run(progress=False)
+    recs = {r["attack"]: r for r in map(json.loads, (runner.dir / "results.jsonl").read_text().splitlines())}
+    # the clean image as the runner gives it (224 px tensor), scored by each network's detector
+    img = load_image(clean_tensor(DEMO / chelsea["image"], 224))
     squeezers = DefenceConfig().detector.squeezers
     on_lite1 = SqueezeDetector(shared_model("cpu", "lite1"), squeezers).score(img)
     on_lite0 = SqueezeDetector(shared_model("cpu", "lite0"), squeezers).score(img)
-    assert abs(on_lite1 - on_lite0) > 0.005  # measured 0.208 and 0.224 (scores are rounded to 1e-4)
-    assert res.detector["scores"][CLEAN][0] == pytest.approx(on_lite1, abs=1e-4)
+    assert abs(on_lite1 - on_lite0) > 0.005  # the two networks score the photo differently
+    assert recs["clean"]["detector_score"] == pytest.approx(on_lite1, abs=1e-4)
+    assert AttackedStore(runner.dir, aware.store).has("demo:ex01")

@@ -1,49 +1,60 @@
-"""The defence evaluation: the graph's own routes, worst case over adaptive attacks, the report,
-the CLI, and a runner config naming the adaptive attacks."""
+"""The defence evaluation as runner pipelines: the tagger and retrieval levels on the graph's own
+defence route, `attack: adaptive` derived from each pipeline's defences, the per-sample worst
+case, the detector scored in the report, the CLI alias, and MAT's multimodal attack."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from retlink.config import DefenceConfig
 from retlink.errors import ConfigError
-from retlink.eval.defences import (
-    ADAPTIVE,
-    CLEAN,
-    NON_ADAPTIVE,
-    DefenceEvalConfig,
-    adaptive_attacks,
-    conditions,
-    defended_view,
-    evaluate,
-    load_defence_config,
-    report_markdown,
-    roc_auc,
-    summarise,
-)
+from retlink.eval.attacked import AttackedStore, attack_variants
+from retlink.eval.attacks.adaptive import adaptive_attacks
+from retlink.eval.config import load_eval_config
+from retlink.eval.levels import defended_view
+from retlink.eval.runner import Runner, worst_case
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
-from tests.conftest import fast_config
+from retlink.types import Candidate, Entity, LinkResult
+
+PURIFY = {"defence": {"purify": [{"kind": "median", "size": 3}]}}
+DETECT = {"defence": {"detector": {"enabled": True}}}
+#: ImageNet classes a tagger may give the demo's tabby cat (ex01, chelsea.jpg)
+CATS = {"tabby", "tiger cat", "Egyptian cat"}
 
 
-def test_roc_auc_and_worst_case_by_hand():
-    assert roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
-    assert roc_auc([0.1, 0.4], [0.2, 0.4]) == pytest.approx(0.625)  # 2 wins, 1 loss, 1 tie of 4 pairs
-    correct = {
-        CLEAN: [True, True, True],
-        NON_ADAPTIVE: [True, False, True],
-        "a": [False, False, True],
-        "b": [True, True, False],
+def levels_config(kb_path: Path, out: Path, **extra) -> dict:
+    """Tagger and retrieval levels, each bare, purified and detecting; 1-step PGD and adaptive."""
+    pipes = []
+    for kind in ("tagger", "retrieval"):
+        pipes += [
+            {"name": kind, "kind": kind},
+            {"name": f"{kind}-purify", "kind": kind, "overrides": PURIFY},
+            {"name": f"{kind}-detect", "kind": kind, "overrides": DETECT},
+        ]
+    cfg = {
+        "name": "levels",
+        "dataset": {"key": "demo", "split": "test", "limit": 2},
+        "kb": {"path": str(kb_path)},
+        "pipelines": pipes,
+        "attacks": [
+            {"name": "pgd-8", "attack": "pgd", "params": {"eps": "8/255", "steps": 1}},
+            {"name": "adaptive-8", "attack": "adaptive", "params": {"eps": "8/255", "steps": 1, "eot_samples": 1}},
+        ],
+        "metrics": {"bootstrap_resamples": 20},
+        "output_dir": str(out),
     }
-    flagged = {k: [False, True, False] for k in correct}
-    flagged["a"] = [False, False, False]
-    cells = conditions(correct, flagged, ["a", "b"])
-    assert cells[ADAPTIVE].correct == [False, False, False]  # any attack that breaks a sample counts
-    assert cells[ADAPTIVE].flagged == [False, False, False]  # PGD broke sample 1 flagged, "a" unflagged
-    assert cells[NON_ADAPTIVE].correct == [True, False, True]
+    cfg.update(extra)
+    return cfg
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
 
 
 def test_adaptive_attacks_follow_the_defence_config():
@@ -56,155 +67,163 @@ def test_adaptive_attacks_follow_the_defence_config():
     assert eot == "pgd_eot" and eot_kw["purify"][0]["kind"] == "jpeg"  # the flagged route's purifier
 
 
+def test_adaptive_expands_per_pipeline_from_its_own_defence(tmp_path):
+    cfg = load_eval_config(
+        {
+            **levels_config(tmp_path / "kb", tmp_path),
+            "pipelines": [
+                {"name": "baseline", "kind": "baseline"},
+                {"name": "a", "kind": "agent", "overrides": {"defence": {"detector": {"enabled": True, "threshold": 0.7}}}},
+                {"name": "b", "kind": "retrieval", "overrides": {"defence": {"detector": {"enabled": True, "threshold": 0.7}}}},
+            ],
+        }
+    )
+    variants = attack_variants(cfg, cfg.attack("adaptive-8"))
+    by_attack = {v.spec.attack: (key, v.spec, v.pipelines) for key, v in variants.items()}
+    assert set(by_attack) == {"pgd", "pgd_detector_aware", "pgd_eot"}
+    assert by_attack["pgd"][2] == ["baseline", "a", "b"]  # plain PGD: every pipeline faces it
+    key, aware, pipes = by_attack["pgd_detector_aware"]
+    assert pipes == ["a", "b"]  # one set of images for the two pipelines with the same defence
+    assert aware.params["threshold"] == 0.7 and aware.params["eps"] == pytest.approx(8 / 255)  # not hand-copied
+    assert aware.params["eot_samples"] == 1
+    assert key.startswith("pgd_detector_aware-") and "/" not in key
+    assert by_attack["pgd"][1] is cfg.attack("pgd-8")  # the same parameters: pgd-8's own images
+    assert variants[by_attack["pgd"][0]].store == "pgd-8"
+    assert variants[key].store == f"adaptive-8/{key}"
+    plain = attack_variants(cfg, cfg.attack("pgd-8"))
+    assert list(plain) == [""] and plain[""].spec is cfg.attack("pgd-8") and plain[""].store == "pgd-8"
+
+
+def _result(answer: str, flagged: bool) -> LinkResult:
+    ents = {i: Entity(id=i, name=i) for i in ("g", "x")}
+    return LinkResult(
+        entity=ents[answer],
+        score=0.5,
+        decided_by="fallback",
+        mention="",
+        candidates=[Candidate(entity=ents[answer], score=0.5)],
+        perturbed=flagged,
+    )
+
+
+def test_worst_case_prefers_an_unflagged_miss():
+    right, flagged_miss, miss = _result("g", False), _result("x", True), _result("x", False)
+    assert worst_case([("pgd", {}, right), ("eot", {}, flagged_miss), ("aware", {}, miss)], "g")[0] == "aware"
+    assert worst_case([("pgd", {}, right), ("eot", {}, flagged_miss)], "g")[0] == "eot"
+    assert worst_case([("pgd", {}, right), ("eot", {}, right)], "g")[0] == "pgd"
+
+
 def test_defended_view_takes_the_graph_route(demo_dir):
     img = Image.open(demo_dir / "images" / "coffee.jpg").convert("RGB").resize((224, 224))
     cfg = DefenceConfig.model_validate({"detector": {"enabled": True, "threshold": 0.0}})
-    view = defended_view(img, cfg, SqueezeDetector(shared_model(), cfg.detector.squeezers))
-    assert view.flagged and view.score > 0 and view.image.tobytes() != img.tobytes()  # purified
-    off = defended_view(img, DefenceConfig(), None)
-    assert not off.flagged and off.score is None and off.image is img
+    view, flagged, trace = defended_view(img, cfg, SqueezeDetector(shared_model(), cfg.detector.squeezers))
+    assert flagged and view.tobytes() != img.tobytes()  # flagged, then purified (JPEG 75)
+    assert [e.node for e in trace] == ["detect", "purify"] and trace[1].detail["steps"] == ["jpeg(75)"]
+    off, flagged, trace = defended_view(img, DefenceConfig(), None)
+    assert not flagged and off is img and trace[0].skipped == "detector disabled"
 
 
-@pytest.mark.parametrize("target", ["embedding_toward_distractor", "classifier"])
-def test_evaluate_end_to_end_on_two_photos(demo_kb_path, target):
-    res = evaluate(
-        {
-            "limit": 2,
-            "target": target,
-            "params": {"steps": 1},
-            "eot_samples": 1,
-            "bootstrap_resamples": 20,
-            "agent": fast_config(demo_kb_path),
-        }
-    )
-    model = res.levels["model"]
-    assert set(res.levels) == {"model", "retrieval"}  # the demo KB has images
-    assert set(model) == {"none", "purify", "detect", "purify+detect"}
-    assert res.levels["retrieval"]["none"][CLEAN].correct == [True, True]  # gold entity retrieved
-    assert model["none"][CLEAN].correct == [True, True]  # the reference label is its own clean label
-    assert model["none"][ADAPTIVE].correct == model["none"][NON_ADAPTIVE].correct  # nothing to adapt to
-    for cells in model.values():  # adaptive is never kinder than plain PGD
-        assert all(a <= p for a, p in zip(cells[ADAPTIVE].correct, cells[NON_ADAPTIVE].correct, strict=True))
-    rows = {r["defence"]: r for r in summarise(res, "model", resamples=20)}
-    assert rows["none"]["clean_cost"] == 0
-    assert res.detector["threshold"] == 1.2 and 0 <= res.detector["roc_auc_pgd"] <= 1
-    md = report_markdown(res)
-    assert "| purify+detect |" in md and "ROC AUC" in md and "in-sample" in md
-    assert "### retrieval level (KB image retrieval top-1 vs the gold entity)" in md
-    assert ("image embedding" in md) == (target != "classifier")
+@pytest.mark.slow  # 1-step attacks on 2 photos, 6 pipelines (about 40 s on 2 cores)
+def test_levels_run_in_the_runner_with_derived_adaptive_attacks(tmp_path, demo_kb_path):
+    from retlink.eval.report import write_report
+
+    runner = Runner(load_eval_config(levels_config(demo_kb_path, tmp_path)), tmp_path / "run")
+    runner.run(progress=False)
+    recs = _records(runner.dir)
+    assert len(recs) == 2 * 6 * 3 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    by = {(r["pipeline"], r["attack"], r["sample_id"]): r for r in recs}
+    # the tagger's gold is the bare network's clean label: a cat for Chelsea
+    tagger = runner.pipeline("tagger")
+    gold = by[("tagger", "clean", "demo:ex01")]["gold"]
+    assert gold.startswith("imagenet:") and tagger.labels[int(gold.split(":")[1])] in CATS
+    # retrieval: each clean photo retrieves its own entity, by the KB's image embedder
+    assert by[("retrieval", "clean", "demo:ex01")]["pred"] == "chelsea_cat"
+    assert by[("retrieval", "clean", "demo:ex02")]["pred"] == "java_coffee"
+    # adaptive: the detecting pipelines face PGD, detector-aware PGD and EOT through the flagged
+    # route's JPEG; the purifying ones PGD and EOT through their median filter; the bare ones PGD
+    adaptive = by[("retrieval-detect", "adaptive-8", "demo:ex01")]
+    assert sorted(k.split("-")[0] for k in adaptive["variants"]) == ["pgd", "pgd_detector_aware", "pgd_eot"]
+    assert adaptive["correct"] == all(adaptive["variants"].values())  # any variant that breaks it counts
+    assert adaptive["variant"] in adaptive["variants"]
+    assert sorted(k.split("-")[0] for k in by[("tagger-purify", "adaptive-8", "demo:ex01")]["variants"]) == [
+        "pgd",
+        "pgd_eot",
+    ]
+    assert "variants" not in by[("tagger", "adaptive-8", "demo:ex01")]
+    stores = sorted(p.name.split("-")[0] for p in (runner.dir / "attacked" / "adaptive-8").iterdir())
+    assert stores == ["pgd_detector_aware", "pgd_eot", "pgd_eot"]  # JPEG and median: two EOTs; PGD is pgd-8's
+    # the detector: scores on every record of a detecting pipeline, none elsewhere
+    assert all("detector_score" in r for r in recs if r["pipeline"].endswith("-detect"))
+    assert not any("detector_score" in r for r in recs if not r["pipeline"].endswith("-detect"))
+    summary = write_report(runner.dir, plots=False)
+    det = summary["detectors"]["it2t"]["retrieval-detect"]["pgd-8"]
+    assert det["n"] == 2 and 0 <= det["roc_auc"] <= 1 and det["fpr_clean"] is not None
+    report = (runner.dir / "report.md").read_text()
+    assert "## Detectors" in report and "| it2t | tagger-detect | pgd-8 |" in report
+    # resumable like every run: nothing left to do, no attacked image remade
+    before = {p: p.stat().st_mtime_ns for p in (runner.dir / "attacked").rglob("*.pt")}
+    plan = Runner(load_eval_config(levels_config(demo_kb_path, tmp_path)), tmp_path / "run").run(progress=False)
+    assert not plan.todo and before == {p: p.stat().st_mtime_ns for p in (runner.dir / "attacked").rglob("*.pt")}
 
 
-def test_defence_config_errors_name_the_key(tmp_path):
-    bad = tmp_path / "d.yaml"
-    bad.write_text("eot_sample: 3\n")
-    with pytest.raises(ConfigError, match="eot_sample: unknown key"):
-        load_defence_config(bad)
-    cfg = load_defence_config(None, limit=3, links=False, target="classifier")
-    assert isinstance(cfg, DefenceEvalConfig) and cfg.limit == 3 and cfg.target == "classifier"
-    with pytest.raises(ConfigError, match="target"):
-        load_defence_config(None, target="captioner")
-    runner_config = Path(__file__).resolve().parents[2] / "eval" / "configs" / "defences.yaml"
-    with pytest.raises(ConfigError, match="retlink eval run"):
-        load_defence_config(runner_config)
-
-
-def test_runner_config_can_name_the_adaptive_attacks():
-    from retlink.eval.config import load_eval_config
-
+def test_text_only_is_refused_for_pipelines_that_need_an_image(tmp_path):
+    with pytest.raises(ConfigError, match=r"text_only removes the image.*tagger"):
+        load_eval_config({**levels_config(tmp_path, tmp_path), "settings": ["text_only"]})
     cfg = load_eval_config(
         {
-            "name": "defences",
-            "dataset": {"key": "demo"},
-            "kb": {"path": "/tmp/kb"},
-            "pipelines": [
-                {
-                    "name": "agent-detect",
-                    "kind": "agent",
-                    "overrides": {"defence": {"detector": {"enabled": True}}},
-                }
-            ],
-            "attacks": [
-                {
-                    "name": "eot",
-                    "attack": "pgd_eot",
-                    "target": "classifier",
-                    "params": {"purify": [{"kind": "jpeg", "quality": 75}], "eot_samples": 2},
-                },
-                {
-                    "name": "aware",
-                    "attack": "pgd_detector_aware",
-                    "target": "embedding_away",
-                    "params": {"threshold": 1.2},
-                },
-            ],
+            **levels_config(tmp_path, tmp_path),
+            "pipelines": [{"name": "baseline", "kind": "baseline"}, {"name": "tagger", "kind": "tagger"}],
+            "settings": [{"name": "t", "setting": "text_only", "pipelines": ["baseline"]}],
         }
     )
-    assert cfg.attack("eot").resolved_params()["eot_samples"] == 2
+    assert cfg.pipelines_in(cfg.settings[0]) == ["baseline"]
+
+
+def test_composite_attacks_validate_their_parameters(tmp_path):
+    base = levels_config(tmp_path, tmp_path)
     with pytest.raises(ConfigError, match="eot_samplez"):
-        load_eval_config(
-            {
-                **cfg.model_dump(mode="json"),
-                "attacks": [{"name": "x", "attack": "pgd_eot", "params": {"eot_samplez": 1}}],
-            }
-        )
+        load_eval_config({**base, "attacks": [{"name": "a", "attack": "adaptive", "params": {"eot_samplez": 1}}]})
+    with pytest.raises(ConfigError, match="no preset 'mat'"):
+        load_eval_config({**base, "attacks": [{"name": "a", "attack": "cw", "preset": "mat"}]})
+    cfg = load_eval_config({**base, "attacks": [{"name": "m", "attack": "multimodal", "preset": "mat"}]})
+    params = cfg.attack("m").resolved_params()
+    assert params["eps"] == pytest.approx(2 / 255) and params["steps"] == 2  # MAT's PGD
 
 
-def test_cli_writes_the_defence_report(tmp_path, demo_kb_path):
-    import json
-
-    import yaml
+def test_cli_defences_runs_a_runner_config(tmp_path, demo_kb_path):
     from typer.testing import CliRunner
 
     from retlink.cli import app
 
-    cfg = tmp_path / "defences.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "params": {"steps": 1},
-                "eot_samples": 1,
-                "bootstrap_resamples": 20,
-                "defences": [
-                    {"name": "none"},
-                    {"name": "purify", "defence": {"purify": [{"kind": "median", "size": 3}]}},
-                ],
-                "agent": fast_config(demo_kb_path),
-            }
-        )
-    )
-    out = tmp_path / "report"
-    res = CliRunner().invoke(
-        app, ["eval", "defences", str(cfg), "-n", "1", "--target", "classifier", "-o", str(out)]
-    )
+    cfg = levels_config(demo_kb_path, tmp_path)
+    cfg["pipelines"] = [{"name": "tagger-detect", "kind": "tagger", "overrides": DETECT}]
+    cfg["attacks"] = cfg["attacks"][:1]
+    path = tmp_path / "defences.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["eval", "defences", str(path), "-n", "1", "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    data = json.loads((out / "defences.json").read_text())
-    assert data["config"]["target"] == "classifier" and data["samples"] == ["ex01"]
-    assert set(data["levels"]) == {"model", "retrieval"} and "pgd_eot" in "".join(data["attacks"]["params"])
-    assert "retrieval level" in (out / "defences.md").read_text()
-    bad = CliRunner().invoke(app, ["eval", "defences", str(cfg), "--target", "caption"])
-    assert bad.exit_code == 2 and "target" in bad.output
+    assert "## Detectors" in (tmp_path / "out" / "report.md").read_text()
+    bad = CliRunner().invoke(app, ["eval", "defences", str(tmp_path / "missing.yaml")])
+    assert bad.exit_code == 2 and "not found" in bad.output
 
 
-def test_evaluate_attacks_the_configured_surrogate(demo_kb_path):
-    res = evaluate(
-        {
-            "limit": 2,
-            "surrogate": "efficientnet_lite1",
-            "params": {"steps": 1},
-            "eot_samples": 1,
-            "bootstrap_resamples": 20,
-            "agent": fast_config(demo_kb_path),
-        }
-    )
-    assert res.config["surrogate"] == "efficientnet_lite1"
-    params = res.attacks["params"]
-    assert params and all(p["surrogate"] == "efficientnet_lite1" for p in params.values())
-    # the agent's tagger is still Lite0, so the detector-aware attack squeezes on Lite0 by name
-    aware = next(k for k in res.attacks["by_defence"]["detect"] if k.startswith("pgd_detector_aware"))
-    assert params[aware]["classifier"] == "efficientnet_lite0"
-    assert res.levels["model"]["none"][CLEAN].correct == [True, True]  # labels: the agent's tagger's own
-    assert "surrogate `efficientnet_lite1`" in report_markdown(res)
-    cfg = load_defence_config(None, surrogate="efficientnet_lite0+efficientnet_lite1")
-    assert cfg.surrogate == "efficientnet_lite0+efficientnet_lite1"
-    with pytest.raises(ConfigError, match="surrogate"):
-        load_defence_config({"surrogate": "resnet50"})
+@pytest.mark.slow  # MAT's 2-step PGD plus ~100 text embeddings per sample (about 20 s on 2 cores)
+def test_multimodal_attack_edits_one_word_against_the_text_encoder(tmp_path, demo_kb_path):
+    cfg = {
+        **levels_config(demo_kb_path, tmp_path),
+        "pipelines": [{"name": "baseline", "kind": "baseline"}],
+        "attacks": [{"name": "mat", "attack": "multimodal", "preset": "mat"}],
+    }
+    runner = Runner(load_eval_config(cfg), tmp_path / "run")
+    runner.run(progress=False)
+    recs = {(r["attack"], r["sample_id"]): r for r in _records(runner.dir)}
+    samples = {s.id: s for s in runner.samples()}
+    for sid, s in samples.items():
+        rec = recs[("mat", sid)]
+        sub = rec["substitution"]
+        assert rec["status"] == "ok" and rec["norms"]["linf_255"] <= 2 + 1e-3  # MAT's 2/255 budget
+        _, meta = AttackedStore(runner.dir, "mat").load(sid)
+        before, after = s.context.split(), meta["context"].split()
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        assert changed == [sub["position"]] and before[changed[0]] == sub["original"]
+        assert meta["text_similarity"]["attacked"] < meta["text_similarity"]["clean"]

@@ -98,7 +98,7 @@ def adv_ensemble(demo):
 
 
 def test_lite1_loads_from_its_package_and_sees_a_cat(lite0, lite1):
-    assert lite1.variant == "lite1" and lite1 is shared_model(variant="lite1") and lite1 is not lite0
+    assert lite1.network == "efficientnet_lite1" and lite1 is shared_model(name="lite1") and lite1 is not lite0
     x = preprocess(Image.open(DEMO / "images" / "chelsea.jpg")).unsqueeze(0)
     with torch.inference_mode():
         logits, feats = lite1(x), lite1.features(x)

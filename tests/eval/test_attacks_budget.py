@@ -9,7 +9,7 @@ from attack_helpers import photos
 
 from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack, presets
 from retlink.eval.attacks.targets import dlr_loss
-from retlink.tools.vision.efficientnet import build_efficientnet_lite0
+from retlink.tools.vision.efficientnet import build_efficientnet_lite
 
 # (attack, overrides): few steps, so the whole set runs in seconds; budgets are the presets'.
 CASES = [
@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    return build_efficientnet_lite0()
+    return build_efficientnet_lite()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_random_start_depends_on_seed(model, images):
 
 
 def test_model_parameters_mode_and_grads_untouched(images):
-    model = build_efficientnet_lite0()
+    model = build_efficientnet_lite()
     model.train()
     model.net.classifier.weight.requires_grad_(True)
     build_attack("pgd", ClassifierTarget(model), steps=1)(images[:1])
@@ -118,3 +118,14 @@ def test_presets_documented_and_overridable(model):
         build_attack("pgd", ClassifierTarget(model), no_such_param=1)
     with pytest.raises(KeyError):
         build_attack("pgd", ClassifierTarget(model), preset="medium")
+
+
+def test_gaussian_noise_is_seeded_clipped_and_of_its_std(model, images):
+    noisy = build_attack("gaussian_noise", ClassifierTarget(model), eps=8 / 255, seed=3)(images)
+    again = build_attack("gaussian_noise", ClassifierTarget(model), eps=8 / 255, seed=3)(images)
+    other = build_attack("gaussian_noise", ClassifierTarget(model), eps=8 / 255, seed=4)(images)
+    assert torch.equal(noisy, again) and not torch.equal(noisy, other)
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    inside = (images > 0.1) & (images < 0.9)  # away from the clipped edges the noise is N(0, std)
+    assert (noisy - images)[inside].std().item() == pytest.approx(8 / 255, rel=0.05)
+    assert build_attack("gaussian_noise", ClassifierTarget(model), preset="mat").params["eps"] == 2 / 255

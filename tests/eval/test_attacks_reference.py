@@ -12,8 +12,12 @@ from attack_helpers import photos
 
 from retlink.eval.attacks import ClassifierTarget, build_attack
 from retlink.tools.vision.efficientnet import shared_model
+from tests.conftest import skip_or_fail
 
-torchattacks = pytest.importorskip("torchattacks")
+try:
+    import torchattacks
+except ImportError:
+    skip_or_fail("torchattacks (the reference implementation, installed by scripts/venv.sh) is missing")
 
 
 @pytest.mark.parametrize(("targeted", "eps"), [(False, 0.05 / 255), (True, 1 / 255)])

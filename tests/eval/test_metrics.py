@@ -27,18 +27,27 @@ def test_accuracy_drops_and_recovery():
     attacked = [True, False, False, True, True]  # 0.6
     assert M.accuracy(clean) == pytest.approx(0.8)
     assert M.absolute_drop(0.8, 0.6) == pytest.approx(0.2)
-    assert M.relative_drop(0.8, 0.6) == pytest.approx(0.25)
-    assert M.drop_ratio(0.8, 0.6) == pytest.approx(0.75)
+    assert M.drop_ratio(0.8, 0.6) == pytest.approx(0.25)  # (clean - attacked) / clean: lower is better
+    assert M.drop_ratio(0.8, 0.8) == 0 and M.drop_ratio(0.5, 0.0) == 1
     # clean-correct samples 0-3; of those, 1 and 2 are wrong attacked -> 2/4; sample 4 not credited
     assert M.attack_success_rate(clean, attacked) == pytest.approx(0.5)
     assert M.recovery(0.55, 0.30) == pytest.approx(0.25)
-    assert math.isnan(M.relative_drop(0.0, 0.0)) and math.isnan(M.attack_success_rate([False], [False]))
+    assert math.isnan(M.drop_ratio(0.0, 0.0)) and math.isnan(M.attack_success_rate([False], [False]))
     summary = M.robustness_summary(clean, attacked)
-    assert summary["drop_ratio"] == pytest.approx(0.75) and summary["attack_success_rate"] == pytest.approx(
+    assert summary["drop_ratio"] == pytest.approx(0.25) and summary["attack_success_rate"] == pytest.approx(
         0.5
     )
     with pytest.raises(ValueError):
         M.attack_success_rate([True], [True, False])
+
+
+def test_roc_auc_and_detector_summary_by_hand():
+    assert M.roc_auc([0.1, 0.2], [0.3, 0.4]) == 1.0
+    assert M.roc_auc([0.1, 0.4], [0.2, 0.4]) == pytest.approx(0.625)  # 2 wins, 1 loss, 1 tie of 4 pairs
+    assert M.roc_auc([0.5, 0.6], [0.1, 0.2]) == 0.0 and math.isnan(M.roc_auc([], [1.0]))
+    det = M.detector_summary([0.1, 0.9], [False, True], [1.5, 0.2, 1.3], [True, False, True])
+    assert det["fpr_clean"] == 0.5 and det["detection_rate"] == pytest.approx(2 / 3)
+    assert det["roc_auc"] == pytest.approx(5 / 6)  # 1.5 and 1.3 beat both clean, 0.2 only 0.1
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():

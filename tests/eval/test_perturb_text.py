@@ -85,6 +85,7 @@ def test_one_word_substitution_hurts_the_encoder(encoder):
 def test_settings():
     s = LinkInput(torch.zeros(3, 4, 4), "Chelsea", "a cat")
     assert apply_setting(s, "i2t") == LinkInput(s.image, "", "")
+    assert apply_setting(s, "i2t_mention") == LinkInput(s.image, "Chelsea", "")
     assert apply_setting(s, Setting.IT2T) is s
     assert apply_setting(s, Setting.TEXT_ONLY).image is None
 

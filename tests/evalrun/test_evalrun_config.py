@@ -95,6 +95,31 @@ def test_relative_paths_are_relative_to_the_yaml_file(tmp_path):
     assert loaded.output_dir == Path("runs")  # the working directory's, like lm-eval's output_path
 
 
+def test_fingerprint_of_an_existing_config_is_unchanged():
+    """Run folders made before `pretrained`, `preset: mat`, the network registry and the
+    composite attacks resume: this config hashed to 98441adc45e86841 on main (2026-12-01)."""
+    cfg = load_eval_config(
+        {
+            "name": "fp",
+            "dataset": {"key": "demo", "split": "test"},
+            "kb": {"path": "/data/kb"},
+            "pipelines": [
+                {"name": "b", "kind": "baseline"},
+                {"name": "a", "kind": "agent", "overrides": {"search": {"enabled": False}}},
+            ],
+            "attacks": [
+                {"name": "pgd-8", "attack": "pgd", "params": {"eps": "8/255"}},
+                {"name": "aware", "attack": "pgd_detector_aware", "params": {"threshold": 1.2}, "surrogate": "efficientnet_lite1"},
+            ],
+            "settings": ["it2t", {"name": "noisy", "setting": "it2t", "text": {"kind": "char_noise"}}],
+        }
+    )
+    assert cfg.fingerprint() == "98441adc45e86841"
+    # i2t is image only now, so a run made when it kept the mention does not resume into a mix
+    i2t = load_eval_config({**cfg.model_dump(mode="json"), "settings": ["it2t", "i2t"]})
+    assert i2t.fingerprint() != "eea0b672a506a355"
+
+
 def test_fingerprint_ignores_output_and_concurrency_only(tmp_path):
     a = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a"))
     b = load_eval_config(small_config(tmp_path / "kb", tmp_path / "b", concurrency=4))
@@ -140,7 +165,9 @@ def test_gold_rank_and_settings():
 
     s = Sample(id="demo:x", image_path=None, mention="Java", context="a cup of [Java] today", gold_id="j", split="t")
     assert link_inputs(s, SettingSpec(name="it2t", setting="it2t"), "IMG", 0) == ("IMG", "Java", s.context)
-    assert link_inputs(s, SettingSpec(name="i2t", setting="i2t"), "IMG", 0) == ("IMG", "Java", "")
+    assert link_inputs(s, SettingSpec(name="i2t", setting="i2t"), "IMG", 0) == ("IMG", "", "")  # image only
+    assert link_inputs(s, SettingSpec(name="m", setting="i2t_mention"), "IMG", 0) == ("IMG", "Java", "")
+    assert link_inputs(s, SettingSpec(name="t", setting="text_only"), "IMG", 0) == (None, "Java", s.context)
     noisy = SettingSpec(name="n", setting="it2t", text={"kind": "word_permutation"})
     _, _, ctx = link_inputs(s, noisy, "IMG", 0)
     assert ctx != s.context and sorted(ctx.split()) == sorted(s.context.split())

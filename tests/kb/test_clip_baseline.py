@@ -53,7 +53,10 @@ def test_link_result_shape(demo_kb):
     no_image = CLIPBaseline(demo_kb).link(None, sample.mention, sample.context)
     assert all(c.image_score is None for c in no_image.candidates) and no_image.trace[0].skipped
     with pytest.raises(EmptyMentionError):
-        CLIPBaseline(demo_kb).link(sample.image_path, "  ")
+        CLIPBaseline(demo_kb).link(None, "  ")
+    image_only = CLIPBaseline(demo_kb).link(sample.image_path, "", "")  # I2T: the image alone
+    assert image_only.candidates and all(c.text_score == 0 for c in image_only.candidates)
+    assert [c.score for c in image_only.candidates] == [c.image_score for c in image_only.candidates]
 
 
 def test_fusion_and_query_text():

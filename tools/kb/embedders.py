@@ -9,13 +9,17 @@ from __future__ import annotations
 import importlib.util
 import threading
 from functools import lru_cache
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from retlink.errors import ConfigError
+from retlink.tools.vision.networks import DEFAULT_NETWORK, NETWORKS, canonical
+from retlink.tools.vision.networks import network as network_of
+
+_NETWORK_NAMES = {n.value for n in NETWORKS}
 
 EMBEDDED_MINILM = "minilm-embedded"
 
@@ -71,27 +75,38 @@ class SentenceTransformerEmbedder:
             )
         return _normalise(out)
 
+    def token_embeddings(self) -> tuple[list[str], torch.Tensor]:
+        """(vocabulary tokens, their L2-normalised input embeddings) of the underlying
+        transformer: the candidate space of the eval's one-token text attack."""
+        if not hasattr(self, "_tokens"):
+            tokenizer = self._model.tokenizer
+            vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+            weights = self._model[0].auto_model.get_input_embeddings().weight.detach().float()
+            self._tokens = [t for t, _ in vocab]
+            self._token_matrix = torch.nn.functional.normalize(weights[: len(self._tokens)], dim=-1)
+        return self._tokens, self._token_matrix
+
 
 class EfficientNetImageEmbedder:
     """Image embedder: an EfficientNet-Lite's pooled ImageNet features (real weights, offline).
 
-    `variant` "lite0" (the default's network, named "efficientnet" as KBs have always recorded it)
-    or "lite1" (named "efficientnet_lite1"): the name goes into a KB's manifest, so a KB built
-    with one network is refused by the other."""
+    `network` is a name of `retlink.tools.vision.networks`; `name` is the one its row says a KB
+    records (Lite0: "efficientnet", as KBs always have), so a KB built with one network is
+    refused by the other."""
 
-    NAMES: ClassVar[dict[str, str]] = {"lite0": "efficientnet", "lite1": "efficientnet_lite1"}
     dim = 1280
 
-    def __init__(self, device: str = "cpu", batch_size: int = 16, variant: str = "lite0") -> None:
+    def __init__(self, device: str = "cpu", batch_size: int = 16, network: str = DEFAULT_NETWORK) -> None:
         from retlink.tools.vision.efficientnet import shared_model
 
-        if variant not in self.NAMES:
-            raise ConfigError(f"unknown EfficientNet variant {variant!r}; known: {', '.join(self.NAMES)}")
-        self.name = self.NAMES[variant]
-        self.variant = variant
+        try:
+            self.network = network_of(network)
+        except ValueError as e:
+            raise ConfigError(f"image embedder: {e}") from None
+        self.name = NETWORKS[self.network].kb_name
         self.device = device
         self.batch_size = batch_size
-        self.model = shared_model(device, variant)
+        self.model = shared_model(device, self.network)
 
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
@@ -133,17 +148,20 @@ def shared_text_embedder(model: str = EMBEDDED_MINILM, device: str = "cpu") -> S
     return SentenceTransformerEmbedder(model, device)
 
 
-@lru_cache(maxsize=4)
 def shared_image_embedder(
-    backend: str = "efficientnet", model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu"
+    backend: str = DEFAULT_NETWORK, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu"
 ) -> ImageEmbedder | None:
-    """Process-wide image embedder per configuration; None when the backend is "none"."""
+    """Process-wide image embedder per configuration (a network of `networks.NETWORKS` by any of
+    its names, "open_clip" or "none"); None when the backend is "none"."""
+    return _shared_image_embedder(str(canonical(backend)), model, pretrained, device)
+
+
+@lru_cache(maxsize=4)
+def _shared_image_embedder(backend: str, model: str, pretrained: str | None, device: str) -> ImageEmbedder | None:
     if backend == "none":
         return None
-    if backend == "efficientnet":
-        return EfficientNetImageEmbedder(device)
-    if backend == "efficientnet_lite1":
-        return EfficientNetImageEmbedder(device, variant="lite1")
+    if backend in _NETWORK_NAMES:
+        return EfficientNetImageEmbedder(device, network=backend)
     if backend == "open_clip":
         return OpenClipImageEmbedder(model, pretrained, device)
     raise ConfigError(f"unknown image embedder backend {backend!r}")

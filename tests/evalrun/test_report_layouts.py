@@ -1,0 +1,94 @@
+"""The report's numbers from hand-written records: drop ratio and attack success rate as the
+papers define them, the paper layout, and the detector table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from retlink.cli import app
+from retlink.eval.config import load_eval_config
+from retlink.eval.records import RESULTS, record_key
+from retlink.eval.report import paper_table, write_report
+from retlink.eval.runner import RUN_META
+
+#: per (pipeline, setting, attack): correctness of samples s0..s3
+CORRECT = {
+    ("baseline", "it2t", "clean"): [1, 1, 1, 1],
+    ("baseline", "it2t", "pgd-8"): [1, 0, 0, 0],
+    ("agent", "it2t", "clean"): [1, 1, 1, 0],
+    ("agent", "it2t", "pgd-8"): [1, 1, 1, 0],
+    ("baseline", "i2t", "clean"): [1, 1, 0, 0],
+    ("baseline", "i2t", "pgd-8"): [0, 0, 0, 0],
+    ("agent", "i2t", "clean"): [1, 1, 0, 0],
+    ("agent", "i2t", "pgd-8"): [1, 0, 0, 0],
+}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    cfg = load_eval_config(
+        {
+            "name": "hand",
+            "dataset": {"key": "demo"},
+            "kb": {"path": str(tmp_path / "kb")},
+            "pipelines": [{"name": "baseline", "kind": "baseline"}, {"name": "agent", "kind": "agent"}],
+            "attacks": [{"name": "pgd-8", "attack": "pgd"}],
+            "settings": ["it2t", "i2t"],
+            "metrics": {"bootstrap_resamples": 50},
+        }
+    )
+    ids = [f"s{i}" for i in range(4)]
+    (tmp_path / RUN_META).write_text(
+        json.dumps({"name": "hand", "fingerprint": cfg.fingerprint(), "config": cfg.model_dump(mode="json"), "samples": ids})
+    )
+    with (tmp_path / RESULTS).open("w") as fh:
+        for (pipe, setting, attack), marks in CORRECT.items():
+            for sid, ok in zip(ids, marks, strict=True):
+                rec = {
+                    "key": record_key(sid, pipe, setting, attack),
+                    "sample_id": sid,
+                    "pipeline": pipe,
+                    "setting": setting,
+                    "attack": attack,
+                    "gold": "g",
+                    "status": "ok",
+                    "pred": "g" if ok else "x",
+                    "correct": bool(ok),
+                    "rank": 1 if ok else None,
+                    "seconds": 0.1,
+                }
+                if pipe == "agent" and setting == "it2t":  # a detector: scores and flags
+                    rec["detector_score"] = 1.5 if attack != "clean" else 0.1 * (int(sid[1]) + 1)
+                    rec["flagged"] = attack != "clean" and sid != "s3"
+                fh.write(json.dumps(rec) + "\n")
+    return tmp_path
+
+
+def test_drop_ratio_and_attack_success_rate_in_summary_and_report(run_dir):
+    summary = write_report(run_dir, plots=False)
+    cell = summary["settings"]["it2t"]["pipelines"]["baseline"]["pgd-8"]
+    assert cell["drop"] == 0.75 and cell["drop_ratio"] == 0.75 and cell["attack_success_rate"] == 0.75
+    agent = summary["settings"]["it2t"]["pipelines"]["agent"]["pgd-8"]
+    assert agent["drop_ratio"] == 0 and agent["recovery"] == 0.5  # untouched; 3/4 vs the baseline's 1/4
+    i2t = summary["settings"]["i2t"]["pipelines"]["baseline"]["pgd-8"]
+    assert i2t["drop_ratio"] == 1.0 and i2t["attack_success_rate"] == 1.0
+    report = (run_dir / "report.md").read_text()
+    assert "drop 75.0 · DR 0.75 · ASR 75.0" in report and "lower is better" in report
+    det = summary["detectors"]["it2t"]["agent"]["pgd-8"]
+    assert det == {"n": 4, "roc_auc": 1.0, "fpr_clean": 0.0, "detection_rate": 0.75}
+    assert "| it2t | agent | pgd-8 | 1.00 | 0.0 | 75.0 | 4 |" in report
+
+
+def test_paper_layout(run_dir):
+    summary = write_report(run_dir, plots=False)
+    table = paper_table(summary, load_eval_config(json.loads((run_dir / RUN_META).read_text())["config"]))
+    row = next(line for line in table.splitlines() if line.startswith("| demo | pgd-8 |"))
+    # I2T: baseline clean 50, attacked 0, agent attacked 25 (+25); IT2T: 100, 25, 75 (+50)
+    assert row == "| demo | pgd-8 | 50.0 | 0.0 | 25.0 (+25.0) | 100.0 | 25.0 | 75.0 (+50.0) |"
+    res = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--layout", "paper"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "75.0 (+50.0)" in res.output
+    bad = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--layout", "papers"])
+    assert bad.exit_code == 2 and "--layout" in bad.output
