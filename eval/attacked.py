@@ -113,7 +113,10 @@ def surrogate(name: str, pretrained: str | Path | None = None) -> nn.Module:
     `open_clip:MODEL` an open_clip image tower with the weights of the file `pretrained`."""
     if name.startswith("open_clip:"):
         return _open_clip(name.split(":", 1)[1], str(pretrained) if pretrained is not None else None)
-    parts = tuple(network(p) for p in name.split("+"))
+    try:
+        parts = tuple(network(p) for p in name.split("+"))
+    except ValueError as e:
+        raise ValueError(f"unknown surrogate {name!r}: {e}") from None
     return shared_network(parts[0]) if len(parts) == 1 else _ensemble(parts)
 
 

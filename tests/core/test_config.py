@@ -87,7 +87,7 @@ def test_one_network_name_in_every_role_and_old_spellings_read_as_it(demo_kb_pat
     kb = open_kb(cfg)  # the demo KB records Lite0 as "efficientnet"; a mismatch would be refused
     assert kb.has_images and kb.image_embedder.name == kb.manifest["image_model"] == NETWORKS[DEFAULT_NETWORK].kb_name
     assert CLIPBaseline.from_kb(demo_kb_path, {"image_backend": "efficientnet"}).kb.has_images
-    with pytest.raises(ConfigError, match=r"attacks\.0\.surrogate.*unknown network 'resnet50'"):
+    with pytest.raises(ConfigError, match=r"attacks\[0\]\.surrogate.*unknown network 'resnet50'"):
         load_eval_config(
             {
                 "name": "x",
