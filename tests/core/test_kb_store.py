@@ -75,7 +75,10 @@ def test_normalise_name():
     assert normalise_name("Lemaître") == "lemaitre"
 
 
-def test_interrupted_build_leaves_no_kb_and_resumes(tmp_path, place, embedders):
+def test_interrupted_build_leaves_no_kb_and_a_fixed_source_starts_over(tmp_path, place, embedders):
+    """A failed build leaves only its `.partial`; fixing the source changes its sha256, so the
+    partial is discarded rather than mixed in (issue 15). Resuming from an unchanged source is
+    tests/kb/test_kb_build_resume.py's."""
     text, image = embedders
     rows = [{"id": f"e{i}", "name": f"Entity {i}", "description": f"number {i}"} for i in range(10)]
     src = _entities(tmp_path, rows)
@@ -91,7 +94,7 @@ def test_interrupted_build_leaves_no_kb_and_resumes(tmp_path, place, embedders):
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     manifest = build_kb(src, out, text, image, batch_size=4, progress=False)
     assert manifest["count"] == 10
-    assert manifest["skipped_existing"] == 8  # two full batches were embedded before the failure
+    assert manifest["skipped_existing"] == 0  # the partial came from another source: started over
     assert not out.partial_exists()
     assert is_current(out, src)
     kb = KBStore(out, text, image)

@@ -52,8 +52,11 @@ def chelsea_state(parts, demo_dir):
 def test_validate(demo_dir):
     out = validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "  Java ", "context": ""}, limits=LimitsConfig())
     assert out["mention"] == "Java" and out["context"] == "Java" and out["pil"].mode == "RGB"
+    # an image with no mention is an image-only link; neither is nothing to link
+    image_only = validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "   "}, limits=LimitsConfig())
+    assert image_only["mention"] == "" and image_only["pil"].mode == "RGB"
     with pytest.raises(EmptyMentionError):
-        validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "   "}, limits=LimitsConfig())
+        validate({"image": None, "mention": "   ", "context": ""}, limits=LimitsConfig())
     with pytest.raises(InvalidImageError):
         validate({"image": demo_dir / "nope.jpg", "mention": "Java"}, limits=LimitsConfig())
 
