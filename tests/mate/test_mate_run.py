@@ -74,7 +74,7 @@ def test_cli_run_from_yaml(tmp_path, mate_set_dir):
 
 
 def test_bad_configs_and_a_dead_server_are_clear_errors(tmp_path, mate_set_dir):
-    with pytest.raises(ConfigError, match=r"models\.0"):
+    with pytest.raises(ConfigError, match=r"models\[0\]"):
         load_mate_config({"name": "x", "data": {"path": str(mate_set_dir)}, "models": [{"name": "m", "kind": "openai"}]})
     with pytest.raises(ConfigError, match="unknown key"):
         load_mate_config({**_config(tmp_path, mate_set_dir), "shots": 2})
