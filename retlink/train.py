@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from retlink.config import validate_config
+from retlink.config import read_yaml, validate_config
 from retlink.errors import ConfigError, DatasetError
 from retlink.tools.decision import DecisionHead, Group, kb_fingerprint
 from retlink.types import NIL
@@ -58,23 +57,11 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
     if isinstance(source, dict):
         data, base, origin = source, Path.cwd(), "dict"
     else:
+        # the one config reader: `out` and an `eval` file path resolve like every config path
         path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"train config not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"train config {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"train config {path} must hold a mapping")
-        base, origin = path.parent, str(path)
-        if isinstance(data.get("out"), str):
-            data = {**data, "out": str((base / Path(data["out"]).expanduser()).resolve())}
+        data, base, origin = read_yaml(path, {"out", "eval"}), path.parent, str(path)
     cfg = validate_config(TrainConfig, data, origin)
     ev = cfg.eval
-    if isinstance(ev, str):
-        ev_path = Path(ev).expanduser()
-        ev = ev_path if ev_path.is_absolute() else (base / ev_path).resolve()
     if isinstance(ev, dict) and not isinstance(source, dict):
         # an inline eval config's paths are relative to the train config's file, as in a file
         from retlink.eval.config import relative_to_file
