@@ -33,11 +33,11 @@ test: venv vllm-venv browser
 test-fast: venv
 	@$(PY) -m pytest -q -m "not slow"
 
-## The fuzz suite at length (CI runs it with few, fixed examples as part of `make test`): random
-## seeds, FUZZ_EXAMPLES examples per parser (default 5000), failures kept in .hypothesis/ and
-## replayed first next time.
+## The fuzz suite at length (CI runs it with few, fixed examples as part of `make test`): rounds
+## with random seeds for FUZZ_MINUTES (default 30), FUZZ_EXAMPLES per parser per round (default
+## 200); stops at the first failure, kept in .hypothesis/ and replayed first next time.
 fuzz: venv
-	@HYPOTHESIS_PROFILE=fuzz RETLINK_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/fuzz
+	@PY=$(PY) scripts/fuzz.sh
 
 lint: venv
 	@$(PY) -m ruff check .

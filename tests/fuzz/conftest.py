@@ -4,8 +4,9 @@ raises a typed `RetlinkError`, never another exception and never a hang.
 - `ci` (the default, what `make test` runs): few examples per parser, derandomised (the same
   seeds on every run, so CI is deterministic), no example database; the whole suite stays well
   inside CI's budget on 2 cores.
-- `fuzz` (`make fuzz`): many examples, random seeds, failures saved in `.hypothesis/` and
-  replayed first on the next run. Set `RETLINK_FUZZ_EXAMPLES` to scale it.
+- `fuzz` (`make fuzz`, scripts/fuzz.sh): random seeds, failures saved in `.hypothesis/` and
+  replayed first on the next run. `RETLINK_FUZZ_EXAMPLES` sets the examples per round; the script
+  runs rounds until its time is up.
 
 Hangs are bounded by pytest-timeout on each test (a per-example hypothesis deadline would be
 flaky on shared cores); the parsers' own limits keep each example small.
