@@ -32,6 +32,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from retlink.config import (
     PATH_KEYS,
+    LLMConfig,
     config_error,
     read_yaml,
     resolve_path,
@@ -253,10 +254,19 @@ def attack_parameters(name: str) -> set[str]:
 
 
 class TextPerturbation(_Strict):
-    """Random noise on the context (`retlink.eval.perturb_text`), seeded per sample."""
+    """A perturbation of the context, seeded per sample: random noise (`retlink.eval.perturb_text`)
+    or an LLM paraphrase (`retlink.eval.paraphrase`, by `llm`, the in-process model by default)."""
 
-    kind: Literal["char_noise", "word_dropout", "word_permutation"]
+    kind: Literal["char_noise", "word_dropout", "word_permutation", "paraphrase"]
     rate: float = Field(0.1, ge=0, le=1)
+    #: paraphrase only: the language model that rewrites (None: the embedded in-process LLM)
+    llm: LLMConfig | None = None
+
+    @model_validator(mode="after")
+    def _llm_only_for_paraphrase(self) -> TextPerturbation:
+        if self.llm is not None and self.kind != "paraphrase":
+            raise ValueError(f"llm: only a paraphrase uses a language model, not {self.kind}")
+        return self
 
 
 class SettingSpec(_Strict):
@@ -375,9 +385,15 @@ class EvalConfig(_Strict):
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
             if p.get("kb") is None:
                 p.pop("kb", None)
+            head = ((p.get("overrides") or {}).get("decision") or {}).get("head")
+            if head:  # a retrained head is another experiment, though its path is the same
+                p["head_sha256"] = _file_sha256(Path(head))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
+        for s in data["settings"]:
+            if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
+                s["text"].pop("llm", None)
         for s in data["settings"]:  # i2t changed meaning (image only, no longer the bare mention):
             if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
                 s["definition"] = "image only"
@@ -386,6 +402,14 @@ class EvalConfig(_Strict):
     def run_dir(self, out: Path | None = None) -> Path:
         """Where this run writes: `out` if given, else `output_dir/name`."""
         return Path(out) if out is not None else self.output_dir / self.name
+
+
+def _file_sha256(path: Path) -> str:
+    """Content hash of a file the run reads (a decision head); "missing" when it is not there."""
+    try:
+        return hashlib.sha256(path.expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalConfig:

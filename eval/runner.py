@@ -128,9 +128,14 @@ def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tup
     seen = apply_setting(LinkInput(image, sample.mention, sample.context), setting.setting)
     context = seen.context
     if setting.text is not None and context:
+        text_seed_ = text_seed(seed, sample.id, setting.name)
+        if setting.text.kind == "paraphrase":
+            from retlink.eval.paraphrase import paraphrase
+
+            return seen.image, seen.mention, paraphrase(context, seed=text_seed_, llm=setting.text.llm)
         fn = getattr(perturb_text, setting.text.kind)
         kwargs = {} if setting.text.kind == "word_permutation" else {"rate": setting.text.rate}
-        context = fn(context, seed=text_seed(seed, sample.id, setting.name), **kwargs)
+        context = fn(context, seed=text_seed_, **kwargs)
     return seen.image, seen.mention, context
 
 

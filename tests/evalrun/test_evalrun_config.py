@@ -172,3 +172,16 @@ def test_gold_rank_and_settings():
     _, _, ctx = link_inputs(s, noisy, "IMG", 0)
     assert ctx != s.context and sorted(ctx.split()) == sorted(s.context.split())
     assert link_inputs(s, noisy, "IMG", 0) == link_inputs(s, noisy, "IMG", 0)  # seeded
+
+
+def test_fingerprint_changes_with_the_head_file_not_only_its_path(tmp_path):
+    """A head retrained in place (same path, new weights) must not resume into the old run's
+    records: the fingerprint hashes the head file's content."""
+    head = tmp_path / "kb.logos.head.json"
+    head.write_text('{"weights": [1.0]}')
+    cfg = small_config(tmp_path / "kb", tmp_path / "runs")
+    cfg["pipelines"][1]["overrides"]["decision"] = {"head": str(head)}
+    before = load_eval_config(cfg).fingerprint()
+    assert load_eval_config(cfg).fingerprint() == before
+    head.write_text('{"weights": [2.0]}')
+    assert load_eval_config(cfg).fingerprint() != before
