@@ -283,6 +283,8 @@ class ChatService:
 
     async def inputs(self, req: ChatCompletionRequest, linker: Any) -> tuple[LinkInputs, Any]:
         inputs = parse_request(req, getattr(getattr(linker, "config", None), "limits", None))
+        if inputs.image_source is None:  # a text-only link
+            return inputs, None
         image = await load_request_image(
             inputs.image_source, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels,
             policy=self.policy, timeout_s=self.settings.image_fetch_timeout_s,

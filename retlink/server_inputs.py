@@ -1,8 +1,10 @@
 """Turn a chat request into the linker's inputs: (image, mention, context), or a typed error.
 
 The last user message carries everything: its text marks the mention in [brackets] and is
-itself the context sentence (brackets kept, as in the demo examples); exactly one `image_url` part carries the image,
-as a data URI or an http(s) URL. URLs are fetched by the scraper's `Fetcher` (one safe fetcher
+itself the context sentence (brackets kept, as in the demo examples); at most one `image_url` part
+carries the image, as a data URI or an http(s) URL. Without an image the link is text only
+(captioning and image retrieval are skipped, as the trace says), as in the eval's `text_only`
+setting and `Linker.link(None, ...)`. URLs are fetched by the scraper's `Fetcher` (one safe fetcher
 for the whole project: the SSRF guard checks and pins every connection's address, the byte cap is
 checked while streaming and after bounded decompression, redirects are re-checked hop by hop),
 asked per call for `image/*` with binary bodies allowed, which is the only difference from a page.
@@ -37,7 +39,8 @@ IMAGE_TYPES = ("image/*",)
 
 @dataclass(frozen=True)
 class LinkInputs:
-    image_source: str
+    #: the data URI or URL of the image; None for a text-only link
+    image_source: str | None
     mention: str
     context: str
 
@@ -58,18 +61,21 @@ def parse_request(req: ChatCompletionRequest, limits: LimitsConfig | None = None
             texts.append(p.text)
         elif p.type == "image_url" and p.image_url is not None:
             images.append(p.image_url.url)
-    if not images:
-        raise InvalidImageError("the last user message has no image_url part; send one image (data URI or URL)")
     if len(images) > 1:
-        raise InputError(f"the last user message has {len(images)} images; send exactly one")
+        raise InputError(f"the last user message has {len(images)} images; send at most one")
     text = " ".join(t.strip() for t in texts).strip()
     found = MENTION.findall(text)
     if not found or not found[0].strip():
+        if not images:
+            raise InputError(
+                "the last user message has neither an image nor a mention: send an image_url part, and mark "
+                "the mention in [brackets] in the text (without an image the link is text only)"
+            )
         raise InputError("mark the mention in [brackets] in the message text, e.g. 'The [Falcon 9] lifted off.'")
     # The context keeps its brackets, as in the demo examples: the mark tells the reasoner which
     # occurrence is meant.
     mention, context = check_text(found[0], text, limits or LimitsConfig())
-    return LinkInputs(image_source=images[0], mention=mention, context=context)
+    return LinkInputs(image_source=images[0] if images else None, mention=mention, context=context)
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:

@@ -86,7 +86,7 @@ def test_parsing_gives_inputs_or_a_typed_error(body):
         inputs = parse_request(req, LIMITS)
         assert inputs.mention.strip() and len(inputs.mention) <= LIMITS.max_mention_chars
         assert len(inputs.context) <= LIMITS.max_context_chars
-        if inputs.image_source.startswith("data:"):
+        if inputs.image_source is not None and inputs.image_source.startswith("data:"):
             image = load_image(decode_data_uri(inputs.image_source, 1 << 20), max_pixels=1_000_000, max_bytes=1 << 20)
             assert image.mode == "RGB"
     except RetlinkError as e:

@@ -86,10 +86,24 @@ def _status_of(call) -> tuple[int, dict]:
     return info.value.status_code, info.value.body
 
 
-def test_no_image_is_400(client):
+def test_no_image_and_no_mention_is_400(client):
     status, body = _status_of(lambda: client.chat.completions.create(
-        model="retlink", messages=user_message("The [Falcon] lifted off.", None)))
-    assert status == 400 and "image" in body["message"] and body["type"] == "invalid_request_error"
+        model="retlink", messages=user_message("The rocket lifted off.", None)))
+    assert status == 400 and "image" in body["message"] and "[brackets]" in body["message"]
+    assert body["type"] == "invalid_request_error"
+
+
+def test_text_only_request_links_like_the_python_linker(client, linker):
+    """No image part: a text-only link (captioning and image retrieval skipped), the same answer
+    as `Linker.link(None, ...)` on the same text."""
+    ex = EXAMPLES[2]
+    want = linker.link(None, ex["mention"], ex["context"])
+    resp = client.chat.completions.create(model="retlink", messages=user_message(ex["context"], None))
+    result = resp.model_extra["retlink"]
+    assert (result["entity"] or {}).get("id", "NIL") == want.entity_id
+    assert result["mention"] == ex["mention"]
+    caption = next(t for t in result["trace"] if t["node"] == "caption")
+    assert caption["skipped"], caption
 
 
 def test_corrupt_image_is_400(client):
