@@ -26,14 +26,21 @@ def describe_caption(caption: Caption | None) -> str:
 
 
 def reasoner_messages(
-    mention: str, context: str, caption: Caption | None, candidates: list[Candidate], evidence: list[Evidence], *, repair: bool = False
+    mention: str,
+    context: str,
+    caption: Caption | None,
+    candidates: list[Candidate],
+    evidence: list[Evidence],
+    *,
+    repair: bool = False,
+    image_first: bool = False,
 ) -> list[dict[str, str]]:
-    lines = [
-        f"Sentence: {context}",
-        f"Mention: {mention}",
-        f"Image shows (from a vision model, may be wrong): {describe_caption(caption)}",
-        "Candidates:",
-    ]
+    """The reasoner's prompt. `image_first` puts the image description before the sentence: the
+    modality-order permutation of the robustness studies (`reasoner.modality_order`), which asks
+    whether a small model's answer depends on which modality it reads first."""
+    text = [f"Sentence: {context}", f"Mention: {mention}"]
+    image = [f"Image shows (from a vision model, may be wrong): {describe_caption(caption)}"]
+    lines = [*(image + text if image_first else text + image), "Candidates:"]
     for c in candidates:
         desc = c.enhanced_description or c.entity.description
         lines.append(f"- {c.entity.id}: {c.entity.name}. {desc}")

@@ -50,7 +50,8 @@ def reason(state: dict[str, Any], *, llm: LLM, cfg: ReasonerConfig) -> dict[str,
     candidates = state["candidates"][: cfg.max_candidates]
     repair = attempts > 1
     messages = reasoner_messages(
-        state["mention"], state["context"], state.get("caption"), candidates, state.get("evidence", []), repair=repair
+        state["mention"], state["context"], state.get("caption"), candidates, state.get("evidence", []), repair=repair,
+        image_first=cfg.modality_order == "image_first",
     )
     options = [c.entity.id for c in candidates] + [NIL]
     try:

@@ -313,6 +313,9 @@ class ReasonerConfig(_Strict):
     #: A small model's choice is only trusted as far as the retrieval evidence agrees.
     llm_weight: float = Field(0.35, ge=0, le=1)
     max_candidates: int = Field(5, ge=1, le=20)
+    #: which modality the prompt states first: the sentence (default) or the image description
+    #: (`image_first`: the modality-order permutation, an eval pipeline override)
+    modality_order: Literal["text_first", "image_first"] = "text_first"
 
 
 class DecisionConfig(_Strict):
