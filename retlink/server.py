@@ -270,6 +270,12 @@ class SlotStreamingResponse(StreamingResponse):
                 self.slot.release()
 
 
+def public_result(result: LinkResult) -> dict[str, Any]:
+    """A LinkResult as clients get it: without the decision layer's pool features (about 50 rows
+    of floats per link, training data for `retlink train`, which reads them from eval records)."""
+    return result.model_dump(mode="json", exclude={"features"})
+
+
 class ChatService:
     """What the endpoint serves, apart from HTTP: the linker, the settings, the gate, the
     attack limiter and the image-URL policy, in one object the routes call."""
@@ -313,7 +319,7 @@ class ChatService:
         message = AssistantMessage(content=answer_text(result), reasoning=result.reasoning or None)
         return ChatCompletion(
             id=completion_id(), created=int(time.time()), model=self.settings.model_name,
-            choices=[CompletionChoice(message=message)], retlink=result.model_dump(mode="json"),
+            choices=[CompletionChoice(message=message)], retlink=public_result(result),
         )
 
     async def stream(self, req: ChatCompletionRequest) -> SlotStreamingResponse:
@@ -364,7 +370,7 @@ class ChatService:
                 if result.reasoning:
                     yield _sse(chunk(Delta(reasoning=result.reasoning)))
                 yield _sse(chunk(Delta(content=answer_text(result))))
-                yield _sse(chunk(Delta(), finish_reason="stop", retlink=result.model_dump(mode="json")))
+                yield _sse(chunk(Delta(), finish_reason="stop", retlink=public_result(result)))
                 if include_usage:
                     yield _sse(ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=Usage()))
             except TimeoutError:

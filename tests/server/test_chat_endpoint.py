@@ -102,6 +102,7 @@ def test_text_only_request_links_like_the_python_linker(client, linker):
     result = resp.model_extra["retlink"]
     assert (result["entity"] or {}).get("id", "NIL") == want.entity_id
     assert result["mention"] == ex["mention"]
+    assert "features" not in result and want.features is not None  # pool rows stay out of responses
     caption = next(t for t in result["trace"] if t["node"] == "caption")
     assert caption["skipped"], caption
 
