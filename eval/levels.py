@@ -47,7 +47,8 @@ def defended_view(image: Image.Image, cfg: Any, detector: Any) -> tuple[Image.Im
     run("detect", detect, detector=detector, cfg=cfg.detector)
     if route_after_detect(state, cfg=cfg) == "purify":
         run("purify", purify, cfg=cfg)
-    return from_pixels(state["pixels"]), bool(state.get("perturbed")), trace
+    view = from_pixels(state["pixels"]) if state.get("purified") else image  # untouched: the same image
+    return view, bool(state.get("perturbed")), trace
 
 
 class _ImageLevel:
