@@ -124,9 +124,12 @@ class Linker:
         """Build from a YAML path, a preset name ("default", "vllm"), a dict, or None (the default)."""
         return cls(build_components(source))
 
-    @staticmethod
-    def _inputs(image: ImageInput, mention: str, context: str | None) -> dict[str, Any]:
-        return {"image": storable_input(image), "mention": mention, "context": context or "", "trace": []}
+    def _inputs(self, image: ImageInput, mention: str, context: str | None) -> dict[str, Any]:
+        """The graph's input. A checkpointer stores it too, so a PIL image or a tensor is handed
+        over as its array then (validated the same way); without one, as given."""
+        if self.checkpointer is not None:
+            image = storable_input(image)
+        return {"image": image, "mention": mention, "context": context or "", "trace": []}
 
     @staticmethod
     def _result(state: dict[str, Any], thread: dict[str, Any] | None = None) -> LinkResult:

@@ -77,6 +77,19 @@ def test_budget_registry_forgets_the_least_recently_used_budget():
     assert registry.resolve(specs[0]) is not first  # evicted: a fresh budget
 
 
+def test_pil_and_tensor_inputs_are_stored_as_arrays_that_validate_the_same(demo_dir):
+    from PIL import Image
+
+    from retlink.tools.images import from_pixels, load_image, storable_input, to_pixels, to_tensor
+
+    pil = Image.open(demo_dir / IMAGE).convert("P")  # a palette image: converted to RGB first
+    for given in (pil, to_tensor(pil.convert("RGB")), demo_dir / IMAGE, (demo_dir / IMAGE).read_bytes()):
+        stored = round_trip(storable_input(given))
+        assert np.array_equal(to_pixels(load_image(stored)), to_pixels(load_image(given))), type(given)
+    pixels = to_pixels(pil)
+    assert pixels.dtype == np.uint8 and np.array_equal(to_pixels(from_pixels(round_trip(pixels))), pixels)
+
+
 def test_checkpointer_config_is_checked_at_load(tmp_path):
     assert load_config(None).checkpointer.kind == "none"
     with pytest.raises(ConfigError, match=r"checkpointer.*needs a path"):
