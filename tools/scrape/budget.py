@@ -43,11 +43,6 @@ class Budget:
         self._urls: set[str] = set()
         self._hashes: set[str] = set()
 
-    @classmethod
-    def from_config(cls, cfg) -> Budget:
-        """A fresh budget from a SearchConfig: `max_pages` pages and `time_budget_s` seconds."""
-        return cls(cfg.max_pages, cfg.time_budget_s)
-
     @property
     def pages_used(self) -> int:
         return self._pages
