@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from retlink.errors import BackendError
+from retlink.tools.images import from_pixels
 from retlink.tools.vision.base import Captioner
 from retlink.types import Caption
 
@@ -14,10 +15,10 @@ log = logging.getLogger(__name__)
 
 def caption(state: dict[str, Any], *, captioner: Captioner) -> dict[str, Any]:
     """A failing captioner degrades to an empty caption: the text side can still link."""
-    if state.get("pil") is None:
+    if state.get("pixels") is None:
         return {"_skipped": "no image: nothing to caption"}
     try:
-        cap = captioner.caption(state["pil"])
+        cap = captioner.caption(from_pixels(state["pixels"]))
     except BackendError as e:
         log.warning("captioner failed: %s", e)
         return {"caption": Caption(text="", backend=captioner.name), "_skipped": f"captioner failed: {e}"}

@@ -11,16 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from retlink.config import DefenceConfig, DetectorConfig
+from retlink.tools.images import from_pixels, to_pixels
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.purify import purify_pil
 
 
 def detect(state: dict[str, Any], *, detector: SqueezeDetector | None, cfg: DetectorConfig) -> dict[str, Any]:
-    if state.get("pil") is None:
+    if state.get("pixels") is None:
         return {"_skipped": "no image"}
     if detector is None or not cfg.enabled:
         return {"_skipped": "detector disabled"}
-    scores = detector.scores(state["pil"])
+    scores = detector.scores(from_pixels(state["pixels"]))
     worst = max(scores, key=scores.get)
     flagged = scores[worst] > cfg.threshold
     note = (
@@ -42,11 +43,12 @@ def purification_steps(state: dict[str, Any], cfg: DefenceConfig) -> list:
 
 def route_after_detect(state: dict[str, Any], *, cfg: DefenceConfig) -> str:
     """A flagged image always goes through purification; a clean one only when configured."""
-    if state.get("pil") is None:
+    if state.get("pixels") is None:
         return "caption"
     return "purify" if purification_steps(state, cfg) else "caption"
 
 
 def purify(state: dict[str, Any], *, cfg: DefenceConfig) -> dict[str, Any]:
     steps = purification_steps(state, cfg)
-    return {"pil": purify_pil(state["pil"], steps), "purified": True, "_detail": {"steps": [s.label() for s in steps]}}
+    purified = to_pixels(purify_pil(from_pixels(state["pixels"]), steps))
+    return {"pixels": purified, "purified": True, "_detail": {"steps": [s.label() for s in steps]}}

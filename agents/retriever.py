@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from retlink.config import KBConfig
+from retlink.tools.images import from_pixels
 from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
 from retlink.tools.kb.store import KBStore
 from retlink.types import Candidate, Caption
@@ -103,9 +104,9 @@ def retrieve(
     text_vector = vectors[0]
     caption_vector = vectors[1] if described is not None else None
     image_vector = state.get("image_vector")
-    no_image = state.get("pil") is None
+    no_image = state.get("pixels") is None
     if image_vector is None and image_embedder is not None and kb.has_images and not no_image:
-        image_vector = image_embedder.embed_images([state["pil"]])[0]
+        image_vector = image_embedder.embed_images([from_pixels(state["pixels"])])[0]
     scale = cfg.image_weight_when_perturbed if state.get("perturbed") else 1.0
     pool = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale, caption_vector)
     detail: dict[str, Any] = {"query": query, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]}

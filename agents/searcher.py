@@ -1,7 +1,8 @@
 """search: one planned query -> evidence. The graph runs one branch per query in parallel.
 
-All branches of one link share a `Budget` (pages and seconds), created when the queries are
-dispatched; `gather_evidence` stops by itself before the deadline and keeps what it found.
+All branches of one link share a `Budget` (pages and seconds): the dispatch gives each branch the
+same `BudgetSpec` (plain data, so the state stays serialisable), resolved here to the one live
+budget of that link; `gather_evidence` stops by itself before the deadline and keeps what it found.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from retlink.config import SearchConfig
-from retlink.tools.scrape import Budget
+from retlink.tools.scrape import new_budget_spec, resolve_budget
 from retlink.tools.search.base import SearchBackend
 from retlink.tools.search.gather import gather_evidence
 
@@ -18,7 +19,7 @@ async def search(
     task: dict[str, Any], *, backends: list[SearchBackend], cfg: SearchConfig, scraper: Any = None
 ) -> dict[str, Any]:
     query = task["query"]
-    budget = task.get("budget") or Budget.from_config(cfg)
+    budget = resolve_budget(task.get("budget") or new_budget_spec(cfg))
     result = await gather_evidence(
         query,
         backends,

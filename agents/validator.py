@@ -11,7 +11,7 @@ from typing import Any
 
 from retlink.config import LimitsConfig
 from retlink.errors import EmptyMentionError, TextTooLongError
-from retlink.tools.images import load_image
+from retlink.tools.images import load_image, to_pixels
 
 
 def check_text(
@@ -45,9 +45,9 @@ def validate(state: dict[str, Any], *, limits: LimitsConfig) -> dict[str, Any]:
     has_image = state.get("image") is not None
     mention, context = check_text(state.get("mention"), state.get("context"), limits, image=has_image)
     if not has_image:
-        return {"pil": None, "mention": mention, "context": context, "_detail": {"image": None, "mode": "text only"}}
+        return {"pixels": None, "mention": mention, "context": context, "_detail": {"image": None, "mode": "text only"}}
     pil = load_image(state.get("image"), max_pixels=limits.max_pixels, max_bytes=limits.max_bytes, min_side=limits.min_side)
     detail: dict[str, Any] = {"width": pil.width, "height": pil.height}
     if not mention:
         detail["mode"] = "image only"
-    return {"pil": pil, "mention": mention, "context": context, "_detail": detail}
+    return {"pixels": to_pixels(pil), "mention": mention, "context": context, "_detail": detail}

@@ -34,8 +34,9 @@ def defended_view(image: Image.Image, cfg: Any, detector: Any) -> tuple[Image.Im
     """(image the captioner and embedder would see, flagged, trace) by the graph's own nodes."""
     from retlink.agents.defender import detect, purify, route_after_detect
     from retlink.agents.nodes import traced
+    from retlink.tools.images import from_pixels, to_pixels
 
-    state: dict[str, Any] = {"pil": image}
+    state: dict[str, Any] = {"pixels": to_pixels(image)}
     trace: list[TraceEvent] = []
 
     def run(name: str, fn: Any, **deps: Any) -> None:
@@ -46,7 +47,8 @@ def defended_view(image: Image.Image, cfg: Any, detector: Any) -> tuple[Image.Im
     run("detect", detect, detector=detector, cfg=cfg.detector)
     if route_after_detect(state, cfg=cfg) == "purify":
         run("purify", purify, cfg=cfg)
-    return state["pil"], bool(state.get("perturbed")), trace
+    view = from_pixels(state["pixels"]) if state.get("purified") else image  # untouched: the same image
+    return view, bool(state.get("perturbed")), trace
 
 
 class _ImageLevel:

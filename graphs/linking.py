@@ -39,20 +39,22 @@ from retlink.agents.searcher import search
 from retlink.agents.validator import validate
 from retlink.config import SearchConfig
 from retlink.graphs.state import LinkState
-from retlink.tools.scrape import Budget
+from retlink.tools.scrape import new_budget_spec
 
 
 def route_search(state: dict[str, Any], *, cfg: SearchConfig) -> list[Send] | str:
-    """One parallel search branch per planned query, all sharing this link's budget."""
+    """One parallel search branch per planned query, all sharing this link's budget. The branches
+    carry the budget's spec (plain data a checkpointer can store), not the live budget."""
     queries = state.get("queries") or []
     if not queries:
         return "enhance"
-    budget = Budget.from_config(cfg)
-    return [Send("search", {"query": q, "budget": budget}) for q in queries]
+    spec = new_budget_spec(cfg)
+    return [Send("search", {"query": q, "budget": spec}) for q in queries]
 
 
-def build_graph(components: Any):
-    """Compile the linking graph over the given backends (see `retlink.backends.Components`)."""
+def build_graph(components: Any, checkpointer: Any = None):
+    """Compile the linking graph over the given backends (see `retlink.backends.Components`),
+    saving its state through `checkpointer` when one is given (`retlink.tools.checkpoint`)."""
     cfg = components.config
     g = StateGraph(LinkState)
 
@@ -107,11 +109,4 @@ def build_graph(components: Any):
     g.add_edge("decide", "finalize")
     g.add_edge("fallback", "finalize")
     g.add_edge("finalize", END)
-    return g.compile()
-
-
-def make_graph(config: dict[str, Any] | None = None):
-    """Entry point for `langgraph.json` (LangGraph server / studio): the default linker's graph."""
-    from retlink.backends import build_components
-
-    return build_graph(build_components(None))
+    return g.compile(checkpointer=checkpointer)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
-from PIL import Image
+import numpy as np
 
 from retlink.tools.llm.base import Choice
+from retlink.tools.scrape.budget import BudgetSpec
 from retlink.types import Candidate, Caption, Evidence, LinkResult, PoolFeatures, TraceEvent
 
 
@@ -22,7 +23,9 @@ class LinkState(TypedDict, total=False):
     mention: str
     context: str
     # set by nodes
-    pil: Image.Image | None  # None: a text-only link (no image given)
+    #: the validated image as uint8 HxWx3 pixels (a checkpointer can store them, not a PIL
+    #: image); None: a text-only link (no image given)
+    pixels: np.ndarray | None
     image_vector: Any
     caption: Caption
     perturbed: bool
@@ -48,4 +51,4 @@ class SearchTask(TypedDict):
     """The state a parallel search branch receives (sent with LangGraph's Send)."""
 
     query: str
-    budget: Any
+    budget: BudgetSpec

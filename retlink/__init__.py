@@ -9,6 +9,7 @@
 from retlink.config import RetlinkConfig, load_config
 from retlink.errors import (
     BackendError,
+    CheckpointError,
     ConfigError,
     DatasetError,
     EmptyMentionError,
@@ -26,6 +27,7 @@ __all__ = [
     "BackendError",
     "Candidate",
     "Caption",
+    "CheckpointError",
     "ConfigError",
     "DatasetError",
     "EmptyMentionError",

@@ -396,6 +396,31 @@ class DefenceConfig(_Strict):
     detector: DetectorConfig = DetectorConfig()
 
 
+class CheckpointerConfig(_Strict):
+    """LangGraph's checkpointer for the linking graph: the state is saved after every step, so a
+    long link can be inspected while it runs and, after a failure, resumed by its thread id
+    (`Linker.resume`) without re-running the steps that finished. Off by default: it costs one
+    write per step (the image's pixels included)."""
+
+    #: none (off), memory (this process only: inspect and retry within one run), sqlite (a file:
+    #: survives the process, so a link can be resumed after a crash)
+    kind: Literal["none", "memory", "sqlite"] = "none"
+    #: the SQLite file (kind sqlite); relative paths are relative to the config file
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _path_matches_kind(self) -> CheckpointerConfig:
+        if self.kind == "sqlite" and self.path is None:
+            raise ValueError("checkpointer kind 'sqlite' needs a path (the SQLite file)")
+        if self.kind != "sqlite" and self.path is not None:
+            raise ValueError(f"checkpointer kind {self.kind!r} takes no path (only 'sqlite' writes a file)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
 class RetlinkConfig(_Strict):
     """The whole configuration. Defaults are the embedded offline default."""
 
@@ -409,6 +434,7 @@ class RetlinkConfig(_Strict):
     caption_route: CaptionRouteConfig = CaptionRouteConfig()
     defence: DefenceConfig = DefenceConfig()
     decision: DecisionConfig = DecisionConfig()
+    checkpointer: CheckpointerConfig = CheckpointerConfig()
     device: str = "cpu"
 
 

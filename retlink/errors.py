@@ -59,3 +59,9 @@ class BackendError(RetlinkError):
 
     http_status = 503
     error_type = "backend_error"
+
+
+class CheckpointError(InputError):
+    """A thread id that cannot be used as asked: resuming a thread that has no checkpoint, or
+    starting a new link on a thread that already holds one (its state would mix with the new
+    link's), or any thread id while no checkpointer is configured."""

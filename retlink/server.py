@@ -53,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from retlink.errors import RetlinkError
 from retlink.server_attack import AttackLimiter, AttackRequest, AttackResponse, AttackSettings, run_attack
 from retlink.server_cancel import unless_disconnected
+from retlink.server_drain import Drain, DrainGate, DrainingServer
 from retlink.server_inputs import LinkInputs, load_request_image, parse_request
 from retlink.server_protocol import (
     AssistantMessage,
@@ -105,8 +106,10 @@ class ServerSettings(BaseModel):
     #: pooled connection can cross the server's close and fail with "Server disconnected without
     #: sending a response". 75 s is also longer than a link takes on a loaded CPU box.
     keep_alive_s: float = Field(75.0, gt=0)
-    #: on SIGTERM: requests in flight get this long to finish; new connections are refused
+    #: on SIGTERM: requests in flight get this long to finish, while new requests are answered
+    #: 503 with `Retry-After: retry_after_s` (retlink.server_drain); then the process exits
     shutdown_grace_s: float = Field(30.0, gt=0)
+    retry_after_s: int = Field(5, ge=1)
     #: the Attack panel's endpoint (off unless enabled)
     attack: AttackSettings = AttackSettings()
     #: the demo images the page offers (None: none)
@@ -470,9 +473,12 @@ def create_app(linker: Any, settings: ServerSettings | None = None) -> FastAPI:
         loader[0].cancel()
 
     app = FastAPI(title="retlink", lifespan=lifespan)
+    drain = Drain(settings.retry_after_s)
+    app.add_middleware(DrainGate, drain=drain)  # innermost: a 503 while draining is still logged, with its id
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLog)
     app.state.settings = settings
+    app.state.drain = drain
     app.state.service = service
     app.state.gate = service.gate
 
@@ -568,20 +574,19 @@ def uvicorn_config(app: Any, settings: ServerSettings, **overrides: Any) -> Any:
 
 
 def run_app(app: FastAPI, settings: ServerSettings) -> None:
-    """Serve `app` with uvicorn until SIGTERM or SIGINT. On either, uvicorn stops accepting
-    connections and gives requests in flight `shutdown_grace_s` to finish; a SIGTERM then ends
-    the process with status 0 (uvicorn re-raises the signal it caught: the handler installed here
-    turns it into a clean exit rather than death by signal). The linker is closed last."""
+    """Serve `app` with uvicorn until SIGTERM or SIGINT. On either, requests in flight get
+    `shutdown_grace_s` to finish while new ones are answered 503 with Retry-After (the drain of
+    `retlink.server_drain`), then the listener closes; a SIGTERM then ends the process with
+    status 0 (uvicorn re-raises the signal it caught: the handler installed here turns it into a
+    clean exit rather than death by signal). The linker is closed last."""
     import signal
-
-    import uvicorn
 
     def terminated(_signum: int, _frame: Any) -> None:
         raise SystemExit(0)
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run()
+        DrainingServer(uvicorn_config(app, settings), app.state.drain).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
         linker = app.state.service.holder.linker

@@ -125,6 +125,9 @@ class LinkResult(BaseModel):
     #: the decision layer's inputs: feature names and one row per pooled candidate (what
     #: `retlink train` fits the head on); None when the graph did not rank a pool
     features: PoolFeatures | None = None
+    #: the LangGraph thread this link's checkpoints are saved under (`checkpointer:` in the
+    #: config; `Linker.snapshot` / `Linker.resume` take it); None without a checkpointer
+    thread_id: str | None = None
 
     @property
     def entity_id(self) -> str:

@@ -125,3 +125,25 @@ def to_tensor(img: Image.Image):
 
     arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_pixels(img: Image.Image) -> np.ndarray:
+    """PIL -> uint8 HxWx3 array: how the graph's state carries an image, because LangGraph's
+    checkpoint serializer stores numpy arrays natively and cannot store a PIL image."""
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def from_pixels(pixels: np.ndarray) -> Image.Image:
+    """The RGB PIL image of a state's pixels (`to_pixels`'s inverse, exact)."""
+    return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
+
+
+def storable_input(image: ImageInput) -> ImageInput:
+    """An input image in a form a checkpointer can store, validated later exactly as before:
+    a PIL image becomes its RGB pixels and a tensor its float array (what `load_image` would
+    have made of them); paths, bytes and arrays pass unchanged."""
+    if isinstance(image, Image.Image):
+        return to_pixels(image)
+    if type(image).__module__.startswith("torch"):
+        return image.detach().cpu().float().numpy()
+    return image

@@ -43,7 +43,7 @@ def test_every_input_kind_links(linker, demo_dir):
     pil = Image.open(path).convert("RGB")
     for image in (path, str(path), path.read_bytes(), pil):
         out = validate({"image": image, "mention": "Java"}, limits=LimitsConfig())
-        assert out["pil"].size == pil.size
+        assert out["pixels"].shape == (pil.height, pil.width, 3)
     r = linker.link(to_tensor(pil), "Java", "A fresh cup of [Java] on the saucer.")
     assert r.entity_id == "java_coffee"
     assert [e.node for e in r.trace][:3] == ["validate", "detect", "caption"]

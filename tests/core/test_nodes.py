@@ -51,10 +51,10 @@ def chelsea_state(parts, demo_dir):
 
 def test_validate(demo_dir):
     out = validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "  Java ", "context": ""}, limits=LimitsConfig())
-    assert out["mention"] == "Java" and out["context"] == "Java" and out["pil"].mode == "RGB"
+    assert out["mention"] == "Java" and out["context"] == "Java" and out["pixels"].shape[-1] == 3
     # an image with no mention is an image-only link; neither is nothing to link
     image_only = validate({"image": demo_dir / "images" / "coffee.jpg", "mention": "   "}, limits=LimitsConfig())
-    assert image_only["mention"] == "" and image_only["pil"].mode == "RGB"
+    assert image_only["mention"] == "" and image_only["pixels"].shape[-1] == 3
     with pytest.raises(EmptyMentionError):
         validate({"image": None, "mention": "   ", "context": ""}, limits=LimitsConfig())
     with pytest.raises(InvalidImageError):

@@ -1,5 +1,6 @@
 """The server's lifetime guarantees: an abandoned stream always gives its slot back (and its link
-is cancelled), request ids, graceful shutdown on SIGTERM, and `Linker.close()`.
+is cancelled), request ids, graceful shutdown on SIGTERM (requests in flight finish within the
+grace, new ones get 503 with Retry-After meanwhile), and `Linker.close()`.
 
 The slot tests drive the real app, uvicorn and HTTP with a fault-injection linker (`StallingLinker`,
 a fault named as such): its link reports one node and then stalls until released, which is what
@@ -10,6 +11,7 @@ and count what was cancelled. No models are loaded for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -24,7 +26,8 @@ import httpx
 import pytest
 
 from retlink.errors import RetlinkError
-from retlink.server import ServerSettings, create_app
+from retlink.server import ServerSettings, create_app, uvicorn_config
+from retlink.server_drain import DrainingServer
 from retlink.types import LinkResult, TraceEvent
 from tests.conftest import REPO
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
@@ -221,15 +224,13 @@ def test_sigterm_lets_eight_requests_in_flight_finish_and_exits_0(tmp_path):
         for _ in threads:
             assert first_chunks.acquire(timeout=120)  # all eight are mid-link
         proc.send_signal(signal.SIGTERM)
-
-        def refused() -> bool:
-            try:
-                httpx.get(f"{url}/health", timeout=5)
-                return False
-            except httpx.TransportError:
-                return True
-
-        wait_until(refused, "new connections to be refused", 60)
+        wait_until(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 503, "the drain to start", 60)
+        # while the eight finish, a new request gets an answer: 503 with Retry-After, not a refusal
+        late = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30)
+        assert late.status_code == 503 and late.headers["retry-after"] == "5"
+        assert late.json()["error"]["code"] == "shutting_down" and late.headers["x-request-id"]
+        assert late.headers["connection"] == "close"
+        assert proc.poll() is None
         release.touch()  # the stalled links may finish now
         for t in threads:
             t.join(timeout=120)
@@ -242,3 +243,41 @@ def test_sigterm_lets_eight_requests_in_flight_finish_and_exits_0(tmp_path):
     for lines in results:
         assert lines[-1] == "[DONE]"
         assert json.loads(lines[-2])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_drain_answers_503_and_ends_within_the_grace_when_links_never_finish():
+    """In process, no signal: uvicorn's exit flag starts the same shutdown SIGTERM does. Two links
+    stall for good; new requests get 503 while they hold, and the whole shutdown still ends
+    within `shutdown_grace_s` (plus a margin for a loaded machine), cutting the stalled streams."""
+    linker = StallingLinker()
+    settings = ServerSettings(shutdown_grace_s=3, retry_after_s=7)
+    app = create_app(linker, settings)
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = DrainingServer(uvicorn_config(app, settings, log_level="warning"), app.state.drain)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "uvicorn to start")
+    streams = [httpx.stream("POST", f"{url}/v1/chat/completions", json=BODY, timeout=60) for _ in range(2)]
+    try:
+        for s in streams:
+            assert s.__enter__().status_code == 200
+        wait_until(lambda: app.state.drain.in_flight == 2, "two links in flight")
+        started = time.monotonic()
+        server.should_exit = True
+        wait_until(lambda: app.state.drain.draining, "the drain to start")
+        for path in ("/health", "/v1/models"):
+            r = httpx.get(f"{url}{path}", timeout=10)
+            assert r.status_code == 503 and r.headers["retry-after"] == "7", (path, r.status_code)
+        assert app.state.drain.in_flight == 2  # the 503s ran nothing
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < settings.shutdown_grace_s + 10
+        assert linker.cancelled == 2  # cut at the end of the grace
+    finally:
+        for s in streams:
+            with contextlib.suppress(httpx.HTTPError):
+                s.__exit__(None, None, None)
+        sock.close()
+    with pytest.raises(httpx.TransportError):  # after the drain, the listener is closed
+        httpx.get(f"{url}/health", timeout=5)

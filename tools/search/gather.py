@@ -81,7 +81,7 @@ async def gather_evidence(
     """Search with the first backend that answers; return evidence and a record of failures.
 
     scraper: a Scraper (build_scraper(cfg)) for hits without text; None records them as failures.
-    budget: shared by all queries of one link (Budget.from_config(cfg)); None means unbounded.
+    budget: shared by all queries of one link (`resolve_budget` of the link's BudgetSpec); None means unbounded.
     Evidence comes one per page in search-rank order, holding that page's chosen passages.
     """
     budget = budget if budget is not None else Budget()
