@@ -68,18 +68,15 @@ def perceive(state: dict[str, Any]) -> dict[str, Any]:
     return {"regions": regions, "_detail": {"regions": len(regions)}}
 
 
-def link(state: dict[str, Any], *, camera: Camera) -> dict[str, Any]:
-    """Match regions and text objects by silhouette overlap (Hungarian assignment), read shapes."""
-    from scipy.optimize import linear_sum_assignment
+Hypothesis = tuple[int, str, np.ndarray, tuple[int, int, int, int]]
 
-    try:
-        objects = json.loads(state["scene_json"])["objects"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RetlinkError(f"the scene text is not MATE's JSON: {e}") from None
-    regions = state["regions"]
+
+def hypotheses(objects: list[dict[str, Any]], camera: Camera) -> list[Hypothesis]:
+    """(object index, shape, silhouette, box) of every text object rendered as each shape where
+    the camera sees it: what the image should show if the text is right. Depends on the text
+    alone, so a caller that perceives one scene many times (an attack) makes it once."""
     h, w = camera.height, camera.width
-    scores = np.zeros((len(regions), len(objects)))
-    shapes = np.empty((len(regions), len(objects)), dtype=object)
+    out: list[Hypothesis] = []
     for j, o in enumerate(objects):
         x, y, _ = o["3d_coords"]
         for shape in SHAPES:
@@ -89,19 +86,45 @@ def link(state: dict[str, Any], *, camera: Camera) -> dict[str, Any]:
             x1, y1 = min(w, int(np.ceil(p[:, 0].max()))), min(h, int(np.ceil(p[:, 1].max())))
             if x1 <= x0 or y1 <= y0:
                 continue
-            sil = silhouette(hyp, camera, (x0, y0, x1, y1))
-            for i, r in enumerate(regions):
-                s = iou(r.mask, r.box, sil, (x0, y0, x1, y1))
-                if s > scores[i, j]:
-                    scores[i, j], shapes[i, j] = s, shape
+            out.append((j, shape, silhouette(hyp, camera, (x0, y0, x1, y1)), (x0, y0, x1, y1)))
+    return out
+
+
+def match(regions: list[Any], hyps: list[Hypothesis], n_objects: int) -> tuple[dict[int, int], dict[int, str], float]:
+    """Regions matched to text objects by silhouette overlap (Hungarian assignment): ({region:
+    object}, {region: its best shape}, mean overlap of the assignment)."""
+    from scipy.optimize import linear_sum_assignment
+
+    scores = np.zeros((len(regions), n_objects))
+    shapes = np.empty((len(regions), n_objects), dtype=object)
+    for j, shape, sil, box in hyps:
+        for i, r in enumerate(regions):
+            s = iou(r.mask, r.box, sil, box)
+            if s > scores[i, j]:
+                scores[i, j], shapes[i, j] = s, shape
     rows, cols = linear_sum_assignment(-scores)
     links = {int(i): int(j) for i, j in zip(rows, cols, strict=True) if scores[i, j] > 0.2}
-    region_shapes = {i: shapes[i, j] for i, j in links.items()}
+    mean = float(scores[rows, cols].mean()) if len(rows) else 0.0
+    return links, {i: shapes[i, j] for i, j in links.items()}, mean
+
+
+def scene_objects(scene_json: str) -> list[dict[str, Any]]:
+    """The objects of MATE's JSON text; a typed error for anything else."""
+    try:
+        return json.loads(scene_json)["objects"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RetlinkError(f"the scene text is not MATE's JSON: {e}") from None
+
+
+def link(state: dict[str, Any], *, camera: Camera) -> dict[str, Any]:
+    """Match regions and text objects by silhouette overlap, read shapes."""
+    objects = scene_objects(state["scene_json"])
+    links, region_shapes, mean_iou = match(state["regions"], hypotheses(objects, camera), len(objects))
     return {
         "objects": objects,
         "links": links,
         "shapes": region_shapes,
-        "_detail": {"linked": len(links), "of": len(objects), "mean_iou": round(float(scores[rows, cols].mean()), 3) if len(rows) else 0.0},
+        "_detail": {"linked": len(links), "of": len(objects), "mean_iou": round(mean_iou, 3)},
     }
 
 

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -56,14 +57,19 @@ def file_stem(sample_id: str) -> str:
     return f"{safe[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
 
 
-def clean_tensor(image_path: Path | None, size: int) -> torch.Tensor:
-    """The sample's image as the pipelines and attacks see it: (3, size, size) in [0, 1]."""
+def clean_tensor(image_path: Path | None, size: int | None) -> torch.Tensor:
+    """The sample's image as the pipelines and attacks see it: (3, size, size) in [0, 1]; with
+    `size` None the image as it is (MATE: the binding agent measures pixels under its camera,
+    so its attacks perturb the rendered scene at its own resolution)."""
     from retlink.tools.vision.efficientnet import preprocess
 
     if image_path is None:
         raise InvalidImageError("the sample has no image")
     try:
         with Image.open(image_path) as img:
+            if size is None:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
             return preprocess(img, size)
     except OSError as e:
         raise InvalidImageError(f"cannot read image {image_path}: {e}") from None
@@ -287,13 +293,19 @@ def make_chunk(
     chunk: int,
     samples: Sequence[Any],
     store: AttackedStore,
-    labels: LabelMaker,
+    labels: LabelMaker | None,
     *,
     seed: int,
-    size: int,
+    size: int | None,
+    target: Any = None,
+    label_of: Any = None,
 ) -> int:
     """Attack one chunk of samples and store the images not stored yet; returns how many were
-    stored. Samples whose image cannot be read are skipped (their links record the error)."""
+    stored. Samples whose image cannot be read are skipped (their links record the error).
+
+    `target` replaces the config-named target on the surrogate, and `label_of(sample)` gives each
+    sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
+    distractors) is only needed by `embedding_toward_distractor` and `multimodal`."""
     from retlink.eval.attacks import build_attack
     from retlink.eval.export import from_uint8, to_uint8
     from retlink.eval.metrics import perturbation_norms
@@ -308,15 +320,18 @@ def make_chunk(
     if not ok:
         return 0
     x = torch.stack(images)
-    model = surrogate(spec.surrogate, spec.pretrained)
     started = time.perf_counter()
     distractors: list[str | None] = [None] * len(ok)
     y = None
-    if spec.target == "embedding_toward_distractor":
-        y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
+    if target is None:
+        target = build_target(spec.target, surrogate(spec.surrogate, spec.pretrained))
+        if spec.target == "embedding_toward_distractor":
+            y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
+    if label_of is not None:
+        y = [label_of(s) for s in ok]
     attack = build_attack(
         spec.image_attack,
-        build_target(spec.target, model),
+        target,
         spec.preset,
         **{**spec.image_params(), "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
     )

@@ -54,7 +54,7 @@ class BindingAgent:
 
     def __init__(self, camera: Camera | dict[str, Any]) -> None:
         if isinstance(camera, dict):
-            camera = Camera(**{k: tuple(v) if isinstance(v, list) else v for k, v in camera.items()})
+            camera = Camera.from_dict(camera)
         self.camera = camera
         self.graph = build_graph(camera)
 

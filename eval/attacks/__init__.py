@@ -20,6 +20,7 @@ from retlink.eval.attacks.cw import CW
 from retlink.eval.attacks.fgsm import FGSM
 from retlink.eval.attacks.noise import GaussianNoise
 from retlink.eval.attacks.pgd import PGD, PGDL2
+from retlink.eval.attacks.square import Square
 from retlink.eval.attacks.targets import (
     CaptionerTarget,
     ClassifierTarget,
@@ -31,6 +32,8 @@ from retlink.eval.attacks.targets import (
 )
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, PGDL2, APGD, APGDL2, CW)}
+# score-based (black box): needs the target's loss only, so it attacks non-differentiable targets
+ATTACKS[Square.name] = Square
 # non-adversarial: random noise (no gradient), stored and reported like the attacks
 ATTACKS[GaussianNoise.name] = GaussianNoise
 # adaptive attacks through the pipeline's defences (BPDA, EOT, detector-aware): see adaptive.py
@@ -68,6 +71,7 @@ __all__ = [
     "EmbeddingAwayTarget",
     "GaussianNoise",
     "OpenClipImageEncoder",
+    "Square",
     "Target",
     "TextAlignmentTarget",
     "ZeroShotClassifier",

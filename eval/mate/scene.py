@@ -85,6 +85,11 @@ class Camera:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Camera:
+        """The camera of a set's manifest (`to_dict`'s JSON, lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
 
 @lru_cache(maxsize=8)
 def _basis(camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

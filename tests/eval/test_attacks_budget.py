@@ -20,6 +20,7 @@ CASES = [
     ("apgd", {"steps": 4, "loss": "dlr"}),
     ("apgd_l2", {"steps": 4}),
     ("cw", {"steps": 8, "lr": 0.003}),  # Adam moves every pixel ~lr/2 at first: keep L2 < eps
+    ("square", {"n_queries": 12}),  # score-based: loss queries only, no gradient
 ]
 
 
