@@ -86,3 +86,14 @@ def _print(summary: dict) -> None:
             cells.append(f"{100 * c['accuracy']:.1f}" if c and c["accuracy"] is not None else "–")
         table.add_row(name, *cells, f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–")
     out.print(table)
+    if summary.get("robustness"):
+        rob = Table("model · prompt", "attack", "clean", "attacked", "drop", "DR", title="MATE robustness: cross-modal exact match (%)")
+        for name, by_attack in summary["robustness"].items():
+            for attack, c in by_attack.items():
+                dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
+                rob.add_row(name, attack, _pct(c["clean"]["accuracy"]), _pct(c["attacked"]["accuracy"]), _pct(c["drop"]), dr)
+        out.print(rob)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from retlink.errors import ConfigError
 from retlink.eval import metrics
-from retlink.eval.mate.harness import RUN_META, MateRunConfig
+from retlink.eval.mate.harness import CLEAN, RUN_META, MateRunConfig
 from retlink.eval.mate.questions import CONTROL_TASKS, CROSS_TASKS, OBJECT_COUNTS
 from retlink.eval.records import RESULTS, read_records
 from retlink.eval.report import PLOTS, REPORT, SUMMARY
@@ -43,8 +43,13 @@ def _cell(correct: list[float], cfg: MateRunConfig, seed: int) -> dict[str, Any]
 
 def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    attacked: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records.values():
-        groups[(r["model"], r["prompt"])].append(r)
+        attack = r.get("attack", CLEAN)
+        if attack == CLEAN:
+            groups[(r["model"], r["prompt"])].append(r)
+        else:
+            attacked[(r["model"], r["prompt"])][attack].append(r)
     rows: dict[str, Any] = {}
     for (model, prompt), recs in sorted(groups.items()):
         recs.sort(key=lambda r: r["question_id"])
@@ -66,6 +71,10 @@ def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, d
         }
         row["seconds_per_answer"] = round(float(np.mean([r["seconds"] for r in recs])), 4)
         rows[f"{model} · {prompt}"] = {"model": model, "prompt": prompt, **row}
+    robustness: dict[str, Any] = {}
+    for (model, prompt), by_attack in sorted(attacked.items()):
+        clean = {r["question_id"]: r for r in groups.get((model, prompt), [])}
+        robustness[f"{model} · {prompt}"] = {a: robustness_cell(recs, clean, cfg) for a, recs in by_attack.items()}
     return {
         "name": cfg.name,
         "fingerprint": meta.get("fingerprint"),
@@ -73,7 +82,53 @@ def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, d
         "questions_sha256": meta.get("questions_sha256"),
         "records": len(records),
         "rows": rows,
+        "attacks": {a.name: describe_attack(a) for a in cfg.attacks},
+        "robustness": robustness,
         "published": PUBLISHED,
+    }
+
+
+def describe_attack(a: Any) -> str:
+    """'square (normal, eps 8/255) on the agent's perception' and the like, for the table."""
+    eps = a.eps
+    budget = f", eps {eps * 255:.0f}/255" if eps is not None else ""
+    if a.attack == "gaussian_noise":
+        return f"Gaussian noise ({a.preset}, std {eps * 255:.0f}/255; random, no target)"
+    on = "the binding agent's perception (score-based)" if a.target == "perception" else f"{a.surrogate} {a.target} (transfer)"
+    return f"{a.attack} ({a.preset}{budget}) on {on}"
+
+
+def robustness_cell(recs: list[dict[str, Any]], clean: dict[str, dict[str, Any]], cfg: MateRunConfig) -> dict[str, Any]:
+    """One (model · prompt, attack) cell: cross-modal accuracy attacked and clean on the same
+    questions, the drop (paired bootstrap CI), drop ratio, attack success rate, the measured
+    perturbation (as the 8-bit PNG the model read) and the attack's seconds a scene."""
+    recs = sorted((r for r in recs if r["task"] in CROSS_TASKS and r["question_id"] in clean), key=lambda r: r["question_id"])
+    after = [float(r["correct"]) for r in recs]
+    before = [float(clean[r["question_id"]]["correct"]) for r in recs]
+    lo, hi = metrics.bootstrap_ci(
+        [b - a for b, a in zip(before, after, strict=True)], n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=4
+    )
+    acc_clean, acc_attacked = metrics.accuracy([bool(x) for x in before]), metrics.accuracy([bool(x) for x in after])
+    norms = [r["norms_png"]["linf_255"] for r in recs if "norms_png" in r]
+
+    def _r(x: float) -> float | None:
+        return None if np.isnan(x) else round(float(x), 4)
+
+    return {
+        "n": len(recs),
+        "failed": sum(r["status"] != "ok" for r in recs),
+        "clean": _cell(before, cfg, 1),
+        "attacked": _cell(after, cfg, 1),
+        "tasks": {t: _cell([float(r["correct"]) for r in recs if r["task"] == t], cfg, 0) for t in CROSS_TASKS if any(r["task"] == t for r in recs)},
+        "drop": _r(metrics.absolute_drop(acc_clean, acc_attacked)),
+        "drop_ci": [round(lo, 4), round(hi, 4)],
+        "drop_ratio": _r(metrics.drop_ratio(acc_clean, acc_attacked)),
+        "attack_success_rate": _r(
+            metrics.attack_success_rate([bool(x) for x in before], [bool(x) for x in after]) if recs else float("nan")
+        ),
+        "linf_255_png": {"mean": round(float(np.mean(norms)), 2), "max": round(float(np.max(norms)), 2)} if norms else None,
+        "attack_seconds": round(float(np.mean([r["attack_seconds"] for r in recs if r.get("attack_seconds") is not None] or [np.nan])), 4)
+        if recs else None,
     }
 
 
@@ -106,6 +161,31 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
         )
     for who, acc in summary["published"].items():
         lines.append(f"| {who} (published, arXiv 2503.03854) | | | {acc:.1f} | | | | |")
+    if summary.get("robustness"):
+        lines += [
+            "",
+            "## Robustness (cross-modal)",
+            "",
+            "Each attack's scenes were answered by the same model and prompt as the clean ones; accuracy clean and "
+            "attacked on the same questions, *drop* clean minus attacked (paired bootstrap CI), *DR* the drop ratio "
+            "(clean - attacked) / clean, *ASR* the share of clean-correct answers the attack broke; L∞ is measured "
+            "on the 8-bit PNG the model read, in 1/255.",
+            "",
+            "| model · prompt | attack | clean | attacked | drop | DR | ASR | img2data | data2img | L∞ mean / max | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, by_attack in summary["robustness"].items():
+            for attack, c in by_attack.items():
+                lo, hi = c["drop_ci"]
+                drop = "–" if c["drop"] is None else f"{100 * c['drop']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+                dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
+                asr = "–" if c["attack_success_rate"] is None else f"{100 * c['attack_success_rate']:.1f}"
+                norm = "–" if not c["linf_255_png"] else f"{c['linf_255_png']['mean']:.1f} / {c['linf_255_png']['max']:.1f}"
+                lines.append(
+                    f"| {name} | {attack} | {_pct(c['clean'])} | {_pct(c['attacked'])} | {drop} | {dr} | {asr} | "
+                    f"{_pct(c['tasks'].get('img2data'))} | {_pct(c['tasks'].get('data2img'))} | {norm} | {c['n']} |"
+                )
+        lines += [""] + [f"- `{a}`: {d}" for a, d in summary["attacks"].items()]
     lines += ["", "## Accuracy by object count", ""]
     lines.append("| model · prompt | task | " + " | ".join(str(n) for n in OBJECT_COUNTS) + " |")
     lines.append("|---|---|" + "---|" * len(OBJECT_COUNTS))

@@ -44,7 +44,7 @@ def test_run_resumes_and_reports(tmp_path, mate_set_dir):
     run_dir = cfg.run_dir()
     assert len(read_records(run_dir / RESULTS)) == 4
     counts = MateRunner(cfg).run(progress=False)
-    assert counts == {"planned": 10, "ran": 6, "failed": 0}
+    assert counts == {"planned": 10, "ran": 6, "failed": 0, "images": 0}
     records = read_records(run_dir / RESULTS)
     assert len(records) == 10 and all(r["status"] == "ok" for r in records.values())
     assert MateRunner(cfg).run(progress=False)["ran"] == 0  # nothing twice

@@ -29,7 +29,7 @@ def test_mate_run_through_vllm(tiny_llava, mate_set_dir, tmp_path):
         "concurrency": 4,
     })
     counts = MateRunner(cfg).run(progress=False)
-    assert counts == {"planned": 12, "ran": 12, "failed": 0}
+    assert counts == {"planned": 12, "ran": 12, "failed": 0, "images": 0}
     records = read_records(cfg.run_dir() / RESULTS)
     assert len(records) == 12
     for r in records.values():
