@@ -1,7 +1,8 @@
-"""MATE benchmark: scenes generated and rendered per second, and questions the binding agent
-answers per second, each as a ratio to a baseline timed in the same run.
+"""MATE benchmark: scenes generated and rendered per second, questions the binding agent
+answers per second, and scenes attacked per second (Square on the agent's perception, as
+`retlink mate run` with `attacks:` makes them), each as a ratio to a baseline timed in the same run.
 
-    .venv/bin/python bench/mate.py [--questions 40] [--seed 0]
+    .venv/bin/python bench/mate.py [--questions 40] [--seed 0] [--attack-scenes 5] [--queries 20]
 
 The questions are the first N of the 5,500-question set of `--seed` (a seeded mix of tasks and
 object counts). Generation includes the layout (silhouette checks) and the PNG encoding, as
@@ -35,6 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attack-scenes", type=int, default=5, help="scenes to attack (0: skip)")
+    ap.add_argument("--queries", type=int, default=20, help="Square's query budget a scene")
     args = ap.parse_args()
     items = plan(5500, 1100, args.seed)[: args.questions]
 
@@ -79,6 +82,8 @@ def main() -> None:
                 node_s[e["node"]] += e["seconds"]
         agent_s = time.perf_counter() - t0
 
+    attacked = attack_rate(made[: args.attack_scenes], args.queries) if args.attack_scenes else None
+
     n = len(made)
     table = Table("what", "per second", "ratio", title=f"MATE, {n} questions (seed {args.seed})")
     table.add_row("baseline: render, one ray a pixel", f"{n / base_s:.2f}", "1.00x")
@@ -87,10 +92,33 @@ def main() -> None:
     table.add_row("PNG encoding", f"{n / png_s:.2f}", f"{base_s / png_s:.2f}x")
     table.add_row("scenes generated in all (layout + render + PNG)", f"{n / gen_s:.2f}", f"{base_s / gen_s:.2f}x")
     table.add_row("questions answered by the binding agent", f"{n / agent_s:.2f}", f"{base_s / agent_s:.2f}x")
+    if attacked is not None:
+        k, seconds = attacked
+        table.add_row(f"scenes attacked: Square on the perception, <= {args.queries} queries", f"{k / seconds:.2f}", f"{base_s / n / (seconds / k):.2f}x")
     console.print(table)
     console.print(f"agent median {statistics.median(per_q):.3f} s a question; by node: "
                   + ", ".join(f"{k} {v / n:.3f} s" for k, v in node_s.items()))
     console.print(f"agent exact match on these questions: {right}/{n}")
+
+
+def attack_rate(made: list, queries: int) -> tuple[int, float]:
+    """(scenes, seconds) to attack the scenes' PNGs with Square on the binding agent's perception
+    (`retlink.eval.mate.attack.PerceptionTarget`; it stops at a scene's first changed reading)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from retlink.eval.attacks import build_attack
+    from retlink.eval.mate.attack import PerceptionTarget
+
+    x = torch.stack([
+        torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        for _, _, png in made
+    ])
+    attack = build_attack("square", PerceptionTarget(made[0][1].camera), n_queries=queries, seed=0)
+    t0 = time.perf_counter()
+    attack(x, [scene.text() for _, scene, _ in made])
+    return len(made), time.perf_counter() - t0
 
 
 if __name__ == "__main__":

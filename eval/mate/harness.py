@@ -62,6 +62,8 @@ class BuildSpec(_Strict):
     n: int = Field(5500, ge=1)
     n_controls: int | None = Field(None, ge=0)
     seed: int = 0
+    #: only the first K questions of that set (`retlink mate build --first K`)
+    first: int | None = Field(None, ge=1)
 
 
 class ModelSpec(OpenAIServerConfig):
@@ -227,8 +229,8 @@ class MateRunner:
         root = self.config.data.path
         if not (root / "manifest.json").exists() and self.config.build is not None:
             b = self.config.build
-            self.console.print(f"building the MATE set in {root} (n={b.n}, seed={b.seed})")
-            build(root, b.n, n_controls=b.n_controls, seed=b.seed)
+            self.console.print(f"building the MATE set in {root} (n={b.n}, seed={b.seed}, first={b.first})")
+            build(root, b.n, n_controls=b.n_controls, seed=b.seed, first=b.first)
         return MateSet(root)
 
     def questions(self, data: MateSet) -> list[Question]:

@@ -149,3 +149,12 @@ def test_attack_names_are_unique_and_change_the_fingerprint(tmp_path):
     attacked = load_mate_config(_config(tmp_path, tmp_path / "set", attacks=two[:1]))
     assert attacked.attacks[0].target == "perception" and attacked.attacks[0].resolved_params()["n_queries"] == 100
     assert plain.fingerprint() != attacked.fingerprint()
+
+
+def test_bundled_mate_configs_validate():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "eval" / "configs").glob("mate-*.yaml"))
+    assert len(configs) >= 3
+    loaded = {p.stem: load_mate_config(p) for p in configs}
+    assert [a.target for a in loaded["mate-binding-attacks"].attacks][:2] == ["perception", "perception"]
