@@ -45,27 +45,26 @@ def fill(client, vectors) -> tuple[object, float]:
     return col, time.perf_counter() - started
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--entities", type=int, default=10_000)
-    ap.add_argument("--real", type=int, default=1_000, help="entities embedded with MiniLM (the rest mixed)")
-    ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-
+def compare(entities: int, real: int, queries: int, seed: int = 0) -> list[tuple[str, float, dict]]:
+    """[(store, seconds to add all, measure)] for the embedded store, then the server: the same
+    vectors and queries (`bench/scale.py` runs this too)."""
     embedder = shared_text_embedder()
-    vectors, texts, _ = kb_bench.make_vectors(args.entities, min(args.real, args.entities), embedder.embed, args.seed)
-    queries = kb_bench.query_vectors(texts, args.queries, embedder.embed, args.seed)
+    vectors, texts, _ = kb_bench.make_vectors(entities, min(real, entities), embedder.embed, seed)
+    qs = kb_bench.query_vectors(texts, queries, embedder.embed, seed)
     ef = HNSW["ef_search"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="retlink-kb-server-") as tmp:
         embedded_col, embedded_add = fill(kb_bench.chroma_client(Path(tmp) / "embedded"), vectors)
-        rows.append(("embedded (folder)", embedded_add, kb_bench.measure(embedded_col, vectors, queries, ef)))
+        rows.append(("embedded (folder)", embedded_add, kb_bench.measure(embedded_col, vectors, qs, ef)))
         with ChromaServer(Path(tmp) / "server") as server:
             server_col, server_add = fill(ServerKB(server.url, "bench").client, vectors)
-            rows.append((f"chroma server ({server.url})", server_add, kb_bench.measure(server_col, vectors, queries, ef)))
+            rows.append((f"chroma server ({server.url})", server_add, kb_bench.measure(server_col, vectors, qs, ef)))
+    return rows
 
-    table = Table(title=f"top-10 query, {args.entities:,} entities, {len(queries)} queries, ef_search {ef}")
+
+def print_comparison(rows: list[tuple[str, float, dict]], entities: int, queries: int) -> float:
+    """The table and the goal's verdict; returns server p50 / embedded p50."""
+    table = Table(title=f"top-10 query, {entities:,} entities, {queries} queries, ef_search {HNSW['ef_search']}")
     for col in ("store", "add all (s)", "p50 (ms)", "p95 (ms)", "recall@10"):
         table.add_column(col)
     for name, add_s, m in rows:
@@ -74,6 +73,18 @@ def main() -> None:
     ratio = rows[1][2]["p50"] / rows[0][2]["p50"]
     verdict = "[green]meets[/]" if ratio < 3 else "[red]misses[/]"
     console.print(f"server p50 / embedded p50: [bold]{ratio:.2f}x[/] ({verdict} the goal of < 3x)")
+    return ratio
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--entities", type=int, default=10_000)
+    ap.add_argument("--real", type=int, default=1_000, help="entities embedded with MiniLM (the rest mixed)")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rows = compare(args.entities, args.real, args.queries, args.seed)
+    print_comparison(rows, args.entities, args.queries)
 
 
 if __name__ == "__main__":

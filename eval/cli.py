@@ -1,6 +1,6 @@
 """`retlink eval ...`: run a YAML-scripted robustness evaluation, report, export, compare.
 
-    retlink eval run CONFIG.yaml [--limit N] [--dry-run] [--out DIR]
+    retlink eval run CONFIG.yaml [--limit N] [--dry-run] [--out DIR] [--ray] [--ray-address ADDRESS]
     retlink eval report RUN_DIR
     retlink eval export RUN_DIR [--out DIR]
     retlink eval compare RUN_A RUN_B [--out FILE.md]
@@ -48,12 +48,18 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
     report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
+    ray: Annotated[bool, typer.Option("--ray", help="run on a Ray cluster (executor kind: ray)")] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", metavar="ADDRESS", help="the Ray cluster to join (implies --ray)"),
+    ] = None,
 ) -> None:
     """Run (or resume) the evaluation CONFIG: records in RUN_DIR/results.jsonl, then the report."""
     from retlink.eval.report import REPORT, write_report
     from retlink.eval.runner import run_config
 
-    runner, _ = run_config(config, out=out_dir, limit=limit, dry_run=dry_run)
+    on_ray = ray_address if ray_address is not None else ("" if ray else None)
+    runner, _ = run_config(config, out=out_dir, limit=limit, dry_run=dry_run, ray=on_ray)
     if dry_run or not report:
         return
     summary = write_report(runner.dir)
@@ -154,4 +160,4 @@ def defences(
 ) -> None:
     """The defence evaluation: `retlink eval run` of eval/configs/defences.yaml (each level
     without and with the defences, clean, under PGD and under the adaptive attacks)."""
-    run(config, limit=limit, dry_run=False, out_dir=out_dir, report=True)
+    run(config, limit=limit, dry_run=False, out_dir=out_dir, report=True, ray=False, ray_address=None)

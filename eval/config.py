@@ -16,6 +16,7 @@ running the default. Relative `path`/`entities`/`root` values are relative to th
     attacks:
       - {name: pgd-8, attack: pgd, params: {eps: 8/255, steps: 10}, target: embedding_toward_distractor}
     settings: [it2t, i2t]
+    executor: {kind: ray, actors: 4, num_cpus: 2}    # optional; default: this process
 """
 
 from __future__ import annotations
@@ -294,6 +295,42 @@ class MetricsSpec(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+class ExecutorSpec(_Strict):
+    """Where the work of a run happens; never changes its records (not in the fingerprint).
+
+    `local` (the default): this process, `concurrency` links at once in a thread pool. `ray`: a
+    Ray cluster (`retlink.eval.ray_executor`): attacked images by Ray tasks, links by `actors`
+    Ray actors that each hold the pipelines (loaded once per actor) and run `concurrency` links at
+    once; this process stays the only writer of results.jsonl. The run folder, the KB and the
+    dataset must be at the same paths on every node (one machine, or a shared filesystem).
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    #: ray: the cluster to join (`ray://HOST:10001`, `HOST:6379`, `auto`); None: $RAY_ADDRESS,
+    #: else a cluster started with `ray start` on this machine, else a new local one
+    address: str | None = None
+    #: ray: link actors (workers), each with its own copy of the pipelines
+    actors: int = Field(1, ge=1, le=4096)
+    #: ray: resources of one link actor (torch in it uses num_cpus threads)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    #: ray: resources of one attack task (one chunk of attacked images)
+    attack_num_cpus: float = Field(1.0, ge=0)
+    attack_num_gpus: float = Field(0.0, ge=0)
+    #: ray: times a link is run again after the actor running it died (then it is recorded as an
+    #: error, retried by the next resume like any failed link)
+    link_retries: int = Field(2, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> ExecutorSpec:
+        if self.kind == "local":  # a Ray setting on a local run is a mistake, not a no-op
+            fields = type(self).model_fields
+            ray_only = sorted(k for k in fields if k != "kind" and getattr(self, k) != fields[k].default)
+            if ray_only:
+                raise ValueError(f"{', '.join(ray_only)}: only for kind: ray (this executor is local)")
+        return self
+
+
 class EvalConfig(_Strict):
     """A whole evaluation run."""
 
@@ -315,6 +352,8 @@ class EvalConfig(_Strict):
     #: write each agent link's decision features (its candidate pool's feature rows) into its
     #: record: what `retlink train` fits the decision head on
     record_features: bool = False
+    #: where links and attacks run (this process, or a Ray cluster); `--ray` sets kind: ray
+    executor: ExecutorSpec = ExecutorSpec()
 
     @field_validator("settings", mode="before")
     @classmethod
@@ -377,9 +416,9 @@ class EvalConfig(_Strict):
         return next(a for a in self.attacks if a.name == name)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the output folder or concurrency), so a
+        """Hash of everything that changes results (not the output folder, concurrency or executor), so a
         resumed run refuses to mix records of two different experiments."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "concurrency"})
+        data = self.model_dump(mode="json", exclude={"output_dir", "concurrency", "executor"})
         if not data["record_features"]:  # runs from before the option keep their fingerprint
             data.pop("record_features")
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
@@ -398,6 +437,14 @@ class EvalConfig(_Strict):
             if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
                 s["definition"] = "image only"
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def on_ray(self, address: str | None = None) -> EvalConfig:
+        """This config with `executor.kind: ray` (the CLI's `--ray [ADDRESS]`); `address` replaces
+        the configured one when given."""
+        executor = self.executor.model_dump(exclude_unset=True) | {"kind": "ray"}
+        if address:
+            executor["address"] = address
+        return self.model_copy(update={"executor": ExecutorSpec.model_validate(executor)})
 
     def run_dir(self, out: Path | None = None) -> Path:
         """Where this run writes: `out` if given, else `output_dir/name`."""

@@ -14,6 +14,11 @@ An `attack: adaptive` is made per pipeline from its own defences (`attacked.atta
 each variant's images are stored like any attack's, the pipeline links every variant it faces,
 and its record keeps the per-sample worst case (`worst_case`) and names the variant. A pipeline
 may define its own gold answer from the clean image (`gold`, the tagger's undefended label).
+
+Where the work happens is the executor's business (`executor:` in the config): `LocalExecutor`
+here (a thread pool in this process, the default) or `retlink.eval.ray_executor.RayExecutor` (Ray
+tasks and actors). Both run the same per-item work, `Runner.make_images_chunk` and
+`Runner.link_one`, and hand the records back to `run`, the only writer of results.jsonl.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -87,6 +92,82 @@ class Plan:
     @property
     def todo(self) -> list[Job]:
         return [j for j in self.jobs if j.key not in self.done]
+
+
+@dataclass(frozen=True)
+class ImageChunk:
+    """One chunk of attacked images to make: `samples` are the chunk's samples in run order."""
+
+    attack: str
+    variant: str
+    chunk: int
+    samples: list[Any]
+
+
+class Executor(Protocol):
+    """Runs a run's per-item work somewhere; used as a context manager around one `run`."""
+
+    #: make every attack's images before the first link (True: workers that make images and
+    #: workers that link compete for the same cluster resources); False: attack by attack,
+    #: each attack's images just before its links
+    images_first: bool
+
+    def make_images(self, chunks: list[ImageChunk]) -> None:
+        """Make (and store in the run folder) the attacked images of every chunk."""
+
+    def link(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
+        """One record per job (`Runner.link_one`), in the order they finish."""
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class LocalExecutor:
+    """This process: images one chunk after another, links in a pool of `concurrency` threads."""
+
+    images_first = False
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.pool = ThreadPoolExecutor(runner.config.concurrency, thread_name_prefix="eval")
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def make_images(self, chunks: list[ImageChunk]) -> None:
+        for c in chunks:
+            self.runner.make_images_chunk(c)
+
+    def link(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
+        """Records of `jobs` as they finish, never more than 2 x concurrency submitted at once."""
+        for name in dict.fromkeys(j.pipeline for j in jobs):
+            self.runner.pipeline(name)  # build in this thread, not racing in the pool
+        pending: set[Future] = set()
+        it = iter(jobs)
+        limit = 2 * self.runner.config.concurrency
+        while True:
+            for job in it:
+                pending.add(self.pool.submit(self.runner.link_one, job))
+                if len(pending) >= limit:
+                    break
+            if not pending:
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                yield f.result()
+
+
+def make_executor(runner: Runner) -> Executor:
+    """The executor the runner's config asks for (Ray imported only when it is asked for)."""
+    if runner.config.executor.kind == "ray":
+        from retlink.eval.ray_executor import RayExecutor
+
+        return RayExecutor(runner)
+    return LocalExecutor(runner)
 
 
 class RateColumn(ProgressColumn):
@@ -157,6 +238,9 @@ class Runner:
         self._kb = None
         self._variants: dict[str, dict[str, Variant]] = {}
         self._golds: dict[tuple[str, str], str] = {}
+        self._labels: dict[tuple[str, Any], LabelMaker] = {}
+        #: the executor of the run in progress, or of the last run (None before the first)
+        self.executor: Executor | None = None
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -198,15 +282,24 @@ class Runner:
 
     def pipeline(self, name: str) -> Any:
         if name not in self._pipelines:
-            from retlink.eval.pipelines import build_pipeline, pipeline_embedders
+            from retlink.eval.pipelines import build_pipeline
 
             spec = next(p for p in self.config.pipelines if p.name == name)
-            self.kb()  # built before any pipeline opens it (the attacks' labels use it too)
-            if spec.kb is not None:
-                # the pipeline's own KB, embedded with its own image embedder
-                self._ensure_kb(spec.kb, *pipeline_embedders(spec))
+            self.ensure_kbs([name])
             self._pipelines[name] = build_pipeline(spec, spec.kb.path if spec.kb else self.config.kb.path)
         return self._pipelines[name]
+
+    def ensure_kbs(self, names: list[str]) -> None:
+        """Build the run's KB and the named pipelines' own KBs when missing or stale, before any
+        pipeline opens them (the attacks' labels use the run's KB too). A Ray run does this once,
+        on the driver, so its actors never race to build one."""
+        from retlink.eval.pipelines import pipeline_embedders
+
+        self.kb()
+        for spec in self.config.pipelines:
+            if spec.name in names and spec.kb is not None:
+                # the pipeline's own KB, embedded with its own image embedder
+                self._ensure_kb(spec.kb, *pipeline_embedders(spec))
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -307,9 +400,11 @@ class Runner:
         if dry_run:
             self.print_plan(plan)
             return plan
-        self._check_run_dir(plan)
         todo = plan.todo
-        if not todo:
+        # before the run folder: a Ray run without ray installed fails here, leaving nothing
+        executor = make_executor(self) if todo else None
+        self._check_run_dir(plan)
+        if executor is None:
             self.console.print(f"nothing to do: all {len(plan.jobs)} links of {self.dir} are recorded")
             return plan
         columns = (
@@ -325,47 +420,63 @@ class Runner:
         with (
             Progress(*columns, console=self.console, disable=not progress) as bar,
             RecordLog(self.dir / RESULTS) as records,
-            ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="eval") as pool,
+            executor,
         ):
+            self.executor = executor
             task = bar.add_task("linking", total=len(todo), failed=0)
-            try:
-                for attack, jobs in _by_attack(todo):
-                    if attack != CLEAN:
-                        bar.update(task, description=f"attacking ({attack})")
-                        self._make_images(attack, plan.samples, {j.sample.id for j in jobs})
-                    bar.update(task, description=f"linking ({attack})")
-                    for rec in self._link_all(pool, jobs):
-                        records.append(rec)
-                        failed += rec["status"] != "ok"
-                        bar.update(task, advance=1, failed=failed)
-                        if on_record:
-                            on_record(rec)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            groups = _by_attack(todo)
+            if executor.images_first:  # every attack's images before the first link
+                bar.update(task, description="attacking")
+                executor.make_images([c for attack, jobs in groups for c in self._chunks_of(attack, jobs, plan)])
+            for attack, jobs in groups:
+                if not executor.images_first:
+                    bar.update(task, description=f"attacking ({attack})")
+                    executor.make_images(self._chunks_of(attack, jobs, plan))
+                bar.update(task, description=f"linking ({attack})")
+                for rec in executor.link(jobs):
+                    records.append(rec)
+                    failed += rec["status"] != "ok"
+                    bar.update(task, advance=1, failed=failed)
+                    if on_record:
+                        on_record(rec)
         self.console.print(
             f"[bold]{len(todo) - failed}[/] links recorded, [red]{failed}[/] failed, in {self.dir / RESULTS}"
         )
         return plan
 
-    def _make_images(self, attack: str, samples: list[Any], needed: set[str]) -> None:
-        """Make the attacked images of `attack` for the chunks holding a needed, missing sample."""
-        cfg = self.config
-        labels = None
-        for spec, _, folder in self.variants(attack).values():
-            index = [a.name for a in cfg.attacks].index(spec.name)
+    def _chunks_of(self, attack: str, jobs: list[Job], plan: Plan) -> list[ImageChunk]:
+        if attack == CLEAN:
+            return []
+        return self.image_chunks(attack, plan.samples, {j.sample.id for j in jobs})
+
+    def image_chunks(self, attack: str, samples: list[Any], needed: set[str]) -> list[ImageChunk]:
+        """The chunks of `attack`'s images holding a needed sample whose image is not stored yet
+        (chunks are fixed slices of the run's samples: their seeds do not depend on what is made)."""
+        out = []
+        for key, (spec, _, folder) in self.variants(attack).items():
             store = AttackedStore(self.dir, folder)
             size = spec.batch_size
             for chunk, start in enumerate(range(0, len(samples), size)):
                 part = samples[start : start + size]
-                if all(store.has(s.id) or s.id not in needed for s in part):
-                    continue
-                if labels is None:
-                    from retlink.eval.attacked import surrogate
+                if any(s.id in needed and not store.has(s.id) for s in part):
+                    out.append(ImageChunk(attack, key, chunk, part))
+        return out
 
-                    labels = LabelMaker(self.kb(), surrogate(spec.surrogate, spec.pretrained), cfg.image_size)
-                made = make_chunk(spec, index, chunk, part, store, labels, seed=cfg.seed, size=cfg.image_size)
-                log.info("%s: chunk %d, %d images made", folder, chunk, made)
+    def make_images_chunk(self, c: ImageChunk) -> int:
+        """Attack one chunk and store its images (the per-item work of every executor)."""
+        from retlink.eval.attacked import surrogate
+
+        cfg = self.config
+        spec, _, folder = self.variants(c.attack)[c.variant]
+        index = [a.name for a in cfg.attacks].index(spec.name)
+        # one label maker per surrogate (a worker may make the chunks of several attacks)
+        key = (spec.surrogate, spec.pretrained)
+        if key not in self._labels:
+            self._labels[key] = LabelMaker(self.kb(), surrogate(spec.surrogate, spec.pretrained), cfg.image_size)
+        store = AttackedStore(self.dir, folder)
+        made = make_chunk(spec, index, c.chunk, c.samples, store, self._labels[key], seed=cfg.seed, size=cfg.image_size)
+        log.info("%s: chunk %d, %d images made", folder, c.chunk, made)
+        return made
 
     def _images(self, job: Job) -> list[tuple[str, Any, dict[str, Any]]]:
         """[(variant key, image, meta)] the job's pipeline faces: the clean image, one attacked
@@ -394,16 +505,37 @@ class Runner:
             self._golds[key] = pipeline.gold(clean_tensor(job.sample.image_path, self.config.image_size))
         return self._golds[key]
 
-    def _link_one(self, job: Job) -> dict[str, Any]:
-        sample = job.sample
-        rec: dict[str, Any] = {
+    @staticmethod
+    def _base_record(job: Job) -> dict[str, Any]:
+        return {
             "key": job.key,
-            "sample_id": sample.id,
+            "sample_id": job.sample.id,
             "pipeline": job.pipeline,
             "setting": job.setting.name,
             "attack": job.attack,
-            "gold": sample.gold_id,
+            "gold": job.sample.gold_id,
         }
+
+    def error_record(self, job: Job, error: str, seconds: float = 0.0, gold: str | None = None) -> dict[str, Any]:
+        """The record of a link that failed: counted as a miss, run again by the next resume."""
+        rec = self._base_record(job)
+        if gold is not None:
+            rec["gold"] = gold
+        return {
+            **rec,
+            "status": "error",
+            "error": error,
+            "pred": None,
+            "correct": False,
+            "rank": None,
+            "seconds": round(seconds, 4),
+        }
+
+    def link_one(self, job: Job) -> dict[str, Any]:
+        """The record of one link (the per-item work of every executor); never raises for a
+        failing sample: the error is recorded."""
+        sample = job.sample
+        rec = self._base_record(job)
         started = time.perf_counter()
         try:
             pipeline = self.pipeline(job.pipeline)
@@ -415,15 +547,7 @@ class Runner:
                 outcomes.append((key, meta, pipeline.link(img, mention, context)))
         except Exception as e:  # a failing sample is recorded and counted, never fatal
             log.warning("%s failed: %s: %s", job.key, type(e).__name__, e)
-            return {
-                **rec,
-                "status": "error",
-                "error": f"{type(e).__name__}: {e}",
-                "pred": None,
-                "correct": False,
-                "rank": None,
-                "seconds": round(time.perf_counter() - started, 4),
-            }
+            return self.error_record(job, f"{type(e).__name__}: {e}", time.perf_counter() - started, rec["gold"])
         key, meta, result = worst_case(outcomes, gold)
         if meta:
             rec["attack_seconds"] = meta.get("seconds")
@@ -459,24 +583,6 @@ class Runner:
                 else {}
             ),
         }
-
-    def _link_all(self, pool: ThreadPoolExecutor, jobs: list[Job]) -> Iterator[dict[str, Any]]:
-        """Records of `jobs` as they finish, never more than 2 x concurrency submitted at once."""
-        for name in dict.fromkeys(j.pipeline for j in jobs):
-            self.pipeline(name)  # build in this thread, not racing in the pool
-        pending: set[Future] = set()
-        it = iter(jobs)
-        limit = 2 * self.config.concurrency
-        while True:
-            for job in it:
-                pending.add(pool.submit(self._link_one, job))
-                if len(pending) >= limit:
-                    break
-            if not pending:
-                return
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                yield f.result()
 
 
 def worst_case(outcomes: list[tuple[str, dict[str, Any], Any]], gold: str) -> tuple[str, dict[str, Any], Any]:
@@ -521,10 +627,19 @@ def _versions() -> dict[str, str]:
 
 
 def run_config(
-    source: Any, *, out: Path | None = None, limit: int | None = None, dry_run: bool = False
+    source: Any,
+    *,
+    out: Path | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    ray: str | None = None,
 ) -> tuple[Runner, Plan]:
-    """Load a config and run it (the CLI's `eval run`)."""
+    """Load a config and run it (the CLI's `eval run`); `ray` not None runs it on Ray (an
+    address, or "" for the config's `executor.address`)."""
     from retlink.eval.config import load_eval_config
 
-    runner = Runner(load_eval_config(source), out)
+    cfg = load_eval_config(source)
+    if ray is not None:
+        cfg = cfg.on_ray(ray or None)
+    runner = Runner(cfg, out)
     return runner, runner.run(limit, dry_run=dry_run)
