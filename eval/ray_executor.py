@@ -78,12 +78,20 @@ def _make_chunk(config: Any, run_dir: str, chunk: ImageChunk) -> int:
 
 
 class LinkWorker:
-    """Ray actor body: one Runner and its pipelines, loaded once, linking job after job."""
+    """Ray actor body: one Runner and its pipelines, loaded once, linking job after job.
 
-    def __init__(self, config: Any, run_dir: str, pipelines: list[str]) -> None:
+    Ready only once warm: each pipeline links `warmup` (a clean job, its record dropped) first,
+    so the first real links do not pay for lazy model set-up and `startup_seconds` is the whole
+    cost of a new actor."""
+
+    def __init__(self, config: Any, run_dir: str, pipelines: list[str], warmup: Job | None = None) -> None:
+        from dataclasses import replace
+
         self.runner = _worker_runner(config, run_dir)
         for name in pipelines:
             self.runner.pipeline(name)
+            if warmup is not None:
+                self.runner.link_one(replace(warmup, pipeline=name))
 
     def ready(self) -> bool:
         return True
@@ -112,6 +120,7 @@ class RayExecutor:
         #: [(actor handle, generation)] per slot; a slot's actor is replaced when it dies
         self.actors: list[tuple[Any, int]] = []
         self._pipelines: list[str] = []
+        self._warmup: Job | None = None
         #: actors replaced after dying, and links queued again because of it (for reports, tests)
         self.replaced = 0
         self.requeued = 0
@@ -163,7 +172,7 @@ class RayExecutor:
             num_gpus=self.spec.num_gpus,
             max_concurrency=self.runner.config.concurrency,
             max_restarts=0,  # the driver replaces a dead actor itself and re-queues its links
-        ).remote(cfg, run_dir, self._pipelines)
+        ).remote(cfg, run_dir, self._pipelines, self._warmup)
 
     def _ensure_actors(self, pipelines: list[str]) -> None:
         """Start the actors (or restart them for another set of pipelines) and wait until each
@@ -197,7 +206,13 @@ class RayExecutor:
     def link(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
         """Records of `jobs` as the actors finish them; at most 2 x concurrency links queued per
         actor, so a dying actor takes few links with it and a slow one holds few back."""
+        from dataclasses import replace
+
+        from retlink.eval.config import CLEAN
+
         ray = self.ray
+        if self._warmup is None and jobs:
+            self._warmup = replace(jobs[0], attack=CLEAN)
         self._ensure_actors(list(dict.fromkeys(j.pipeline for j in jobs)))
         queue: deque[tuple[Job, int]] = deque((j, 0) for j in jobs)
         #: in flight: ref -> (slot, actor generation, job, deaths so far)

@@ -41,7 +41,7 @@ class RayCluster:
         cmd = [
             str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
             "--port", str(self.port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
-            "--include-dashboard", "false", "--disable-usage-stats",
+            "--include-dashboard", "false", "--include-log-monitor", "false", "--disable-usage-stats",
             "--object-store-memory", str(200 * 1024 * 1024), "--temp-dir", str(self.temp),
         ]  # fmt: skip
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
