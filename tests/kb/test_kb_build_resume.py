@@ -163,3 +163,26 @@ def test_builders_starting_at_once_build_the_kb_once(tmp_path, text_embedder):
     assert sorted(built) == [False, True]
     assert is_current(out, src) and not (tmp_path / "kb.partial").exists()
     assert len(KBStore(out, text_embedder, None)) == 6
+
+
+def test_a_kb_whose_source_folder_is_gone_is_rebuilt(tmp_path, text_embedder):
+    """A cached KB (the demo KB under $RETLINK_CACHE) resolves its entities' relative image paths
+    against the folder it was built from; when that checkout is deleted, the same entities file
+    elsewhere must rebuild it, or its images are silently unreadable (no attack distractors)."""
+    lines = (REPO / "data" / "demo" / "entities.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines[:3]]
+    for r in rows:
+        r["image_paths"] = []
+    old, new = tmp_path / "old-checkout", tmp_path / "new-checkout"
+    for d in (old, new):
+        d.mkdir()
+        (d / "entities.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "kb"
+    assert ensure_built(old / "entities.jsonl", out, text_embedder, None)
+    assert not ensure_built(new / "entities.jsonl", out, text_embedder, None)  # same content, old folder still there
+    (old / "entities.jsonl").unlink()
+    old.rmdir()
+    assert not is_current(out, new / "entities.jsonl")
+    assert ensure_built(new / "entities.jsonl", out, text_embedder, None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"] == str((new / "entities.jsonl").resolve())

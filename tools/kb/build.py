@@ -85,7 +85,15 @@ def is_current(kb: Path | str | KBLocation, entities: Path) -> bool:
     """True when the KB (a folder, a `kb_location` or a server address) is complete and was
     built from this exact entities file."""
     data = kb_location(kb).read_manifest()
-    return data is not None and data.get("status") == "complete" and data.get("source_sha256") == file_digest(entities)
+    if data is None or data.get("status") != "complete" or data.get("source_sha256") != file_digest(entities):
+        return False
+    source = data.get("source")
+    if source and source != "<iterable>" and not Path(source).exists():
+        # the KB resolves relative image paths against its source's folder; a KB shared through
+        # the cache outlives the checkout it was built from, and its images would be unreadable
+        log.info("the KB at %s was built from %s, which is gone: rebuilding from %s", kb, source, entities)
+        return False
+    return True
 
 
 @contextlib.contextmanager
