@@ -29,11 +29,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from retlink.config import (
     PATH_KEYS,
     LLMConfig,
+    StrictModel,
     config_error,
     read_yaml,
     resolve_path,
@@ -49,11 +50,8 @@ CLEAN = "clean"
 _FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """Which samples: a registered loader (`retlink.eval.datasets`), its folder and split."""
 
     key: str
@@ -75,7 +73,7 @@ class DatasetSpec(_Strict):
         return v
 
 
-class KBSpec(_Strict):
+class KBSpec(StrictModel):
     """The KB every pipeline ranks; built from the dataset's entities when missing."""
 
     path: Path
@@ -93,7 +91,7 @@ class KBSpec(_Strict):
 IMAGE_ONLY_KINDS = ("tagger", "retrieval")
 
 
-class PipelineSpec(_Strict):
+class PipelineSpec(StrictModel):
     """One linker to evaluate: a registered kind (see `retlink.eval.pipelines`) plus its options."""
 
     name: str = Field(pattern=NAME)
@@ -163,7 +161,7 @@ COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
-class AttackSpec(_Strict):
+class AttackSpec(StrictModel):
     """One image attack of `retlink.eval.attacks`, its parameters and the surrogate it attacks.
 
     Targets (all on the surrogate's pooled image features unless noted):
@@ -254,7 +252,7 @@ def attack_parameters(name: str) -> set[str]:
     return out - {"amp_dtype"}
 
 
-class TextPerturbation(_Strict):
+class TextPerturbation(StrictModel):
     """A perturbation of the context, seeded per sample: random noise (`retlink.eval.perturb_text`)
     or an LLM paraphrase (`retlink.eval.paraphrase`, by `llm`, the in-process model by default)."""
 
@@ -270,7 +268,7 @@ class TextPerturbation(_Strict):
         return self
 
 
-class SettingSpec(_Strict):
+class SettingSpec(StrictModel):
     """Which modalities reach the linker (`retlink.eval.settings.Setting`) and what runs in it.
 
     `i2t` removes the mention and the sentence (the image alone, as the papers define I2T);
@@ -289,13 +287,13 @@ class SettingSpec(_Strict):
     clean: bool = True
 
 
-class MetricsSpec(_Strict):
+class MetricsSpec(StrictModel):
     hits_at: list[int] = Field(default_factory=lambda: [1, 3, 5])
     bootstrap_resamples: int = Field(1000, ge=10, le=100_000)
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
-class ExecutorSpec(_Strict):
+class ExecutorSpec(StrictModel):
     """Where the work of a run happens; never changes its records (not in the fingerprint).
 
     `local` (the default): this process, `concurrency` links at once in a thread pool. `ray`: a
@@ -331,7 +329,7 @@ class ExecutorSpec(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictModel):
     """A whole evaluation run."""
 
     name: str = Field(pattern=NAME)
@@ -519,7 +517,7 @@ def _init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
 
 def _kwargs_problems(classes: list[type], values: dict[str, Any], loc: tuple[Any, ...], skip: set[str]) -> list[Problem]:
     """Unknown keyword arguments of `classes`, and values of the wrong type (strict: '3' is no int)."""
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     hints, names = _init_hints(classes)
     problems: list[Problem] = []

@@ -42,7 +42,10 @@ PATH_KEYS = {"path", "entities", "cache_dir", "head"}
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every configuration model: an unknown key is an error that names it (a typo
+    never silently falls back to a default), and a loaded config cannot be changed in place."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -55,7 +58,7 @@ VisionModel = Annotated[ImageNetwork, BeforeValidator(canonical)]
 ImageBackend = Annotated[Literal[*(n.value for n in ImageNetwork), "open_clip", "none"], BeforeValidator(canonical)]
 
 
-class OpenAIServerConfig(_Strict):
+class OpenAIServerConfig(StrictModel):
     """The connection to an OpenAI-compatible server (vLLM), shared by the roles that can use one
     (`LLMConfig` with backend "openai", `CaptionerConfig` with backend "openai_vlm"); other
     backends ignore it. `OpenAICompatClient.from_config` reads these fields, and its own
@@ -155,7 +158,7 @@ class CaptionerConfig(OpenAIServerConfig):
         return self
 
 
-class EmbedderConfig(_Strict):
+class EmbedderConfig(StrictModel):
     #: text embedder: "minilm-embedded" (PyPI-shipped all-MiniLM-L6-v2) or a sentence-transformers path/id.
     text_model: str = "minilm-embedded"
     #: image embedder: EfficientNet-Lite0 pooled features (the captioner's network), EfficientNet-Lite1's
@@ -184,7 +187,7 @@ def _server_url(v: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-class KBConfig(_Strict):
+class KBConfig(StrictModel):
     path: Path = DEFAULT_CACHE / "demo-kb"
     #: a chroma server (`chroma run --host H --port P`) holding the KB instead of the folder at
     #: `path`: http://HOST:PORT. Both collections, the alias table and the manifest live there.
@@ -225,7 +228,7 @@ class KBConfig(_Strict):
         return self.name or self.path.name
 
 
-class SearchBackendConfig(_Strict):
+class SearchBackendConfig(StrictModel):
     """One search service in the fallback chain (tried in the order listed)."""
 
     kind: Literal["local", "searxng", "wikipedia", "wikidata", "brave"] = "local"
@@ -245,7 +248,7 @@ class SearchBackendConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0)
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     enabled: bool = True
     backends: list[SearchBackendConfig] = Field(default_factory=list)
     max_queries: int = Field(3, ge=0, le=32)
@@ -293,14 +296,14 @@ class SearchConfig(_Strict):
         return v.expanduser() if v is not None else None
 
 
-class EnhancerConfig(_Strict):
+class EnhancerConfig(StrictModel):
     enabled: bool = True
     llm: LLMConfig | None = None  # None: share the reasoner's model
     top_n: int = Field(2, ge=0, le=20)
     max_new_tokens: int = Field(32, ge=8, le=512)
 
 
-class ReasonerConfig(_Strict):
+class ReasonerConfig(StrictModel):
     #: False: no LLM at all (search, enhancer and reasoner are skipped); the decision head, or
     #: without one the fused retrieval ranking, decides. The retrieval-only agent of ablations.
     enabled: bool = True
@@ -318,7 +321,7 @@ class ReasonerConfig(_Strict):
     modality_order: Literal["text_first", "image_first"] = "text_first"
 
 
-class DecisionConfig(_Strict):
+class DecisionConfig(StrictModel):
     """How the final answer is chosen from the candidates (`agents/decision.py`).
 
     With a trained head (`retlink train`), the head's calibrated distribution over the pool and
@@ -341,7 +344,7 @@ class DecisionConfig(_Strict):
         return Path(resolve_path(str(v), Path.cwd())) if v is not None else None
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictModel):
     """Bounds on every input, checked before any model runs (README: "Bad input")."""
 
     max_pixels: int = 40_000_000
@@ -353,12 +356,12 @@ class LimitsConfig(_Strict):
     max_context_chars: int = Field(8192, ge=1)
 
 
-class CaptionRouteConfig(_Strict):
+class CaptionRouteConfig(StrictModel):
     #: caption confidence below this widens the search
     low_confidence: float = Field(0.3, ge=0, le=1)
 
 
-class PurifyStep(_Strict):
+class PurifyStep(StrictModel):
     """One input-purification step (see tools/vision/purify.py)."""
 
     kind: Literal["jpeg", "resample", "bitdepth", "median"]
@@ -376,7 +379,7 @@ def _default_squeezers() -> list[PurifyStep]:
     return [PurifyStep(kind="bitdepth", bits=4), PurifyStep(kind="median", size=3), PurifyStep(kind="jpeg", quality=60)]
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(StrictModel):
     """Feature-squeezing perturbation detector; a flagged image takes the cautious route."""
 
     enabled: bool = False
@@ -388,7 +391,7 @@ class DetectorConfig(_Strict):
     model: VisionModel = DEFAULT_NETWORK
 
 
-class DefenceConfig(_Strict):
+class DefenceConfig(StrictModel):
     #: applied in order before captioning and image embedding; empty = off
     purify: list[PurifyStep] = Field(default_factory=list)
     #: applied instead when `purify` is empty but the detector flags the image
@@ -396,7 +399,7 @@ class DefenceConfig(_Strict):
     detector: DetectorConfig = DetectorConfig()
 
 
-class CheckpointerConfig(_Strict):
+class CheckpointerConfig(StrictModel):
     """LangGraph's checkpointer for the linking graph: the state is saved after every step, so a
     long link can be inspected while it runs and, after a failure, resumed by its thread id
     (`Linker.resume`) without re-running the steps that finished. Off by default: it costs one
@@ -421,7 +424,7 @@ class CheckpointerConfig(_Strict):
         return self.kind != "none"
 
 
-class RetlinkConfig(_Strict):
+class RetlinkConfig(StrictModel):
     """The whole configuration. Defaults are the embedded offline default."""
 
     kb: KBConfig = KBConfig()

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from retlink.config import read_yaml, validate_config
+from retlink.config import StrictModel, read_yaml, validate_config
 from retlink.errors import ConfigError, DatasetError
 from retlink.tools.decision import DecisionHead, Group, kb_fingerprint
 from retlink.types import NIL
@@ -30,11 +30,8 @@ from retlink.types import NIL
 log = logging.getLogger(__name__)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """What `retlink train` reads."""
 
     #: the head's name (its default file is `<kb path>.<name>.head.json`, beside the KB)

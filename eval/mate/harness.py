@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from retlink.config import OpenAIServerConfig, _Strict, read_yaml, validate_config
+from retlink.config import OpenAIServerConfig, StrictModel, read_yaml, validate_config
 from retlink.errors import ConfigError, RetlinkError
 from retlink.eval.config import COMPOSITE_ATTACKS, AttackSpec
 from retlink.eval.mate.build import MateSet, build
@@ -54,11 +54,11 @@ CLEAN = "clean"
 AGENT_PROMPT = "tools"
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     path: Path
 
 
-class BuildSpec(_Strict):
+class BuildSpec(StrictModel):
     n: int = Field(5500, ge=1)
     n_controls: int | None = Field(None, ge=0)
     seed: int = 0
@@ -82,7 +82,7 @@ class ModelSpec(OpenAIServerConfig):
         return self
 
 
-class PromptSpec(_Strict):
+class PromptSpec(StrictModel):
     name: str = Field(min_length=1)
     shots: int = Field(0, ge=0, le=2)
     cot: bool = False
@@ -123,7 +123,7 @@ class MateAttackSpec(AttackSpec):
         return self
 
 
-class MateRunConfig(_Strict):
+class MateRunConfig(StrictModel):
     name: str = Field(min_length=1)
     data: DataSpec
     build: BuildSpec | None = None
