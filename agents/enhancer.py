@@ -17,7 +17,7 @@ from retlink.agents.prompts import enhancer_messages
 from retlink.config import EnhancerConfig
 from retlink.errors import BackendError
 from retlink.tools.kb.embedders import TextEmbedder
-from retlink.tools.llm.base import LLM
+from retlink.tools.llm.base import LLM, llm_calls
 from retlink.tools.lru import LRU
 from retlink.types import Candidate, Evidence
 
@@ -70,7 +70,7 @@ def enhance(
         return {"_skipped": "no evidence"}
     top = candidates[: cfg.top_n]
     assigned = assign_evidence(top, evidence, embedder)
-    todo, texts = [], {}
+    todo, texts, calls = [], {}, []
     for c in top:
         ev = assigned.get(c.entity.id)
         if not ev:
@@ -87,6 +87,7 @@ def enhance(
                 gens = llm.generate_batch(batch, max_tokens=cfg.max_new_tokens, stop_at_sentence=True)
             else:
                 gens = [llm.generate(m, max_tokens=cfg.max_new_tokens) for m in batch]
+            calls = llm_calls(gens)
             for (c, ev), g in zip(todo, gens, strict=True):
                 sentence = _clean_sentence(g.text)
                 if sentence:
@@ -96,9 +97,14 @@ def enhance(
         log.warning("enhancer failed: %s", e)
         return {"_skipped": f"enhancer failed: {e}"}
     if not texts:
-        return {"_skipped": "no evidence matched the candidates"}
+        return {"_skipped": "no evidence matched the candidates", **({"_detail": {"llm_calls": calls}} if calls else {})}
     updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
     return {
         "candidates": updated,
-        "_detail": {"enhanced": sorted(texts), "generated": len(todo), "cached": len(texts) - len(todo)},
+        "_detail": {
+            "enhanced": sorted(texts),
+            "generated": len(todo),
+            "cached": len(texts) - len(todo),
+            "llm_calls": calls,
+        },
     }

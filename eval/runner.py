@@ -562,6 +562,7 @@ class Runner:
         nodes: dict[str, float] = {}
         for ev in result.trace:
             nodes[ev.node] = round(nodes.get(ev.node, 0.0) + ev.seconds, 4)
+        calls = [{"node": ev.node, **c} for ev in result.trace for c in ev.detail.get("llm_calls", [])]
         detect = next((ev for ev in result.trace if ev.node == "detect" and ev.detail.get("scores")), None)
         if detect is not None:  # the pipeline runs a detector: its verdict and score
             rec["flagged"] = bool(result.perturbed)
@@ -577,6 +578,9 @@ class Runner:
             "candidates": [c.entity.id for c in result.candidates[:KEEP_CANDIDATES]],
             "seconds": round(time.perf_counter() - started, 4),
             "nodes": nodes,
+            "llm_calls": calls,
+            "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+            "generated_tokens": sum(c["generated_tokens"] for c in calls),
             **(
                 {"features": result.features.model_dump()}
                 if self.config.record_features and result.features is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from retlink.tools.llm.base import Choice, Generation, Message, split_think
+from retlink.tools.llm.base import Choice, Generation, Message, TokenUsage, split_think
 from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,11 @@ class TransformersLLM:
     def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
         with self._lock:
             self._use_threads()
-            text, _, _ = self._greedy(self._prompt_ids(messages), max_tokens)
+            ids = self._prompt_ids(messages)
+            text, seq, _ = self._greedy(ids, max_tokens)
         reasoning, answer = split_think(text)
-        return Generation(text=answer, reasoning=reasoning)
+        usage = TokenUsage(prompt_tokens=ids.shape[1], generated_tokens=seq.shape[1] - ids.shape[1])
+        return Generation(text=answer, reasoning=reasoning, usage=usage)
 
     def generate_batch(
         self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
@@ -97,12 +99,23 @@ class TransformersLLM:
                 stop_strings=SENTENCE_END if stop_at_sentence else None,
                 tokenizer=self.tokenizer if stop_at_sentence else None,
             )
-        decoded = self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-        return [Generation(text=split_think(t)[1], reasoning=split_think(t)[0]) for t in decoded]
+        new = out[:, enc.input_ids.shape[1] :]
+        decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        prompt_tokens = enc.attention_mask.sum(1).tolist()
+        generated = (new != self.tokenizer.pad_token_id).sum(1).tolist()
+        return [
+            Generation(
+                text=split_think(t)[1],
+                reasoning=split_think(t)[0],
+                usage=TokenUsage(prompt_tokens=int(p), generated_tokens=int(g)),
+            )
+            for t, p, g in zip(decoded, prompt_tokens, generated, strict=True)
+        ]
 
     @torch.inference_mode()
-    def _score_options(self, prefix_ids: torch.Tensor, options: list[str], reuse=None) -> torch.Tensor:
-        """Sum of log-probabilities of each option's tokens as the continuation of the prefix.
+    def _score_options(self, prefix_ids: torch.Tensor, options: list[str], reuse=None) -> tuple[torch.Tensor, int]:
+        """Sum of log-probabilities of each option's tokens as the continuation of the prefix,
+        and the number of tokens run to score them (the prefix's uncached part and the options).
 
         `reuse` is (token sequence, KV cache) from the chain-of-thought generation: the part of
         the prefix it already covers is not computed again (the prompt is most of the prefix).
@@ -135,7 +148,7 @@ class TransformersLLM:
         for i, o in enumerate(option_ids):
             idx = torch.tensor(o, device=self.device)
             scores[i] = logp[i, torch.arange(len(o)), idx].sum()
-        return scores
+        return scores, p - done + sum(len(o) for o in option_ids)
 
     def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice:
         if not options:
@@ -149,7 +162,8 @@ class TransformersLLM:
             suffix = (reasoning + "\n" if reasoning else "") + ANSWER_PREFIX
             suffix_ids = self.tokenizer(suffix, return_tensors="pt", add_special_tokens=False).input_ids
             prefix = torch.cat([ids, suffix_ids.to(self.device)], dim=1)
-            scores = self._score_options(prefix, options, reuse=(seq, cache))
+            scores, scored = self._score_options(prefix, options, reuse=(seq, cache))
+        usage = TokenUsage(prompt_tokens=ids.shape[1], generated_tokens=seq.shape[1] - ids.shape[1], scored_tokens=scored)
         probs = torch.softmax(scores, 0)
         best = int(probs.argmax())
         return Choice(
@@ -158,4 +172,5 @@ class TransformersLLM:
             probabilities={o: round(float(p), 4) for o, p in zip(options, probs, strict=True)},
             reasoning=reasoning,
             raw=thought,
+            usage=[usage],
         )
