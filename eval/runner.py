@@ -563,6 +563,11 @@ class Runner:
         for ev in result.trace:
             nodes[ev.node] = round(nodes.get(ev.node, 0.0) + ev.seconds, 4)
         calls = [{"node": ev.node, **c} for ev in result.trace for c in ev.detail.get("llm_calls", [])]
+        ranked = next((ev.detail for ev in result.trace if ev.node == "rank"), {})
+        if ranked.get("by") == "head":  # the head's confidence, what `decision.skip_llm_above` is compared with
+            rec["head_p"] = max(ranked["p"], ranked["p_nil"])
+        if ranked.get("skip_llm"):
+            rec["llm_skipped"] = ranked["skip_llm"]
         detect = next((ev for ev in result.trace if ev.node == "detect" and ev.detail.get("scores")), None)
         if detect is not None:  # the pipeline runs a detector: its verdict and score
             rec["flagged"] = bool(result.perturbed)
