@@ -83,6 +83,7 @@ def build_graph(components: Any, checkpointer: Any = None):
         embedder=components.text_embedder,
         cfg=cfg.enhancer,
         cache=components.description_cache,
+        store=components.description_store,
     )
     add("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner)
     add("decide", decide, reasoner=cfg.reasoner, decision=cfg.decision, head=components.head)

@@ -298,6 +298,16 @@ class EnhancerConfig(_Strict):
     llm: LLMConfig | None = None  # None: share the reasoner's model
     top_n: int = Field(2, ge=0, le=20)
     max_new_tokens: int = Field(32, ge=8, le=512)
+    #: a top candidate without matching web evidence gets a description from its KB entry alone
+    kb_only: bool = False
+    #: where KB-only descriptions are kept, by entity id + model + prompt fingerprint (written
+    #: once, reused by every later link and process); None keeps them in memory only
+    cache_dir: Path | None = DEFAULT_CACHE / "descriptions"
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_cache_dir(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
 
 
 class ReasonerConfig(_Strict):
