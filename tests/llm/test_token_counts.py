@@ -68,3 +68,25 @@ def test_link_trace_has_the_calls_of_the_enhancer_and_the_reasoner(linker, demo_
     enhance = by_node["enhance"]
     if enhance.skipped is None:  # the demo corpus matched a candidate: one call per generated description
         assert len(enhance.detail["llm_calls"]) == enhance.detail["generated"]
+
+
+def test_served_replies_report_their_usage_or_none():
+    from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletion
+
+    from retlink.tools.llm.openai_llm import reply_usage
+
+    def reply(usage):
+        return ChatCompletion.model_validate({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+            "usage": usage,
+        })
+
+    u = reply_usage(reply(CompletionUsage(prompt_tokens=120, completion_tokens=7, total_tokens=127).model_dump()))
+    assert u == TokenUsage(prompt_tokens=120, generated_tokens=7)
+    cached = {"prompt_tokens": 120, "completion_tokens": 7, "total_tokens": 127, "prompt_tokens_details": {"cached_tokens": 100}}
+    assert reply_usage(reply(cached)).cached_tokens == 100
+    assert reply_usage(reply(None)) is None
+    bad = ChatCompletion.model_construct(usage=CompletionUsage.model_construct(prompt_tokens=-3, completion_tokens="7"))
+    assert reply_usage(bad) is None
