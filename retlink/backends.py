@@ -58,7 +58,13 @@ def shared_llm(cfg: LLMConfig, device: str = "cpu") -> LLM:
     if cfg.backend == "transformers":
         from retlink.tools.llm.transformers_llm import TransformersLLM
 
-        return TransformersLLM(cfg.model, device=device, threads=cfg.threads)
+        return TransformersLLM(
+            cfg.model,
+            device=device,
+            threads=cfg.threads,
+            batch_window_s=cfg.batch_window_ms / 1000,
+            max_batch_rows=cfg.batch_rows,
+        )
     if cfg.backend == "openai":
         from retlink.tools.llm.openai_llm import OpenAILLM  # issue 4
 

@@ -123,6 +123,11 @@ class LLMConfig(OpenAIServerConfig):
     #: load). Not the default: torch's thread count is process-wide state that other work in the
     #: process (attacks, embedders) would inherit, and it changes their floating-point results.
     threads: int | None = None
+    #: transformers backend: calls from concurrent links (link_many, the eval runner, the chat
+    #: endpoint) that arrive within `batch_window_ms` of each other run as one padded batch of
+    #: at most `batch_rows` prompts (1: one call at a time, as behind a lock)
+    batch_rows: int = Field(8, ge=1, le=64)
+    batch_window_ms: float = Field(5.0, ge=0, le=1000)
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and
