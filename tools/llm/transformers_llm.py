@@ -5,8 +5,10 @@ scored as the continuation of "Answer: " and the best one wins, so the answer is
 the options, and the softmax over option scores is an honest confidence.
 
 Every call goes through a micro-batcher (`batcher.py`): calls from concurrent links that arrive
-within a few milliseconds run as one left-padded batch (attention mask, explicit positions) for
-the prefill, the greedy decode and the option scoring. The decode loop is written here rather
+within a few milliseconds run together. Each prompt is prefilled alone (arithmetic-bound on a
+CPU: padding would only add work), and their KV states are joined into one left-padded batch
+(attention mask, explicit positions) for the greedy decode and the option scoring, where one
+forward pass per token serves every row. The decode loop is written here rather
 than taken from `generate` so that a row in a batch computes what it computes alone: the
 repetition penalty sees only the row's own tokens (never the padding), each row stops at its
 own length, end-of-sequence token or stop string, and option scoring continues from the KV state
@@ -133,20 +135,8 @@ class TransformersLLM:
     @torch.inference_mode()
     def _run_rows(self, rows: list[Row]) -> list[RowResult]:
         self._use_threads()
-        pad = self.tokenizer.pad_token_id
-        n, width = len(rows), max(len(r.ids) for r in rows)
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.ids) :] = torch.tensor(r.ids)
-            mask[i, width - len(r.ids) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-            use_cache=True, logits_to_keep=1,
-        )
-        cache = out.cache
-        new, fed, mask = self._decode(rows, ids, mask, cache, out.logits[:, -1, :].float())
+        cache, mask, logits, width = self._prefill(rows)
+        new, fed, mask = self._decode(rows, mask, cache, logits)
         results = [
             RowResult(
                 new_ids=new[i],
@@ -160,7 +150,42 @@ class TransformersLLM:
             self._score(rows, results, scoring, new, fed, mask, width, cache)
         return results
 
-    def _decode(self, rows: list[Row], ids: torch.Tensor, mask: torch.Tensor, cache, logits: torch.Tensor):
+    def _prefill(self, rows: list[Row]):
+        """Each prompt prefilled alone (on a CPU prefill is bound by arithmetic: padding short
+        prompts to the longest would only add work), then their KV states joined into one
+        left-padded batch cache for the decode, where batching pays. Returns (cache, attention
+        mask over it, last-token logits per row, padded width)."""
+        caches, logits = [], []
+        for r in rows:
+            out = self.model(input_ids=torch.tensor([r.ids], device=self.device), use_cache=True, logits_to_keep=1)
+            caches.append(out.cache)
+            logits.append(out.logits[:, -1, :].float())
+        width = max(len(r.ids) for r in rows)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            mask[i, width - len(r.ids) :] = 1
+        if len(rows) == 1:
+            return caches[0], mask, logits[0], width
+        from transformers import DynamicCache
+
+        layers = []
+        for layer in range(len(caches[0].layers)):
+            keys = [c.layers[layer].keys for c in caches]
+            values = [c.layers[layer].values for c in caches]
+            layers.append((self._left_pad(keys, width), self._left_pad(values, width)))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config), mask, torch.cat(logits), width
+
+    @staticmethod
+    def _left_pad(states: list[torch.Tensor], width: int) -> torch.Tensor:
+        """(1, heads, length_i, dim) tensors as one (n, heads, width, dim), zeros on the left
+        (masked out, never attended)."""
+        first = states[0]
+        out = first.new_zeros((len(states), first.shape[1], width, first.shape[3]))
+        for i, t in enumerate(states):
+            out[i, :, width - t.shape[2] :] = t[0]
+        return out
+
+    def _decode(self, rows: list[Row], mask: torch.Tensor, cache, logits: torch.Tensor):
         """Greedy decode of every row at once. Returns (new tokens per row, how many of them are
         in the KV cache per row, the attention mask over the cache). A row that stops still gets
         a column per later step, masked out."""
