@@ -26,24 +26,45 @@ from retlink.tools.decision import DecisionHead
 from retlink.types import NIL, Candidate
 
 
-def rank(state: dict[str, Any], *, head: DecisionHead | None, cfg: KBConfig) -> dict[str, Any]:
+def rank(
+    state: dict[str, Any],
+    *,
+    head: DecisionHead | None,
+    cfg: KBConfig,
+    decision: DecisionConfig | None = None,
+    reasoner_enabled: bool = True,
+) -> dict[str, Any]:
     pool: list[Candidate] = state.get("candidates", [])
     feats = pool_features(
         pool, detector_score=float(state.get("detector_score", 0.0)), purified=bool(state.get("purified", False))
     )
     if head is None or not pool:
         kept = pool[: cfg.top_k]
-        return {"candidates": kept, "features": feats, "_detail": {"by": "fused score", "pool": len(pool)}}
+        why = llm_skip_reason(None, decision, reasoner_enabled) if decision is not None and kept else None
+        detail = {"by": "fused score", "pool": len(pool), **({"skip_llm": why} if why else {})}
+        return {"candidates": kept, "features": feats, "_detail": detail}
     prior = head.distribution(feats.ids, np.array(feats.rows), np.array(feats.nil))
     order = sorted(range(len(pool)), key=lambda i: -prior[pool[i].entity.id])
     kept = [pool[i].model_copy(update={"prior": round(prior[pool[i].entity.id], 4)}) for i in order[: cfg.top_k]]
     top = kept[0].entity.id
-    return {
-        "candidates": kept,
-        "features": feats,
-        "prior": prior,
-        "_detail": {"by": "head", "pool": len(pool), "top": top, "p": round(prior[top], 4), "p_nil": round(prior[NIL], 4)},
-    }
+    detail = {"by": "head", "pool": len(pool), "top": top, "p": round(prior[top], 4), "p_nil": round(prior[NIL], 4)}
+    why = llm_skip_reason(prior, decision, reasoner_enabled) if decision is not None else None
+    return {"candidates": kept, "features": feats, "prior": prior, "_detail": {**detail, **({"skip_llm": why} if why else {})}}
+
+
+def llm_skip_reason(prior: dict[str, float] | None, cfg: DecisionConfig, reasoner_enabled: bool) -> str | None:
+    """Why this link decides without the LLM (search, enhancer and reasoner skipped), or None.
+
+    The one rule `route_after_rank` follows, so the trace (rank's `skip_llm`) states exactly the
+    reason the route took."""
+    if not reasoner_enabled:
+        return "reasoner disabled"
+    if prior and cfg.skip_llm_above is not None:
+        p = max(prior.values())
+        if p >= cfg.skip_llm_above:
+            best = max(prior, key=prior.get)
+            return f"decision head p({best}) = {p:.4f} >= skip_llm_above {cfg.skip_llm_above}"
+    return None
 
 
 def route_after_rank(state: dict[str, Any], *, cfg: DecisionConfig, reasoner_enabled: bool = True) -> str:
@@ -52,11 +73,9 @@ def route_after_rank(state: dict[str, Any], *, cfg: DecisionConfig, reasoner_ena
     if not state.get("candidates"):
         return "finalize"
     prior = state.get("prior")
-    if not reasoner_enabled:
-        return "decide" if prior else "fallback"
-    if prior and cfg.skip_llm_above is not None and max(prior.values()) >= cfg.skip_llm_above:
-        return "decide"
-    return "plan_queries"
+    if llm_skip_reason(prior, cfg, reasoner_enabled) is None:
+        return "plan_queries"
+    return "decide" if prior else "fallback"
 
 
 def _restricted(state: dict[str, Any], head: DecisionHead, reasoner: dict[str, float] | None) -> dict[str, float]:

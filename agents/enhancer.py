@@ -2,7 +2,10 @@
 
 Evidence is assigned to a candidate by embedding similarity between the passage and the
 candidate's KB text (a page about another entity is not used to describe this one). Results
-are cached by (model, entity, evidence), so repeated links and evaluations reuse them.
+are cached by (model, entity, evidence), so repeated links and evaluations reuse them. With
+`enhancer.kb_only`, a top candidate that no passage is about is described from its KB entry
+alone; that text depends on the KB only, so it is kept on disk (`tools/kb/descriptions.py`) and
+generated once per entity, model and prompt, not once per link.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from retlink.agents.prompts import enhancer_messages
+from retlink.agents.prompts import enhancer_messages, kb_enhancer_messages
 from retlink.config import EnhancerConfig
 from retlink.errors import BackendError
+from retlink.tools.kb.descriptions import DescriptionStore, description_key
 from retlink.tools.kb.embedders import TextEmbedder
-from retlink.tools.llm.base import LLM
+from retlink.tools.llm.base import LLM, llm_calls
 from retlink.tools.lru import LRU
 from retlink.types import Candidate, Evidence
 
@@ -60,45 +64,73 @@ def _clean_sentence(text: str, max_chars: int = 300) -> str:
 
 
 def enhance(
-    state: dict[str, Any], *, llm: LLM | None, embedder: TextEmbedder, cfg: EnhancerConfig, cache: LRU
+    state: dict[str, Any],
+    *,
+    llm: LLM | None,
+    embedder: TextEmbedder,
+    cfg: EnhancerConfig,
+    cache: LRU,
+    store: DescriptionStore | None = None,
 ) -> dict[str, Any]:
+    """Describe the top candidates: from their matching evidence (cached in memory by entity and
+    evidence) or, with `kb_only`, from their KB entry alone (cached by entity, model and prompt in
+    `cache` and on disk in `store`, so each is generated once, not once per link)."""
     candidates: list[Candidate] = state.get("candidates", [])
     evidence: list[Evidence] = state.get("evidence", [])
     if llm is None or not cfg.enabled or cfg.top_n == 0:
         return {"_skipped": "enhancer disabled"}
-    if not evidence:
+    if not evidence and not cfg.kb_only:
         return {"_skipped": "no evidence"}
     top = candidates[: cfg.top_n]
     assigned = assign_evidence(top, evidence, embedder)
-    todo, texts = [], {}
+    todo, texts, calls, kb_only = [], {}, [], []
     for c in top:
         ev = assigned.get(c.entity.id)
-        if not ev:
+        if ev:
+            messages, key = enhancer_messages(c, ev), _key(llm, c, ev)
+        elif cfg.kb_only:
+            messages = kb_enhancer_messages(c)
+            key = description_key(llm.name, c.entity.id, messages, cfg.max_new_tokens)
+            kb_only.append(c.entity.id)
+        else:
             continue
-        cached = cache.get(_key(llm, c, ev))
+        cached = cache.get(key)
+        if cached is None and not ev and store is not None:
+            cached = store.get(key)
+            if cached is not None:
+                cache.put(key, cached)
         if cached is not None:
             texts[c.entity.id] = cached
         else:
-            todo.append((c, ev))
+            todo.append((c, ev, messages, key))
     try:
         if todo:
-            batch = [enhancer_messages(c, ev) for c, ev in todo]
+            batch = [m for _, _, m, _ in todo]
             if hasattr(llm, "generate_batch"):
                 gens = llm.generate_batch(batch, max_tokens=cfg.max_new_tokens, stop_at_sentence=True)
             else:
                 gens = [llm.generate(m, max_tokens=cfg.max_new_tokens) for m in batch]
-            for (c, ev), g in zip(todo, gens, strict=True):
+            calls = llm_calls(gens)
+            for (c, ev, _, key), g in zip(todo, gens, strict=True):
                 sentence = _clean_sentence(g.text)
                 if sentence:
-                    cache.put(_key(llm, c, ev), sentence)
+                    cache.put(key, sentence)
+                    if not ev and store is not None:
+                        store.put(key, sentence)
                     texts[c.entity.id] = sentence
     except BackendError as e:
         log.warning("enhancer failed: %s", e)
         return {"_skipped": f"enhancer failed: {e}"}
     if not texts:
-        return {"_skipped": "no evidence matched the candidates"}
+        return {"_skipped": "no evidence matched the candidates", **({"_detail": {"llm_calls": calls}} if calls else {})}
     updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
     return {
         "candidates": updated,
-        "_detail": {"enhanced": sorted(texts), "generated": len(todo), "cached": len(texts) - len(todo)},
+        "_detail": {
+            "enhanced": sorted(texts),
+            "kb_only": sorted(set(kb_only) & set(texts)),
+            "generated": len(todo),
+            "cached": len(texts) - len(todo),
+            "llm_calls": calls,
+        },
     }

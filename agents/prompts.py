@@ -65,3 +65,15 @@ def enhancer_messages(candidate: Candidate, evidence: list[Evidence]) -> list[di
         f"Write one sentence describing {e.name}, using only facts stated above."
     )
     return [{"role": "system", "content": ENHANCER_SYSTEM}, {"role": "user", "content": user}]
+
+
+def kb_enhancer_messages(candidate: Candidate) -> list[dict[str, str]]:
+    """The enhancer's prompt when no web evidence is about the candidate: its KB entry only
+    (so the answer depends on the KB alone and is cached per entity)."""
+    e = candidate.entity
+    alias = f"\nAlso known as: {', '.join(e.aliases)}" if e.aliases else ""
+    user = (
+        f"Entity: {e.name}{alias}\nKnown description: {e.description}\n\n"
+        f"Write one sentence describing {e.name}, using only facts stated above."
+    )
+    return [{"role": "system", "content": ENHANCER_SYSTEM}, {"role": "user", "content": user}]

@@ -20,7 +20,7 @@ import numpy as np
 from retlink.agents.prompts import reasoner_messages
 from retlink.config import ReasonerConfig
 from retlink.errors import BackendError
-from retlink.tools.llm.base import LLM, Choice
+from retlink.tools.llm.base import LLM, Choice, llm_calls
 from retlink.types import NIL, Candidate
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def reason(state: dict[str, Any], *, llm: LLM, cfg: ReasonerConfig) -> dict[str,
         log.warning("reasoner failed (attempt %d): %s", attempts, e)
         return {"attempts": attempts, "choice": None, "_skipped": f"reasoner failed: {e}"}
     valid = choice.option in options and choice.confidence >= cfg.min_confidence
-    detail = {"attempt": attempts, "option": choice.option, "confidence": round(choice.confidence, 4), "valid": valid}
+    detail = {"attempt": attempts, "option": choice.option, "confidence": round(choice.confidence, 4), "valid": valid,
+              "llm_calls": llm_calls(choice)}
     return {"attempts": attempts, "choice": choice if valid else None, "_detail": detail,
             **({} if valid else {"_skipped": "answer invalid or below min_confidence"})}
 

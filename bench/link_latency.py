@@ -3,7 +3,8 @@
 Cold start is measured in a fresh subprocess (process start to first answer, demo KB already
 built). Warm latency and the concurrency ratio are measured in this process on the demo
 examples. This machine is shared and noisy, so the concurrency result is printed as a ratio to
-sequential linking measured in the same run.
+sequential linking measured in the same run, and the LLM micro-batcher's gain as a ratio to the
+same concurrent links with batching off (one prompt per batch, as behind the old lock).
 
     .venv/bin/python bench/link_latency.py [--n 6]
 """
@@ -60,9 +61,27 @@ def main() -> None:
         linker.link(s.image, s.mention, s.context)
         times.append(time.perf_counter() - t)
     sequential = sum(times)
+    linker.components.description_cache.clear()  # the sequential links described these candidates
     t = time.perf_counter()
     linker.link_many(samples, concurrency=4)
     concurrent = time.perf_counter() - t
+    # the same links and model with the micro-batcher limited to one prompt per batch (the old
+    # lock's behaviour), measured in this run; fresh description cache so both do the same work
+    llm = linker.components.reasoner_llm
+    batcher = getattr(llm, "batcher", None)
+    unbatched = None
+    if batcher is not None:
+        rows, batcher.max_rows = batcher.max_rows, 1
+        linker.components.description_cache.clear()
+        try:
+            t = time.perf_counter()
+            linker.link_many(samples, concurrency=4)
+            unbatched = time.perf_counter() - t
+        finally:
+            batcher.max_rows = rows
+    tokens = [
+        c for s in samples[:1] for e in linker.link(s.image, s.mention, s.context).trace for c in e.detail.get("llm_calls", [])
+    ]
 
     table = Table("measure", "value", "goal")
     table.add_row("cold start (process start -> first answer)", f"{cold:.1f} s", "< 60 s")
@@ -71,6 +90,14 @@ def main() -> None:
     table.add_row(f"{len(samples)} links sequential", f"{sequential:.1f} s", "baseline")
     table.add_row(f"{len(samples)} links, link_many(concurrency=4)", f"{concurrent:.1f} s", "")
     table.add_row("concurrency 4 speed-up vs sequential", f"{sequential / concurrent:.2f}x", "")
+    if unbatched is not None:
+        table.add_row(f"{len(samples)} links, link_many(concurrency=4), LLM batching off", f"{unbatched:.1f} s", "baseline")
+        table.add_row("LLM micro-batching speed-up at concurrency 4", f"{unbatched / concurrent:.2f}x", "")
+    table.add_row(
+        "LLM calls of the first link (prompt + generated tokens)",
+        ", ".join(f"{c['prompt_tokens']}+{c['generated_tokens']}" for c in tokens) or "none",
+        "",
+    )
     console.print(table)
 
 

@@ -132,6 +132,9 @@ def timing_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
             "links": len(recs),
             "seconds_per_link": _r(_mean([r["seconds"] for r in recs])),
             "node_seconds": {k: round(v, 3) for k, v in sorted(nodes.items())},
+            "llm_calls_per_link": _r(_mean([len(r.get("llm_calls") or []) for r in recs])),
+            "prompt_tokens_per_link": _r(_mean([r.get("prompt_tokens", 0) for r in recs])),
+            "generated_tokens_per_link": _r(_mean([r.get("generated_tokens", 0) for r in recs])),
         }
     attack_s = [r["attack_seconds"] for r in {r["sample_id"] + r["attack"]: r for r in records if "attack_seconds" in r}.values()]
     out["attack_seconds_per_image"] = _r(_mean(attack_s))
@@ -316,10 +319,18 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     timing = summary["timing"]
-    lines += ["## Timing", "", "| pipeline | links | s / link |", "|---|---|---|"]
+    lines += [
+        "## Timing",
+        "",
+        "| pipeline | links | s / link | LLM calls / link | prompt tokens / link | generated tokens / link |",
+        "|---|---|---|---|---|---|",
+    ]
     for pipe, t in timing.items():
         if isinstance(t, dict):
-            lines.append(f"| {pipe} | {t['links']} | {_fmt(t['seconds_per_link'])} |")
+            lines.append(
+                f"| {pipe} | {t['links']} | {_fmt(t['seconds_per_link'])} | {_fmt(t.get('llm_calls_per_link'))} | "
+                f"{_fmt(t.get('prompt_tokens_per_link'))} | {_fmt(t.get('generated_tokens_per_link'))} |"
+            )
     if timing.get("attack_seconds_per_image") is not None:
         lines.append(f"\nAttacks: {_fmt(timing['attack_seconds_per_image'])} s per image.")
     return "\n".join(lines) + "\n"

@@ -562,6 +562,12 @@ class Runner:
         nodes: dict[str, float] = {}
         for ev in result.trace:
             nodes[ev.node] = round(nodes.get(ev.node, 0.0) + ev.seconds, 4)
+        calls = [{"node": ev.node, **c} for ev in result.trace for c in ev.detail.get("llm_calls", [])]
+        ranked = next((ev.detail for ev in result.trace if ev.node == "rank"), {})
+        if ranked.get("by") == "head":  # the head's confidence, what `decision.skip_llm_above` is compared with
+            rec["head_p"] = max(ranked["p"], ranked["p_nil"])
+        if ranked.get("skip_llm"):
+            rec["llm_skipped"] = ranked["skip_llm"]
         detect = next((ev for ev in result.trace if ev.node == "detect" and ev.detail.get("scores")), None)
         if detect is not None:  # the pipeline runs a detector: its verdict and score
             rec["flagged"] = bool(result.perturbed)
@@ -577,6 +583,9 @@ class Runner:
             "candidates": [c.entity.id for c in result.candidates[:KEEP_CANDIDATES]],
             "seconds": round(time.perf_counter() - started, 4),
             "nodes": nodes,
+            "llm_calls": calls,
+            "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+            "generated_tokens": sum(c["generated_tokens"] for c in calls),
             **(
                 {"features": result.features.model_dump()}
                 if self.config.record_features and result.features is not None

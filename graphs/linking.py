@@ -73,7 +73,7 @@ def build_graph(components: Any, checkpointer: Any = None):
         image_embedder=components.image_embedder,
         cfg=cfg.kb,
     )
-    add("rank", rank, head=components.head, cfg=cfg.kb)
+    add("rank", rank, head=components.head, cfg=cfg.kb, decision=cfg.decision, reasoner_enabled=cfg.reasoner.enabled)
     add("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends))
     add("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
     add(
@@ -83,6 +83,7 @@ def build_graph(components: Any, checkpointer: Any = None):
         embedder=components.text_embedder,
         cfg=cfg.enhancer,
         cache=components.description_cache,
+        store=components.description_store,
     )
     add("reason", reason, llm=components.reasoner_llm, cfg=cfg.reasoner)
     add("decide", decide, reasoner=cfg.reasoner, decision=cfg.decision, head=components.head)

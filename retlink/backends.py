@@ -48,6 +48,8 @@ class Components:
     #: the trained decision head (`decision.head`), None for the hand-set blend
     head: Any = None
     description_cache: LRU = field(default_factory=LRU)
+    #: KB-only enhanced descriptions on disk (`enhancer.cache_dir`), None: memory only
+    description_store: Any = None
 
 
 @lru_cache(maxsize=8)
@@ -56,7 +58,13 @@ def shared_llm(cfg: LLMConfig, device: str = "cpu") -> LLM:
     if cfg.backend == "transformers":
         from retlink.tools.llm.transformers_llm import TransformersLLM
 
-        return TransformersLLM(cfg.model, device=device, threads=cfg.threads)
+        return TransformersLLM(
+            cfg.model,
+            device=device,
+            threads=cfg.threads,
+            batch_window_s=cfg.batch_window_ms / 1000,
+            max_batch_rows=cfg.batch_rows,
+        )
     if cfg.backend == "openai":
         from retlink.tools.llm.openai_llm import OpenAILLM  # issue 4
 
@@ -133,7 +141,17 @@ def build_components(source: Any = None) -> Components:
         scraper=build_scraper(cfg.search) if backends else None,
         detector=_detector(cfg),
         head=load_head(cfg, kb),
+        description_store=_description_store(cfg),
     )
+
+
+def _description_store(cfg: RetlinkConfig):
+    """The on-disk store of KB-only descriptions, when the enhancer writes them."""
+    if not (cfg.enhancer.enabled and cfg.enhancer.kb_only and cfg.enhancer.cache_dir is not None):
+        return None
+    from retlink.tools.kb.descriptions import DescriptionStore
+
+    return DescriptionStore(cfg.enhancer.cache_dir)
 
 
 def load_head(cfg: RetlinkConfig, kb: KBStore):

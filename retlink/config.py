@@ -126,6 +126,11 @@ class LLMConfig(OpenAIServerConfig):
     #: load). Not the default: torch's thread count is process-wide state that other work in the
     #: process (attacks, embedders) would inherit, and it changes their floating-point results.
     threads: int | None = None
+    #: transformers backend: calls from concurrent links (link_many, the eval runner, the chat
+    #: endpoint) that arrive within `batch_window_ms` of each other run as one padded batch of
+    #: at most `batch_rows` prompts (1: one call at a time, as behind a lock)
+    batch_rows: int = Field(8, ge=1, le=64)
+    batch_window_ms: float = Field(5.0, ge=0, le=1000)
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and
@@ -301,6 +306,16 @@ class EnhancerConfig(StrictModel):
     llm: LLMConfig | None = None  # None: share the reasoner's model
     top_n: int = Field(2, ge=0, le=20)
     max_new_tokens: int = Field(32, ge=8, le=512)
+    #: a top candidate without matching web evidence gets a description from its KB entry alone
+    kb_only: bool = False
+    #: where KB-only descriptions are kept, by entity id + model + prompt fingerprint (written
+    #: once, reused by every later link and process); None keeps them in memory only
+    cache_dir: Path | None = DEFAULT_CACHE / "descriptions"
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_cache_dir(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
 
 
 class ReasonerConfig(StrictModel):

@@ -37,6 +37,14 @@ def test_run_records_every_link_once_and_attacks_hurt_the_baseline(full_run):
     records = [json.loads(x) for x in lines]
     assert len(records) == EXPECTED and len({r["key"] for r in records}) == EXPECTED
     assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    # per-call token counts (issue 20): the agent's reasoner calls are counted, the baseline has none
+    for r in records:
+        calls = r["llm_calls"]
+        if r["pipeline"] == "baseline":
+            assert calls == [] and r["prompt_tokens"] == 0
+        else:
+            assert calls and all(c["node"] == "reason" and c["prompt_tokens"] > 0 for c in calls)
+            assert r["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls)
     # one attacked image per (sample, attack), shared by both pipelines: identical norms
     for attack in ("fgsm-8", "pgd-8"):
         store = AttackedStore(runner.dir, attack)

@@ -16,9 +16,25 @@ from pydantic import BaseModel, Field
 Message = dict[str, str]
 
 
+class TokenUsage(BaseModel):
+    """The tokens one model request cost: what the prompt diet and the latency work measure.
+
+    `prompt_tokens` are prefilled, `generated_tokens` decoded one by one; `scored_tokens` are
+    tokens run through the model only to score the options (in-process `choose`), and
+    `cached_tokens` the part of the prompt whose KV state was reused instead of prefilled.
+    """
+
+    prompt_tokens: int = Field(ge=0)
+    generated_tokens: int = Field(0, ge=0)
+    scored_tokens: int = Field(0, ge=0)
+    cached_tokens: int = Field(0, ge=0)
+
+
 class Generation(BaseModel):
     text: str
     reasoning: str = ""
+    #: None when the backend did not say (a server without `usage` in its reply)
+    usage: TokenUsage | None = None
 
 
 class Choice(BaseModel):
@@ -29,6 +45,8 @@ class Choice(BaseModel):
     probabilities: dict[str, float] = Field(default_factory=dict)
     reasoning: str = ""
     raw: str = ""
+    #: one entry per model request the choice took (a served model answers in two)
+    usage: list[TokenUsage] = Field(default_factory=list)
 
 
 @runtime_checkable
@@ -38,6 +56,12 @@ class LLM(Protocol):
     def generate(self, messages: list[Message], *, max_tokens: int) -> Generation: ...
 
     def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice: ...
+
+
+def llm_calls(answers: list[Generation] | Choice) -> list[dict[str, int]]:
+    """The per-request token counts of some answers, as the trace records them (`llm_calls`)."""
+    usages = answers.usage if isinstance(answers, Choice) else [g.usage for g in answers]
+    return [u.model_dump() for u in usages if u is not None]
 
 
 def split_think(text: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ import math
 import re
 from typing import Any
 
-from retlink.tools.llm.base import Choice, Generation, Message, split_think
+from retlink.tools.llm.base import Choice, Generation, Message, TokenUsage, split_think
 from retlink.tools.llm.openai_client import OpenAICompatClient, message_reasoning
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,18 @@ ANSWER_INSTRUCTION = (
 TOP_LOGPROBS = 20
 #: where `stop_at_sentence` ends a generation (as the in-process backend's SENTENCE_END)
 SENTENCE_END = (". ", ".\n")
+
+
+def reply_usage(reply: Any) -> TokenUsage | None:
+    """The server's token counts of one reply (`usage`), None when it sent none or garbage."""
+    usage = getattr(reply, "usage", None)
+    prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (prompt, completion)):
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    cached = cached if isinstance(cached, int) and not isinstance(cached, bool) and 0 <= cached <= prompt else 0
+    return TokenUsage(prompt_tokens=prompt, generated_tokens=completion, cached_tokens=cached)
 
 
 def answer_schema(options: list[str]) -> dict[str, Any]:
@@ -98,10 +110,11 @@ class OpenAILLM:
             extra["include_stop_str_in_output"] = True  # vLLM: keep the full stop
         if body := self._answer_body(extra):
             params["extra_body"] = body
-        msg = self._complete(messages, **params).choices[0].message
+        reply = self._complete(messages, **params)
+        msg = reply.choices[0].message
         reasoning = message_reasoning(msg)
         inline_reasoning, text = split_think(msg.content or "")
-        return Generation(text=text, reasoning=reasoning or inline_reasoning)
+        return Generation(text=text, reasoning=reasoning or inline_reasoning, usage=reply_usage(reply))
 
     def generate_batch(
         self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
@@ -120,17 +133,18 @@ class OpenAILLM:
                 )
             )
 
-    def _think(self, messages: list[Message], max_tokens: int) -> str:
+    def _think(self, messages: list[Message], max_tokens: int) -> tuple[str, TokenUsage | None]:
         if max_tokens <= 0:
-            return ""
-        msg = self._complete(messages, max_tokens=max_tokens, stop=["Answer:"]).choices[0].message
+            return "", None
+        reply = self._complete(messages, max_tokens=max_tokens, stop=["Answer:"])
+        msg = reply.choices[0].message
         inline_reasoning, text = split_think(msg.content or "")
-        return message_reasoning(msg) or inline_reasoning or text
+        return message_reasoning(msg) or inline_reasoning or text, reply_usage(reply)
 
     def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice:
         if not options:
             return Choice(option=None, raw="no options")
-        reasoning = self._think(messages, max_reasoning_tokens)
+        reasoning, think_usage = self._think(messages, max_reasoning_tokens)
         follow_up = list(messages)
         if reasoning:
             follow_up.append({"role": "assistant", "content": reasoning})
@@ -146,18 +160,22 @@ class OpenAILLM:
         )
         if body := self._answer_body(structured):
             params["extra_body"] = body
-        choice = self._complete(follow_up, **params).choices[0]
+        reply = self._complete(follow_up, **params)
+        usage = [u for u in (think_usage, reply_usage(reply)) if u is not None]
+        choice = reply.choices[0]
         raw = choice.message.content or ""
         option = parse_answer(raw, options)
         if option is None:
             log.warning("%s gave no valid option in %r", self.name, raw[:200])
-            return Choice(option=None, reasoning=reasoning, raw=raw)
+            return Choice(option=None, reasoning=reasoning, raw=raw, usage=usage)
         probs, settled = option_probabilities(raw, option, options, choice.logprobs)
         # Greedy decoding picks token by token: "Q" may win because Q1, Q2 and Q12 share it, while
         # NIL alone is likelier than any one of them. Pick the likeliest option whose estimate is
         # exact (its tail was forced by the grammar); the greedy answer stays in `raw`.
         best = max(settled | {option}, key=lambda o: probs[o])
-        return Choice(option=best, confidence=probs[best], probabilities=probs, reasoning=reasoning, raw=raw)
+        return Choice(
+            option=best, confidence=probs[best], probabilities=probs, reasoning=reasoning, raw=raw, usage=usage
+        )
 
 
 def parse_answer(raw: str, options: list[str]) -> str | None:

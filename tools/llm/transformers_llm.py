@@ -3,17 +3,28 @@
 `choose` constrains the answer by likelihood: after the free chain of thought, every option is
 scored as the continuation of "Answer: " and the best one wins, so the answer is always one of
 the options, and the softmax over option scores is an honest confidence.
+
+Every call goes through a micro-batcher (`batcher.py`): calls from concurrent links that arrive
+within a few milliseconds run together. Each prompt is prefilled alone (arithmetic-bound on a
+CPU: padding would only add work), and their KV states are joined into one left-padded batch
+(attention mask, explicit positions) for the greedy decode and the option scoring, where one
+forward pass per token serves every row. The decode loop is written here rather
+than taken from `generate` so that a row in a batch computes what it computes alone: the
+repetition penalty sees only the row's own tokens (never the padding), each row stops at its
+own length, end-of-sequence token or stop string, and option scoring continues from the KV state
+the chain of thought left (the part of the prefix it already covers is not computed again).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from retlink.tools.llm.base import Choice, Generation, Message, split_think
+from retlink.tools.llm.base import Choice, Generation, Message, TokenUsage, split_think
+from retlink.tools.llm.batcher import MicroBatcher
 from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
 
 log = logging.getLogger(__name__)
@@ -22,13 +33,45 @@ ANSWER_PREFIX = "Answer:"
 #: small models loop on a phrase without it; 1.2 keeps greedy text readable
 REPETITION_PENALTY = 1.2
 #: the enhancer wants one sentence: stop there instead of paying for tokens to be cut off
-SENTENCE_END = [". ", ".\n"]
+SENTENCE_END = (". ", ".\n")
+#: how long the batcher waits for more calls after the first (a call costs ~1 s: 5 ms is noise)
+BATCH_WINDOW_S = 0.005
+#: rows per batch: a choose row's KV state is repeated once per option while scoring
+MAX_BATCH_ROWS = 8
+
+
+@dataclass
+class Row:
+    """One prompt to continue greedily; with `options`, to score them after the chain of thought."""
+
+    ids: list[int]
+    max_new: int
+    stops: tuple[str, ...] = ()
+    options: list[str] | None = None
+
+
+@dataclass
+class RowResult:
+    new_ids: list[int]
+    text: str
+    scores: list[float] | None = None
+    reasoning: str = ""
+    usage: TokenUsage = field(default_factory=lambda: TokenUsage(prompt_tokens=0))
 
 
 class TransformersLLM:
-    """A chat model run in this process. Calls are serialised by a lock (one model, 2 cores)."""
+    """A chat model run in this process. One worker thread owns the model; concurrent calls are
+    batched (see the module docstring), not queued behind a lock."""
 
-    def __init__(self, model: str = EMBEDDED_NAME, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str = EMBEDDED_NAME,
+        device: str = "cpu",
+        threads: int | None = None,
+        *,
+        batch_window_s: float = BATCH_WINDOW_S,
+        max_batch_rows: int = MAX_BATCH_ROWS,
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.threads = threads
@@ -39,123 +82,198 @@ class TransformersLLM:
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._lock = threading.Lock()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.batcher: MicroBatcher[Row, RowResult] = MicroBatcher(
+            self._run_rows, window_s=batch_window_s, max_rows=max_batch_rows, name=f"batcher-{model}"
+        )
 
     def _use_threads(self) -> None:
-        """Apply the configured intra-op thread count in the calling thread: graph nodes run in
-        executor threads, and OpenMP's thread count is per thread, not per process."""
+        """Apply the configured intra-op thread count in the calling thread (the batcher's
+        worker): OpenMP's thread count is per thread, not per process."""
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 
-    def _prompt_ids(self, messages: list[Message]) -> torch.Tensor:
+    def _prompt_ids(self, messages: list[Message]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    @torch.inference_mode()
-    def _greedy(self, ids: torch.Tensor, max_tokens: int, stop: list[str] | None = None):
-        """Greedy continuation: (text, full token sequence, KV cache of that sequence)."""
-        if max_tokens <= 0:
-            return "", ids, None
-        out = self.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=stop,
-            tokenizer=self.tokenizer if stop else None,
-            repetition_penalty=REPETITION_PENALTY,
-            return_dict_in_generate=True,
-        )
-        text = self.tokenizer.decode(out.sequences[0, ids.shape[1] :], skip_special_tokens=True)
-        return text, out.sequences, out.cache
+    # -- the public calls: rows in, results out --------------------------------------------------
 
-    def generate(self, messages: list[Message], *, max_tokens: int) -> Generation:
-        with self._lock:
-            self._use_threads()
-            text, _, _ = self._greedy(self._prompt_ids(messages), max_tokens)
-        reasoning, answer = split_think(text)
-        return Generation(text=answer, reasoning=reasoning)
+    def generate(self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False) -> Generation:
+        return self.generate_batch([messages], max_tokens=max_tokens, stop_at_sentence=stop_at_sentence)[0]
 
     def generate_batch(
         self, batch: list[list[Message]], *, max_tokens: int, stop_at_sentence: bool = False
     ) -> list[Generation]:
-        """Several prompts in one left-padded `generate` call (the enhancer's candidates)."""
-        if not batch:
-            return []
-        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
-        self.tokenizer.padding_side = "left"
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        with self._lock, torch.inference_mode():
-            self._use_threads()
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=max_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                repetition_penalty=REPETITION_PENALTY,
-                stop_strings=SENTENCE_END if stop_at_sentence else None,
-                tokenizer=self.tokenizer if stop_at_sentence else None,
-            )
-        decoded = self.tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-        return [Generation(text=split_think(t)[1], reasoning=split_think(t)[0]) for t in decoded]
-
-    @torch.inference_mode()
-    def _score_options(self, prefix_ids: torch.Tensor, options: list[str], reuse=None) -> torch.Tensor:
-        """Sum of log-probabilities of each option's tokens as the continuation of the prefix.
-
-        `reuse` is (token sequence, KV cache) from the chain-of-thought generation: the part of
-        the prefix it already covers is not computed again (the prompt is most of the prefix).
-        """
-        option_ids = [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in options]
-        longest = max(len(o) for o in option_ids)
-        n, p = len(options), prefix_ids.shape[1]
-        cache, done = None, 0
-        if reuse is not None and reuse[1] is not None:
-            seq, cache = reuse
-            limit = min(seq.shape[1], p, cache.get_seq_length()) - 1  # keep >= 1 token to run
-            same = (seq[0, :limit] == prefix_ids[0, :limit]).int()
-            done = int(same.cumprod(0).sum())
-            cache.crop(-(cache.get_seq_length() - done))  # negative: the number of tokens to drop
-        prefix_out = self.model(prefix_ids[:, done:], cache=cache, use_cache=True)
-        cache = prefix_out.cache
-        cache.batch_repeat_interleave(n)
-        pad = self.tokenizer.pad_token_id
-        tail = torch.full((n, longest), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros((n, p + longest), dtype=torch.long, device=self.device)
-        mask[:, :p] = 1
-        for i, o in enumerate(option_ids):
-            tail[i, : len(o)] = torch.tensor(o, device=self.device)
-            mask[i, p : p + len(o)] = 1
-        logits_tail = self.model(tail, attention_mask=mask, cache=cache).logits
-        logp = torch.log_softmax(
-            torch.cat([prefix_out.logits[:, -1:, :].expand(n, -1, -1), logits_tail[:, :-1]], dim=1).float(), -1
-        )
-        scores = torch.zeros(n)
-        for i, o in enumerate(option_ids):
-            idx = torch.tensor(o, device=self.device)
-            scores[i] = logp[i, torch.arange(len(o)), idx].sum()
-        return scores
+        """Several prompts as one request (the enhancer's candidates), batched with other calls."""
+        stops = SENTENCE_END if stop_at_sentence else ()
+        rows = [Row(self._prompt_ids(m), max_tokens, stops) for m in batch]
+        out = []
+        for r in self.batcher.submit(rows):
+            reasoning, answer = split_think(r.text)
+            out.append(Generation(text=answer, reasoning=reasoning, usage=r.usage))
+        return out
 
     def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice:
         if not options:
             return Choice(option=None, raw="no options")
-        with self._lock:
-            self._use_threads()
-            ids = self._prompt_ids(messages)
-            thought, seq, cache = self._greedy(ids, max_reasoning_tokens, stop=[ANSWER_PREFIX])
-            reasoning, _ = split_think(thought)
-            reasoning = (reasoning or thought).split(ANSWER_PREFIX)[0].strip()
-            suffix = (reasoning + "\n" if reasoning else "") + ANSWER_PREFIX
-            suffix_ids = self.tokenizer(suffix, return_tensors="pt", add_special_tokens=False).input_ids
-            prefix = torch.cat([ids, suffix_ids.to(self.device)], dim=1)
-            scores = self._score_options(prefix, options, reuse=(seq, cache))
-        probs = torch.softmax(scores, 0)
+        [r] = self.batcher.submit([Row(self._prompt_ids(messages), max_reasoning_tokens, (ANSWER_PREFIX,), list(options))])
+        probs = torch.softmax(torch.tensor(r.scores), 0)
         best = int(probs.argmax())
         return Choice(
             option=options[best],
             confidence=float(probs[best]),
             probabilities={o: round(float(p), 4) for o, p in zip(options, probs, strict=True)},
-            reasoning=reasoning,
-            raw=thought,
+            reasoning=r.reasoning,
+            raw=r.text,
+            usage=[r.usage],
         )
+
+    # -- the batch: prefill, greedy decode, option scoring ---------------------------------------
+
+    @torch.inference_mode()
+    def _run_rows(self, rows: list[Row]) -> list[RowResult]:
+        self._use_threads()
+        cache, mask, logits, width = self._prefill(rows)
+        new, fed, mask = self._decode(rows, mask, cache, logits)
+        results = [
+            RowResult(
+                new_ids=new[i],
+                text=self.tokenizer.decode(new[i], skip_special_tokens=True),
+                usage=TokenUsage(prompt_tokens=len(r.ids), generated_tokens=len(new[i])),
+            )
+            for i, r in enumerate(rows)
+        ]
+        scoring = [i for i, r in enumerate(rows) if r.options]
+        if scoring:
+            self._score(rows, results, scoring, new, fed, mask, width, cache)
+        return results
+
+    def _prefill(self, rows: list[Row]):
+        """Each prompt prefilled alone (on a CPU prefill is bound by arithmetic: padding short
+        prompts to the longest would only add work), then their KV states joined into one
+        left-padded batch cache for the decode, where batching pays. Returns (cache, attention
+        mask over it, last-token logits per row, padded width)."""
+        caches, logits = [], []
+        for r in rows:
+            out = self.model(input_ids=torch.tensor([r.ids], device=self.device), use_cache=True, logits_to_keep=1)
+            caches.append(out.cache)
+            logits.append(out.logits[:, -1, :].float())
+        width = max(len(r.ids) for r in rows)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            mask[i, width - len(r.ids) :] = 1
+        if len(rows) == 1:
+            return caches[0], mask, logits[0], width
+        from transformers import DynamicCache
+
+        layers = []
+        for layer in range(len(caches[0].layers)):
+            keys = [c.layers[layer].keys for c in caches]
+            values = [c.layers[layer].values for c in caches]
+            layers.append((self._left_pad(keys, width), self._left_pad(values, width)))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config), mask, torch.cat(logits), width
+
+    @staticmethod
+    def _left_pad(states: list[torch.Tensor], width: int) -> torch.Tensor:
+        """(1, heads, length_i, dim) tensors as one (n, heads, width, dim), zeros on the left
+        (masked out, never attended)."""
+        first = states[0]
+        out = first.new_zeros((len(states), first.shape[1], width, first.shape[3]))
+        for i, t in enumerate(states):
+            out[i, :, width - t.shape[2] :] = t[0]
+        return out
+
+    def _decode(self, rows: list[Row], mask: torch.Tensor, cache, logits: torch.Tensor):
+        """Greedy decode of every row at once. Returns (new tokens per row, how many of them are
+        in the KV cache per row, the attention mask over the cache). A row that stops still gets
+        a column per later step, masked out."""
+        n = len(rows)
+        new: list[list[int]] = [[] for _ in rows]
+        fed = [0] * n
+        active = torch.tensor([r.max_new > 0 for r in rows])
+        seen = torch.zeros((n, logits.shape[-1]), dtype=torch.bool, device=logits.device)
+        for i, r in enumerate(rows):  # the repetition penalty counts the row's own prompt
+            seen[i, torch.tensor(r.ids, device=logits.device)] = True
+        position = mask.sum(1)
+        arange = torch.arange(n, device=logits.device)
+        while bool(active.any()):
+            logits = torch.where(seen, torch.where(logits > 0, logits / REPETITION_PENALTY, logits * REPETITION_PENALTY), logits)
+            nxt = logits.argmax(-1)
+            was_active = active.clone()
+            for i in torch.nonzero(active).flatten().tolist():
+                tok = int(nxt[i])
+                new[i].append(tok)
+                if tok in self.eos_ids or len(new[i]) >= rows[i].max_new or self._stopped(new[i], rows[i].stops):
+                    active[i] = False
+            if not bool(active.any()):
+                break
+            seen[arange, nxt] |= was_active.to(seen.device)
+            step_mask = active.long().to(mask.device)
+            mask = torch.cat([mask, step_mask[:, None]], 1)
+            out = self.model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=position[:, None], cache=cache, use_cache=True
+            )
+            position = position + step_mask
+            for i in torch.nonzero(active).flatten().tolist():
+                fed[i] += 1
+            logits = out.logits[:, -1, :].float()
+        return new, fed, mask
+
+    def _stopped(self, new: list[int], stops: tuple[str, ...]) -> bool:
+        if not stops:
+            return False
+        text = self.tokenizer.decode(new[-8:], skip_special_tokens=True)  # a stop string spans few tokens
+        return any(s in text for s in stops)
+
+    def _suffix(self, thought: str) -> tuple[str, list[int]]:
+        """The chain of thought cut at the answer prefix, and the tokens that follow the prompt
+        before the options: the reasoning, a newline, "Answer:"."""
+        reasoning, _ = split_think(thought)
+        reasoning = (reasoning or thought).split(ANSWER_PREFIX)[0].strip()
+        suffix = (reasoning + "\n" if reasoning else "") + ANSWER_PREFIX
+        return reasoning, self.tokenizer(suffix, add_special_tokens=False).input_ids
+
+    def _score(self, rows, results, scoring, new, fed, mask, width, cache) -> None:
+        """Sum of log-probabilities of each option's tokens as the continuation of prompt +
+        reasoning + "Answer:", for the rows in `scoring`, in one forward pass over (row, option)
+        pairs that continues from the decode's KV state."""
+        pad = self.tokenizer.pad_token_id
+        pairs, tails, starts, conts = [], [], [], []
+        keep = mask.clone()
+        for i in scoring:
+            r = rows[i]
+            reasoning, suffix = self._suffix(results[i].text)
+            results[i].reasoning = reasoning
+            common = 0  # generated tokens already in the cache that the suffix starts with
+            limit = min(fed[i], len(suffix) - 1)  # at least one suffix token runs: its logits score the options
+            while common < limit and new[i][common] == suffix[common]:
+                common += 1
+            keep[i, width + common :] = 0
+            cont = suffix[common:]
+            option_ids = [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in r.options]
+            for j, o in enumerate(option_ids):
+                pairs.append((i, j, len(cont), o))
+                tails.append(cont + o)
+                starts.append(len(r.ids) + common)
+            conts.append(len(cont))
+            results[i].usage.scored_tokens = len(cont) * len(option_ids) + sum(len(o) for o in option_ids)
+            results[i].scores = [0.0] * len(option_ids)
+        longest = max(len(t) for t in tails)
+        tail = torch.full((len(tails), longest), pad, dtype=torch.long)
+        tail_mask = torch.zeros((len(tails), longest), dtype=torch.long)
+        for k, t in enumerate(tails):
+            tail[k, : len(t)] = torch.tensor(t)
+            tail_mask[k, : len(t)] = 1
+        index = torch.tensor([i for i, *_ in pairs], device=keep.device)
+        cache.batch_select_indices(index)
+        full_mask = torch.cat([keep[index], tail_mask.to(keep.device)], 1)
+        positions = torch.tensor(starts)[:, None] + torch.arange(longest)[None, :]
+        logits = self.model(
+            input_ids=tail.to(self.device), attention_mask=full_mask, position_ids=positions.to(self.device), cache=cache
+        ).logits
+        logp = torch.log_softmax(logits.float(), -1)
+        for k, (i, j, c, o) in enumerate(pairs):
+            at = torch.arange(c - 1, c - 1 + len(o))
+            results[i].scores[j] = float(logp[k, at, torch.tensor(o)].sum())

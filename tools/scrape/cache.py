@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from retlink.tools.atomic import write_json_atomic
 from retlink.tools.scrape.extract import Page
 from retlink.tools.scrape.urls import normalise_url
 
@@ -51,10 +50,6 @@ class PageCache:
     def put(self, url: str, page: Page) -> None:
         path = self._path(url)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"stored_at": self._clock(), "page": page.to_dict()}, fh, ensure_ascii=False)
-            os.replace(tmp, path)
+            write_json_atomic(path, {"stored_at": self._clock(), "page": page.to_dict()})
         except OSError as e:  # a full or read-only disk must not fail the link
             log.warning("cannot write cache entry %s: %s", path, e)

@@ -1,0 +1,63 @@
+"""Skipping the LLM (issue 20, item 2): the route and the trace follow one rule, and the trace
+says why search, enhancer and reasoner did not run."""
+
+from __future__ import annotations
+
+import pytest
+
+from retlink.agents.decision import llm_skip_reason, rank, route_after_rank
+from retlink.agents.features import FEATURES, NIL_FEATURES
+from retlink.config import DecisionConfig, KBConfig
+from retlink.tools.decision import DecisionHead
+from retlink.types import NIL, Candidate, Entity
+from tests.core.test_decision_head import synthetic_groups
+
+
+def cand(i: str, text: float, image: float) -> Candidate:
+    return Candidate(entity=Entity(id=i, name=i.upper()), score=(text + image) / 2, text_score=text, image_score=image)
+
+
+@pytest.fixture(scope="module")
+def head() -> DecisionHead:
+    return DecisionHead.fit(synthetic_groups(200, 0, nil_every=5), list(FEATURES), list(NIL_FEATURES), l2=1e-3)
+
+
+def test_reason_rule():
+    prior = {"a": 0.93, "b": 0.05, NIL: 0.02}
+    assert llm_skip_reason(prior, DecisionConfig(), True) is None
+    assert llm_skip_reason(prior, DecisionConfig(skip_llm_above=0.95), True) is None
+    why = llm_skip_reason(prior, DecisionConfig(skip_llm_above=0.9), True)
+    assert why is not None and "p(a) = 0.9300" in why and "skip_llm_above 0.9" in why
+    # a confident NIL skips too: NIL is the head's answer then
+    assert "p(NIL)" in llm_skip_reason({"a": 0.01, NIL: 0.99}, DecisionConfig(skip_llm_above=0.9), True)
+    assert llm_skip_reason(None, DecisionConfig(skip_llm_above=0.0), True) is None  # no head: never
+    assert llm_skip_reason(None, DecisionConfig(), False) == "reasoner disabled"
+
+
+@pytest.mark.parametrize("pool", [
+    [cand("a", 0.9, 0.8), cand("b", 0.2, 0.1), cand("c", 0.1, 0.2)],
+    [cand("a", 0.5, 0.5), cand("b", 0.5, 0.49)],
+])
+def test_rank_records_the_skip_exactly_when_the_route_skips(head, pool):
+    state = {"candidates": pool}
+    out = rank(state, head=head, cfg=KBConfig(), decision=DecisionConfig(), reasoner_enabled=True)
+    p = max(out["prior"].values())
+    assert p < 1.0
+    assert "skip_llm" not in out["_detail"]
+    for threshold, skips in [(max(0.0, p - 1e-3), True), (min(1.0, p + 1e-3), False)]:
+        cfg = DecisionConfig(skip_llm_above=threshold)
+        out = rank(state, head=head, cfg=KBConfig(), decision=cfg, reasoner_enabled=True)
+        route = route_after_rank({**state, **out}, cfg=cfg)
+        assert (route == "decide") == skips == ("skip_llm" in out["_detail"]), (threshold, p, route)
+
+
+@pytest.mark.slow
+def test_link_trace_says_the_reasoner_is_disabled(demo_kb_path, demo_dir):
+    from retlink import Linker
+
+    result = Linker.from_config({"kb": {"path": str(demo_kb_path)}, "reasoner": {"enabled": False}}).link(
+        demo_dir / "images" / "rocket.jpg", "Falcon", context="The [Falcon] climbed away from the launch pad."
+    )
+    nodes = [e.node for e in result.trace]
+    assert "reason" not in nodes and "enhance" not in nodes
+    assert next(e for e in result.trace if e.node == "rank").detail["skip_llm"] == "reasoner disabled"

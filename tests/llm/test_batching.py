@@ -1,0 +1,147 @@
+"""The micro-batcher in front of the in-process LLM (issue 20, item 4): concurrent calls run as
+one left-padded batch, and each row computes what it computes alone, within a pinned tolerance.
+Real SmolLM2-135M weights (the embedded default)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from retlink.config import LLMConfig
+from retlink.tools.llm.batcher import MicroBatcher
+from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END, Row
+
+#: option log-likelihoods of a row in a padded batch vs alone (float32 on CPU: ~1e-5 seen)
+LOGP_ATOL = 1e-3
+SYSTEM = {"role": "system", "content": "You are an entity linking assistant."}
+
+
+def ask(text: str) -> list[dict[str, str]]:
+    return [SYSTEM, {"role": "user", "content": text}]
+
+
+CHOOSE = ask(
+    "Sentence: The [Seine] flows through Paris.\nCandidates:\n- Q1: Seine, river in France\n"
+    "- Q2: Seine-Maritime, a department\n- NIL: none of the candidates\n"
+    "In one sentence say which candidate fits. Then write 'Answer:' and the id."
+)
+CHOOSE_LONG = ask(
+    "Sentence: Nothing starts the morning like a fresh cup of [Java] on the saucer, strong and black.\n"
+    "Image shows: espresso, cup, saucer\nCandidates:\n- java_coffee: Java coffee, coffee grown on Java\n"
+    "- java_lang: Java, a programming language\n- java_island: Java, an island of Indonesia\n- NIL: none\n"
+    "In one sentence say which candidate fits. Then write 'Answer:' and the id."
+)
+DESCRIBE = ask("Entity: Seine\nKnown description: River in France.\n\nWrite one sentence describing Seine.")
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from retlink.backends import shared_llm
+
+    return shared_llm(LLMConfig())
+
+
+def rows(llm) -> list[Row]:
+    """Prompts of different lengths, generation lengths (0 included: the repair prompt), stop
+    strings and option counts: what concurrent links send."""
+    return [
+        Row(llm._prompt_ids(CHOOSE), 8, (ANSWER_PREFIX,), ["Q1", "Q2", "NIL"]),
+        Row(llm._prompt_ids(DESCRIBE), 10, SENTENCE_END),
+        Row(llm._prompt_ids(CHOOSE_LONG), 6, (ANSWER_PREFIX,), ["java_coffee", "java_lang", "java_island", "NIL"]),
+        Row(llm._prompt_ids(CHOOSE), 0, (ANSWER_PREFIX,), ["Q1", "Q2", "NIL"]),
+        Row(llm._prompt_ids(DESCRIBE), 6, ()),
+    ]
+
+
+def test_a_row_in_a_padded_batch_computes_what_it_computes_alone(llm):
+    alone = [llm._run_rows([r])[0] for r in rows(llm)]
+    together = llm._run_rows(rows(llm))
+    for a, b in zip(alone, together, strict=True):
+        assert b.new_ids == a.new_ids and b.text == a.text
+        assert b.usage == a.usage
+        if a.scores is not None:
+            assert b.scores == pytest.approx(a.scores, abs=LOGP_ATOL)
+    assert together[3].new_ids == [] and together[3].scores is not None  # no reasoning: scored from the prompt
+    assert len(together[4].new_ids) == 6
+
+
+def test_the_decode_loop_matches_transformers_generate(llm):
+    """Anchor: alone, the hand-written greedy loop emits the tokens `generate` does (same
+    repetition penalty, no stop strings)."""
+    ids = torch.tensor([llm._prompt_ids(DESCRIBE)])
+    ref = llm.model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+        repetition_penalty=1.2, pad_token_id=llm.tokenizer.pad_token_id,
+    )
+    [mine] = llm._run_rows([Row(ids[0].tolist(), 10)])
+    assert mine.new_ids == ref[0, ids.shape[1] :].tolist()
+
+
+def test_concurrent_calls_share_one_batch_and_get_their_own_answers(llm):
+    alone_choice = llm.choose(CHOOSE_LONG, ["java_coffee", "java_lang", "java_island", "NIL"], max_reasoning_tokens=6)
+    alone_gen = llm.generate_batch([DESCRIBE, CHOOSE], max_tokens=6, stop_at_sentence=True)
+    results: dict[str, object] = {}
+    window, llm.batcher.window_s = llm.batcher.window_s, 1.0  # wide enough that all three meet on a loaded machine
+    before = len(llm.batcher.batch_sizes)
+    try:
+        calls = {
+            "choice": lambda: llm.choose(CHOOSE_LONG, ["java_coffee", "java_lang", "java_island", "NIL"], max_reasoning_tokens=6),
+            "gen": lambda: llm.generate_batch([DESCRIBE, CHOOSE], max_tokens=6, stop_at_sentence=True),
+            "one": lambda: llm.generate(DESCRIBE, max_tokens=4),
+        }
+        threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f())) for k, f in calls.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        llm.batcher.window_s = window
+    assert 4 in llm.batcher.batch_sizes[before:], llm.batcher.batch_sizes[before:]  # 1 + 2 + 1 rows, one batch
+    choice = results["choice"]
+    assert choice.option == alone_choice.option and choice.raw == alone_choice.raw
+    for o, p in alone_choice.probabilities.items():
+        assert choice.probabilities[o] == pytest.approx(p, abs=1e-3)
+    assert [g.text for g in results["gen"]] == [g.text for g in alone_gen]
+    assert results["one"].usage.generated_tokens == 4
+
+
+def test_batcher_gathers_requests_keeps_them_whole_and_passes_errors():
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def run(batch: list[int]) -> list[int]:
+        gate.wait(5)
+        seen.append(list(batch))
+        if -1 in batch:
+            raise ValueError("bad row")
+        return [x * 10 for x in batch]
+
+    b = MicroBatcher(run, window_s=0.3, max_rows=4)
+    out: dict[str, object] = {}
+
+    def call(name: str, rows: list[int]) -> None:
+        try:
+            out[name] = b.submit(rows)
+        except ValueError as e:
+            out[name] = e
+
+    threads = [threading.Thread(target=call, args=(n, r)) for n, r in [("a", [1, 2]), ("b", [3]), ("c", [4, 5])]]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    gate.set()
+    for t in threads:
+        t.join()
+    assert out["a"] == [10, 20] and out["b"] == [30] and out["c"] == [40, 50]
+    assert sorted(len(s) for s in seen) == [2, 3]  # a + b met in one batch; c did not fit (4 rows at most)
+    assert b.submit([]) == []
+    threads = [threading.Thread(target=call, args=(n, r)) for n, r in [("d", [-1]), ("e", [6])]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [k for k in ("d", "e") if isinstance(out[k], ValueError)]
+    assert "d" in errors and b.submit([7]) == [70]  # the worker survives a failed batch
