@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 from retlink.config import LLMConfig, cache_dir
+from retlink.tools.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens
     out = clean_reply(reply, text)
     if out == text:
         log.info("paraphrase kept the original text (empty or unusable reply: %r)", reply[:80])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"text": text, "paraphrase": out, "model": cfg.model, "reply": reply}))
-    os.replace(tmp, path)
+    try:
+        write_json_atomic(path, {"text": text, "paraphrase": out, "model": cfg.model, "reply": reply})
+    except OSError as e:  # a cache that cannot be written costs a repeat, never the run
+        log.warning("paraphrase not stored (%s): %s", path, e)
     return out
