@@ -14,14 +14,13 @@ perturbation must never silently turn a sentence into nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from pathlib import Path
 
 from retlink.config import LLMConfig, cache_dir
-from retlink.tools.atomic import write_json_atomic
+from retlink.tools.atomic import entry_path, read_json_entry, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,7 @@ def _cache_path(cfg: LLMConfig, messages: list[dict[str, str]], max_tokens: int)
         {"backend": cfg.backend, "model": cfg.model, "messages": messages, "max_tokens": max_tokens},
         sort_keys=True,
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return cache_dir() / "paraphrases" / digest[:2] / f"{digest}.json"
+    return entry_path(cache_dir() / "paraphrases", key)
 
 
 def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens: int = 64) -> str:
@@ -71,11 +69,9 @@ def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens
     cfg = llm or LLMConfig()
     messages = messages_for(text, seed)
     path = _cache_path(cfg, messages, max_tokens)
-    if path.exists():
-        try:
-            return json.loads(path.read_text())["paraphrase"]
-        except (OSError, ValueError, KeyError):
-            log.warning("unreadable paraphrase cache entry %s: asking the model again", path)
+    entry = read_json_entry(path)
+    if isinstance(entry, dict) and isinstance(entry.get("paraphrase"), str):
+        return entry["paraphrase"]
     from retlink.backends import shared_llm
 
     reply = shared_llm(cfg).generate(messages, max_tokens=max_tokens).text

@@ -1,4 +1,5 @@
-"""Atomic small-file writes for the on-disk caches (pages, descriptions).
+"""Small JSON files of the on-disk caches (pages, descriptions, paraphrases): atomic writes and
+tolerant reads.
 
 Written to a temporary file in the target's folder and renamed over it, so parallel writers and
 a crash never leave a torn file for a reader to trip on.
@@ -6,11 +7,15 @@ a crash never leave a torn file for a reader to trip on.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -25,3 +30,22 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_entry(path: Path) -> Any | None:
+    """The JSON at `path`, or None when it is missing or unreadable (logged): a cache entry that
+    cannot be read is a miss, never a failure."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("ignoring unreadable cache entry %s: %s", path, e)
+        return None
+
+
+def entry_path(root: Path, key: str) -> Path:
+    """Where a cache keeps the entry of `key`: `root/ab/abcdef....json` (sha256 of the key,
+    sharded by its first two hex digits so no folder grows huge)."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return root / digest[:2] / f"{digest}.json"

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from retlink.tools.atomic import write_json_atomic
+from retlink.tools.atomic import entry_path, read_json_entry, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,18 @@ class DescriptionStore:
         self.root = Path(root).expanduser()
 
     def _path(self, key: str) -> Path:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        return self.root / digest[:2] / f"{digest}.json"
+        return entry_path(self.root, key)
 
     def get(self, key: str) -> str | None:
         path = self._path(key)
+        entry = read_json_entry(path)
+        if entry is None:
+            return None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
             if entry["key"] != key or not isinstance(entry["text"], str):
                 raise ValueError("entry of another key or without text")
             return entry["text"]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable description cache entry %s: %s", path, e)
             return None
 

@@ -8,14 +8,12 @@ file; a corrupt or expired entry is a miss.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from retlink.tools.atomic import write_json_atomic
+from retlink.tools.atomic import entry_path, read_json_entry, write_json_atomic
 from retlink.tools.scrape.extract import Page
 from retlink.tools.scrape.urls import normalise_url
 
@@ -31,19 +29,18 @@ class PageCache:
         self._clock = clock
 
     def _path(self, url: str) -> Path:
-        digest = hashlib.sha256(normalise_url(url).encode("utf-8")).hexdigest()
-        return self.root / digest[:2] / f"{digest}.json"
+        return entry_path(self.root, normalise_url(url))
 
     def get(self, url: str) -> Page | None:
         path = self._path(url)
+        entry = read_json_entry(path)
+        if entry is None:
+            return None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
             if self._clock() - float(entry["stored_at"]) > self.ttl_s:
                 return None
             return Page.from_dict(entry["page"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable cache entry %s: %s", path, e)
             return None
 
