@@ -16,12 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip a test whose dependency (a test-only package, a system command) is missing, or fail
-    it under RETLINK_REQUIRE_DEPS (`make test`, CI), so a missing dependency never hides as a skip
-    where the setup promises it (as RETLINK_REQUIRE_VLLM does for the vLLM venv)."""
-    if os.environ.get("RETLINK_REQUIRE_DEPS"):
-        pytest.fail(f"RETLINK_REQUIRE_DEPS is set but {reason}", pytrace=False)
+def skip_or_fail(reason: str, require: str = "RETLINK_REQUIRE_DEPS") -> None:
+    """Skip a test whose dependency (a test-only package, a system command, the vLLM venv, a
+    library version) is missing, or fail it where the environment variable `require` is set:
+    `make test` (CI) sets RETLINK_REQUIRE_DEPS and RETLINK_REQUIRE_VLLM, so a dependency the
+    setup promises never hides as a skip there. The one way tests skip on a dependency."""
+    if os.environ.get(require):
+        pytest.fail(f"{require} is set but {reason}", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
 

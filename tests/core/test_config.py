@@ -103,8 +103,31 @@ def test_a_missing_dependency_fails_under_retlink_require_deps(monkeypatch):
     from tests.conftest import skip_or_fail
 
     monkeypatch.delenv("RETLINK_REQUIRE_DEPS", raising=False)
+    monkeypatch.delenv("RETLINK_REQUIRE_VLLM", raising=False)
     with pytest.raises(pytest.skip.Exception, match="torchattacks"):
         skip_or_fail("torchattacks is missing")
+    with pytest.raises(pytest.skip.Exception, match="venv"):
+        skip_or_fail("the venv is absent", "RETLINK_REQUIRE_VLLM")
     monkeypatch.setenv("RETLINK_REQUIRE_DEPS", "1")
     with pytest.raises(pytest.fail.Exception, match="RETLINK_REQUIRE_DEPS is set but torchattacks is missing"):
         skip_or_fail("torchattacks is missing")
+    with pytest.raises(pytest.skip.Exception):  # each requirement has its own switch
+        skip_or_fail("the venv is absent", "RETLINK_REQUIRE_VLLM")
+    monkeypatch.setenv("RETLINK_REQUIRE_VLLM", "1")
+    with pytest.raises(pytest.fail.Exception, match="RETLINK_REQUIRE_VLLM is set but the venv is absent"):
+        skip_or_fail("the venv is absent", "RETLINK_REQUIRE_VLLM")
+
+
+def test_every_dependency_skip_goes_through_skip_or_fail():
+    """No test skips on a missing dependency by itself (a bare pytest.skip or importorskip would
+    pass `make test` silently where RETLINK_REQUIRE_DEPS promises the dependency)."""
+    tests = Path(__file__).resolve().parents[1]
+    own = {tests / "conftest.py", Path(__file__).resolve()}
+    bare = [
+        f"{p.relative_to(tests)}:{i}"
+        for p in sorted(tests.rglob("*.py"))
+        if p not in own
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if any(k in line for k in ("pytest.skip(", "importorskip(", "mark.skipif", "mark.skip(", "mark.xfail"))
+    ]
+    assert bare == []

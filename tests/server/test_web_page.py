@@ -7,8 +7,8 @@ image and links both; a bad image gives a clear message; the layout holds on a p
 window. Screenshots of each state go to `.cache/screenshots/` in the repository (or
 $RETLINK_SCREENSHOTS) for people to look at.
 
-Skipped only when chromium is absent and CI is unset (`make browser` installs it); under CI a
-missing browser fails.
+Skipped only when chromium is absent and RETLINK_REQUIRE_DEPS is unset (`make test` installs it
+with `make browser` and sets it, so there a missing browser fails).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from retlink.server import AttackSettings, ServerSettings, create_app
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_or_fail
 from tests.server.conftest import API_KEY, DEMO, ServerThread
 
 pytestmark = pytest.mark.slow
@@ -36,12 +36,8 @@ EXAMPLE_ID = "falcon_rocket" if "falcon_rocket" in EXAMPLES else next(iter(EXAMP
 
 def browser_or_skip() -> None:
     missing = [p for p in (CHROMIUM, DRIVER) if not Path(p).exists()]
-    if not missing:
-        return
-    message = f"{', '.join(missing)} missing: run `make browser` (apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    if missing:
+        skip_or_fail(f"{', '.join(missing)} missing: run `make browser` (apt-get install chromium chromium-driver)")
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_or_fail
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 SCRIPT = ROOT / "scripts" / "vllm.sh"
 
 
 def require_vllm() -> None:
-    if VLLM_PY.exists():
-        return
-    if os.environ.get("RETLINK_REQUIRE_VLLM"):
-        pytest.fail(f"RETLINK_REQUIRE_VLLM is set but {VLLM_PY} is missing (run scripts/vllm.sh venv)")
-    pytest.skip("the vLLM venv is absent (.venv-vllm); build it with scripts/vllm.sh venv (make vllm-venv)")
+    if not VLLM_PY.exists():
+        skip_or_fail(f"the vLLM venv {VLLM_PY} is absent: build it with scripts/vllm.sh venv", "RETLINK_REQUIRE_VLLM")
 
 
 def free_port() -> int:
