@@ -13,17 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from tests.loopback import free_port
+from tests.waiting import answers_200, wait_until
+
 CHROMA_CLI = "import sys; from chromadb.cli.cli import app; sys.argv[0] = 'chroma'; sys.exit(app())"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ChromaServer:
@@ -51,17 +46,14 @@ class ChromaServer:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
-        deadline = time.monotonic() + self.ready_timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=2) as r:
-                if r.status == 200:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"chroma run not ready after {self.ready_timeout_s} s: {self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        tail = lambda: self.log.read_text(errors="replace")[-2000:]  # noqa: E731
+        try:
+            wait_until(answers_200(f"{self.url}/api/v2/heartbeat", self.proc, tail), "chroma run", self.ready_timeout_s,
+                       interval_s=0.1, detail=tail)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

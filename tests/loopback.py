@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A request handler with a one-call response and no access log on the test output."""
 

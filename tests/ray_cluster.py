@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from tests.chroma_server import free_port
+from tests.loopback import free_port
+from tests.waiting import wait_until
 
 
 class RayCluster:
@@ -49,16 +49,19 @@ class RayCluster:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
             )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while True:
+        tail = lambda: self.log.read_text(errors="replace")[-2000:]  # noqa: E731
+
+        def started() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            if "Ray runtime started" in self.log.read_text(errors="replace"):
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"ray start not ready in {self.ready_timeout_s:.0f}s: {self.log.read_text()[-2000:]}")
-            time.sleep(0.5)
+                raise AssertionError(f"ray start exited with {self.proc.returncode}: {tail()}")
+            return "Ray runtime started" in self.log.read_text(errors="replace")
+
+        try:
+            wait_until(started, "ray start", self.ready_timeout_s, interval_s=0.5, detail=tail)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

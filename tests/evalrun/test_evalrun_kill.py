@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -17,6 +16,7 @@ from retlink.eval.config import load_eval_config
 from retlink.eval.records import RESULTS
 from retlink.eval.report import comparable, write_report
 from retlink.eval.runner import Runner
+from tests.waiting import wait_until
 
 
 @pytest.mark.slow
@@ -30,11 +30,11 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, demo
     cmd = [sys.executable, "-m", "retlink.cli", "eval", "run", str(path), "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and results.read_text().count("\n") >= 8:
-                break
-            time.sleep(0.05)
+        wait_until(
+            lambda: proc.poll() is not None or (results.exists() and results.read_text().count("\n") >= 8),
+            "8 records before the kill",
+            240,
+        )
         assert proc.poll() is None, "the run ended before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import uvicorn
 
 from retlink.config import load_config
 from retlink.server import ServerSettings, create_app, uvicorn_config
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "demo"
@@ -56,11 +56,11 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
+        def started() -> bool:
+            assert self.thread.is_alive(), "uvicorn's thread ended before it started"
+            return self.server.started
+
+        wait_until(started, "uvicorn to start", 30)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -15,6 +14,7 @@ from PIL import Image
 
 from retlink.server import ServerSettings, create_app
 from tests.server.conftest import API_KEY, DEMO, ServerThread, chat_client, data_uri, user_message
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -201,8 +201,9 @@ def test_not_ready_while_loading_is_503():
         release.set()
         # the loader thread records the failure when the machine gets round to it: wait on that,
         # with a bound far beyond a loaded machine's delay, rather than on a number of requests
-        deadline = time.monotonic() + 60
-        while "failed" not in (message := httpx.get(f"{srv.url}/ready").json()["error"]["message"]):
-            assert time.monotonic() < deadline, message
-            time.sleep(0.05)
+        def failure() -> str:
+            message = httpx.get(f"{srv.url}/ready").json()["error"]["message"]
+            return message if "failed" in message else ""
+
+        message = wait_until(failure, "the loader's failure on /ready")
         assert "no models here" in message

@@ -13,7 +13,6 @@ import base64
 import json
 import socket
 import threading
-import time
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from retlink.config import load_config
 from retlink.server import ServerSettings, create_app
 from tests.hostile import bomb_png
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
+from tests.waiting import wait_until
 
 
 class UnreachableLinker:
@@ -104,7 +104,4 @@ def test_client_disconnect_cancels_the_link_and_frees_the_slot():
         # the client is gone: the link is cancelled and its slot freed at once, not after the
         # 300 s request timeout
         assert linker.cancelled.wait(10), "the link kept running after the client left"
-        deadline = time.monotonic() + 10
-        while app.state.gate.active and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert app.state.gate.active == 0
+        wait_until(lambda: app.state.gate.active == 0, "the gate to empty", 10)

@@ -29,7 +29,9 @@ import uvicorn
 
 from retlink.server import ServerSettings, create_app, uvicorn_config
 from tests.conftest import REPO
+from tests.loopback import free_port
 from tests.server.conftest import CLIENT_KEEPALIVE_S, ServerThread
+from tests.waiting import answers_200, wait_until
 
 #: uvicorn's own keep-alive, which `retlink serve` used before it set one
 UVICORN_DEFAULT_KEEP_ALIVE_S = uvicorn.Config(app=None).timeout_keep_alive
@@ -114,25 +116,15 @@ def test_uvicorn_gets_the_keep_alive_from_the_settings():
 @pytest.mark.slow  # a real `retlink serve` process: imports torch and the rest, 10 to 40 s
 def test_retlink_serve_keep_alive_option_end_to_end(tmp_path):
     """`retlink serve --keep-alive 1` in a real process: idle connections are closed after 1 s."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     missing = tmp_path / "missing.yaml"  # the linker fails to load at once; /health still answers
     proc = subprocess.Popen(
         [sys.executable, "-m", "retlink.cli", "serve", "--port", str(port), "--keep-alive", "1", "-c", str(missing)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "retlink serve did not come up"
-            time.sleep(0.2)
+        log = lambda: proc.stderr.read().decode()  # noqa: E731
+        wait_until(answers_200(f"http://127.0.0.1:{port}/health", proc, log), "retlink serve to come up", 120)
         first, second = reuse_after_idle(port, idle_s=2.0)
         assert first.startswith(b"HTTP/1.1 200") and second == b""
         first, second = reuse_after_idle(port, idle_s=0.2)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,8 @@ import pytest
 import yaml
 
 from tests.conftest import DEMO, REPO, fast_config, skip_or_fail
+from tests.loopback import free_port
+from tests.waiting import answers_200, wait_until
 
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 OFFLINE_ENV = {
@@ -36,12 +36,6 @@ OFFLINE_ENV = {
 
 if not LANGGRAPH.exists():
     skip_or_fail("langgraph-cli[inmem] is not installed (the dev extra)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +54,10 @@ def dev_server(demo_kb_path, tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # imports and the graph's first build on a loaded machine
     try:
-        while True:
-            assert proc.poll() is None, (tmp / "server.log").read_text()[-4000:]
-            try:
-                if httpx.get(f"{url}/ok", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "langgraph dev did not start"
-            time.sleep(0.5)
+        tail = lambda: (tmp / "server.log").read_text()[-4000:]  # noqa: E731
+        # 240 s: imports and the graph's first build on a loaded machine
+        wait_until(answers_200(f"{url}/ok", proc, tail), "langgraph dev to start", 240, interval_s=0.5, detail=tail)
         yield url
     finally:
         proc.terminate()

@@ -30,7 +30,9 @@ from retlink.server import ServerSettings, create_app, uvicorn_config
 from retlink.server_drain import DrainingServer
 from retlink.types import LinkResult, TraceEvent
 from tests.conftest import REPO
+from tests.loopback import free_port
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
+from tests.waiting import answers_200, wait_until
 
 IMAGE = data_uri(DEMO / "images" / "rocket.jpg")
 BODY = {"model": "retlink", "stream": True, "messages": user_message("The [Falcon] lifted off.", IMAGE)}
@@ -68,14 +70,6 @@ class StallingLinker:
             if kind == "result":
                 return item
         raise AssertionError("no result")
-
-
-def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:
-    """Poll a condition with a bound far beyond a loaded machine's delays (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -189,22 +183,14 @@ run_app(create_app(FileStallingLinker(sys.argv[2]), settings), settings)
 
 @pytest.mark.slow  # a server process of its own: imports take 10 to 40 s on a loaded machine
 def test_sigterm_lets_eight_requests_in_flight_finish_and_exits_0(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     release = tmp_path / "release"
     proc = subprocess.Popen([sys.executable, "-c", SERVE_STALLING, str(port), str(release)], cwd=REPO,
                             stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        def up() -> bool:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                return httpx.get(f"{url}/health", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, "the server to start", 180)
+        log = lambda: proc.stderr.read().decode()  # noqa: E731
+        wait_until(answers_200(f"{url}/health", proc, log), "the server to start", 180)
         first_chunks = threading.Semaphore(0)
         results: list[list[str]] = []
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import skip_or_fail
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
@@ -28,12 +29,6 @@ SCRIPT = ROOT / "scripts" / "vllm.sh"
 def require_vllm() -> None:
     if not VLLM_PY.exists():
         skip_or_fail(f"the vLLM venv {VLLM_PY} is absent: build it with scripts/vllm.sh venv", "RETLINK_REQUIRE_VLLM")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_ports_in_a_row(n: int) -> int:

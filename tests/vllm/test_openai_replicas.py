@@ -24,8 +24,8 @@ from retlink.config import CaptionerConfig, LLMConfig, load_config
 from retlink.errors import BackendError, ConfigError
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
-from tests.loopback import LoopbackHTTP
-from tests.vllm.conftest import FaultProxy, free_port
+from tests.loopback import LoopbackHTTP, free_port
+from tests.vllm.conftest import FaultProxy
 from tests.vllm.test_openai_llm_template_kwargs import MESSAGES, MODEL, FakeChatServer
 
 

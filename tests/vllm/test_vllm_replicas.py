@@ -6,13 +6,13 @@ one (none falls back for want of a server)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import VLLMServer, require_vllm
 from tests.vllm.test_vllm_agent import DEMO, EXAMPLES, vllm_config
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -37,9 +37,7 @@ def test_one_of_two_replicas_killed_mid_run_and_every_link_completes():
             )
         )
         run.start()
-        deadline = time.monotonic() + 300
-        while dead.served < 2 and run.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: dead.served >= 2 or not run.is_alive(), "the replica to answer twice", 300)
         assert dead.served >= 2 and run.is_alive(), "the replica must die mid-run, after it has answered"
         servers.kill(replica=1)
         run.join(timeout=1200)
