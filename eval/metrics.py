@@ -23,12 +23,23 @@ def _ranks(ranks: Ranks) -> np.ndarray:
     return np.array([np.inf if r is None or r <= 0 else float(r) for r in ranks], dtype=np.float64)
 
 
-def gold_rank(candidates: Sequence[Any], gold: Any) -> int | None:
-    """1-based position of `gold` in a ranked candidate list, None when absent."""
-    for i, c in enumerate(candidates, start=1):
-        if c == gold:
-            return i
-    return None
+def gold_rank(result: Any, gold: str) -> int | None:
+    """1-based rank of the gold entity in a `LinkResult`: the answer first, then the candidates
+    in order; None when absent.
+
+    The answer can differ from the top candidate (the reasoner may overturn retrieval), and
+    Hits@1 must mean "the answer is right"; NIL gold is rank 1 exactly when the answer is NIL.
+    """
+    from retlink.types import NIL
+
+    if result.entity_id == gold:
+        return 1
+    if gold == NIL:
+        return None
+    ranked = [c.entity.id for c in result.candidates if c.entity.id != result.entity_id]
+    if result.entity_id != NIL:
+        ranked.insert(0, result.entity_id)
+    return ranked.index(gold) + 1 if gold in ranked else None
 
 
 def hits_at_k(ranks: Ranks, k: int) -> float:

@@ -13,12 +13,56 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from retlink.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.jsonl"
+#: a run folder's metadata: its config and fingerprint (eval and MATE runs alike)
+RUN_META = "run.json"
+
+
+def read_meta(run_dir: Path, what: str = "run", command: str = "retlink eval run CONFIG") -> dict[str, Any]:
+    """The metadata of an existing run folder (for its report); ConfigError if it is none."""
+    path = run_dir / RUN_META
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a {what} folder (no {RUN_META}); run `{command}` first")
+    return json.loads(path.read_text())
+
+
+def resume_meta(run_dir: Path, fingerprint: str) -> dict[str, Any]:
+    """The metadata a run folder holds so far ({} for a new one); a ConfigError when it holds a
+    run of another config, so a resumed run never mixes the records of two experiments."""
+    path = run_dir / RUN_META
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"{run_dir} holds a run of a different config (fingerprint {old.get('fingerprint')} != "
+            f"{fingerprint}); pick another --out or delete the folder"
+        )
+    return old
+
+
+def write_meta(run_dir: Path, config: Any, old: dict[str, Any], **extra: Any) -> None:
+    """Write the folder's metadata (name, fingerprint, first creation time, the config and
+    `extra`) in one rename, so a kill never leaves half of it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "name": config.name,
+        "fingerprint": config.fingerprint(),
+        "created": old.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.model_dump(mode="json"),
+        **extra,
+    }
+    tmp = (run_dir / RUN_META).with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(run_dir / RUN_META)
 
 
 def record_key(sample_id: str, pipeline: str, setting: str, attack: str) -> str:

@@ -24,8 +24,7 @@ import numpy as np
 from retlink.errors import ConfigError
 from retlink.eval import metrics
 from retlink.eval.config import CLEAN, EvalConfig, fraction_text
-from retlink.eval.records import RESULTS, read_records
-from retlink.eval.runner import RUN_META
+from retlink.eval.records import RESULTS, read_meta, read_records
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,7 @@ PLOTS = "plots"
 def load_run(run_dir: str | Path) -> tuple[EvalConfig, dict[str, Any], dict[str, dict[str, Any]]]:
     """(config, run metadata, records by key) of a run folder."""
     run_dir = Path(run_dir)
-    meta_path = run_dir / RUN_META
-    if not meta_path.exists():
-        raise ConfigError(f"{run_dir} is not a run folder (no {RUN_META}); run `retlink eval run CONFIG` first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(run_dir)
     config = EvalConfig.model_validate(meta["config"])
     return config, meta, read_records(run_dir / RESULTS)
 

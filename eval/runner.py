@@ -23,14 +23,12 @@ tasks and actors). Both run the same per-item work, `Runner.make_images_chunk` a
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +44,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retlink.errors import ConfigError
 from retlink.eval.attacked import (
     AttackedStore,
     LabelMaker,
@@ -56,11 +53,11 @@ from retlink.eval.attacked import (
     make_chunk,
 )
 from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
-from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
+from retlink.eval.metrics import gold_rank
+from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
 
 log = logging.getLogger(__name__)
 
-RUN_META = "run.json"
 #: candidates kept per record (enough for Hits@k with the configured ks and MRR)
 KEEP_CANDIDATES = 20
 
@@ -176,24 +173,6 @@ class RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} links/s" if speed else "-- links/s", style="progress.data.speed")
-
-
-def gold_rank(result: Any, gold: str) -> int | None:
-    """1-based rank of the gold entity: the answer first, then the candidates in order.
-
-    The answer can differ from the top candidate (the reasoner may overturn retrieval), and
-    Hits@1 must mean "the answer is right"; NIL gold is rank 1 exactly when the answer is NIL.
-    """
-    from retlink.types import NIL
-
-    if result.entity_id == gold:
-        return 1
-    if gold == NIL:
-        return None
-    ranked = [c.entity.id for c in result.candidates if c.entity.id != result.entity_id]
-    if result.entity_id != NIL:
-        ranked.insert(0, result.entity_id)
-    return ranked.index(gold) + 1 if gold in ranked else None
 
 
 def text_seed(seed: int, sample_id: str, setting: str) -> int:
@@ -361,30 +340,9 @@ class Runner:
     # -- running ----------------------------------------------------------------------------
 
     def _check_run_dir(self, plan: Plan) -> None:
-        meta_path = self.dir / RUN_META
-        fingerprint = self.config.fingerprint()
-        if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            if old.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    f"{self.dir} holds a run of a different config (fingerprint {old.get('fingerprint')} != "
-                    f"{fingerprint}); pick another --out or delete the folder"
-                )
-        else:
-            old = {}
-        self.dir.mkdir(parents=True, exist_ok=True)
+        old = resume_meta(self.dir, self.config.fingerprint())
         ids = list(dict.fromkeys([*old.get("samples", []), *(s.id for s in plan.samples)]))
-        meta = {
-            "name": self.config.name,
-            "fingerprint": fingerprint,
-            "created": old.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
-            "config": self.config.model_dump(mode="json"),
-            "samples": ids,
-            "versions": _versions(),
-        }
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(meta_path)
+        write_meta(self.dir, self.config, old, samples=ids, versions=_versions())
 
     def run(
         self,

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +43,10 @@ from retlink.eval.config import COMPOSITE_ATTACKS, AttackSpec
 from retlink.eval.mate.build import MateSet, build
 from retlink.eval.mate.prompts import messages
 from retlink.eval.mate.questions import Question, exact_match, extract_answer, out_of_scene
-from retlink.eval.records import RESULTS, RecordLog, read_records, record_key
+from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
 
 log = logging.getLogger(__name__)
 
-RUN_META = "run.json"
 CLEAN = "clean"
 #: the prompt name the binding agent's records carry (it takes no prompt)
 AGENT_PROMPT = "tools"
@@ -248,31 +246,12 @@ class MateRunner:
         return out
 
     def _write_meta(self, data: MateSet) -> None:
-        meta_path = self.dir / RUN_META
-        fingerprint = self.config.fingerprint()
-        old: dict[str, Any] = {}
-        if meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            if old.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    f"{self.dir} holds a run of a different config (fingerprint {old.get('fingerprint')} != "
-                    f"{fingerprint}); pick another --out or delete the folder"
-                )
-            if old.get("questions_sha256") != data.manifest.get("questions_sha256"):
-                raise ConfigError(f"{self.dir} was run on another MATE set than {data.root}")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "name": self.config.name,
-            "fingerprint": fingerprint,
-            "created": old.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
-            "config": self.config.model_dump(mode="json"),
-            "data": str(data.root),
-            "questions_sha256": data.manifest.get("questions_sha256"),
-            "manifest": {k: v for k, v in data.manifest.items() if k != "counts"},
-        }
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(meta_path)
+        old = resume_meta(self.dir, self.config.fingerprint())
+        if old and old.get("questions_sha256") != data.manifest.get("questions_sha256"):
+            raise ConfigError(f"{self.dir} was run on another MATE set than {data.root}")
+        manifest = {k: v for k, v in data.manifest.items() if k != "counts"}
+        write_meta(self.dir, self.config, old, data=str(data.root),
+                       questions_sha256=data.manifest.get("questions_sha256"), manifest=manifest)
 
     def run(
         self, limit: int | None = None, *, progress: bool = True, on_record: Callable[[dict], None] | None = None

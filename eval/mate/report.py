@@ -19,9 +19,9 @@ import numpy as np
 
 from retlink.errors import ConfigError
 from retlink.eval import metrics
-from retlink.eval.mate.harness import CLEAN, RUN_META, MateRunConfig
+from retlink.eval.mate.harness import CLEAN, MateRunConfig
 from retlink.eval.mate.questions import CONTROL_TASKS, CROSS_TASKS, OBJECT_COUNTS
-from retlink.eval.records import RESULTS, read_records
+from retlink.eval.records import RESULTS, read_meta, read_records
 from retlink.eval.report import PLOTS, REPORT, SUMMARY
 
 #: Exact-match accuracy (%) on MATE's cross-modal questions as published in arXiv 2503.03854
@@ -250,10 +250,7 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[str]:
 def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     """Rebuild summary.json, report.md and the plot of a MATE run folder from its JSONL."""
     run_dir = Path(run_dir)
-    meta_path = run_dir / RUN_META
-    if not meta_path.exists():
-        raise ConfigError(f"{run_dir} is not a MATE run folder (no {RUN_META}); run `retlink mate run CONFIG` first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(run_dir, "MATE run", "retlink mate run CONFIG")
     cfg = MateRunConfig.model_validate(meta["config"])
     records = read_records(run_dir / RESULTS)
     if not records:

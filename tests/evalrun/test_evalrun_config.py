@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from retlink.errors import ConfigError
 from retlink.eval.config import fraction_text, load_eval_config
+from retlink.eval.metrics import gold_rank
 from retlink.eval.records import RecordLog, read_records
-from retlink.eval.runner import gold_rank, link_inputs
+from retlink.eval.runner import link_inputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "eval" / "configs"
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from retlink.cli import app
 from retlink.eval.config import load_eval_config
-from retlink.eval.records import RESULTS, record_key
+from retlink.eval.metrics import bootstrap_ci
+from retlink.eval.records import RESULTS, RUN_META, record_key
 from retlink.eval.report import paper_table, write_report
-from retlink.eval.runner import RUN_META
 
 #: per (pipeline, setting, attack): correctness of samples s0..s3
 CORRECT = {
@@ -73,6 +73,13 @@ def test_drop_ratio_and_attack_success_rate_in_summary_and_report(run_dir):
     assert cell["drop"] == 0.75 and cell["drop_ratio"] == 0.75 and cell["attack_success_rate"] == 0.75
     agent = summary["settings"]["it2t"]["pipelines"]["agent"]["pgd-8"]
     assert agent["drop_ratio"] == 0 and agent["recovery"] == 0.5  # untouched; 3/4 vs the baseline's 1/4
+    # intervals: the seeded bootstrap of the cell's own marks (50 resamples), paired for drop/recovery
+    clean_cell = summary["settings"]["it2t"]["pipelines"]["baseline"]["clean"]
+    assert clean_cell["hits@1_ci"] == [1.0, 1.0]  # every sample right: no spread to resample
+    assert cell["hits@1_ci"] == [round(x, 4) for x in bootstrap_ci([1, 0, 0, 0], n_resamples=50, seed=0)]
+    assert cell["drop_ci"] == [round(x, 4) for x in bootstrap_ci([0, 1, 1, 1], n_resamples=50, seed=1)]
+    assert agent["recovery_ci"] == [round(x, 4) for x in bootstrap_ci([0, 1, 1, 0], n_resamples=50, seed=2)]
+    assert cell["hits@1_ci"][0] < cell["hits@1_ci"][1] and cell["hits@1_ci"] != cell["drop_ci"]
     i2t = summary["settings"]["i2t"]["pipelines"]["baseline"]["pgd-8"]
     assert i2t["drop_ratio"] == 1.0 and i2t["attack_success_rate"] == 1.0
     report = (run_dir / "report.md").read_text()
