@@ -26,20 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from retlink.config import ImageBackend
+from retlink.config import ImageBackend, StrictModel
 from retlink.errors import EmptyMentionError
+from retlink.eval.pipelines import top_ranked
 from retlink.tools.images import load_image
 from retlink.tools.kb.store import KBStore
 from retlink.tools.vision.networks import DEFAULT_NETWORK
 from retlink.types import Candidate, LinkResult, TraceEvent
 
 
-class BaselineConfig(BaseModel):
+class BaselineConfig(StrictModel):
     """Weights and sizes of the baseline; the YAML eval config sets these."""
-
-    model_config = ConfigDict(extra="forbid")
 
     text_weight: float = Field(0.5, ge=0)
     image_weight: float = Field(0.5, ge=0)
@@ -153,13 +152,5 @@ class CLIPBaseline:
                 node="baseline.rank", seconds=round(done - embedded, 4), detail={"pool": self.config.pool}
             ),
         ]
-        top = candidates[0] if candidates else None
-        return LinkResult(
-            entity=top.entity if top else None,
-            score=top.score if top else 0.0,
-            decided_by="fallback" if top else "nil",
-            mention=(mention or "").strip(),
-            candidates=candidates,
-            rationale=f"{self.name}: fused similarity (text {self.config.text_weight}, image {self.config.image_weight})",
-            trace=trace,
-        )
+        weights = f"text {self.config.text_weight}, image {self.config.image_weight}"
+        return top_ranked(candidates, f"{self.name}: fused similarity ({weights})", trace, mention=(mention or "").strip())

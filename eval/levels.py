@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from retlink.eval.pipelines import agent_config, register_pipeline
+from retlink.eval.pipelines import agent_config, register_pipeline, top_ranked
 from retlink.types import Candidate, Entity, LinkResult, TraceEvent
 
 
@@ -57,11 +57,10 @@ class _ImageLevel:
     name = "image-level"
 
     def __init__(self, spec: Any, kb_path: Path) -> None:
-        from retlink.config import load_config
         from retlink.tools.vision.detector import SqueezeDetector
         from retlink.tools.vision.efficientnet import shared_network
 
-        self.config = load_config(agent_config(spec, kb_path))
+        self.config = agent_config(spec, kb_path)
         det = self.config.defence.detector
         self.detector = SqueezeDetector(shared_network(det.model), det.squeezers) if det.enabled else None
 
@@ -74,17 +73,7 @@ class _ImageLevel:
         return defended_view(load_image(image).convert("RGB"), self.config.defence, self.detector)
 
     def _result(self, ranked: list[Candidate], flagged: bool, trace: list[TraceEvent]) -> LinkResult:
-        top = ranked[0] if ranked else None
-        return LinkResult(
-            entity=top.entity if top else None,
-            score=top.score if top else 0.0,
-            decided_by="fallback" if top else "nil",
-            mention="",
-            candidates=ranked,
-            rationale=f"{self.name}: top-1 of the defended image",
-            perturbed=flagged,
-            trace=trace,
-        )
+        return top_ranked(ranked, f"{self.name}: top-1 of the defended image", trace, perturbed=flagged)
 
 
 class TaggerLevel(_ImageLevel):

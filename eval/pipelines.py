@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from retlink.types import LinkResult
+from retlink.types import Candidate, LinkResult, TraceEvent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,23 @@ class Pipeline(Protocol):
     """What the runner calls; must be safe to call from several threads at once."""
 
     def link(self, image: Any, mention: str, context: str = "") -> LinkResult: ...
+
+
+def top_ranked(ranked: list[Candidate], rationale: str, trace: list[TraceEvent], *, mention: str = "",
+               perturbed: bool = False) -> LinkResult:
+    """The answer of a pipeline that decides by similarity alone (baseline, tagger, retrieval):
+    its top-ranked candidate, or NIL when it ranked none."""
+    top = ranked[0] if ranked else None
+    return LinkResult(
+        entity=top.entity if top else None,
+        score=top.score if top else 0.0,
+        decided_by="fallback" if top else "nil",
+        mention=mention,
+        candidates=ranked,
+        rationale=rationale,
+        perturbed=perturbed,
+        trace=trace,
+    )
 
 
 Factory = Callable[[Any, Path], Pipeline]
@@ -60,23 +77,24 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def agent_config(spec: Any, kb_path: Path) -> dict[str, Any]:
-    """The agent's config dict: preset/file, then overrides, then the run's KB."""
+def agent_config(spec: Any, kb_path: Path | None = None) -> Any:
+    """The agent config of a pipeline: preset/file, then overrides, then the run's KB (None: the
+    pipeline's own `kb`, or none, for a caller that reads its other sections only)."""
     from retlink.config import load_config
 
-    base = load_config(spec.config).model_dump(mode="json")
-    merged = deep_merge(base, spec.overrides)
+    if kb_path is None:
+        kb_path = Path(spec.kb.path if spec.kb else ".")
+    merged = deep_merge(load_config(spec.config).model_dump(mode="json"), spec.overrides)
     merged["kb"] = {**merged.get("kb", {}), "path": str(kb_path), "entities": None}
-    return merged
+    return load_config(merged)
 
 
 @register_pipeline("agent")
 def build_agent(spec: Any, kb_path: Path) -> Pipeline:
     """The LangGraph agent; models are shared process-wide, so several agent pipelines are cheap."""
-    from retlink.config import load_config
     from retlink.linker import Linker
 
-    return Linker.from_config(load_config(agent_config(spec, kb_path)))
+    return Linker.from_config(agent_config(spec, kb_path))
 
 
 @register_pipeline("baseline")
@@ -92,9 +110,7 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
     if spec.kind in AGENT_CONFIG_KINDS:
-        from retlink.config import load_config
-
-        cfg = load_config(agent_config(spec, Path(spec.kb.path if spec.kb else ".")))
+        cfg = agent_config(spec)
         emb = cfg.embedder
         return (
             shared_text_embedder(emb.text_model, cfg.device),
@@ -110,11 +126,9 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
 def pipeline_defence(spec: Any) -> Any:
     """The defence config a pipeline runs with (what `attack: adaptive` adapts to); the
     baseline has none."""
-    from retlink.config import DefenceConfig, load_config
+    from retlink.config import DefenceConfig
 
-    if spec.kind not in AGENT_CONFIG_KINDS:
-        return DefenceConfig()
-    return load_config(agent_config(spec, Path(spec.kb.path if spec.kb else "."))).defence
+    return agent_config(spec).defence if spec.kind in AGENT_CONFIG_KINDS else DefenceConfig()
 
 
 def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:
