@@ -35,6 +35,7 @@ from retlink.config import (
     PATH_KEYS,
     LLMConfig,
     StrictModel,
+    UserPath,
     config_error,
     read_yaml,
     resolve_path,
@@ -76,15 +77,10 @@ class DatasetSpec(StrictModel):
 class KBSpec(StrictModel):
     """The KB every pipeline ranks; built from the dataset's entities when missing."""
 
-    path: Path
+    path: UserPath
     #: an entities JSONL to (re)build from when the KB is missing or stale; None: the dataset's
     #: own entities, built only when the KB is missing
-    entities: Path | None = None
-
-    @field_validator("path", "entities")
-    @classmethod
-    def _expand(cls, v: Path | None) -> Path | None:
-        return v.expanduser() if v is not None else None
+    entities: UserPath | None = None
 
 
 #: pipeline kinds that link from the image alone (no text_only setting for them)
@@ -237,19 +233,6 @@ class AttackSpec(StrictModel):
         """The perturbation budget, for accuracy-vs-epsilon plots."""
         value = self.resolved_params().get("eps")
         return float(value) if isinstance(value, int | float) else None
-
-
-def attack_parameters(name: str) -> set[str]:
-    """Keyword parameters an attack class accepts (its own and the shared base's)."""
-    from retlink.eval.attacks import ATTACKS
-
-    out: set[str] = set()
-    for klass in ATTACKS[name].__mro__:
-        if "__init__" in vars(klass) and klass is not object:
-            for pname, p in inspect.signature(klass.__init__).parameters.items():
-                if pname not in ("self", "target") and p.kind is p.KEYWORD_ONLY:
-                    out.add(pname)
-    return out - {"amp_dtype"}
 
 
 class TextPerturbation(StrictModel):
@@ -480,6 +463,8 @@ def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalCo
 
 
 Problem = tuple[tuple[Any, ...], str]
+#: attack constructor arguments the runner gives, never a config
+ATTACK_INTERNALS = frozenset({"target", "amp_dtype"})
 
 
 def deep_problems(cfg: EvalConfig) -> list[Problem]:
@@ -515,6 +500,13 @@ def _init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
     return hints, names - {"self"}
 
 
+def attack_parameters(name: str) -> set[str]:
+    """Keyword parameters an attack class accepts (its own and the shared base's)."""
+    from retlink.eval.attacks import ATTACKS
+
+    return _init_hints([ATTACKS[name]])[1] - ATTACK_INTERNALS
+
+
 def _kwargs_problems(classes: list[type], values: dict[str, Any], loc: tuple[Any, ...], skip: set[str]) -> list[Problem]:
     """Unknown keyword arguments of `classes`, and values of the wrong type (strict: '3' is no int)."""
     from pydantic import TypeAdapter, ValidationError
@@ -546,9 +538,7 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
     from retlink.tools.vision.networks import network
 
     params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
-    problems = _kwargs_problems(
-        [ATTACKS[spec.image_attack]], params, (*loc, "params"), skip={"target", "amp_dtype"}
-    )
+    problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)
     if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
         try:
             network(params["classifier"])

@@ -41,6 +41,10 @@ PATH_KEYS = {"path", "entities", "cache_dir", "head"}
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
+#: a path field: `~` expands also where the config came as a dict or object rather than a file
+#: (a file's paths went through `resolve_path` already, see `read_yaml`)
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
 
 class StrictModel(BaseModel):
     """The base of every configuration model: an unknown key is an error that names it (a typo
@@ -292,13 +296,8 @@ class SearchConfig(StrictModel):
     #: extracted pages shorter than this are dropped (cookie walls, error pages, stubs)
     min_text_chars: int = Field(200, ge=0)
     #: on-disk cache of extracted pages keyed by URL; None or a TTL of 0 disables it
-    cache_dir: Path | None = DEFAULT_CACHE / "scrape"
+    cache_dir: UserPath | None = DEFAULT_CACHE / "scrape"
     cache_ttl_s: float = Field(7 * 24 * 3600.0, ge=0)
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _expand_cache_dir(cls, v: Path | None) -> Path | None:
-        return v.expanduser() if v is not None else None
 
 
 class EnhancerConfig(StrictModel):
@@ -310,12 +309,7 @@ class EnhancerConfig(StrictModel):
     kb_only: bool = False
     #: where KB-only descriptions are kept, by entity id + model + prompt fingerprint (written
     #: once, reused by every later link and process); None keeps them in memory only
-    cache_dir: Path | None = DEFAULT_CACHE / "descriptions"
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _expand_cache_dir(cls, v: Path | None) -> Path | None:
-        return v.expanduser() if v is not None else None
+    cache_dir: UserPath | None = DEFAULT_CACHE / "descriptions"
 
 
 class ReasonerConfig(StrictModel):
