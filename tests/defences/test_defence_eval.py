@@ -17,6 +17,7 @@ from retlink.eval.attacked import AttackedStore, attack_variants
 from retlink.eval.attacks.adaptive import adaptive_attacks
 from retlink.eval.config import load_eval_config
 from retlink.eval.levels import defended_view
+from retlink.eval.metrics import roc_auc
 from retlink.eval.runner import Runner, worst_case
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
@@ -157,7 +158,13 @@ def test_levels_run_in_the_runner_with_derived_adaptive_attacks(tmp_path, demo_k
     assert not any("detector_score" in r for r in recs if not r["pipeline"].endswith("-detect"))
     summary = write_report(runner.dir, plots=False)
     det = summary["detectors"]["it2t"]["retrieval-detect"]["pgd-8"]
-    assert det["n"] == 2 and 0 <= det["roc_auc"] <= 1 and det["fpr_clean"] is not None
+    rec = {a: [by[("retrieval-detect", a, f"demo:ex0{i}")] for i in (1, 2)] for a in ("clean", "pgd-8")}
+    assert det == {
+        "n": 2,
+        "roc_auc": round(roc_auc(*([r["detector_score"] for r in rec[a]] for a in ("clean", "pgd-8"))), 4),
+        "fpr_clean": sum(r["flagged"] for r in rec["clean"]) / 2,
+        "detection_rate": sum(r["flagged"] for r in rec["pgd-8"]) / 2,
+    }, (det, rec)
     report = (runner.dir / "report.md").read_text()
     assert "## Detectors" in report and "| it2t | tagger-detect | pgd-8 |" in report
     # resumable like every run: nothing left to do, no attacked image remade

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from retlink.errors import ConfigError
 from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
+from retlink.eval.metrics import bootstrap_ci
 from retlink.eval.records import RESULTS, read_records
 from retlink.eval.report import REPORT, SUMMARY, comparable, compare_runs, write_report
 from retlink.eval.runner import Runner
@@ -63,8 +64,17 @@ def test_run_records_every_link_once_and_attacks_hurt_the_baseline(full_run):
     assert base["pgd-8"]["drop"] == pytest.approx(base["clean"]["hits@1"] - base["pgd-8"]["hits@1"], abs=1e-3)
     agent = cells["agent-nosearch"]["pgd-8"]
     assert agent["recovery"] == pytest.approx(agent["hits@1"] - base["pgd-8"]["hits@1"], abs=1e-3)
-    lo, hi = agent["hits@1_ci"]
-    assert lo <= agent["hits@1"] <= hi
+    # the intervals are the seeded bootstrap of this cell's own per-sample records (sorted by id)
+    def marks(pipeline: str, attack: str) -> list[float]:
+        cell = sorted((r["sample_id"], r["correct"]) for r in records if (r["pipeline"], r["attack"]) == (pipeline, attack))
+        return [float(c) for _, c in cell]
+
+    def ci(values: list[float], seed: int) -> list[float]:
+        return [round(x, 4) for x in bootstrap_ci(values, n_resamples=200, seed=seed)]
+
+    assert agent["hits@1_ci"] == ci(marks("agent-nosearch", "pgd-8"), seed=0)
+    paired = [c - a for c, a in zip(marks("baseline", "clean"), marks("baseline", "pgd-8"), strict=True)]
+    assert base["pgd-8"]["drop_ci"] == ci(paired, seed=1)
 
 
 def test_report_files_and_rebuild_from_jsonl(full_run):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from retlink.eval.mate.harness import MateRunner, load_mate_config
+from retlink.eval.mate.questions import exact_match, extract_answer
 from retlink.eval.mate.report import write_report
 from retlink.eval.records import RESULTS, read_records
 
@@ -34,7 +35,9 @@ def test_mate_run_through_vllm(tiny_llava, mate_set_dir, tmp_path):
     assert len(records) == 12
     for r in records.values():
         assert r["status"] == "ok", r.get("error")
-        assert isinstance(r["raw"], str) and isinstance(r["correct"], bool)
+        # scored from the server's own reply: the prediction is what the reply says, graded against the truth
+        assert (r["prediction"], r["json"]) == extract_answer(r["raw"]), r
+        assert r["correct"] == exact_match(r["prediction"], r["answer"]), r
     assert len({r["task"] for r in records.values()}) >= 2  # the set's mixed order: several tasks in 6
     assert MateRunner(cfg).run(progress=False)["ran"] == 0
     summary = write_report(cfg.run_dir())
