@@ -186,14 +186,7 @@ class Answerer:
         if spec.kind == "openai":
             from retlink.tools.llm.openai_client import OpenAICompatClient
 
-            self.client = OpenAICompatClient(
-                spec.model,
-                spec.base_url,
-                spec.api_key,
-                timeout_s=spec.timeout_s,
-                max_retries=spec.max_retries,
-                max_concurrency=spec.max_concurrency,
-            )
+            self.client = OpenAICompatClient.from_config(spec)  # a ModelSpec is an OpenAIServerConfig
             self.client.check()
         else:
             from retlink.graphs.mate_binding import BindingAgent

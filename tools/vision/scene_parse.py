@@ -19,17 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-#: the named colours' hues (degrees); gray has none
-_HUES: dict[str, tuple[int, int, int]] = {
-    "red": (173, 35, 35),
-    "blue": (42, 75, 215),
-    "green": (29, 105, 20),
-    "brown": (129, 74, 25),
-    "purple": (129, 38, 192),
-    "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
-HUES = {k: colorsys.rgb_to_hsv(*(c / 255 for c in v))[0] * 360 for k, v in _HUES.items()}
+from retlink.eval.mate.scene import COLOURS
+
+#: the named colours' hues (degrees), from the benchmark's CLEVR palette; gray has none
+HUES = {k: colorsys.rgb_to_hsv(*(c / 255 for c in v))[0] * 360 for k, v in COLOURS.items() if k != "gray"}
 GROUND_TOLERANCE = 0.05
 MIN_AREA = 12
 
