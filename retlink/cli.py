@@ -6,6 +6,7 @@
     retlink demo
     retlink train CONFIG          (fit the decision head; see retlink/train.py)
     retlink data build logos [--out DIR] [--seed N] [--check]
+    retlink data corpus logos [--packages FILE]
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--attack] [--config CFG]
     retlink eval ... / retlink mate ...   (see retlink/eval/cli.py, retlink/eval/mate/cli.py)
 """
@@ -245,6 +246,30 @@ def data_build(
         if diffs:
             raise ConfigError(f"the build differs from {COMMITTED_MANIFEST}: " + "; ".join(diffs))
         out.print(f"identical to the committed manifest {COMMITTED_MANIFEST.name} (sha256 {reference['digests']['all'][:16]})")
+
+
+@data_app.command("corpus")
+@friendly_errors
+def data_corpus(
+    name: Annotated[str, typer.Argument(help="benchmark whose search corpus to build: logos")],
+    data_dir: Annotated[Path | None, typer.Option("--data", help="the built benchmark folder (default: $RETLINK_CACHE/data/NAME)")] = None,
+    packages: Annotated[Path | None, typer.Option(help="a Debian Packages file (default: what `apt-cache dumpavail` prints)")] = None,
+    per_entity: Annotated[int, typer.Option(min=1, help="packages kept per KB entity")] = 3,
+) -> None:
+    """Build the benchmark's local search corpus (corpus.jsonl) from Debian's package index."""
+    from retlink.config import cache_dir
+    from retlink.errors import ConfigError
+    from retlink.eval.datasets.logos_corpus import CORPUS, build_corpus, read_index
+
+    if name != "logos":
+        raise ConfigError(f"no search corpus builder for {name!r}; known: logos")
+    target = (data_dir or cache_dir() / "data" / name).expanduser()
+    manifest = build_corpus(target, read_index(packages), per_entity=per_entity)
+    out.print(
+        f"wrote [bold]{target / CORPUS}[/]: {manifest['documents']} documents about "
+        f"{manifest['entities_with_documents']} of {manifest['entities']} KB entities "
+        f"(index of {manifest['index_packages']} packages, sha256 {manifest['index_sha256'][:16]})"
+    )
 
 
 @app.command()
