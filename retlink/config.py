@@ -312,6 +312,22 @@ class EnhancerConfig(StrictModel):
     cache_dir: UserPath | None = DEFAULT_CACHE / "descriptions"
 
 
+class PromptConfig(StrictModel):
+    """What the reasoner's prompt holds (issue 20's prompt diet: prefill is most of a link's time
+    on a CPU, so every part must buy accuracy). The old, longer prompt is
+    `{instructions: last, description_chars: null, evidence_chars: 1200}`."""
+
+    #: where the answer instructions go: "system" (in the system message, the same text in every
+    #: call, so the in-process model prefills it once and reuses its KV state: `llm.prefix_cache`)
+    #: or "last" (after the per-link parts, at the end of the user message)
+    instructions: Literal["system", "last"] = "system"
+    #: each candidate's description cut to about this many characters, at a word boundary
+    #: (None: the whole description)
+    description_chars: int | None = Field(None, ge=16, le=20000)
+    #: characters of fenced search evidence in the prompt, over all passages (0: none)
+    evidence_chars: int = Field(1200, ge=0, le=100000)
+
+
 class ReasonerConfig(StrictModel):
     #: False: no LLM at all (search, enhancer and reasoner are skipped); the decision head, or
     #: without one the fused retrieval ranking, decides. The retrieval-only agent of ablations.
@@ -328,6 +344,7 @@ class ReasonerConfig(StrictModel):
     #: which modality the prompt states first: the sentence (default) or the image description
     #: (`image_first`: the modality-order permutation, an eval pipeline override)
     modality_order: Literal["text_first", "image_first"] = "text_first"
+    prompt: PromptConfig = PromptConfig()
 
 
 class DecisionConfig(StrictModel):

@@ -1,0 +1,81 @@
+"""The reasoner's prompt diet (issue 20, item 1): what goes into the prompt is configuration
+(`reasoner.prompt`), validated; the old prompt stays reachable exactly; the instructions can move
+into the system message, which is then the same text in every call (the shared prefix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from retlink.agents.prompts import (
+    REASONER_INSTRUCTIONS,
+    REASONER_SYSTEM,
+    REPAIR_INSTRUCTIONS,
+    clip_text,
+    reasoner_messages,
+    reasoner_parts,
+)
+from retlink.config import PromptConfig, RetlinkConfig
+from retlink.types import Candidate, Caption, Entity, Evidence
+
+OLD = PromptConfig(instructions="last", description_chars=None, evidence_chars=1200)
+DESC = "An affluent district of south-west London on the north bank of the River Thames, known for the King's Road."
+
+
+def inputs(context: str = "A walk through [Chelsea] on a Sunday."):
+    cands = [
+        Candidate(entity=Entity(id="chelsea_london", name="Chelsea, London", description=DESC), score=0.6),
+        Candidate(entity=Entity(id="chelsea_fc", name="Chelsea F.C.", description="A football club."), score=0.5),
+    ]
+    ev = [Evidence(url="https://corpus.test/chelsea", title="Chelsea", text="Chelsea is a district. " * 40)]
+    return "Chelsea", context, Caption(text="", labels=[("street", 0.7)]), cands, ev
+
+
+def test_the_old_prompt_is_reachable_exactly():
+    """`{instructions: last, description_chars: null, evidence_chars: 1200}` renders the prompt
+    the reasoner used before the diet, line for line."""
+    mention, context, caption, cands, ev = inputs()
+    system, user = reasoner_messages(mention, context, caption, cands, ev, prompt=OLD)
+    assert system == {"role": "system", "content": REASONER_SYSTEM}
+    lines = user["content"].split("\n")
+    assert lines[:6] == [
+        f"Sentence: {context}",
+        "Mention: Chelsea",
+        "Image shows (from a vision model, may be wrong): street",
+        "Candidates:",
+        f"- chelsea_london: Chelsea, London. {DESC}",
+        "- chelsea_fc: Chelsea F.C.. A football club.",
+    ]
+    assert lines[6] == "- NIL: none of the candidates" and lines[7] == ""
+    assert user["content"].endswith("\n\n" + REASONER_INSTRUCTIONS)
+    assert "UNTRUSTED EVIDENCE 1" in user["content"] and len(user["content"]) < 1200 + 900
+
+
+def test_instructions_in_the_system_message_make_it_the_same_for_every_link():
+    a = reasoner_messages(*inputs("A walk through [Chelsea]."), prompt=PromptConfig(instructions="system"))
+    b = reasoner_messages(*inputs("[Chelsea] won 2-0 at Stamford Bridge."), prompt=PromptConfig(instructions="system"))
+    assert a[0] == b[0] and "Answer:" in a[0]["content"] and REASONER_SYSTEM[:-1] in a[0]["content"]
+    assert a[1] != b[1] and "Answer:" not in a[1]["content"]  # the instructions are stated once, not twice
+    assert a[1]["content"].startswith("Sentence:")  # the user message holds only this link's parts
+    repair = reasoner_messages(*inputs(), repair=True, prompt=PromptConfig(instructions="system"))
+    assert repair[1]["content"].endswith(REPAIR_INSTRUCTIONS) and "UNTRUSTED" not in repair[1]["content"]
+
+
+def test_descriptions_and_evidence_are_cut_to_their_budgets():
+    parts = reasoner_parts(*inputs(), prompt=PromptConfig(description_chars=40, evidence_chars=0))
+    cands = [text for name, text in parts if name == "candidate"]
+    assert cands[0] == "- chelsea_london: Chelsea, London. " + clip_text(DESC, 40)
+    assert clip_text(DESC, 40) == "An affluent district of south-west..." and len(clip_text(DESC, 40)) <= 43
+    assert cands[1].endswith("A football club.")  # within the budget: unchanged
+    assert "evidence" not in [name for name, _ in parts]
+    assert clip_text("  two\n words ", None) == "two words" and clip_text("x" * 50, 20) == "x" * 20 + "..."
+    short = reasoner_parts(*inputs(), prompt=PromptConfig(evidence_chars=100))
+    [evidence] = [text for name, text in short if name == "evidence"]
+    assert evidence.count("Chelsea is a district.") < 6
+
+
+def test_prompt_config_is_validated():
+    cfg = RetlinkConfig.model_validate({"reasoner": {"prompt": {"instructions": "last", "description_chars": 200}}})
+    assert cfg.reasoner.prompt.description_chars == 200
+    for bad in ({"instructions": "first"}, {"description_chars": 3}, {"evidence_chars": -1}, {"evidence": 5}):
+        with pytest.raises(ValueError):
+            RetlinkConfig.model_validate({"reasoner": {"prompt": bad}})
