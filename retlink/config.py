@@ -135,6 +135,10 @@ class LLMConfig(OpenAIServerConfig):
     #: at most `batch_rows` prompts (1: one call at a time, as behind a lock)
     batch_rows: int = Field(8, ge=1, le=64)
     batch_window_ms: float = Field(5.0, ge=0, le=1000)
+    #: transformers backend: the chat-template text of a call's system message is prefilled once
+    #: per model and text and its KV state reused by every call that starts with it (the
+    #: reasoner's instructions, the enhancer's system prompt); the trace's `cached_tokens` count it
+    prefix_cache: bool = True
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and

@@ -13,6 +13,12 @@ than taken from `generate` so that a row in a batch computes what it computes al
 repetition penalty sees only the row's own tokens (never the padding), each row stops at its
 own length, end-of-sequence token or stop string, and option scoring continues from the KV state
 the chain of thought left (the part of the prefix it already covers is not computed again).
+
+A prefix cache (`prefix_cache`, on by default) keeps the KV state of each call's system message:
+its chat-template text is the same in every reasoner call (the task and the answer format, with
+`reasoner.prompt.instructions: system`), so it is prefilled once per model and text and each call
+prefills only the rest of its prompt, from a copy of that state. Its tokens are reported as
+`cached_tokens` (still counted in `prompt_tokens`, as OpenAI-compatible servers count them).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from retlink.tools.llm.base import Choice, Generation, Message, TokenUsage, split_think
 from retlink.tools.llm.batcher import MicroBatcher
 from retlink.tools.llm.smollm2 import EMBEDDED_NAME, ensure_float_copy
+from retlink.tools.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ SENTENCE_END = (". ", ".\n")
 BATCH_WINDOW_S = 0.005
 #: rows per batch: a choose row's KV state is repeated once per option while scoring
 MAX_BATCH_ROWS = 8
+#: distinct prefixes whose KV state is kept (the reasoner's and the enhancer's system messages)
+MAX_PREFIXES = 8
 
 
 @dataclass
@@ -48,6 +57,8 @@ class Row:
     max_new: int
     stops: tuple[str, ...] = ()
     options: list[str] | None = None
+    #: how many leading tokens of `ids` are a prefix whose KV state is cached (0: none)
+    prefix: int = 0
 
 
 @dataclass
@@ -71,6 +82,7 @@ class TransformersLLM:
         *,
         batch_window_s: float = BATCH_WINDOW_S,
         max_batch_rows: int = MAX_BATCH_ROWS,
+        prefix_cache: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -84,6 +96,12 @@ class TransformersLLM:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.prefix_cache = prefix_cache
+        #: token ids of a system message's template text -> its KV state per layer (keys, values);
+        #: only the batcher's worker thread touches it
+        self._prefixes: LRU = LRU(MAX_PREFIXES)
+        #: how many prefixes were prefilled (each once per model and text), for tests and benchmarks
+        self.prefix_prefills = 0
         self.batcher: MicroBatcher[Row, RowResult] = MicroBatcher(
             self._run_rows, window_s=batch_window_s, max_rows=max_batch_rows, name=f"batcher-{model}"
         )
@@ -98,6 +116,26 @@ class TransformersLLM:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def _row(self, messages: list[Message], max_new: int, stops: tuple[str, ...] = (), options: list[str] | None = None) -> Row:
+        """A row for `messages`, with its cacheable prefix (the template text of the leading
+        system message) when the prefix cache is on."""
+        ids = self._prompt_ids(messages)
+        return Row(ids, max_new, stops, options, self._prefix_len(messages, ids) if self.prefix_cache else 0)
+
+    def _prefix_len(self, messages: list[Message], ids: list[int]) -> int:
+        """How many leading tokens of `ids` are the chat-template text of the system message: 0
+        when there is none, or when its tokens are not exactly a prefix of the prompt's (a
+        template that renders the system message differently alone, or a token that spans the
+        boundary), so a cached state is only ever used for the very tokens it was computed on."""
+        if not messages or messages[0].get("role") != "system" or len(messages) < 2:
+            return 0
+        try:
+            text = self.tokenizer.apply_chat_template(messages[:1], add_generation_prompt=False, tokenize=False)
+        except Exception:  # a template that wants a user turn: no prefix to cache
+            return 0
+        prefix = self.tokenizer(text, add_special_tokens=False).input_ids
+        return len(prefix) if 0 < len(prefix) < len(ids) and ids[: len(prefix)] == prefix else 0
+
     # -- the public calls: rows in, results out --------------------------------------------------
 
     def generate(self, messages: list[Message], *, max_tokens: int, stop_at_sentence: bool = False) -> Generation:
@@ -108,7 +146,7 @@ class TransformersLLM:
     ) -> list[Generation]:
         """Several prompts as one request (the enhancer's candidates), batched with other calls."""
         stops = SENTENCE_END if stop_at_sentence else ()
-        rows = [Row(self._prompt_ids(m), max_tokens, stops) for m in batch]
+        rows = [self._row(m, max_tokens, stops) for m in batch]
         out = []
         for r in self.batcher.submit(rows):
             reasoning, answer = split_think(r.text)
@@ -118,7 +156,7 @@ class TransformersLLM:
     def choose(self, messages: list[Message], options: list[str], *, max_reasoning_tokens: int) -> Choice:
         if not options:
             return Choice(option=None, raw="no options")
-        [r] = self.batcher.submit([Row(self._prompt_ids(messages), max_reasoning_tokens, (ANSWER_PREFIX,), list(options))])
+        [r] = self.batcher.submit([self._row(messages, max_reasoning_tokens, (ANSWER_PREFIX,), list(options))])
         probs = torch.softmax(torch.tensor(r.scores), 0)
         best = int(probs.argmax())
         return Choice(
@@ -141,7 +179,7 @@ class TransformersLLM:
             RowResult(
                 new_ids=new[i],
                 text=self.tokenizer.decode(new[i], skip_special_tokens=True),
-                usage=TokenUsage(prompt_tokens=len(r.ids), generated_tokens=len(new[i])),
+                usage=TokenUsage(prompt_tokens=len(r.ids), generated_tokens=len(new[i]), cached_tokens=r.prefix),
             )
             for i, r in enumerate(rows)
         ]
@@ -157,7 +195,10 @@ class TransformersLLM:
         mask over it, last-token logits per row, padded width)."""
         caches, logits = [], []
         for r in rows:
-            out = self.model(input_ids=torch.tensor([r.ids], device=self.device), use_cache=True, logits_to_keep=1)
+            past = self._prefix_state(r.ids[: r.prefix]) if r.prefix else None
+            out = self.model(
+                input_ids=torch.tensor([r.ids[r.prefix :]], device=self.device), cache=past, use_cache=True, logits_to_keep=1
+            )
             caches.append(out.cache)
             logits.append(out.logits[:, -1, :].float())
         width = max(len(r.ids) for r in rows)
@@ -174,6 +215,21 @@ class TransformersLLM:
             values = [c.layers[layer].values for c in caches]
             layers.append((self._left_pad(keys, width), self._left_pad(values, width)))
         return DynamicCache(ddp_cache_data=layers, config=self.model.config), mask, torch.cat(logits), width
+
+    def _prefix_state(self, ids: list[int]):
+        """A fresh cache holding the KV state of `ids` (a system message's template tokens):
+        prefilled the first time, then copied from the kept state (the copy is extended by the
+        call; the kept one never changes)."""
+        from transformers import DynamicCache
+
+        key = tuple(ids)
+        kept = self._prefixes.get(key)
+        if kept is None:
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+            kept = [(layer.keys.clone(), layer.values.clone()) for layer in out.cache.layers]
+            self._prefixes.put(key, kept)
+            self.prefix_prefills += 1
+        return DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kept], config=self.model.config)
 
     @staticmethod
     def _left_pad(states: list[torch.Tensor], width: int) -> torch.Tensor:
