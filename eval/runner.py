@@ -544,6 +544,7 @@ class Runner:
             "llm_calls": calls,
             "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
             "generated_tokens": sum(c["generated_tokens"] for c in calls),
+            "cached_tokens": sum(c.get("cached_tokens", 0) for c in calls),
             **(
                 {"features": result.features.model_dump()}
                 if self.config.record_features and result.features is not None

@@ -1,0 +1,106 @@
+"""The reasoner's prompt, part by part, and what the prompt diet and the prefix cache save.
+
+Links the demo examples once on the embedded default, then renders each link's reasoner prompt
+(from its result: caption, candidates with their enhanced descriptions, evidence) under the old
+prompt (`{instructions: last, description_chars: null, evidence_chars: 1200}`) and the current
+default `reasoner.prompt`, and prints the mean tokens of each part. Then it times the reasoner's
+call on those prompts three ways, interleaved in the same run (this machine is shared and noisy,
+so only ratios mean something): the old prompt, the new prompt without the prefix cache, and the
+new prompt with it (`llm.prefix_cache`: the system message prefilled once, then reused).
+
+    .venv/bin/python bench/prompt_diet.py [--n 6] [--rounds 2] [--tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+OLD = {"instructions": "last", "description_chars": None, "evidence_chars": 1200}
+console = Console()
+
+
+def part_tokens(llm, parts: list[tuple[str, str]]) -> dict[str, int]:
+    """Tokens of each named part (candidates summed), and the whole chat-template prompt."""
+    count: dict[str, int] = defaultdict(int)
+    for name, text in parts:
+        count["candidates" if name in ("candidate", "nil") else name] += len(llm.tokenizer(text, add_special_tokens=False).input_ids)
+    return count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=6, help="demo examples to link")
+    ap.add_argument("--rounds", type=int, default=2, help="timed calls per prompt and variant")
+    ap.add_argument("--tokens", type=int, default=16, help="chain-of-thought tokens per timed call")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the LLM")
+    args = ap.parse_args()
+
+    from retlink import Linker, Sample
+    from retlink.agents.prompts import reasoner_messages, reasoner_parts
+    from retlink.config import PromptConfig, load_config
+    from retlink.eval.pipelines import deep_merge
+    from retlink.types import NIL
+
+    cfg = load_config(deep_merge(load_config(None).model_dump(mode="json"), {"reasoner": {"llm": {"threads": args.threads}}}))
+    rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]
+    linker = Linker.from_config(cfg)
+    results = linker.link_many([Sample(DEMO / r["image"], r["mention"], r["context"]) for r in rows], concurrency=2)
+    llm = linker.components.reasoner_llm
+    if not hasattr(llm, "tokenizer"):
+        raise SystemExit("the bench counts tokens with the in-process model: reasoner.llm.backend must be transformers")
+    prompts = {"old": PromptConfig(**OLD), "new": cfg.reasoner.prompt}
+
+    inputs = []
+    for r, res in zip(rows, results, strict=True):
+        cands = res.candidates[: cfg.reasoner.max_candidates]
+        inputs.append(((res.mention, r["context"], res.caption, cands, res.evidence), [c.entity.id for c in cands] + [NIL]))
+    counts: dict[str, dict[str, list[int]]] = {k: defaultdict(list) for k in prompts}
+    for args_, _ in inputs:
+        for k, p in prompts.items():
+            for name, n in part_tokens(llm, reasoner_parts(*args_, prompt=p)).items():
+                counts[k][name].append(n)
+            counts[k]["prompt (chat template)"].append(len(llm._prompt_ids(reasoner_messages(*args_, prompt=p))))
+            counts[k]["cached prefix"].append(llm._row(reasoner_messages(*args_, prompt=p), 0).prefix)
+
+    table = Table("part (mean tokens)", "old prompt", f"new prompt {cfg.reasoner.prompt.model_dump()}")
+    names = list(dict.fromkeys([*counts["old"], *counts["new"]]))
+    for name in names:
+        table.add_row(name, *(f"{statistics.mean(counts[k][name]) if counts[k][name] else 0:.1f}" for k in prompts))
+    console.print(table)
+
+    timed: dict[str, list[float]] = defaultdict(list)
+    variants = [("old prompt", "old", False), ("new prompt, no prefix cache", "new", False), ("new prompt, prefix cache", "new", True)]
+    cache_before = llm.prefix_cache
+    try:
+        for _ in range(args.rounds):
+            for args_, options in inputs:
+                for label, k, cache in variants:  # interleaved: the machine's load hits all alike
+                    llm.prefix_cache = cache
+                    messages = reasoner_messages(*args_, prompt=prompts[k])
+                    t = time.perf_counter()
+                    llm.choose(messages, options, max_reasoning_tokens=args.tokens)
+                    timed[label].append(time.perf_counter() - t)
+    finally:
+        llm.prefix_cache = cache_before
+    base = statistics.median(timed["old prompt"])
+    table = Table("reasoner call", "median s", "ratio to the old prompt")
+    for label, _, _ in variants:
+        m = statistics.median(timed[label])
+        table.add_row(f"{label} ({len(timed[label])} calls)", f"{m:.2f}", f"{base / m:.2f}x")
+    nocache = statistics.median(timed["new prompt, no prefix cache"])
+    table.add_row("prefix cache vs no cache (new prompt)", "", f"{nocache / statistics.median(timed['new prompt, prefix cache']):.2f}x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
