@@ -2,8 +2,8 @@
 
 Links the demo examples once on the embedded default, then renders each link's reasoner prompt
 (from its result: caption, candidates with their enhanced descriptions, evidence) under the old
-prompt (`{instructions: last, description_chars: null, evidence_chars: 1200}`) and the current
-default `reasoner.prompt`, and prints the mean tokens of each part. Then it times the reasoner's
+prompt (`{instructions: last, description_chars: null, evidence_chars: 1200}`) and the diet
+(`retlink.config.DIET`), and prints the mean tokens of each part. Then it times the reasoner's
 call on those prompts three ways, interleaved in the same run (this machine is shared and noisy,
 so only ratios mean something): the old prompt, the new prompt without the prefix cache, and the
 new prompt with it (`llm.prefix_cache`: the system message prefilled once, then reused).
@@ -47,7 +47,7 @@ def main() -> None:
 
     from retlink import Linker, Sample
     from retlink.agents.prompts import reasoner_messages, reasoner_parts
-    from retlink.config import PromptConfig, load_config
+    from retlink.config import DIET, PromptConfig, load_config
     from retlink.eval.pipelines import deep_merge
     from retlink.types import NIL
 
@@ -58,7 +58,7 @@ def main() -> None:
     llm = linker.components.reasoner_llm
     if not hasattr(llm, "tokenizer"):
         raise SystemExit("the bench counts tokens with the in-process model: reasoner.llm.backend must be transformers")
-    prompts = {"old": PromptConfig(**OLD), "new": cfg.reasoner.prompt}
+    prompts = {"old": PromptConfig(**OLD), "new": PromptConfig(**DIET)}
 
     inputs = []
     for r, res in zip(rows, results, strict=True):
@@ -72,7 +72,7 @@ def main() -> None:
             counts[k]["prompt (chat template)"].append(len(llm._prompt_ids(reasoner_messages(*args_, prompt=p))))
             counts[k]["cached prefix"].append(llm._row(reasoner_messages(*args_, prompt=p), 0).prefix)
 
-    table = Table("part (mean tokens)", "old prompt", f"new prompt {cfg.reasoner.prompt.model_dump()}")
+    table = Table("part (mean tokens)", "old prompt", f"new prompt {DIET}")
     names = list(dict.fromkeys([*counts["old"], *counts["new"]]))
     for name in names:
         table.add_row(name, *(f"{statistics.mean(counts[k][name]) if counts[k][name] else 0:.1f}" for k in prompts))

@@ -318,21 +318,23 @@ class EnhancerConfig(StrictModel):
 
 class PromptConfig(StrictModel):
     """What the reasoner's prompt holds (issue 20's prompt diet: prefill is most of a link's time
-    on a CPU, so every part must buy accuracy). The old, longer prompt is
-    `{instructions: last, description_chars: null, evidence_chars: 1200}`."""
+    on a CPU, so every part must buy accuracy). The defaults are the prompt every agent number in
+    README was measured with; the diet is `DIET` (README, "The prompt diet"), opt-in until those
+    numbers are measured again with it."""
 
     #: where the answer instructions go: "system" (in the system message, the same text in every
     #: call, so the in-process model prefills it once and reuses its KV state: `llm.prefix_cache`)
     #: or "last" (after the per-link parts, at the end of the user message)
-    instructions: Literal["system", "last"] = "system"
+    instructions: Literal["system", "last"] = "last"
     #: each candidate's description cut to about this many characters, at a word boundary
-    #: (None: the whole description). 100 cut the logos benchmark's reasoner prompts by 30% with
-    #: no loss on its dev split (README, "The prompt diet")
-    description_chars: int | None = Field(100, ge=16, le=20000)
-    #: characters of fenced search evidence in the prompt, over all passages (0: none); 600
-    #: halves the demo's evidence tokens (the demo still links 12/12; no development benchmark
-    #: with search evidence measured it yet)
-    evidence_chars: int = Field(600, ge=0, le=100000)
+    #: (None: the whole description)
+    description_chars: int | None = Field(None, ge=16, le=20000)
+    #: characters of fenced search evidence in the prompt, over all passages (0: none)
+    evidence_chars: int = Field(1200, ge=0, le=100000)
+
+
+#: the prompt diet: 30% fewer prompt tokens on logos DEV links with no measured loss (README)
+DIET = {"instructions": "system", "description_chars": 100, "evidence_chars": 600}
 
 
 class ReasonerConfig(StrictModel):

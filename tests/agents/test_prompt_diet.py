@@ -14,7 +14,7 @@ from retlink.agents.prompts import (
     reasoner_messages,
     reasoner_parts,
 )
-from retlink.config import PromptConfig, RetlinkConfig
+from retlink.config import DIET, PromptConfig, RetlinkConfig
 from retlink.types import Candidate, Caption, Entity, Evidence
 
 OLD = PromptConfig(instructions="last", description_chars=None, evidence_chars=1200)
@@ -71,6 +71,14 @@ def test_descriptions_and_evidence_are_cut_to_their_budgets():
     short = reasoner_parts(*inputs(), prompt=PromptConfig(evidence_chars=100))
     [evidence] = [text for name, text in short if name == "evidence"]
     assert evidence.count("Chelsea is a district.") < 6
+
+
+def test_the_default_is_the_measured_prompt_and_the_diet_is_one_override():
+    """Every agent number in README was measured with the old prompt: it stays the default until
+    they are measured again; the diet is a validated override."""
+    assert RetlinkConfig().reasoner.prompt == OLD
+    diet = RetlinkConfig.model_validate({"reasoner": {"prompt": DIET}}).reasoner.prompt
+    assert (diet.instructions, diet.description_chars, diet.evidence_chars) == ("system", 100, 600)
 
 
 def test_prompt_config_is_validated():
