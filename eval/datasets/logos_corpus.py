@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from retlink.errors import ConfigError, DatasetError
+from retlink.eval.datasets.base import iter_jsonl, located
 from retlink.tools.atomic import write_json_atomic
 
 CORPUS = "corpus.jsonl"
@@ -88,17 +89,10 @@ def _entities(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DatasetError(f"{path} not found: build the benchmark first (retlink data build logos)")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row.get("id"), str) or not isinstance(row.get("name"), str):
-                raise DatasetError(f"{path}:{lineno}: an entity needs string id and name")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("name"), str):
+            raise located(path, lineno, "an entity needs string id and name")
+        rows.append(row)
     return rows
 
 

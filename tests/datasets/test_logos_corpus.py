@@ -102,7 +102,7 @@ def test_clear_errors(data_dir: Path, tmp_path: Path):
     with pytest.raises(DatasetError, match="build the benchmark first"):
         build_corpus(tmp_path / "missing", PACKAGES)
     (data_dir / "entities.jsonl").write_text('{"id": "a", "name": "A"}\nnot json\n')
-    with pytest.raises(DatasetError, match=r"entities.jsonl:2: not valid JSON"):
+    with pytest.raises(DatasetError, match=r"entities.jsonl:2: malformed JSON"):
         build_corpus(data_dir, PACKAGES)
 
 

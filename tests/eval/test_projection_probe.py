@@ -28,11 +28,16 @@ def _data(n: int, kb: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tens
     return x, y
 
 
-def test_identity_projection_is_plain_cosine_retrieval():
+def _tiny() -> tuple[TinyNet, torch.Tensor, torch.Tensor]:
+    """The network, six KB images and their features."""
     net = TinyNet()
     kb = torch.rand(6, 3, 16, 16)
     with torch.no_grad():
-        feats = net.features(kb)
+        return net, kb, net.features(kb)
+
+
+def test_identity_projection_is_plain_cosine_retrieval():
+    net, kb, feats = _tiny()
     model = ProjectedRetrieval(net, feats)
     x, _ = _data(5, kb, 1)
     with torch.no_grad():
@@ -41,10 +46,7 @@ def test_identity_projection_is_plain_cosine_retrieval():
 
 
 def test_training_lowers_the_loss_and_only_the_projection_moves():
-    net = TinyNet()
-    kb = torch.rand(6, 3, 16, 16)
-    with torch.no_grad():
-        feats = net.features(kb)
+    net, kb, feats = _tiny()
     model = ProjectedRetrieval(net, feats)
     conv_before = net.conv.weight.clone()
     losses = train_projection(model, *_data(32, kb, 2), epochs=4, eps=2 / 255, steps=1, lr=5e-2, seed=0)
@@ -54,10 +56,7 @@ def test_training_lowers_the_loss_and_only_the_projection_moves():
 
 
 def test_attack_stays_in_budget_and_compare_pairs_the_arms():
-    net = TinyNet()
-    kb = torch.rand(6, 3, 16, 16)
-    with torch.no_grad():
-        feats = net.features(kb)
+    net, kb, feats = _tiny()
     x, y = _data(8, kb, 3)
     adv = attacked(ProjectedRetrieval(net, feats), x, y, eps=4 / 255, steps=2, seed=0)
     assert (adv - x).abs().max() <= 4 / 255 + 1e-6 and not torch.equal(adv, x)
