@@ -4,9 +4,11 @@ Links the demo examples once on the embedded default, then renders each link's r
 (from its result: caption, candidates with their enhanced descriptions, evidence) under the old
 prompt (`{instructions: last, description_chars: null, evidence_chars: 1200}`) and the diet
 (`retlink.config.DIET`), and prints the mean tokens of each part. Then it times the reasoner's
-call on those prompts three ways, interleaved in the same run (this machine is shared and noisy,
-so only ratios mean something): the old prompt, the new prompt without the prefix cache, and the
-new prompt with it (`llm.prefix_cache`: the system message prefilled once, then reused).
+call on those prompts five ways, interleaved in the same run (this machine is shared and noisy,
+so only ratios mean something): the old prompt, the new prompt without the prefix cache, the new
+prompt with it (`llm.prefix_cache`: the system message prefilled once, then reused), and two
+cheaper calls on top: int8 weights (`llm.quantize: int8`) and no chain of thought
+(`reasoner.max_reasoning_tokens: 0`, the options scored straight after the prompt).
 
     .venv/bin/python bench/prompt_diet.py [--n 6] [--rounds 2] [--tokens 16]
 """
@@ -47,6 +49,7 @@ def main() -> None:
 
     from retlink import Linker, Sample
     from retlink.agents.prompts import reasoner_messages, reasoner_parts
+    from retlink.backends import shared_llm
     from retlink.config import DIET, PromptConfig, load_config
     from retlink.eval.pipelines import deep_merge
     from retlink.types import NIL
@@ -79,25 +82,33 @@ def main() -> None:
     console.print(table)
 
     timed: dict[str, list[float]] = defaultdict(list)
-    variants = [("old prompt", "old", False), ("new prompt, no prefix cache", "new", False), ("new prompt, prefix cache", "new", True)]
+    int8 = shared_llm(cfg.reasoner.llm.model_copy(update={"quantize": "int8"}))
+    # (label, prompt, prefix cache, model, chain-of-thought tokens)
+    variants = [
+        ("old prompt", "old", False, llm, args.tokens),
+        ("new prompt, no prefix cache", "new", False, llm, args.tokens),
+        ("new prompt, prefix cache", "new", True, llm, args.tokens),
+        ("new prompt, prefix cache, int8 weights", "new", True, int8, args.tokens),
+        ("new prompt, prefix cache, no chain of thought", "new", True, llm, 0),
+    ]
     cache_before = llm.prefix_cache
     try:
-        for _, k, cache in variants:  # untimed: the prefix cache's one prefill per text, and warm-up
-            llm.prefix_cache = cache
-            llm.choose(reasoner_messages(*inputs[0][0], prompt=prompts[k]), inputs[0][1], max_reasoning_tokens=1)
+        for _, k, cache, model, _ in variants:  # untimed: the prefix cache's one prefill per text, and warm-up
+            model.prefix_cache = cache
+            model.choose(reasoner_messages(*inputs[0][0], prompt=prompts[k]), inputs[0][1], max_reasoning_tokens=1)
         for _ in range(args.rounds):
             for args_, options in inputs:
-                for label, k, cache in variants:  # interleaved: the machine's load hits all alike
-                    llm.prefix_cache = cache
+                for label, k, cache, model, tokens in variants:  # interleaved: the machine's load hits all alike
+                    model.prefix_cache = cache
                     messages = reasoner_messages(*args_, prompt=prompts[k])
                     t = time.perf_counter()
-                    llm.choose(messages, options, max_reasoning_tokens=args.tokens)
+                    model.choose(messages, options, max_reasoning_tokens=tokens)
                     timed[label].append(time.perf_counter() - t)
     finally:
         llm.prefix_cache = cache_before
     base = statistics.median(timed["old prompt"])
     table = Table("reasoner call", "median s", "ratio to the old prompt")
-    for label, _, _ in variants:
+    for label, *_ in variants:
         m = statistics.median(timed[label])
         table.add_row(f"{label} ({len(timed[label])} calls)", f"{m:.2f}", f"{base / m:.2f}x")
     nocache = statistics.median(timed["new prompt, no prefix cache"])

@@ -65,6 +65,7 @@ def shared_llm(cfg: LLMConfig, device: str = "cpu") -> LLM:
             batch_window_s=cfg.batch_window_ms / 1000,
             max_batch_rows=cfg.batch_rows,
             prefix_cache=cfg.prefix_cache,
+            quantize=cfg.quantize,
         )
     if cfg.backend == "openai":
         from retlink.tools.llm.openai_llm import OpenAILLM  # issue 4

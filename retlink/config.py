@@ -139,6 +139,21 @@ class LLMConfig(OpenAIServerConfig):
     #: per model and text and its KV state reused by every call that starts with it (the
     #: reasoner's instructions, the enhancer's system prompt); the trace's `cached_tokens` count it
     prefix_cache: bool = True
+    #: transformers backend: "int8" stores every linear layer's weights as int8 with activations
+    #: quantized on the fly (torch's dynamic quantization, fbgemm/x86 kernels). A CPU decoding
+    #: a 135M model reads every weight once per token, so memory traffic, not arithmetic, sets
+    #: the pace and a quarter of the bytes buys speed; the answers are not the float model's.
+    #: Off by default: README's agent numbers are measured with float32 weights.
+    quantize: Literal["int8"] | None = None
+
+    @model_validator(mode="after")
+    def _quantize_is_in_process(self) -> LLMConfig:
+        if self.quantize is not None and self.backend != "transformers":
+            raise ValueError(
+                f"quantize {self.quantize!r} is for the in-process transformers backend; "
+                "a served model (backend openai) is quantized by its server"
+            )
+        return self
 
     def __hash__(self) -> int:
         """Hash by value, dicts included: `backends.shared_llm` caches one model per config, and

@@ -49,6 +49,25 @@ MAX_BATCH_ROWS = 8
 MAX_PREFIXES = 8
 
 
+def quantized(model: torch.nn.Module, kind: str, device: str) -> torch.nn.Module:
+    """`model` with its linear layers' weights stored as int8 (`llm.quantize: int8`): torch's
+    dynamic quantization, activations quantized per call with one scale for the whole input
+    (hence one row a batch, see `TransformersLLM`). CPU only (its kernels are fbgemm's and
+    oneDNN's). torch marks these modules deprecated in favour of torchao; they are what the
+    pinned torch ships, so the warnings are silenced here and the choice is named in the log."""
+    import warnings
+
+    if kind != "int8":
+        raise ValueError(f"unknown quantization {kind!r} (known: int8)")
+    if device != "cpu":
+        raise ValueError(f"llm.quantize: int8 runs on the CPU only, not on {device!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    log.info("in-process LLM: linear weights quantized to int8 (dynamic activation quantization)")
+    return out
+
+
 @dataclass
 class Row:
     """One prompt to continue greedily; with `options`, to score them after the chain of thought."""
@@ -83,6 +102,7 @@ class TransformersLLM:
         batch_window_s: float = BATCH_WINDOW_S,
         max_batch_rows: int = MAX_BATCH_ROWS,
         prefix_cache: bool = True,
+        quantize: str | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,6 +112,9 @@ class TransformersLLM:
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
+        self.quantize = quantize
+        if quantize is not None:
+            self.model = quantized(self.model, quantize, device)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
@@ -173,6 +196,13 @@ class TransformersLLM:
     @torch.inference_mode()
     def _run_rows(self, rows: list[Row]) -> list[RowResult]:
         self._use_threads()
+        if self.quantize is not None and len(rows) > 1:
+            # a dynamically quantized layer scales its input once over every row in it, so a row
+            # batched with others would not compute what it computes alone: one row at a time
+            return [result for row in rows for result in self._run_together([row])]
+        return self._run_together(rows)
+
+    def _run_together(self, rows: list[Row]) -> list[RowResult]:
         cache, mask, logits, width = self._prefill(rows)
         new, fed, mask = self._decode(rows, mask, cache, logits)
         results = [
