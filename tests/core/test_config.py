@@ -131,3 +131,14 @@ def test_every_dependency_skip_goes_through_skip_or_fail():
         if any(k in line for k in ("pytest.skip(", "importorskip(", "mark.skipif", "mark.skip(", "mark.xfail"))
     ]
     assert bare == []
+
+
+def test_fast_preset_is_the_default_with_the_diet_and_no_chain_of_thought():
+    """`fast` changes exactly what README's "Fewer LLM seconds" measured and nothing else."""
+    from retlink.config import DIET, PromptConfig
+
+    default, fast = load_config(), load_config("fast")
+    assert fast.reasoner.prompt == PromptConfig(**DIET) != default.reasoner.prompt
+    assert fast.reasoner.max_reasoning_tokens == 0 < default.reasoner.max_reasoning_tokens
+    reset = {"prompt": default.reasoner.prompt, "max_reasoning_tokens": default.reasoner.max_reasoning_tokens}
+    assert fast.model_copy(update={"reasoner": fast.reasoner.model_copy(update=reset)}) == default
