@@ -335,7 +335,7 @@ class PromptConfig(StrictModel):
     """What the reasoner's prompt holds (issue 20's prompt diet: prefill is most of a link's time
     on a CPU, so every part must buy accuracy). The defaults are the prompt every agent number in
     README was measured with; the diet is `DIET` (README, "The prompt diet"), opt-in until those
-    numbers are measured again with it."""
+    numbers are measured again with it; the `fast` preset uses it."""
 
     #: where the answer instructions go: "system" (in the system message, the same text in every
     #: call, so the in-process model prefills it once and reuses its KV state: `llm.prefix_cache`)
