@@ -125,6 +125,9 @@ class TransformersLLM:
         self._prefixes: LRU = LRU(MAX_PREFIXES)
         #: how many prefixes were prefilled (each once per model and text), for tests and benchmarks
         self.prefix_prefills = 0
+        #: system message text -> its chat-template tokens alone (`_system_ids`); concurrent
+        #: callers may compute one twice, never wrongly
+        self._system_tokens: LRU = LRU(MAX_PREFIXES)
         self.batcher: MicroBatcher[Row, RowResult] = MicroBatcher(
             self._run_rows, window_s=batch_window_s, max_rows=max_batch_rows, name=f"batcher-{model}"
         )
@@ -152,12 +155,24 @@ class TransformersLLM:
         boundary), so a cached state is only ever used for the very tokens it was computed on."""
         if not messages or messages[0].get("role") != "system" or len(messages) < 2:
             return 0
-        try:
-            text = self.tokenizer.apply_chat_template(messages[:1], add_generation_prompt=False, tokenize=False)
-        except Exception:  # a template that wants a user turn: no prefix to cache
-            return 0
-        prefix = self.tokenizer(text, add_special_tokens=False).input_ids
+        prefix = self._system_ids(messages[0].get("content") or "")
         return len(prefix) if 0 < len(prefix) < len(ids) and ids[: len(prefix)] == prefix else 0
+
+    def _system_ids(self, content: str) -> list[int]:
+        """The chat-template tokens of a system message alone, kept per text (every reasoner call
+        sends the same one; rendering and tokenizing it again per call is waste). Empty for a
+        template that will not render a system message alone."""
+        kept = self._system_tokens.get(content)
+        if kept is None:
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "system", "content": content}], add_generation_prompt=False, tokenize=False
+                )
+                kept = self.tokenizer(text, add_special_tokens=False).input_ids
+            except Exception:  # a template that wants a user turn: no prefix to cache
+                kept = []
+            self._system_tokens.put(content, kept)
+        return kept
 
     # -- the public calls: rows in, results out --------------------------------------------------
 
