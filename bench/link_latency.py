@@ -1,7 +1,7 @@
 """Latency of the embedded default: cold start, warm link, and link_many at concurrency 4.
 
-The goals are issue 20's, on 2 quiet cores. Cold start is measured in a fresh subprocess (process start to first answer, demo KB already
-built). Warm latency and the concurrency ratio are measured in this process on the demo
+The goals are issue 20's, on 2 quiet cores. Cold start is measured in a fresh subprocess
+(process start to first answer, demo KB already built). Warm latency and the concurrency ratio are measured in this process on the demo
 examples. This machine is shared and noisy, so the concurrency result is printed as a ratio to
 sequential linking measured in the same run, and the LLM micro-batcher's gain as a ratio to the
 same concurrent links with batching off (one prompt per batch, as behind the old lock).
