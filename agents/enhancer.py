@@ -5,13 +5,16 @@ candidate's KB text (a page about another entity is not used to describe this on
 are cached by (model, entity, evidence), so repeated links and evaluations reuse them. With
 `enhancer.kb_only`, a top candidate that no passage is about is described from its KB entry
 alone; that text depends on the KB only, so it is kept on disk (`tools/kb/descriptions.py`) and
-generated once per entity, model and prompt, not once per link.
+generated once per entity, model and prompt, not once per link. With `enhancer.condense:
+extract` no LLM is asked: the description is the evidence sentence closest to the candidate's KB
+text, which costs one small embedding call instead of a generation per candidate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 #: a passage must be at least this similar to the candidate's KB text to describe it
 MIN_EVIDENCE_SIMILARITY = 0.45
 MAX_PASSAGES = 2
+#: shorter evidence sentences (headings, captions, "Read more.") describe nothing
+MIN_SENTENCE_CHARS = 24
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def assign_evidence(
@@ -51,9 +57,32 @@ def assign_evidence(
     return out
 
 
-def _key(llm: LLM, candidate: Candidate, evidence: list[Evidence]) -> str:
+def _key(producer: str, candidate: Candidate, evidence: list[Evidence]) -> str:
+    """A description's cache key: who wrote it (a model, or `extract|<embedder>`), about whom,
+    from which passages."""
     h = hashlib.sha256("\x00".join(e.text for e in evidence).encode()).hexdigest()[:16]
-    return f"{llm.name}|{candidate.entity.id}|{h}"
+    return f"{producer}|{candidate.entity.id}|{h}"
+
+
+def evidence_sentences(evidence: list[Evidence]) -> list[str]:
+    """The passages' sentences, whitespace-normalised, without repeats or fragments."""
+    seen: dict[str, None] = {}
+    for e in evidence:
+        for sentence in _SENTENCE_END.split(" ".join(e.text.split())):
+            if len(sentence) >= MIN_SENTENCE_CHARS:
+                seen.setdefault(sentence, None)
+    return list(seen)
+
+
+def extract_description(candidate: Candidate, evidence: list[Evidence], embedder: TextEmbedder) -> str | None:
+    """The evidence sentence most similar to the candidate's KB text (cut like a generated one);
+    None when the passages hold no full sentence."""
+    sentences = evidence_sentences(evidence)
+    if not sentences:
+        return None
+    vectors = embedder.embed([candidate.entity.text(), *sentences])
+    best = int(np.argmax(vectors[1:] @ vectors[0]))
+    return _clean_sentence(sentences[best])
 
 
 def _clean_sentence(text: str, max_chars: int = 300) -> str:
@@ -77,17 +106,19 @@ def enhance(
     `cache` and on disk in `store`, so each is generated once, not once per link)."""
     candidates: list[Candidate] = state.get("candidates", [])
     evidence: list[Evidence] = state.get("evidence", [])
-    if llm is None or not cfg.enabled or cfg.top_n == 0:
+    if not cfg.enabled or cfg.top_n == 0 or (llm is None and cfg.condense == "llm"):
         return {"_skipped": "enhancer disabled"}
     if not evidence and not cfg.kb_only:
         return {"_skipped": "no evidence"}
     top = candidates[: cfg.top_n]
     assigned = assign_evidence(top, evidence, embedder)
+    if cfg.condense == "extract":
+        return _extracted(candidates, top, assigned, embedder, cache)
     todo, texts, calls, kb_only = [], {}, [], []
     for c in top:
         ev = assigned.get(c.entity.id)
         if ev:
-            messages, key = enhancer_messages(c, ev), _key(llm, c, ev)
+            messages, key = enhancer_messages(c, ev), _key(llm.name, c, ev)
         elif cfg.kb_only:
             messages = kb_enhancer_messages(c)
             key = description_key(llm.name, c.entity.id, messages, cfg.max_new_tokens)
@@ -132,5 +163,44 @@ def enhance(
             "generated": len(todo),
             "cached": len(texts) - len(todo),
             "llm_calls": calls,
+        },
+    }
+
+
+def _extracted(
+    candidates: list[Candidate],
+    top: list[Candidate],
+    assigned: dict[str, list[Evidence]],
+    embedder: TextEmbedder,
+    cache: LRU,
+) -> dict[str, Any]:
+    """`condense: extract`: each top candidate with matching evidence is described by the passage
+    sentence closest to its KB text (cached like generated ones, under the embedder's name)."""
+    texts: dict[str, str] = {}
+    extracted = 0
+    for c in top:
+        ev = assigned.get(c.entity.id)
+        if not ev:
+            continue
+        key = _key(f"extract|{embedder.name}", c, ev)
+        sentence = cache.get(key)
+        if sentence is None:
+            sentence = extract_description(c, ev, embedder)
+            extracted += 1
+            if sentence:
+                cache.put(key, sentence)
+        if sentence:
+            texts[c.entity.id] = sentence
+    if not texts:
+        return {"_skipped": "no evidence matched the candidates"}
+    updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
+    return {
+        "candidates": updated,
+        "_detail": {
+            "enhanced": sorted(texts),
+            "condensed_by": "extract",
+            "extracted": extracted,
+            "cached": len(texts) - extracted,
+            "llm_calls": [],
         },
     }

@@ -329,6 +329,20 @@ class EnhancerConfig(StrictModel):
     #: where KB-only descriptions are kept, by entity id + model + prompt fingerprint (written
     #: once, reused by every later link and process); None keeps them in memory only
     cache_dir: UserPath | None = DEFAULT_CACHE / "descriptions"
+    #: how a candidate's matching evidence becomes its description: "llm" (the model writes one
+    #: sentence from it: prefill and up to `max_new_tokens` of decoding per candidate, most of a
+    #: link's time on a CPU) or "extract" (the evidence sentence most similar to the candidate's
+    #: KB text, by the text embedder; no LLM call). README, "Fewer LLM seconds".
+    condense: Literal["llm", "extract"] = "llm"
+
+    @model_validator(mode="after")
+    def _kb_only_needs_the_llm(self) -> EnhancerConfig:
+        if self.kb_only and self.condense == "extract":
+            raise ValueError(
+                "enhancer.kb_only writes a description from the KB entry with the LLM; with "
+                "condense: extract there is no evidence to extract from (use condense: llm, or kb_only: false)"
+            )
+        return self
 
 
 class PromptConfig(StrictModel):
