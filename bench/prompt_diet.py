@@ -50,8 +50,7 @@ def main() -> None:
     from retlink import Linker, Sample
     from retlink.agents.prompts import reasoner_messages, reasoner_parts
     from retlink.backends import shared_llm
-    from retlink.config import DIET, PromptConfig, load_config
-    from retlink.eval.pipelines import deep_merge
+    from retlink.config import DIET, PromptConfig, deep_merge, load_config
     from retlink.types import NIL
 
     cfg = load_config(deep_merge(load_config(None).model_dump(mode="json"), {"reasoner": {"llm": {"threads": args.threads}}}))

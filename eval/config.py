@@ -559,9 +559,9 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
     baseline's `options` a valid `BaselineConfig`; other kinds take neither."""
     from pydantic import ValidationError
 
-    from retlink.config import RetlinkConfig, load_config
+    from retlink.config import RetlinkConfig, deep_merge, load_config
     from retlink.errors import ConfigError
-    from retlink.eval.pipelines import AGENT_CONFIG_KINDS, deep_merge
+    from retlink.eval.pipelines import AGENT_CONFIG_KINDS
 
     if spec.kind in AGENT_CONFIG_KINDS:
         try:

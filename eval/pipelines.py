@@ -16,7 +16,6 @@ diversity). Register more kinds with `@register_pipeline("name")`.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -66,21 +65,10 @@ def register_pipeline(kind: str) -> Callable[[Factory], Factory]:
     return deco
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`overrides` merged into a copy of `base`, recursing into dicts (lists are replaced)."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def agent_config(spec: Any, kb_path: Path | None = None) -> Any:
     """The agent config of a pipeline: preset/file, then overrides, then the run's KB (None: the
     pipeline's own `kb`, or none, for a caller that reads its other sections only)."""
-    from retlink.config import load_config
+    from retlink.config import deep_merge, load_config
 
     if kb_path is None:
         kb_path = Path(spec.kb.path if spec.kb else ".")

@@ -7,6 +7,7 @@ instead of a silently ignored setting. `load_config` accepts a path, a preset na
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -594,10 +595,29 @@ def load_config(source: str | Path | dict[str, Any] | RetlinkConfig | None = Non
     else:
         path = Path(source)
         if not path.suffix and not path.exists():
-            preset = PRESET_DIR / f"{source}.yaml"
-            if not preset.exists():
-                names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-                raise ConfigError(f"no config file or preset named {source!r} (presets: {names})")
-            path = preset
+            return validate_config(RetlinkConfig, preset_data(str(source)), f"preset {source!r}")
         data, origin = read_yaml(path), str(path)
     return validate_config(RetlinkConfig, data, origin)
+
+
+def preset_data(name: str) -> dict[str, Any]:
+    """A preset's config mapping. Every preset but `default` is an overlay on `default.yaml`
+    (merged by `deep_merge`), so it holds only what it changes and follows the default's KB,
+    search and everything else it does not name."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise ConfigError(f"no config file or preset named {name!r} (presets: {names})")
+    data = read_yaml(path)
+    return data if name == "default" else deep_merge(read_yaml(PRESET_DIR / "default.yaml"), data)
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into a copy of `base`, recursing into dicts (lists are replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -142,3 +142,34 @@ def test_fast_preset_is_the_default_with_the_diet_and_no_chain_of_thought():
     assert fast.reasoner.max_reasoning_tokens == 0 < default.reasoner.max_reasoning_tokens
     reset = {"prompt": default.reasoner.prompt, "max_reasoning_tokens": default.reasoner.max_reasoning_tokens}
     assert fast.model_copy(update={"reasoner": fast.reasoner.model_copy(update=reset)}) == default
+
+
+def test_a_preset_is_an_overlay_on_the_default(tmp_path, monkeypatch):
+    """A preset names only what it changes; everything else, paths included, is the default's."""
+    import retlink.config as config
+
+    (tmp_path / "default.yaml").write_text(
+        "kb: {path: kb, entities: ents.jsonl, top_k: 7}\n"
+        "search: {backends: [{kind: local, path: corpus.jsonl}]}\n"
+    )
+    (tmp_path / "tiny.yaml").write_text("reasoner: {max_reasoning_tokens: 3}\nsearch: {backends: []}\n")
+    (tmp_path / "broken.yaml").write_text("reasoner: {max_reasoning_tokenz: 3}\n")
+    monkeypatch.setattr(config, "PRESET_DIR", tmp_path)
+    tiny = load_config("tiny")
+    assert tiny.reasoner.max_reasoning_tokens == 3
+    assert tiny.kb.top_k == 7 and tiny.kb.entities == tmp_path / "ents.jsonl"
+    assert tiny.search.backends == []  # a list in the overlay replaces the default's
+    assert Path(load_config("default").search.backends[0].path) == tmp_path / "corpus.jsonl"
+    with pytest.raises(ConfigError, match=r"(?s)preset 'broken'.*reasoner.max_reasoning_tokenz: unknown key"):
+        load_config("broken")
+
+
+def test_shipped_presets_follow_the_default_kb_and_search():
+    """No preset restates the default's KB or search (it would go stale when the default moves)."""
+    from retlink.config import PRESET_DIR, read_yaml
+
+    for path in PRESET_DIR.glob("*.yaml"):
+        if path.stem != "default":
+            assert not {"kb", "search"} & set(read_yaml(path)), path.name
+            cfg = load_config(path.stem)
+            assert (cfg.kb, cfg.search) == (load_config().kb, load_config().search)
