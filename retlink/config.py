@@ -596,6 +596,8 @@ def load_config(source: str | Path | dict[str, Any] | RetlinkConfig | None = Non
         path = Path(source)
         if not path.suffix and not path.exists():
             return validate_config(RetlinkConfig, preset_data(str(source)), f"preset {source!r}")
+        if path.suffix == ".yaml" and path.resolve().parent == PRESET_DIR.resolve():  # a preset by its path
+            return validate_config(RetlinkConfig, preset_data(path.stem), str(path))
         data, origin = read_yaml(path), str(path)
     return validate_config(RetlinkConfig, data, origin)
 

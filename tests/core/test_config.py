@@ -173,3 +173,4 @@ def test_shipped_presets_follow_the_default_kb_and_search():
             assert not {"kb", "search"} & set(read_yaml(path)), path.name
             cfg = load_config(path.stem)
             assert (cfg.kb, cfg.search) == (load_config().kb, load_config().search)
+            assert load_config(path) == cfg  # the preset's file by its path is the same overlay
