@@ -1,4 +1,5 @@
-"""Latency of the embedded default: cold start, warm link, and link_many at concurrency 4.
+"""Latency of a config (the embedded default unless `--config`): cold start, warm link, and
+link_many at concurrency 4.
 
 The goals are issue 20's, on 2 quiet cores. Cold start is measured in a fresh subprocess
 (process start to first answer, demo KB already built). Warm latency and the concurrency ratio are measured in this process on the demo
@@ -6,10 +7,10 @@ examples. This machine is shared and noisy, so the concurrency result is printed
 sequential linking measured in the same run, and the LLM micro-batcher's gain as a ratio to the
 same concurrent links with batching off (one prompt per batch, as behind the old lock).
 `--compare CFG` links the same examples with a second config (a path or a preset name, e.g.
-`fast`), interleaved link by link with the default's warm links so the load hits both alike,
-and prints its warm median as a ratio to the default's.
+`fast`), interleaved link by link with --config's warm links so the load hits both alike,
+and prints its warm median as a ratio to --config's.
 
-    .venv/bin/python bench/link_latency.py [--n 6] [--compare CFG]
+    .venv/bin/python bench/link_latency.py [--n 6] [--config CFG] [--compare CFG]
 """
 
 from __future__ import annotations
@@ -33,29 +34,30 @@ COLD = """
 import time, sys
 t0 = float(sys.argv[1])
 from retlink import Linker
-linker = Linker.from_config()
+linker = Linker.from_config(sys.argv[2])
 r = linker.link("data/demo/images/coffee.jpg", "Java", "A fresh cup of [Java] on the saucer.")
 print(time.time() - t0, r.entity_id)
 """
 
 
-def cold_start() -> float:
+def cold_start(config: str) -> float:
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", COLD, str(t0)], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", COLD, str(t0), config], cwd=REPO, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1].split()[0])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=6, help="demo examples to link")
-    ap.add_argument("--compare", default=None, help="a second config (path or preset) timed against the default")
+    ap.add_argument("--config", default="default", help="the config timed (path or preset)")
+    ap.add_argument("--compare", default=None, help="a second config (path or preset) timed against --config")
     args = ap.parse_args()
 
     from retlink import Linker, Sample
 
     rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]
     samples = [Sample(DEMO / r["image"], r["mention"], r["context"]) for r in rows]
-    linker = Linker.from_config()
+    linker = Linker.from_config(args.config)
     linker.link(samples[0].image, samples[0].mention, samples[0].context)  # warm up (and build the KB)
 
     other = None
@@ -63,7 +65,7 @@ def main() -> None:
         other = Linker.from_config(args.compare)
         other.link(samples[0].image, samples[0].mention, samples[0].context)  # warm up
 
-    cold = cold_start()
+    cold = cold_start(args.config)
     times, other_times = [], []
     for s in samples:  # interleaved with the compared config's link of the same example
         t = time.perf_counter()
@@ -96,7 +98,7 @@ def main() -> None:
         c for s in samples[:1] for e in linker.link(s.image, s.mention, s.context).trace for c in e.detail.get("llm_calls", [])
     ]
 
-    table = Table("measure", "value", "goal")
+    table = Table("measure", "value", "goal", title=f"config: {args.config}")
     table.add_row("cold start (process start -> first answer)", f"{cold:.1f} s", "< 15 s")
     table.add_row("warm link, median", f"{statistics.median(times):.2f} s", "< 3 s")
     table.add_row("warm link, max", f"{max(times):.2f} s", "")
