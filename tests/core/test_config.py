@@ -133,15 +133,20 @@ def test_every_dependency_skip_goes_through_skip_or_fail():
     assert bare == []
 
 
-def test_fast_preset_is_the_default_with_the_diet_and_no_chain_of_thought():
+def test_fast_preset_is_the_default_with_the_diet_no_chain_of_thought_and_extraction():
     """`fast` changes exactly what README's "Fewer LLM seconds" measured and nothing else."""
     from retlink.config import DIET, PromptConfig
 
     default, fast = load_config(), load_config("fast")
     assert fast.reasoner.prompt == PromptConfig(**DIET) != default.reasoner.prompt
     assert fast.reasoner.max_reasoning_tokens == 0 < default.reasoner.max_reasoning_tokens
+    assert (fast.enhancer.condense, default.enhancer.condense) == ("extract", "llm")
     reset = {"prompt": default.reasoner.prompt, "max_reasoning_tokens": default.reasoner.max_reasoning_tokens}
-    assert fast.model_copy(update={"reasoner": fast.reasoner.model_copy(update=reset)}) == default
+    undone = {
+        "reasoner": fast.reasoner.model_copy(update=reset),
+        "enhancer": fast.enhancer.model_copy(update={"condense": default.enhancer.condense}),
+    }
+    assert fast.model_copy(update=undone) == default
 
 
 def test_a_preset_is_an_overlay_on_the_default(tmp_path, monkeypatch):
