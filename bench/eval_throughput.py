@@ -7,7 +7,7 @@ folders, so each makes its attacked images again. The machine is shared and nois
 concurrency result as the ratio printed beside the baseline (concurrency 1) measured in the same
 process, and the stage shares as the answer to "what is slowest".
 
-    .venv/bin/python bench/eval_throughput.py [--n 4] [--pipelines agent] [--steps 10]
+    .venv/bin/python bench/eval_throughput.py [--n 4] [--pipelines agent] [--steps 10] [--config fast]
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ STAGES = {
 }
 
 
-def bench_config(kb: Path, out: Path, n: int, pipelines: list[str], steps: int, concurrency: int) -> dict:
+def bench_config(
+    kb: Path, out: Path, n: int, pipelines: list[str], steps: int, concurrency: int, agent_config: str | None = None
+) -> dict:
     specs = {
         "baseline": {"name": "baseline", "kind": "baseline"},
         "agent-nosearch": {
@@ -49,6 +51,9 @@ def bench_config(kb: Path, out: Path, n: int, pipelines: list[str], steps: int, 
             "overrides": {"reasoner": {"max_reasoning_tokens": 16}, "enhancer": {"max_new_tokens": 16}},
         },
     }
+    for spec in specs.values():
+        if spec["kind"] == "agent" and agent_config is not None:
+            spec["config"] = agent_config
     return {
         "name": f"bench-c{concurrency}",
         "dataset": {"key": "demo", "split": "test", "limit": n},
@@ -82,6 +87,7 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="+", default=["baseline", "agent"], help="baseline agent-nosearch agent")
     ap.add_argument("--steps", type=int, default=10, help="PGD steps")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--config", default=None, help="the agent pipelines' config (path or preset; default: the embedded default)")
     args = ap.parse_args()
 
     from retlink.eval.config import load_eval_config
@@ -91,7 +97,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="retlink-bench-eval-"))
     kb = Path.home() / ".cache" / "retlink" / "eval-demo-kb"
-    first = load_eval_config(bench_config(kb, tmp, args.n, args.pipelines, args.steps, 1))
+    first = load_eval_config(bench_config(kb, tmp, args.n, args.pipelines, args.steps, 1, args.config))
     runner = Runner(first)
     with console.status("loading models, building the KB if needed..."):
         runner.kb()
@@ -101,7 +107,7 @@ def main() -> None:
 
     rows = []
     for c in args.concurrency:
-        cfg = load_eval_config(bench_config(kb, tmp, args.n, args.pipelines, args.steps, c))
+        cfg = load_eval_config(bench_config(kb, tmp, args.n, args.pipelines, args.steps, c, args.config))
         # fresh pipelines per run: the agent caches enhanced descriptions per Linker, and a
         # second run on the same Linker would measure the cache, not the work
         with console.status(f"building and warming the pipelines (concurrency {c})..."):
@@ -113,7 +119,10 @@ def main() -> None:
         wall = time.perf_counter() - started
         rows.append((c, len(plan.samples), len(plan.jobs), wall, stage_seconds(cfg.run_dir() / RESULTS)))
 
-    table = Table(title=f"eval throughput: {args.n} demo samples x {args.pipelines} x (clean + PGD-8/{args.steps} steps)")
+    table = Table(
+        title=f"eval throughput: {args.n} demo samples x {args.pipelines} x (clean + PGD-8/{args.steps} steps), "
+        f"agent config {args.config or 'default'}"
+    )
     for col in ("concurrency", "wall s", "samples/s", "links/s", "vs concurrency 1"):
         table.add_column(col, justify="right")
     base = rows[0][3]
