@@ -90,7 +90,8 @@ def main() -> None:
         ("new prompt, prefix cache, int8 weights", "new", True, int8, args.tokens),
         ("new prompt, prefix cache, no chain of thought", "new", True, llm, 0),
     ]
-    cache_before = llm.prefix_cache
+    # both shared models are restored after timing: another user of the process keeps its setting
+    cache_before = {id(m): (m, m.prefix_cache) for m in (llm, int8)}
     try:
         for _, k, cache, model, _ in variants:  # untimed: the prefix cache's one prefill per text, and warm-up
             model.prefix_cache = cache
@@ -104,7 +105,8 @@ def main() -> None:
                     model.choose(messages, options, max_reasoning_tokens=tokens)
                     timed[label].append(time.perf_counter() - t)
     finally:
-        llm.prefix_cache = cache_before
+        for model, cache in cache_before.values():
+            model.prefix_cache = cache
     base = statistics.median(timed["old prompt"])
     table = Table("reasoner call", "median s", "ratio to the old prompt")
     for label, *_ in variants:
