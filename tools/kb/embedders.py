@@ -7,8 +7,10 @@ chromadb's cosine space agrees with brute force.
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -53,35 +55,84 @@ def minilm_path() -> str:
     return str(next(iter(spec.submodule_search_locations))) + "/model"
 
 
+def mean_pooling_max_length(path: str) -> int | None:
+    """The token limit of a local sentence-transformers folder whose pipeline is exactly a
+    transformer, mean pooling and (optionally) normalisation, like the embedded MiniLM; None for
+    any other pipeline, a hub id or an unreadable folder. Such a folder is run on `transformers`
+    alone (see `SentenceTransformerEmbedder`)."""
+    folder = Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or modules[0]["path"]:
+            return None
+        pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_")}
+        if modes.pop("pooling_mode_mean_tokens", False) is not True or any(modes.values()):
+            return None
+        st_config = json.loads((folder / "sentence_bert_config.json").read_text())
+        if st_config.get("do_lower_case"):
+            return None
+        return int(st_config["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 class SentenceTransformerEmbedder:
-    """Text embedder on sentence-transformers: the packaged MiniLM, a local path or a hub id."""
+    """Text embedder on a sentence-transformers model: the packaged MiniLM, a local path or a hub
+    id. A local folder with the plain mean-pooling pipeline (`mean_pooling_max_length`) is run
+    on `transformers` directly: the same vectors (tested against sentence-transformers) without
+    importing sentence-transformers, whose import (scikit-learn and more) was the largest part
+    of a cold start. Any other model goes through `SentenceTransformer`."""
 
     def __init__(self, model: str = EMBEDDED_MINILM, device: str = "cpu", batch_size: int = 32) -> None:
-        from sentence_transformers import SentenceTransformer
-
         path = minilm_path() if model == EMBEDDED_MINILM else model
         self.name = model
         self.batch_size = batch_size
-        self._model = SentenceTransformer(path, device=device)
-        self.dim = int(self._model.get_embedding_dimension())
+        self._device = device
+        self._max_length = mean_pooling_max_length(path)
+        if self._max_length is not None:
+            from transformers import AutoModel, AutoTokenizer
+
+            self._st = None
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.auto_model = AutoModel.from_pretrained(path).to(device).eval()
+            self.dim = int(self.auto_model.config.hidden_size)
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self._st = SentenceTransformer(path, device=device)
+            self.tokenizer = self._st.tokenizer
+            self.auto_model = self._st[0].auto_model
+            self.dim = int(self._st.get_embedding_dimension())
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            out = self._model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-            )
+            if self._st is not None:
+                out = self._st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
+            else:
+                out = np.concatenate([self._mean_pooled(list(texts[i : i + self.batch_size])) for i in range(0, len(texts), self.batch_size)])
         return _normalise(out)
+
+    @torch.inference_mode()
+    def _mean_pooled(self, texts: list[str]) -> np.ndarray:
+        """One batch: the transformer's token states averaged over the real (unpadded) tokens."""
+        texts = [str(t).strip() for t in texts]  # as sentence-transformers tokenizes
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt").to(self._device)
+        states = self.auto_model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
 
     def token_embeddings(self) -> tuple[list[str], torch.Tensor]:
         """(vocabulary tokens, their L2-normalised input embeddings) of the underlying
         transformer: the candidate space of the eval's one-token text attack."""
         if not hasattr(self, "_tokens"):
-            tokenizer = self._model.tokenizer
-            vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-            weights = self._model[0].auto_model.get_input_embeddings().weight.detach().float()
+            vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+            weights = self.auto_model.get_input_embeddings().weight.detach().float()
             self._tokens = [t for t, _ in vocab]
             self._token_matrix = torch.nn.functional.normalize(weights[: len(self._tokens)], dim=-1)
         return self._tokens, self._token_matrix

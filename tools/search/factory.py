@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from retlink.config import SearchBackendConfig, SearchConfig
+from retlink.config import SearchBackendConfig, SearchConfig, cache_dir
 from retlink.errors import ConfigError
 from retlink.tools.net_guard import Resolver, system_resolve
 from retlink.tools.search.api_client import JsonApi
@@ -61,7 +61,7 @@ def build_search_backend(
             raise ConfigError("search.backends: a 'local' backend needs a 'path' to a corpus JSONL")
         if embedder is None:
             raise ConfigError("search.backends: a 'local' backend needs a text embedder")
-        return LocalCorpusSearch(b.path, embedder, name=name)
+        return LocalCorpusSearch(b.path, embedder, name=name, vectors_dir=cache_dir() / "corpus-vectors")
     api = JsonApi(_base_url(b), cfg, b, resolver=resolver)
     if b.kind == "searxng":
         from retlink.tools.search.searxng import SearxngSearch

@@ -3,13 +3,19 @@
 The corpus is JSONL with `url`, `title` and `text` per line. Documents are ranked by cosine
 similarity of MiniLM embeddings, blended with a title keyword match so that an entity's own
 page ranks first for a query naming it. Hits carry the full text, so nothing is scraped.
+The corpus vectors are kept on disk by the texts and the embedder (`corpus_vectors`), so a new
+process reads them instead of embedding the whole corpus again at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,8 @@ from retlink.errors import BackendError, DatasetError
 from retlink.tools.kb.embedders import TextEmbedder
 from retlink.types import SearchHit
 
+log = logging.getLogger(__name__)
+
 _WORD = re.compile(r"\w+")
 
 
@@ -25,15 +33,49 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) > 2}
 
 
-class LocalCorpusSearch:
-    """Search backend over a JSONL corpus, embedded once at start-up."""
+def corpus_vectors(texts: list[str], embedder: TextEmbedder, vectors_dir: Path | None) -> np.ndarray:
+    """The embeddings of `texts`, read from `vectors_dir` when an earlier process stored them for
+    the same texts and embedder, else computed and stored there (atomically: a crash or a
+    parallel writer never leaves a torn file). An unreadable or mismatched file is recomputed."""
+    if vectors_dir is None or not texts:
+        return embedder.embed(texts)
+    digest = hashlib.sha256("\x00".join([embedder.name, str(embedder.dim), *texts]).encode()).hexdigest()[:24]
+    path = Path(vectors_dir) / f"{digest}.npy"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.dtype == np.float32 and vectors.shape == (len(texts), embedder.dim) and np.isfinite(vectors).all():
+            return vectors
+        log.warning("corpus vectors %s do not fit this corpus; embedding it again", path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        log.warning("corpus vectors %s unreadable (%s); embedding the corpus again", path, e)
+    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, vectors, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:  # a read-only cache costs start-up time, never a link
+        log.warning("could not store corpus vectors in %s: %s", path.parent, e)
+    return vectors
 
-    def __init__(self, path: Path, embedder: TextEmbedder, name: str = "local") -> None:
+
+class LocalCorpusSearch:
+    """Search backend over a JSONL corpus, embedded once (and kept in `vectors_dir`, when given,
+    for later processes)."""
+
+    def __init__(self, path: Path, embedder: TextEmbedder, name: str = "local", vectors_dir: Path | None = None) -> None:
         self.name = name
         self.path = Path(path)
         self.docs = self._load(self.path)
         self._embedder = embedder
-        self._vectors = embedder.embed([f"{d['title']}. {d['text']}" for d in self.docs])
+        self._vectors = corpus_vectors([f"{d['title']}. {d['text']}" for d in self.docs], embedder, vectors_dir)
         self._title_words = [_words(d["title"]) for d in self.docs]
 
     @staticmethod
