@@ -68,6 +68,23 @@ def test_a_row_in_a_padded_batch_computes_what_it_computes_alone(llm):
     assert len(together[4].new_ids) == 6
 
 
+def test_rows_with_nothing_to_decode_run_alone(llm, monkeypatch):
+    """No chain of thought in any row: no padded batch cache is built (it only cost time), and
+    each row's scores are exactly its own."""
+    scoring = [Row(llm._prompt_ids(CHOOSE), 0, (ANSWER_PREFIX,), ["Q1", "Q2", "NIL"]),
+               Row(llm._prompt_ids(CHOOSE_LONG), 0, (ANSWER_PREFIX,), ["java_coffee", "java_lang", "NIL"])]
+    alone = [llm._run_rows([r])[0] for r in scoring]
+    sizes = []
+    run_together = llm._run_together
+    monkeypatch.setattr(llm, "_run_together", lambda rs: sizes.append(len(rs)) or run_together(rs))
+    together = llm._run_rows(scoring)
+    assert sizes == [1, 1]
+    assert [r.scores for r in together] == [r.scores for r in alone] and all(r.new_ids == [] for r in together)
+    sizes.clear()
+    llm._run_rows([*scoring, rows(llm)[1]])  # one row decodes: the batch runs together
+    assert sizes == [3]
+
+
 def test_the_decode_loop_matches_transformers_generate(llm):
     """Anchor: alone, the hand-written greedy loop emits the tokens `generate` does (same
     repetition penalty, no stop strings)."""
