@@ -13,14 +13,13 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from retlink.errors import BackendError, DatasetError
+from retlink.tools.atomic import write_atomic
 from retlink.tools.kb.embedders import TextEmbedder
 from retlink.types import SearchHit
 
@@ -52,15 +51,7 @@ def corpus_vectors(texts: list[str], embedder: TextEmbedder, vectors_dir: Path |
         log.warning("corpus vectors %s unreadable (%s); embedding the corpus again", path, e)
     vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, vectors, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda fh: np.save(fh, vectors, allow_pickle=False))
     except OSError as e:  # a read-only cache costs start-up time, never a link
         log.warning("could not store corpus vectors in %s: %s", path.parent, e)
     return vectors
