@@ -125,7 +125,7 @@ class SentenceTransformerEmbedder:
         states = self.auto_model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        return pooled.float().cpu().numpy()  # normalised once, by `embed`
 
     def token_embeddings(self) -> tuple[list[str], torch.Tensor]:
         """(vocabulary tokens, their L2-normalised input embeddings) of the underlying
