@@ -68,6 +68,32 @@ def test_a_row_in_a_padded_batch_computes_what_it_computes_alone(llm):
     assert len(together[4].new_ids) == 6
 
 
+def reference_scores(llm, row, text: str) -> list[float]:
+    """Each option scored the plain way: one forward pass, no cache, over prompt + reasoning +
+    "Answer:" + the option, summing the option tokens' log-probabilities."""
+    _, suffix = llm._suffix(text)
+    scores = []
+    for option in row.options:
+        o = llm.tokenizer(" " + option, add_special_tokens=False).input_ids
+        ids = row.ids + suffix + o
+        with torch.inference_mode():
+            logp = torch.log_softmax(llm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        start = len(row.ids) + len(suffix) - 1
+        scores.append(sum(float(logp[start + k, t]) for k, t in enumerate(o)))
+    return scores
+
+
+def test_option_scores_equal_each_option_scored_alone_by_a_plain_forward_pass(llm):
+    """The options of a row share one tree-masked sequence over the row's KV cache; each must
+    score what it scores with nothing else in the sequence and no cache at all."""
+    batch = rows(llm)
+    for got in (llm._run_rows(batch), [llm._run_rows([r])[0] for r in batch]):
+        scored = [(r, g) for r, g in zip(batch, got, strict=True) if r.options]
+        assert len(scored) == 3
+        for r, g in scored:
+            assert g.scores == pytest.approx(reference_scores(llm, r, g.text), abs=LOGP_ATOL)
+
+
 def test_rows_with_nothing_to_decode_run_alone(llm, monkeypatch):
     """No chain of thought in any row: no padded batch cache is built (it only cost time), and
     each row's scores are exactly its own."""

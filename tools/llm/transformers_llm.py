@@ -89,6 +89,51 @@ class RowResult:
     usage: TokenUsage = field(default_factory=lambda: TokenUsage(prompt_tokens=0))
 
 
+@dataclass
+class OptionTree:
+    """A row's options as one token sequence: the suffix ("Answer:", after any reasoning not yet
+    in the cache), then every option, each option's tokens attending to the suffix and to their
+    own option's earlier tokens only (never another option's), each option's positions starting
+    where the suffix ends. Scored this way the suffix runs once and the row's KV cache is never
+    copied per option, yet every option scores what it scores alone."""
+
+    ids: list[int]
+    #: each token's position, counted from the tree's first token
+    positions: list[int]
+    #: the tree token each token follows (-1: the first; it follows what came before the tree)
+    parent: list[int]
+    #: per option: (the tree token whose logits predict this option token, the option token)
+    reads: list[list[tuple[int, int]]]
+
+    @classmethod
+    def build(cls, suffix: list[int], options: list[list[int]]) -> OptionTree:
+        if not suffix:
+            raise ValueError("an option tree needs at least one suffix token: its logits score the options")
+        ids, positions, parent, reads = list(suffix), list(range(len(suffix))), list(range(-1, len(suffix) - 1)), []
+        for o in options:
+            first = len(ids)
+            ids += o
+            positions += range(len(suffix), len(suffix) + len(o))
+            parent += [len(suffix) - 1, *range(first, first + len(o) - 1)]
+            reads.append([(first + k - 1 if k else len(suffix) - 1, tok) for k, tok in enumerate(o)])
+        return cls(ids, positions, parent, reads)
+
+    def mask(self, width: int) -> torch.Tensor:
+        """(width, width) booleans: query token q sees key token k. A token sees itself and its
+        ancestors; a padding query (q >= len(ids)) sees only itself, so no row is all masked."""
+        seen = torch.eye(width, dtype=torch.bool)
+        for q in range(len(self.ids)):
+            a = self.parent[q]
+            while a >= 0:
+                seen[q, a] = True
+                a = self.parent[a]
+        return seen
+
+    def scores(self, logp: torch.Tensor) -> list[float]:
+        """Each option's summed log-probability, from (tree length, vocabulary) log-probabilities."""
+        return [float(sum(logp[at, tok] for at, tok in read)) for read in self.reads]
+
+
 class TransformersLLM:
     """A chat model run in this process. One worker thread owns the model; concurrent calls are
     batched (see the module docstring), not queued behind a lock."""
@@ -343,11 +388,11 @@ class TransformersLLM:
 
     def _score(self, rows, results, scoring, new, fed, mask, width, cache) -> None:
         """Sum of log-probabilities of each option's tokens as the continuation of prompt +
-        reasoning + "Answer:", for the rows in `scoring`, in one forward pass over (row, option)
-        pairs that continues from the decode's KV state."""
+        reasoning + "Answer:", for the rows in `scoring`: one forward pass that continues from
+        the decode's KV state, a row's options as one `OptionTree` sequence."""
         pad = self.tokenizer.pad_token_id
-        pairs, tails, starts, conts = [], [], [], []
         keep = mask.clone()
+        trees, starts = [], []
         for i in scoring:
             r = rows[i]
             reasoning, suffix = self._suffix(results[i].text)
@@ -357,29 +402,28 @@ class TransformersLLM:
             while common < limit and new[i][common] == suffix[common]:
                 common += 1
             keep[i, width + common :] = 0
-            cont = suffix[common:]
-            option_ids = [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in r.options]
-            for j, o in enumerate(option_ids):
-                pairs.append((i, j, len(cont), o))
-                tails.append(cont + o)
-                starts.append(len(r.ids) + common)
-            conts.append(len(cont))
-            results[i].usage.scored_tokens = len(cont) * len(option_ids) + sum(len(o) for o in option_ids)
-            results[i].scores = [0.0] * len(option_ids)
-        longest = max(len(t) for t in tails)
-        tail = torch.full((len(tails), longest), pad, dtype=torch.long)
-        tail_mask = torch.zeros((len(tails), longest), dtype=torch.long)
-        for k, t in enumerate(tails):
-            tail[k, : len(t)] = torch.tensor(t)
-            tail_mask[k, : len(t)] = 1
-        index = torch.tensor([i for i, *_ in pairs], device=keep.device)
-        cache.batch_select_indices(index)
-        full_mask = torch.cat([keep[index], tail_mask.to(keep.device)], 1)
-        positions = torch.tensor(starts)[:, None] + torch.arange(longest)[None, :]
+            trees.append(OptionTree.build(suffix[common:], self._option_ids(r.options)))
+            starts.append(len(r.ids) + common)
+            results[i].usage.scored_tokens = len(trees[-1].ids)
+        if len(scoring) < len(rows):  # rows that only generate take no part in scoring
+            cache.batch_select_indices(torch.tensor(scoring, device=keep.device))
+        keep = keep[scoring].bool()
+        past = keep.shape[1]
+        longest = max(len(t.ids) for t in trees)
+        ids = torch.full((len(trees), longest), pad, dtype=torch.long)
+        positions = torch.zeros((len(trees), longest), dtype=torch.long)
+        seen = torch.zeros((len(trees), 1, longest, past + longest), dtype=torch.bool)
+        for k, tree in enumerate(trees):
+            ids[k, : len(tree.ids)] = torch.tensor(tree.ids)
+            positions[k, : len(tree.ids)] = torch.tensor(tree.positions) + starts[k]
+            seen[k, 0, : len(tree.ids), :past] = keep[k]
+            seen[k, 0, :, past:] = tree.mask(longest)
         logits = self.model(
-            input_ids=tail.to(self.device), attention_mask=full_mask, position_ids=positions.to(self.device), cache=cache
+            input_ids=ids.to(self.device), attention_mask=seen.to(self.device), position_ids=positions.to(self.device), cache=cache
         ).logits
         logp = torch.log_softmax(logits.float(), -1)
-        for k, (i, j, c, o) in enumerate(pairs):
-            at = torch.arange(c - 1, c - 1 + len(o))
-            results[i].scores[j] = float(logp[k, at, torch.tensor(o)].sum())
+        for k, i in enumerate(scoring):
+            results[i].scores = trees[k].scores(logp[k])
+
+    def _option_ids(self, options: list[str]) -> list[list[int]]:
+        return [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in options]
