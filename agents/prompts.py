@@ -8,7 +8,7 @@ the candidate ids, so text inside a page cannot change the answer format.
 from __future__ import annotations
 
 from retlink.config import PromptConfig
-from retlink.tools.scrape.untrusted import render_untrusted
+from retlink.tools.scrape.untrusted import PREAMBLE, render_untrusted
 from retlink.types import Candidate, Caption, Evidence
 
 REASONER_SYSTEM = (
@@ -66,6 +66,9 @@ def reasoner_parts(
     "sentence", "mention", "caption", "candidates" (one part per candidate, then "nil"),
     "evidence" and "instructions" (those that apply). What `bench/prompt_tokens.py` counts."""
     system = REASONER_SYSTEM_WITH_INSTRUCTIONS if prompt.instructions == "system" else REASONER_SYSTEM
+    compact = prompt.evidence_fence == "compact"
+    if compact:  # the untrusted-data notice is the same in every call: state it once, up front
+        system += " " + PREAMBLE
     text = [("sentence", f"Sentence: {context}"), ("mention", f"Mention: {mention}")]
     image = [("caption", f"Image shows (from a vision model, may be wrong): {describe_caption(caption)}")]
     parts = [("system", system), *(image + text if image_first else text + image), ("candidates", "Candidates:")]
@@ -73,7 +76,11 @@ def reasoner_parts(
         desc = clip_text(c.enhanced_description or c.entity.description, prompt.description_chars)
         parts.append(("candidate", f"- {c.entity.id}: {c.entity.name}. {desc}"))
     parts.append(("nil", "- NIL: none of the candidates"))
-    fenced = render_untrusted(evidence, max_chars=prompt.evidence_chars) if prompt.evidence_chars else ""
+    fenced = (
+        render_untrusted(evidence, max_chars=prompt.evidence_chars, preamble=not compact, source=not compact)
+        if prompt.evidence_chars
+        else ""
+    )
     if fenced and not repair:
         parts.append(("evidence", "\n" + fenced))
     if repair:

@@ -361,6 +361,11 @@ class PromptConfig(StrictModel):
     description_chars: int | None = Field(None, ge=16, le=20000)
     #: characters of fenced search evidence in the prompt, over all passages (0: none)
     evidence_chars: int = Field(1200, ge=0, le=100000)
+    #: how the untrusted evidence is fenced: "full" (the notice that the blocks are untrusted data
+    #: right before them, each block headed by its source URL and title) or "compact" (the notice
+    #: in the system message, where the prefix cache prefills it once; a block headed by its title
+    #: only). Both fence and defuse the text the same way (`tools/scrape/untrusted.py`).
+    evidence_fence: Literal["full", "compact"] = "full"
 
 
 #: the prompt diet: 30% fewer prompt tokens on logos DEV links with no measured loss (README)

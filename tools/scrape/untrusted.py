@@ -49,7 +49,7 @@ def _attr(value: str, limit: int = 300) -> str:
 
 
 def render_untrusted(
-    evidence: Evidence | Iterable[Evidence], max_chars: int | None = None, *, preamble: bool = True
+    evidence: Evidence | Iterable[Evidence], max_chars: int | None = None, *, preamble: bool = True, source: bool = True
 ) -> str:
     """Evidence as numbered untrusted blocks, each with its source URL, for a prompt.
 
@@ -58,6 +58,9 @@ def render_untrusted(
         <<<BEGIN UNTRUSTED EVIDENCE 1 source="https://..." title="...">>>
         text
         <<<END UNTRUSTED EVIDENCE 1>>>
+    `preamble=False` leaves out the notice (`PREAMBLE`) for a prompt that states it elsewhere;
+    `source=False` leaves the URL out of the headers (the reasoner's compact fence: a small model
+    does not use provenance, and a URL costs a dozen tokens a block).
     """
     items = [evidence] if isinstance(evidence, Evidence) else list(evidence)
     if not items:
@@ -70,7 +73,7 @@ def render_untrusted(
             if left <= 0:
                 break
             text, left = text[:left], left - len(text)
-        head = f'{BEGIN} {i} source="{_attr(ev.url)}"'
+        head = f'{BEGIN} {i} source="{_attr(ev.url)}"' if source else f"{BEGIN} {i}"
         if ev.title:
             head += f' title="{_attr(ev.title)}"'
         if ev.date:
