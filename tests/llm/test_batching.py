@@ -94,6 +94,21 @@ def test_option_scores_equal_each_option_scored_alone_by_a_plain_forward_pass(ll
             assert g.scores == pytest.approx(reference_scores(llm, r, g.text), abs=LOGP_ATOL)
 
 
+def test_option_scores_hold_under_eager_attention_too(llm):
+    """The tree mask is additive, so a model without SDPA (eager attention adds the mask to its
+    scores) scores the options as the plain forward pass does."""
+    batch = rows(llm)
+    llm.model.set_attn_implementation("eager")
+    try:
+        got = llm._run_rows(batch)
+        for r, g in zip(batch, got, strict=True):
+            if r.options:
+                assert g.scores == pytest.approx(reference_scores(llm, r, g.text), abs=LOGP_ATOL)
+    finally:
+        llm.model.set_attn_implementation("sdpa")
+    assert llm.model.config._attn_implementation == "sdpa"
+
+
 def test_rows_with_nothing_to_decode_run_alone(llm, monkeypatch):
     """No chain of thought in any row: no padded batch cache is built (it only cost time), and
     each row's scores are exactly its own."""

@@ -418,8 +418,10 @@ class TransformersLLM:
             positions[k, : len(tree.ids)] = torch.tensor(tree.positions) + starts[k]
             seen[k, 0, : len(tree.ids), :past] = keep[k]
             seen[k, 0, :, past:] = tree.mask(longest)
+        # additive, not boolean: eager attention (a model without SDPA) adds the mask to the scores
+        bias = torch.zeros(seen.shape, dtype=self.model.dtype).masked_fill(~seen, torch.finfo(self.model.dtype).min)
         logits = self.model(
-            input_ids=ids.to(self.device), attention_mask=seen.to(self.device), position_ids=positions.to(self.device), cache=cache
+            input_ids=ids.to(self.device), attention_mask=bias.to(self.device), position_ids=positions.to(self.device), cache=cache
         ).logits
         logp = torch.log_softmax(logits.float(), -1)
         for k, i in enumerate(scoring):
