@@ -152,19 +152,8 @@ def enhance(
     except BackendError as e:
         log.warning("enhancer failed: %s", e)
         return {"_skipped": f"enhancer failed: {e}"}
-    if not texts:
-        return {"_skipped": "no evidence matched the candidates", **({"_detail": {"llm_calls": calls}} if calls else {})}
-    updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
-    return {
-        "candidates": updated,
-        "_detail": {
-            "enhanced": sorted(texts),
-            "kb_only": sorted(set(kb_only) & set(texts)),
-            "generated": len(todo),
-            "cached": len(texts) - len(todo),
-            "llm_calls": calls,
-        },
-    }
+    detail = {"kb_only": sorted(set(kb_only) & set(texts)), "generated": len(todo), "cached": len(texts) - len(todo)}
+    return _described(candidates, texts, detail, calls)
 
 
 def _extracted(
@@ -191,16 +180,13 @@ def _extracted(
                 cache.put(key, sentence)
         if sentence:
             texts[c.entity.id] = sentence
+    return _described(candidates, texts, {"condensed_by": "extract", "extracted": extracted, "cached": len(texts) - extracted}, [])
+
+
+def _described(candidates: list[Candidate], texts: dict[str, str], detail: dict[str, Any], calls: list) -> dict[str, Any]:
+    """The node's update: the candidates with their new descriptions and what was done (`detail`,
+    the LLM calls), or why nothing changed when no candidate got one (the calls still reported)."""
     if not texts:
-        return {"_skipped": "no evidence matched the candidates"}
+        return {"_skipped": "no evidence matched the candidates", **({"_detail": {"llm_calls": calls}} if calls else {})}
     updated = [c.model_copy(update={"enhanced_description": texts.get(c.entity.id)}) for c in candidates]
-    return {
-        "candidates": updated,
-        "_detail": {
-            "enhanced": sorted(texts),
-            "condensed_by": "extract",
-            "extracted": extracted,
-            "cached": len(texts) - extracted,
-            "llm_calls": [],
-        },
-    }
+    return {"candidates": updated, "_detail": {"enhanced": sorted(texts), **detail, "llm_calls": calls}}
