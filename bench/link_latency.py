@@ -10,16 +10,27 @@ same concurrent links with batching off (one prompt per batch, as behind the old
 `fast`), interleaved link by link with --config's warm links so the load hits both alike,
 and prints its warm median as a ratio to --config's.
 
+`--cold-ab REF` measures only the cold start, of this checkout against the code of git REF (e.g.
+`main`), each in fresh processes taken in turn (REF, this, REF, this, ...; `--pairs` of them), and
+prints the parts of each start (imports, `Linker.from_config`, first link) and the ratio of the
+medians. REF's code is unpacked (`git archive`) into a temporary folder laid out as the installed
+package, with this checkout's `data/`; both run with `python -P`, so neither sees the other's code.
+
     .venv/bin/python bench/link_latency.py [--n 6] [--config CFG] [--compare CFG]
+    .venv/bin/python bench/link_latency.py --cold-ab main [--pairs 5] [--config fast]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,17 +44,82 @@ console = Console()
 COLD = """
 import time, sys
 t0 = float(sys.argv[1])
+t = time.time()
 from retlink import Linker
+t_import = time.time()
 linker = Linker.from_config(sys.argv[2])
+t_build = time.time()
 r = linker.link("data/demo/images/coffee.jpg", "Java", "A fresh cup of [Java] on the saucer.")
-print(time.time() - t0, r.entity_id)
+t_link = time.time()
+import retlink.agents
+print(t_link - t0, r.entity_id, t - t0, t_import - t, t_build - t_import, t_link - t_build, retlink.agents.__file__)
 """
+#: the parts of a cold start COLD prints after the total and the answer
+COLD_PARTS = ("interpreter", "import retlink.Linker", "Linker.from_config", "first link")
+#: what cold_parts adds after them
+CPU = "CPU seconds (user + system, whole process)"
 
 
 def cold_start(config: str) -> float:
+    return cold_parts(config)[0]
+
+
+def cold_parts(config: str, root: Path | None = None) -> tuple[float, str, list[float]]:
+    """(seconds from process start to the first answer, the answer, COLD_PARTS' seconds and last
+    the process's CPU seconds, user + system, to its exit) of a fresh process; with `root`, the
+    retlink package there instead of this checkout's. CPU seconds are less noisy than wall
+    seconds on a shared machine when work is removed (not when work is moved to idle cores)."""
+    env = dict(os.environ)
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", COLD, str(t0), config], cwd=REPO, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1].split()[0])
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", COLD, str(t0), config], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    fields = out.stdout.strip().splitlines()[-1].split()
+    expected = (root or REPO).resolve()
+    if not Path(fields[-1]).resolve().is_relative_to(expected):
+        raise RuntimeError(f"the cold start ran {fields[-1]}, not the code under {expected}")
+    return float(fields[0]), fields[1], [float(x) for x in fields[2:-1]] + [cpu]
+
+
+def unpack_ref(ref: str, into: Path) -> Path:
+    """REF's code laid out as the installed package (setup.py maps agents/, graphs/, tools/ and
+    eval/ to retlink.*), with this checkout's data/ (the presets name it relative to the package)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "retlink", "agents", "graphs", "tools", "eval"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for sub in ("agents", "graphs", "tools", "eval"):
+        shutil.move(str(into / sub), str(into / "retlink" / sub))
+    (into / "data").symlink_to(REPO / "data")
+    return into
+
+
+def cold_ab(ref: str, config: str, pairs: int) -> None:
+    """Cold starts of REF and of this checkout, alternated, with the ratio of their medians."""
+    with tempfile.TemporaryDirectory(prefix="retlink-cold-") as tmp:
+        base = unpack_ref(ref, Path(tmp))
+        cold_parts(config, base), cold_parts(config)  # once each, untimed: page cache, KB check
+        runs: dict[str, list[tuple[float, str, list[float]]]] = {ref: [], "this": []}
+        for i in range(pairs):
+            for name, root in ((ref, base), ("this", None)) if i % 2 == 0 else (("this", None), (ref, base)):
+                runs[name].append(cold_parts(config, root))
+                total, answer, parts = runs[name][-1]
+                console.print(f"pair {i + 1}: {name:>8} {total:6.2f} s  {answer}  " + "  ".join(f"{p:.2f}" for p in parts))
+    table = Table("cold start", *(f"{ref} median", "this median"), title=f"config {config}: {pairs} pairs, alternated")
+    table.add_row("total (process start -> first answer)", *(f"{statistics.median(r[0] for r in runs[k]):.2f} s" for k in runs))
+    for j, part in enumerate((*COLD_PARTS, CPU)):
+        table.add_row(f"  {part}" if j < len(COLD_PARTS) else part, *(f"{statistics.median(r[2][j] for r in runs[k]):.2f} s" for k in runs))
+    table.add_row("answers", *(", ".join(sorted({r[1] for r in runs[k]})) for k in runs))
+    console.print(table)
+    for label, value in (("wall", lambda r: r[0]), ("CPU", lambda r: r[2][-1])):
+        medians = [statistics.median(value(r) for r in runs[k]) for k in runs]
+        per_pair = statistics.median(value(b) / value(a) for a, b in zip(runs[ref], runs["this"], strict=True))
+        console.print(f"{label} this / {ref}: {medians[1] / medians[0]:.3f} (ratio of medians), {per_pair:.3f} (median of per-pair ratios)")
 
 
 def main() -> None:
@@ -51,7 +127,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6, help="demo examples to link")
     ap.add_argument("--config", default="default", help="the config timed (path or preset)")
     ap.add_argument("--compare", default=None, help="a second config (path or preset) timed against --config")
+    ap.add_argument("--cold-ab", default=None, metavar="REF", help="only the cold start, against git REF's code (alternated)")
+    ap.add_argument("--pairs", type=int, default=5, help="cold starts of each side with --cold-ab")
     args = ap.parse_args()
+    if args.cold_ab:
+        cold_ab(args.cold_ab, args.config, args.pairs)
+        return
 
     from retlink import Linker, Sample
 

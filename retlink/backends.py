@@ -116,7 +116,18 @@ def open_kb(source: Any = None) -> KBStore:
 
 
 def build_components(source: Any = None) -> Components:
-    """Build (or reuse) every backend the config names."""
+    """Build (or reuse) every backend the config names.
+
+    One after another, on purpose (issue 20 tried threads): transformers' `from_pretrained`
+    swaps process-wide state while it loads (it replaces `torch.nn.init`'s functions and
+    `PreTrainedModel.init_weights` with no-ops, restoring what it saved when it ends, and builds
+    the model under a meta-device context), so two loads at once may restore each other's
+    no-ops and a network built beside a load may skip its init. Loading the LLM, the text
+    embedder and the EfficientNet in three threads failed in two of three tries ("Cannot copy
+    out of meta tensor"), and importing transformers from two threads at once failed too
+    ("cannot import name 'AutoModelForCausalLM'"). Nor is there much to win on two cores: most
+    of a cold start is imports, which hold the GIL, and building the models once their modules
+    were imported took about 1.5 s of the ~18 (and no less in threads, one-off)."""
     cfg = load_config(source)
     emb = cfg.embedder
     text_embedder = shared_text_embedder(emb.text_model, cfg.device)

@@ -3,14 +3,17 @@
 trafilatura drops navigation, footers, cookie banners and scripts, which is most of a modern
 page; what is left is still untrusted text (see untrusted.py). It is CPU-bound (lxml), so the
 scraper calls `extract_page` in a worker thread.
+
+trafilatura is imported by the first extraction, not with this module: every link imports the
+scrape package (the prompts render evidence with `untrusted.py`, the graph takes the budget
+spec from it), while only a link that fetches a page extracts one, and importing trafilatura
+(with htmldate and its date parsers) was a third of a second of every cold start.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-
-import trafilatura
 
 from retlink.tools.scrape.fetch import RawPage
 
@@ -50,6 +53,9 @@ def extract_page(raw: RawPage) -> Page | None:
     # trafilatura detects the encoding of bytes itself (meta charset, then guessing); a declared
     # HTTP charset wins, so decode first when the server named one.
     html: str | bytes = _decode(raw) if raw.charset else raw.body
+    import trafilatura  # here, not at the top: see the module docstring (outside the try: a
+    # missing package is an error, not a page that failed to extract)
+
     try:
         doc = trafilatura.bare_extraction(
             html,
