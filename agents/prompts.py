@@ -67,7 +67,7 @@ def reasoner_parts(
     "evidence" and "instructions" (those that apply). What `bench/prompt_tokens.py` counts."""
     system = REASONER_SYSTEM_WITH_INSTRUCTIONS if prompt.instructions == "system" else REASONER_SYSTEM
     compact = prompt.evidence_fence == "compact"
-    if compact:  # the untrusted-data notice is the same in every call: state it once, up front
+    if compact and prompt.evidence_chars:  # the notice is the same in every call: state it once, up front
         system += " " + PREAMBLE
     text = [("sentence", f"Sentence: {context}"), ("mention", f"Mention: {mention}")]
     image = [("caption", f"Image shows (from a vision model, may be wrong): {describe_caption(caption)}")]

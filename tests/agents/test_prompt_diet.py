@@ -111,5 +111,7 @@ def test_the_compact_fence_states_the_notice_once_in_the_system_message_and_drop
     no_evidence = reasoner_messages(mention, context, caption, cands, [], prompt=compact)
     assert no_evidence[0] == system and BEGIN not in no_evidence[1]["content"]
     assert len(user["content"]) < len(full_user["content"]) - len(PREAMBLE)
+    no_fence = PromptConfig(**{**DIET, "evidence_fence": "compact", "evidence_chars": 0})
+    assert reasoner_messages(mention, context, caption, cands, ev, prompt=no_fence)[0] == full_system  # no blocks, no notice
     with pytest.raises(ValueError):
         PromptConfig(evidence_fence="none")

@@ -26,16 +26,13 @@ def _imported_after(code: str) -> set[str]:
 
 
 def test_the_link_path_leaves_page_extraction_unimported():
-    """The Linker and its graph, the scraper every config with search builds, and the KB check a
-    Linker runs on a built KB do not import trafilatura."""
+    """A whole `fast` link on the demo (its search reads the local corpus, so no page is fetched
+    or extracted): every component built, the graph run, and trafilatura never imported."""
     assert _imported_after(
         "from retlink import Linker\n"
-        "from retlink.config import load_config\n"
-        "from retlink.tools.kb.build import is_current\n"
-        "from retlink.tools.scrape import build_scraper\n"
-        "cfg = load_config('fast')\n"
-        "build_scraper(cfg.search)\n"
-        "is_current(cfg.kb.path, cfg.kb.entities)\n"
+        "linker = Linker.from_config('fast')\n"
+        "r = linker.link('data/demo/images/coffee.jpg', 'Java', 'A fresh cup of [Java] on the saucer.')\n"
+        "assert any(t.node == 'search' and not t.skipped for t in r.trace), r.trace\n"
     ) == set()
 
 

@@ -12,7 +12,7 @@ import torch
 
 from retlink.config import LLMConfig
 from retlink.tools.llm.batcher import MicroBatcher
-from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END, Row
+from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END, OptionTree, Row
 
 #: option log-likelihoods of a row in a padded batch vs alone (float32 on CPU: ~1e-5 seen)
 LOGP_ATOL = 1e-3
@@ -98,15 +98,36 @@ def test_option_scores_hold_under_eager_attention_too(llm):
     """The tree mask is additive, so a model without SDPA (eager attention adds the mask to its
     scores) scores the options as the plain forward pass does."""
     batch = rows(llm)
+    before = llm.model.config._attn_implementation
     llm.model.set_attn_implementation("eager")
     try:
+        assert llm.model.config._attn_implementation == "eager"
         got = llm._run_rows(batch)
         for r, g in zip(batch, got, strict=True):
             if r.options:
                 assert g.scores == pytest.approx(reference_scores(llm, r, g.text), abs=LOGP_ATOL)
     finally:
-        llm.model.set_attn_implementation("sdpa")
-    assert llm.model.config._attn_implementation == "sdpa"
+        llm.model.set_attn_implementation(before)
+
+
+def test_the_option_tree_masks_positions_and_reads():
+    """Model-free: suffix [10, 11], options [1, 2] and [3]: each option sees the suffix and its own
+    earlier tokens, never the other option; positions restart after the suffix; each option token
+    is read from the logits of the token before it."""
+    tree = OptionTree.build([10, 11], [[1, 2], [3]])
+    assert tree.ids == [10, 11, 1, 2, 3]
+    assert tree.positions == [0, 1, 2, 3, 2]
+    assert tree.reads == [[(1, 1), (2, 2)], [(1, 3)]]
+    seen = tree.mask(6)
+    sees = {q: [k for k in range(6) if seen[q, k]] for q in range(6)}
+    assert sees == {0: [0], 1: [0, 1], 2: [0, 1, 2], 3: [0, 1, 2, 3], 4: [0, 1, 4], 5: [5]}  # 5: padding
+    logp = torch.zeros((5, 20))
+    logp[1, 1], logp[2, 2], logp[1, 3] = -1.0, -2.0, -4.0
+    assert tree.scores(logp) == [-3.0, -4.0]
+    with pytest.raises(ValueError, match="at least one token"):
+        OptionTree.build([10], [[1], []])
+    with pytest.raises(ValueError, match="suffix"):
+        OptionTree.build([], [[1]])
 
 
 def test_rows_with_nothing_to_decode_run_alone(llm, monkeypatch):

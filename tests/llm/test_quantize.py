@@ -41,6 +41,20 @@ def test_a_row_arriving_with_others_computes_exactly_what_it_computes_alone(llm)
     assert len(together[4].new_ids) == 6
 
 
+def test_an_option_scores_exactly_what_it_scores_as_the_only_option(llm):
+    """One quantization scale over a sequence would couple options scored in one sequence (it
+    flipped a choice in review): a quantized model scores each option in its own pass."""
+    from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, Row
+    from tests.llm.test_batching import CHOOSE
+
+    ids = llm._prompt_ids(CHOOSE)
+    options = ["Q1", "Q2", "NIL", "java_coffee"]
+    for max_new in (0, 6):
+        [together] = llm._run_rows([Row(ids, max_new, (ANSWER_PREFIX,), options)])
+        alone = [llm._run_rows([Row(ids, max_new, (ANSWER_PREFIX,), [o])])[0].scores[0] for o in options]
+        assert together.scores == alone
+
+
 def test_the_choice_is_one_of_the_options_with_probabilities_that_sum_to_one(llm):
     from tests.llm.test_batching import CHOOSE_LONG
 

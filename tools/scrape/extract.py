@@ -53,8 +53,9 @@ def extract_page(raw: RawPage) -> Page | None:
     # trafilatura detects the encoding of bytes itself (meta charset, then guessing); a declared
     # HTTP charset wins, so decode first when the server named one.
     html: str | bytes = _decode(raw) if raw.charset else raw.body
-    import trafilatura  # here, not at the top: see the module docstring (outside the try: a
-    # missing package is an error, not a page that failed to extract)
+    # imported here, not at the top (see the module docstring), and outside the try: a missing
+    # package is an error, not a page that failed to extract
+    import trafilatura
 
     try:
         doc = trafilatura.bare_extraction(

@@ -51,7 +51,7 @@ def _attr(value: str, limit: int = 300) -> str:
 def render_untrusted(
     evidence: Evidence | Iterable[Evidence], max_chars: int | None = None, *, preamble: bool = True, source: bool = True
 ) -> str:
-    """Evidence as numbered untrusted blocks, each with its source URL, for a prompt.
+    """Evidence as numbered untrusted blocks, each with its source URL (unless `source=False`).
 
     Pass one Evidence or several; returns "" for none. `max_chars` caps the evidence text of all
     blocks together (later blocks are cut, then left out); markers are never cut. Block i:
