@@ -7,7 +7,7 @@ folders, so each makes its attacked images again. The machine is shared and nois
 concurrency result as the ratio printed beside the baseline (concurrency 1) measured in the same
 process, and the stage shares as the answer to "what is slowest".
 
-    .venv/bin/python bench/eval_throughput.py [--n 4] [--pipelines agent] [--steps 10] [--config fast]
+    .venv/bin/python bench/eval_throughput.py [--n 4] [--pipelines agent] [--steps 10] [--config deep]
 """
 
 from __future__ import annotations
@@ -43,13 +43,9 @@ def bench_config(
         "agent-nosearch": {
             "name": "agent-nosearch",
             "kind": "agent",
-            "overrides": {"search": {"enabled": False}, "reasoner": {"max_reasoning_tokens": 16}},
+            "overrides": {"search": {"enabled": False}},
         },
-        "agent": {
-            "name": "agent",
-            "kind": "agent",
-            "overrides": {"reasoner": {"max_reasoning_tokens": 16}, "enhancer": {"max_new_tokens": 16}},
-        },
+        "agent": {"name": "agent", "kind": "agent"},
     }
     for spec in specs.values():
         if spec["kind"] == "agent" and agent_config is not None:

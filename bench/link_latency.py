@@ -7,7 +7,7 @@ examples. This machine is shared and noisy, so the concurrency result is printed
 sequential linking measured in the same run, and the LLM micro-batcher's gain as a ratio to the
 same concurrent links with batching off (one prompt per batch, as behind the old lock).
 `--compare CFG` links the same examples with a second config (a path or a preset name, e.g.
-`fast`), interleaved link by link with --config's warm links so the load hits both alike,
+`deep`), interleaved link by link with --config's warm links so the load hits both alike,
 and prints its warm median as a ratio to --config's.
 
 `--cold-ab REF` measures only the cold start, of this checkout against the code of git REF (e.g.
@@ -17,7 +17,7 @@ medians. REF's code is unpacked (`git archive`) into a temporary folder laid out
 package, with this checkout's `data/`; both run with `python -P`, so neither sees the other's code.
 
     .venv/bin/python bench/link_latency.py [--n 6] [--config CFG] [--compare CFG]
-    .venv/bin/python bench/link_latency.py --cold-ab main [--pairs 5] [--config fast]
+    .venv/bin/python bench/link_latency.py --cold-ab main [--pairs 5] [--config CFG]
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The reasoner's prompt, part by part, and what the prompt diet and the prefix cache save.
 
-Links the demo examples once on the embedded default, then renders each link's reasoner prompt
+Links the demo examples once on the `deep` preset (the embedded default before issue 20's cuts:
+the LLM enhancer writes the candidates' descriptions), then renders each link's reasoner prompt
 (from its result: caption, candidates with their enhanced descriptions, evidence) under the old
-prompt (`{instructions: last, description_chars: null, evidence_chars: 1200}`) and the diet
-(`retlink.config.DIET`), and prints the mean tokens of each part. Then it times the reasoner's
+prompt (`deep`'s: `{instructions: last, description_chars: null, evidence_chars: 1200}`) and the
+diet (the default `PromptConfig()`), and prints the mean tokens of each part. Then it times the reasoner's
 call on those prompts five ways, interleaved in the same run (this machine is shared and noisy,
 so only ratios mean something): the old prompt, the new prompt without the prefix cache, the new
 prompt with it (`llm.prefix_cache`: the system message prefilled once, then reused), and two
@@ -27,7 +28,6 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
-OLD = {"instructions": "last", "description_chars": None, "evidence_chars": 1200}
 console = Console()
 
 
@@ -50,17 +50,17 @@ def main() -> None:
     from retlink import Linker, Sample
     from retlink.agents.prompts import reasoner_messages, reasoner_parts
     from retlink.backends import shared_llm
-    from retlink.config import DIET, PromptConfig, deep_merge, load_config
+    from retlink.config import PromptConfig, deep_merge, load_config
     from retlink.types import NIL
 
-    cfg = load_config(deep_merge(load_config(None).model_dump(mode="json"), {"reasoner": {"llm": {"threads": args.threads}}}))
+    cfg = load_config(deep_merge(load_config("deep").model_dump(mode="json"), {"reasoner": {"llm": {"threads": args.threads}}}))
     rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]
     linker = Linker.from_config(cfg)
     results = linker.link_many([Sample(DEMO / r["image"], r["mention"], r["context"]) for r in rows], concurrency=2)
     llm = linker.components.reasoner_llm
     if not hasattr(llm, "tokenizer"):
         raise SystemExit("the bench counts tokens with the in-process model: reasoner.llm.backend must be transformers")
-    prompts = {"old": PromptConfig(**OLD), "new": PromptConfig(**DIET)}
+    prompts = {"old": load_config("deep").reasoner.prompt, "new": PromptConfig()}
 
     inputs = []
     for r, res in zip(rows, results, strict=True):
@@ -74,7 +74,7 @@ def main() -> None:
             counts[k]["prompt (chat template)"].append(len(llm._prompt_ids(reasoner_messages(*args_, prompt=p))))
             counts[k]["cached prefix"].append(llm._row(reasoner_messages(*args_, prompt=p), 0).prefix)
 
-    table = Table("part (mean tokens)", "old prompt", f"new prompt {DIET}")
+    table = Table("part (mean tokens)", "old prompt", "new prompt (the default)")
     names = list(dict.fromkeys([*counts["old"], *counts["new"]]))
     for name in names:
         table.add_row(name, *(f"{statistics.mean(counts[k][name]) if counts[k][name] else 0:.1f}" for k in prompts))

@@ -334,33 +334,34 @@ class EnhancerConfig(StrictModel):
     #: sentence from it: prefill and up to `max_new_tokens` of decoding per candidate, most of a
     #: link's time on a CPU) or "extract" (the evidence sentence most similar to the candidate's
     #: KB text, by the text embedder; no LLM call). README, "Fewer LLM seconds".
-    condense: Literal["llm", "extract"] = "llm"
+    condense: Literal["llm", "extract"] = "extract"
 
     @model_validator(mode="after")
     def _kb_only_needs_the_llm(self) -> EnhancerConfig:
         if self.kb_only and self.condense == "extract":
             raise ValueError(
                 "enhancer.kb_only writes a description from the KB entry with the LLM; with "
-                "condense: extract there is no evidence to extract from (use condense: llm, or kb_only: false)"
+                "condense: extract (the default) there is no evidence to extract from "
+                "(set condense: llm, or kb_only: false)"
             )
         return self
 
 
 class PromptConfig(StrictModel):
     """What the reasoner's prompt holds (issue 20's prompt diet: prefill is most of a link's time
-    on a CPU, so every part must buy accuracy). The defaults are the prompt every agent number in
-    README was measured with; the diet is `DIET` (README, "The prompt diet"), opt-in until those
-    numbers are measured again with it; the `fast` preset uses it."""
+    on a CPU, so every part must buy accuracy). The defaults are the diet, each cut chosen on
+    logos DEV and checked on logos TEST (README, "The prompt diet", "Fewer LLM seconds"); the
+    `deep` preset keeps the prompt before it, which most agent numbers in README were measured with."""
 
     #: where the answer instructions go: "system" (in the system message, the same text in every
     #: call, so the in-process model prefills it once and reuses its KV state: `llm.prefix_cache`)
     #: or "last" (after the per-link parts, at the end of the user message)
-    instructions: Literal["system", "last"] = "last"
+    instructions: Literal["system", "last"] = "system"
     #: each candidate's description cut to about this many characters, at a word boundary
     #: (None: the whole description)
-    description_chars: int | None = Field(None, ge=16, le=20000)
+    description_chars: int | None = Field(100, ge=16, le=20000)
     #: characters of fenced search evidence in the prompt, over all passages (0: none)
-    evidence_chars: int = Field(1200, ge=0, le=100000)
+    evidence_chars: int = Field(600, ge=0, le=100000)
     #: how the untrusted evidence is fenced: "full" (the notice that the blocks are untrusted data
     #: right before them, each block headed by its source URL and title) or "compact" (the notice
     #: in the system message, where the prefix cache prefills it once; a block headed by its title
@@ -368,16 +369,15 @@ class PromptConfig(StrictModel):
     evidence_fence: Literal["full", "compact"] = "full"
 
 
-#: the prompt diet: 30% fewer prompt tokens on logos DEV links with no measured loss (README)
-DIET = {"instructions": "system", "description_chars": 100, "evidence_chars": 600}
-
-
 class ReasonerConfig(StrictModel):
     #: False: no LLM at all (search, enhancer and reasoner are skipped); the decision head, or
     #: without one the fused retrieval ranking, decides. The retrieval-only agent of ablations.
     enabled: bool = True
     llm: LLMConfig = LLMConfig()
-    max_reasoning_tokens: int = Field(32, ge=0, le=4096)
+    #: tokens of free chain of thought before the options are scored; 0 scores them straight
+    #: after the prompt (the call is then one prefill and one scoring pass; no loss measured on
+    #: logos DEV and TEST, README "Fewer LLM seconds"; the `deep` preset thinks for 32)
+    max_reasoning_tokens: int = Field(0, ge=0, le=4096)
     #: below this the reasoner's answer counts as invalid (retry, then retrieval fallback)
     min_confidence: float = Field(0.35, ge=0, le=1)
     retries: int = Field(1, ge=0, le=3)

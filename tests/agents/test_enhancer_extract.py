@@ -88,7 +88,7 @@ def test_extract_mode_without_matching_evidence_is_skipped(embedder):
 
 def test_the_llm_mode_still_needs_a_model(embedder):
     out = enhance({"candidates": [SEINE], "evidence": PASSAGES}, llm=None, embedder=embedder,
-                  cfg=EnhancerConfig(), cache=LRU())
+                  cfg=EnhancerConfig(condense="llm"), cache=LRU())
     assert out == {"_skipped": "enhancer disabled"}
 
 

@@ -133,20 +133,21 @@ def test_every_dependency_skip_goes_through_skip_or_fail():
     assert bare == []
 
 
-def test_fast_preset_is_the_default_with_the_diet_no_chain_of_thought_and_extraction():
-    """`fast` changes exactly what README's "Fewer LLM seconds" measured and nothing else."""
-    from retlink.config import DIET, PromptConfig
+def test_deep_preset_is_the_default_before_issue_20s_cuts():
+    """`deep` changes exactly the three things issue 20 cut (README, "Fewer LLM seconds") back to
+    what they were, and nothing else: the eval configs behind README's older agent numbers name it."""
+    from retlink.config import PromptConfig
 
-    default, fast = load_config(), load_config("fast")
-    assert fast.reasoner.prompt == PromptConfig(**DIET) != default.reasoner.prompt
-    assert fast.reasoner.max_reasoning_tokens == 0 < default.reasoner.max_reasoning_tokens
-    assert (fast.enhancer.condense, default.enhancer.condense) == ("extract", "llm")
-    reset = {"prompt": default.reasoner.prompt, "max_reasoning_tokens": default.reasoner.max_reasoning_tokens}
-    undone = {
-        "reasoner": fast.reasoner.model_copy(update=reset),
-        "enhancer": fast.enhancer.model_copy(update={"condense": default.enhancer.condense}),
+    default, deep = load_config(), load_config("deep")
+    assert default.reasoner.prompt == PromptConfig()
+    assert deep.reasoner.prompt == PromptConfig(instructions="last", description_chars=None, evidence_chars=1200)
+    assert (deep.reasoner.max_reasoning_tokens, default.reasoner.max_reasoning_tokens) == (32, 0)
+    assert (deep.enhancer.condense, default.enhancer.condense) == ("llm", "extract")
+    redone = {
+        "reasoner": deep.reasoner.model_copy(update={"prompt": PromptConfig(), "max_reasoning_tokens": 0}),
+        "enhancer": deep.enhancer.model_copy(update={"condense": "extract"}),
     }
-    assert fast.model_copy(update=undone) == default
+    assert deep.model_copy(update=redone) == default
 
 
 def test_a_preset_is_an_overlay_on_the_default(tmp_path, monkeypatch):

@@ -120,7 +120,7 @@ def test_enhance_writes_descriptions_and_caches(parts, chelsea_state):
     assigned = assign_evidence(state["candidates"][:2], ev, parts.text_embedder)
     assert assigned["chelsea_cat"][0].url.endswith("/chelsea-cat")
     cache = LRU()
-    cfg = EnhancerConfig(top_n=2, max_new_tokens=24)
+    cfg = EnhancerConfig(condense="llm", top_n=2, max_new_tokens=24)
     out = enhance(state, llm=parts.enhancer_llm, embedder=parts.text_embedder, cfg=cfg, cache=cache)
     enhanced = {c.entity.id: c.enhanced_description for c in out["candidates"]}
     assert enhanced["chelsea_cat"], "the top candidate with matching evidence gets a description"

@@ -45,7 +45,7 @@ CANDIDATES = [
 
 
 def test_second_link_reads_the_description_from_disk(llm, embedder, tmp_path):
-    cfg = EnhancerConfig(kb_only=True, top_n=2, max_new_tokens=12)
+    cfg = EnhancerConfig(kb_only=True, condense="llm", top_n=2, max_new_tokens=12)
     state = {"candidates": CANDIDATES, "evidence": []}
     first = CountingLLM(llm)
     out = enhance(state, llm=first, embedder=embedder, cfg=cfg, cache=LRU(), store=DescriptionStore(tmp_path))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -143,6 +144,37 @@ class OptionTree:
         return out
 
 
+#: attention implementations that take a custom 4D float mask as given (OptionTree's scoring
+#: pass builds its own); flash attention takes no such mask, flex attention wants a block mask
+TREE_MASK_ATTENTION = ("sdpa", "eager")
+
+
+def check_full_attention(config: Any) -> None:
+    """Refuse a model whose scoring pass would get a wrong mask. Option scoring hands the model a
+    full 4D mask (`_tree_pass`), which bypasses the model's own mask building: a layer that
+    attends over a sliding window or in chunks would see the whole sequence, and an attention
+    implementation that ignores a custom mask would let options see each other. Both would
+    score without an error, so they are refused at load instead."""
+    name = getattr(config, "model_type", "this model")
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in TREE_MASK_ATTENTION:
+        raise ValueError(
+            f"in-process option scoring needs attention that takes a custom 4D mask ({', '.join(TREE_MASK_ATTENTION)}); "
+            f"{name} loaded with {impl!r}: load it with sdpa or eager, or serve it (reasoner.llm.backend: openai)"
+        )
+    layer_types = getattr(config, "layer_types", None)
+    windowed = (
+        any(t != "full_attention" for t in layer_types)
+        if layer_types
+        else getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    )
+    if windowed or getattr(config, "attention_chunk_size", None):
+        raise ValueError(
+            f"in-process option scoring supports full-attention models only; {name} has sliding-window or chunked "
+            "attention layers, whose masks the scoring pass would replace: serve it (reasoner.llm.backend: openai)"
+        )
+
+
 class TransformersLLM:
     """A chat model run in this process. One worker thread owns the model; concurrent calls are
     batched (see the module docstring), not queued behind a lock."""
@@ -166,6 +198,7 @@ class TransformersLLM:
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
+        check_full_attention(self.model.config)
         self.quantize = quantize
         if quantize is not None:
             self.model = quantized(self.model, quantize, device)
