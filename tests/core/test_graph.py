@@ -31,14 +31,15 @@ def test_links_demo_examples(linker, demo_dir, demo_examples):
     assert r.evidence and all(e.url.startswith("https://corpus.retlink.test/") for e in r.evidence)
     assert r.caption is not None and r.candidates and r.rationale.startswith("Linked to")
     assert 0 < r.score <= 1
-    # the real reasoner ran on every link: a valid answer from its own generated chain of thought
-    # (16 tokens, fast_config's budget) over a prompt holding the candidates, and it decided
+    # the real reasoner ran on every link: a valid answer after its own generated chain of thought
+    # (at most 16 tokens, fast_config's budget; it may write "Answer:" sooner) over a prompt
+    # holding the candidates, and it decided
     for res in results:
         reason = next(e for e in res.trace if e.node == "reason")
         assert reason.skipped is None and reason.detail["valid"], reason
         (call,) = reason.detail["llm_calls"]
-        assert call["generated_tokens"] == 16 and call["prompt_tokens"] > 200, call
-        assert res.decided_by == "reasoner" and len(res.reasoning.split()) >= 3, (res.decided_by, res.reasoning)
+        assert 0 < call["generated_tokens"] <= 16 and call["prompt_tokens"] > 200, call
+        assert res.decided_by == "reasoner" and res.reasoning.strip(), (res.decided_by, res.reasoning)
     assert all(e.seconds >= 0 for e in r.trace)
 
 
