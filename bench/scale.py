@@ -48,12 +48,8 @@ PIPELINES = {
     "baseline": {"name": "baseline", "kind": "baseline"},
     # the agent without any LLM: caption, retrieval, the decision head or fused ranking
     "agent-retrieval": {"name": "agent-retrieval", "kind": "agent", "overrides": {"reasoner": {"enabled": False}}},
-    # the agent with its small in-process reasoner (slow on 2 cores: 10-20 s a link)
-    "agent-nosearch": {
-        "name": "agent-nosearch",
-        "kind": "agent",
-        "overrides": {"search": {"enabled": False}, "reasoner": {"max_reasoning_tokens": 16}},
-    },
+    # the agent with the default's in-process reasoner (a prefill and a scoring pass a link)
+    "agent-nosearch": {"name": "agent-nosearch", "kind": "agent", "overrides": {"search": {"enabled": False}}},
 }
 
 

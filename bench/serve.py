@@ -21,8 +21,9 @@ first contentful paint in headless Chromium (median of 5 loads, the browser's ow
 `performance` timing), and the attack round trip: `POST /v1/attack` (PGD, 10 steps, 8/255) from
 the client against the same attack made in-process (`make_attack`), interleaved, as a ratio.
 
-By default the linker runs the config's models with the enhancer off and a 12-token chain of
-thought, so the bench takes minutes on 2 cores; `--full` keeps the config's budgets. With
+By default the linker runs the config's models with the enhancer off and at most a 12-token
+chain of thought (the default has none), so the bench takes minutes on 2 cores; `--full` keeps
+the config's budgets. With
 `--config vllm` the reasoner is the vLLM server of `scripts/vllm.sh start` (127.0.0.1:8011).
 """
 
@@ -156,7 +157,7 @@ def main() -> int:
     cfg = load_config(args.config)
     if not args.full:
         cfg = cfg.model_copy(update={"enhancer": cfg.enhancer.model_copy(update={"enabled": False}),
-                                     "reasoner": cfg.reasoner.model_copy(update={"max_reasoning_tokens": 12})})
+                                     "reasoner": cfg.reasoner.model_copy(update={"max_reasoning_tokens": min(cfg.reasoner.max_reasoning_tokens, 12)})})
     examples = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()]
     samples = list(enumerate(examples[i % len(examples)] for i in range(args.requests)))
     uris = {e["id"]: "data:image/jpeg;base64," + base64.b64encode((DEMO / e["image"]).read_bytes()).decode()

@@ -32,11 +32,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from retlink.config import (
+    DEFAULT_CACHE,
     PATH_KEYS,
+    PRESET_DIR,
     LLMConfig,
     StrictModel,
     UserPath,
+    cache_dir,
     config_error,
+    load_config,
     read_yaml,
     resolve_path,
     resolve_paths,
@@ -417,6 +421,9 @@ class EvalConfig(StrictModel):
         for s in data["settings"]:  # i2t changed meaning (image only, no longer the bare mention):
             if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
                 s["definition"] = "image only"
+        for p, spec in zip(data["pipelines"], self.pipelines, strict=True):
+            if spec.kind in AGENT_CONFIG_KINDS:  # what `config` names resolves to, not its name:
+                p["base"] = resolved_base(spec.config)  # a preset (or the default) can change
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def on_ray(self, address: str | None = None) -> EvalConfig:
@@ -430,6 +437,25 @@ class EvalConfig(StrictModel):
     def run_dir(self, out: Path | None = None) -> Path:
         """Where this run writes: `out` if given, else `output_dir/name`."""
         return Path(out) if out is not None else self.output_dir / self.name
+
+
+#: pipeline kinds that read an agent config (`config` + `overrides`); `retlink.eval.pipelines`
+#: builds them
+AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
+
+
+def resolved_base(config: str | None) -> dict[str, Any]:
+    """The agent config a pipeline's `config` (a preset, a YAML path, or None: the default)
+    resolves to, every field with its default filled in, with this checkout's and the cache's
+    folders written as placeholders so the same run hashes alike on another machine. Hashed into
+    the fingerprint: when a preset or a code default changes, a run made before refuses to resume
+    rather than mix records of the two agents."""
+    text = json.dumps(load_config(config).model_dump(mode="json"), sort_keys=True)
+    folders = {str(PRESET_DIR.parent.parent): "<retlink>", str(DEFAULT_CACHE): "$RETLINK_CACHE", str(cache_dir()): "$RETLINK_CACHE"}
+    folders.setdefault(str(Path.home()), "~")
+    for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another
+        text = text.replace(folder, folders[folder])
+    return json.loads(text)
 
 
 def _file_sha256(path: Path) -> str:
@@ -559,9 +585,8 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
     baseline's `options` a valid `BaselineConfig`; other kinds take neither."""
     from pydantic import ValidationError
 
-    from retlink.config import RetlinkConfig, deep_merge, load_config
+    from retlink.config import RetlinkConfig, deep_merge
     from retlink.errors import ConfigError
-    from retlink.eval.pipelines import AGENT_CONFIG_KINDS
 
     if spec.kind in AGENT_CONFIG_KINDS:
         try:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from retlink.eval.config import AGENT_CONFIG_KINDS
 from retlink.types import Candidate, LinkResult, TraceEvent
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,5 @@ def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:
     log.info("building pipeline %s (%s)", spec.name, spec.kind)
     return PIPELINES[spec.kind](spec, Path(kb_path))
 
-
-#: kinds that read an agent config (`config` + `overrides`): its defence, networks and KB
-AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
 
 from retlink.eval import levels  # noqa: E402, F401  (registers `tagger` and `retrieval`)

@@ -338,7 +338,7 @@ class EnhancerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _kb_only_needs_the_llm(self) -> EnhancerConfig:
-        if self.kb_only and self.condense == "extract":
+        if self.enabled and self.kb_only and self.condense == "extract":
             raise ValueError(
                 "enhancer.kb_only writes a description from the KB entry with the LLM; with "
                 "condense: extract (the default) there is no evidence to extract from "

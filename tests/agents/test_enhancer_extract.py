@@ -95,6 +95,14 @@ def test_the_llm_mode_still_needs_a_model(embedder):
 def test_kb_only_with_extract_is_refused_at_load():
     with pytest.raises(ValidationError, match="kb_only"):
         EnhancerConfig(kb_only=True, condense="extract")
+    # extract is the default: a config that asks for kb_only alone is told what to add
+    from retlink.config import load_config
+    from retlink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"condense: extract \(the default\).*set condense: llm"):
+        load_config({"enhancer": {"kb_only": True}})
+    assert load_config({"enhancer": {"kb_only": True, "condense": "llm"}}).enhancer.kb_only
+    assert not load_config({"enhancer": {"enabled": False, "kb_only": True}}).enhancer.enabled  # nothing runs
 
 
 @pytest.mark.slow

@@ -97,8 +97,11 @@ def test_relative_paths_are_relative_to_the_yaml_file(tmp_path):
 
 
 def test_fingerprint_of_an_existing_config_is_unchanged():
-    """Run folders made before `pretrained`, `preset: mat`, the network registry and the
-    composite attacks resume: this config hashed to 98441adc45e86841 on main (2026-12-01)."""
+    """A run folder resumes only into the same experiment. This config hashed to
+    98441adc45e86841 on main (2026-12-01) and resumed across `pretrained`, `preset: mat`, the
+    network registry and the composite attacks; since 2026-12-02 the fingerprint also hashes what
+    its agent's `config` resolves to (the default changed that day: no chain of thought), so it
+    hashes to a new value, pinned here so that it cannot change unnoticed again."""
     cfg = load_eval_config(
         {
             "name": "fp",
@@ -115,10 +118,33 @@ def test_fingerprint_of_an_existing_config_is_unchanged():
             "settings": ["it2t", {"name": "noisy", "setting": "it2t", "text": {"kind": "char_noise"}}],
         }
     )
-    assert cfg.fingerprint() == "98441adc45e86841"
+    assert cfg.fingerprint() == "d6a8005f3bf8a6eb"
     # i2t is image only now, so a run made when it kept the mention does not resume into a mix
     i2t = load_eval_config({**cfg.model_dump(mode="json"), "settings": ["it2t", "i2t"]})
     assert i2t.fingerprint() != "eea0b672a506a355"
+
+
+def test_fingerprint_follows_what_the_named_preset_resolves_to(tmp_path, monkeypatch):
+    """`config: default` (or none) names a preset whose content can change; a run made before
+    the change must refuse to resume rather than mix records of two different agents. Where the
+    checkout and the cache live does not count: the same run hashes alike on another machine."""
+    import retlink.config as config
+    import retlink.eval.config as eval_config
+
+    cfg = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a"))
+    before = cfg.fingerprint()
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "default.yaml").write_text((config.PRESET_DIR / "default.yaml").read_text())
+    monkeypatch.setattr(config, "PRESET_DIR", presets)
+    monkeypatch.setattr(eval_config, "PRESET_DIR", presets)  # the checkout is elsewhere now
+    # the preset's own paths resolve under its new folder: only the folder moved, so the same hash
+    assert load_eval_config(small_config(tmp_path / "kb", tmp_path / "a")).fingerprint() == before
+    monkeypatch.setenv("RETLINK_CACHE", str(tmp_path / "other-cache"))
+    assert load_eval_config(small_config(tmp_path / "kb", tmp_path / "a")).fingerprint() == before
+    # the same name, another agent: the default cuts candidate descriptions shorter
+    (presets / "default.yaml").write_text((presets / "default.yaml").read_text() + "reasoner: {prompt: {description_chars: 50}}\n")
+    assert load_eval_config(small_config(tmp_path / "kb", tmp_path / "a")).fingerprint() != before
 
 
 def test_fingerprint_ignores_output_and_concurrency_only(tmp_path):

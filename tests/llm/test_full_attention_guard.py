@@ -42,7 +42,7 @@ def test_a_model_with_some_sliding_layers_is_refused(tmp_path, tokenizer):
 
 
 def test_full_attention_models_load_and_score(tmp_path, tokenizer):
-    """The same families without windows load (Qwen2 names its layers, Llama does not) and
+    """The same families without windows load (Qwen2 names its layers, Mistral does not) and
     choose among options."""
     for sub, config_class, extra in [
         ("qwen2", transformers.Qwen2Config, {}),
@@ -62,3 +62,12 @@ def test_an_attention_implementation_without_custom_masks_is_refused():
             check_full_attention(cfg)
     cfg._attn_implementation_internal = "sdpa"
     check_full_attention(cfg)
+
+
+def test_chunked_attention_is_refused():
+    """Llama 4's chunked attention (`attention_chunk_size`) masks like a window: refused too."""
+    cfg = transformers.LlamaConfig(**SMALL, vocab_size=64)
+    cfg._attn_implementation_internal = "sdpa"
+    cfg.attention_chunk_size = 8
+    with pytest.raises(ValueError, match="chunked"):
+        check_full_attention(cfg)

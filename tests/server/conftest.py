@@ -6,8 +6,9 @@ mapped onto uvicorn by `retlink.server.uvicorn_config`), and the clients' pools 
 connection after `CLIENT_KEEPALIVE_S`, which is shorter, so a pooled connection is never reused
 as the server closes it (tests/server/test_keep_alive.py).
 
-The linker is the embedded default with the enhancer off and a short chain of thought: same
-models and graph, smaller budgets. Still, a link takes 5 to 30 s on 2 cores shared with other
+The linker is the embedded default with the enhancer off and a 12-token chain of thought (the
+default has none; with one, the answer carries a `reasoning` for the endpoint to pass on): same
+models and graph. Still, a link takes 5 to 30 s on 2 cores shared with other
 jobs, so the timeouts here are sized for a loaded machine, not a quiet one.
 """
 
