@@ -60,10 +60,6 @@ COLD_PARTS = ("interpreter", "import retlink.Linker", "Linker.from_config", "fir
 CPU = "CPU seconds (user + system, whole process)"
 
 
-def cold_start(config: str) -> float:
-    return cold_parts(config)[0]
-
-
 def cold_parts(config: str, root: Path | None = None) -> tuple[float, str, list[float]]:
     """(seconds from process start to the first answer, the answer, COLD_PARTS' seconds and last
     the process's CPU seconds, user + system, to its exit) of a fresh process; with `root`, the
@@ -146,7 +142,7 @@ def main() -> None:
         other = Linker.from_config(args.compare)
         other.link(samples[0].image, samples[0].mention, samples[0].context)  # warm up
 
-    cold = cold_start(args.config)
+    cold = cold_parts(args.config)[0]
     times, other_times = [], []
     for s in samples:  # interleaved with the compared config's link of the same example
         t = time.perf_counter()

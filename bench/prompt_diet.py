@@ -60,7 +60,7 @@ def main() -> None:
     llm = linker.components.reasoner_llm
     if not hasattr(llm, "tokenizer"):
         raise SystemExit("the bench counts tokens with the in-process model: reasoner.llm.backend must be transformers")
-    prompts = {"old": load_config("deep").reasoner.prompt, "new": PromptConfig()}
+    prompts = {"old": cfg.reasoner.prompt, "new": PromptConfig()}  # cfg is deep's
 
     inputs = []
     for r, res in zip(rows, results, strict=True):
