@@ -24,7 +24,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from retlink.eval.attacks import ClassifierTarget, build_attack
+from retlink.attacks import ClassifierTarget, build_attack
 from retlink.tools.vision.efficientnet import build_efficientnet_lite, preprocess
 
 console = Console()

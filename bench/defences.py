@@ -1,6 +1,6 @@
 """Defence benchmark: what each defence buys and costs, read from one eval-runner run.
 
-    .venv/bin/python bench/defences.py [RUN_DIR] [--config eval/configs/defences.yaml] [--limit N]
+    .venv/bin/python bench/defences.py [RUN_DIR] [--config src/retlink/eval/configs/defences/defences.yaml] [--limit N]
 
 Runs (or resumes) the defence config with the eval runner, unless RUN_DIR already holds its
 run, then prints from the run's records alone:
@@ -112,7 +112,7 @@ def latency_table(records: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", type=Path, help="an existing run of the config (default: run it)")
-    ap.add_argument("--config", type=Path, default=REPO / "eval" / "configs" / "defences.yaml")
+    ap.add_argument("--config", type=Path, default=REPO / "src" / "retlink" / "eval" / "configs" / "defences" / "defences.yaml")
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])

@@ -53,7 +53,7 @@ def bench_config(
     return {
         "name": f"bench-c{concurrency}",
         "dataset": {"key": "demo", "split": "test", "limit": n},
-        "kb": {"path": str(kb), "entities": str(REPO / "data" / "demo" / "entities.jsonl")},
+        "kb": {"path": str(kb), "entities": str(REPO / "src" / "retlink" / "data" / "demo" / "entities.jsonl")},
         "pipelines": [specs[p] for p in pipelines],
         "attacks": [{"name": "pgd-8", "attack": "pgd", "params": {"eps": "8/255", "steps": steps}}],
         "settings": ["it2t"],
@@ -97,7 +97,7 @@ def main() -> None:
     runner = Runner(first)
     with console.status("loading models, building the KB if needed..."):
         runner.kb()
-    from retlink.eval.datasets import load_dataset
+    from retlink.datasets import load_dataset
 
     warm = list(load_dataset("demo").samples())[-1]  # not measured (n < 12): warms models, not caches
 

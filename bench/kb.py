@@ -195,8 +195,8 @@ def build(workdir: Path, vectors: np.ndarray, name: str):
 
 def pipeline_per_1000(workdir: Path, texts: list[str], embedder) -> float:
     """Seconds per 1,000 entities through the real `build_kb` (text side, MiniLM + index + aliases)."""
+    from retlink.core.types import Entity
     from retlink.tools.kb.build import build_kb
-    from retlink.types import Entity
 
     n = min(1000, len(texts))
     entities = (

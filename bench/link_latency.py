@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
+DEMO = REPO / "src" / "retlink" / "data" / "demo"
 console = Console()
 
 COLD = """
@@ -49,10 +48,10 @@ from retlink import Linker
 t_import = time.time()
 linker = Linker.from_config(sys.argv[2])
 t_build = time.time()
-r = linker.link("data/demo/images/coffee.jpg", "Java", "A fresh cup of [Java] on the saucer.")
+r = linker.link("src/retlink/data/demo/images/coffee.jpg", "Java", "A fresh cup of [Java] on the saucer.")
 t_link = time.time()
-import retlink.agents
-print(t_link - t0, r.entity_id, t - t0, t_import - t, t_build - t_import, t_link - t_build, retlink.agents.__file__)
+import retlink.agent.nodes
+print(t_link - t0, r.entity_id, t - t0, t_import - t, t_build - t_import, t_link - t_build, retlink.agent.nodes.__file__)
 """
 #: the parts of a cold start COLD prints after the total and the answer
 COLD_PARTS = ("interpreter", "import retlink.Linker", "Linker.from_config", "first link")
@@ -83,16 +82,12 @@ def cold_parts(config: str, root: Path | None = None) -> tuple[float, str, list[
 
 
 def unpack_ref(ref: str, into: Path) -> Path:
-    """REF's code laid out as the installed package (setup.py maps agents/, graphs/, tools/ and
-    eval/ to retlink.*), with this checkout's data/ (the presets name it relative to the package)."""
+    """REF's package (its `src/` folder, data and presets included) unpacked under INTO; the
+    returned folder goes first on PYTHONPATH. Refs from before the src/ layout are not supported."""
     into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "retlink", "agents", "graphs", "tools", "eval"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src"], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    for sub in ("agents", "graphs", "tools", "eval"):
-        shutil.move(str(into / sub), str(into / "retlink" / sub))
-    (into / "data").symlink_to(REPO / "data")
-    return into
+    return into / "src"
 
 
 def cold_ab(ref: str, config: str, pairs: int) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from retlink.eval.mate.questions import exact_match, make_question, plan
-from retlink.eval.mate.render import render, render_array
-from retlink.graphs.mate_binding import BindingAgent
+from retlink.mate.agent.graph import BindingAgent
+from retlink.mate.questions import exact_match, make_question, plan
+from retlink.mate.render import render, render_array
 
 console = Console()
 
@@ -103,13 +103,13 @@ def main() -> None:
 
 def attack_rate(made: list, queries: int) -> tuple[int, float]:
     """(scenes, seconds) to attack the scenes' PNGs with Square on the binding agent's perception
-    (`retlink.eval.mate.attack.PerceptionTarget`; it stops at a scene's first changed reading)."""
+    (`retlink.mate.attack.PerceptionTarget`; it stops at a scene's first changed reading)."""
     import numpy as np
     import torch
     from PIL import Image
 
-    from retlink.eval.attacks import build_attack
-    from retlink.eval.mate.attack import PerceptionTarget
+    from retlink.attacks import build_attack
+    from retlink.mate.attack import PerceptionTarget
 
     x = torch.stack([
         torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)

@@ -31,7 +31,7 @@ console = Console()
 
 def prompts(tokenizer, batch: int, tokens: int) -> torch.Tensor:
     """`batch` different prompts of exactly `tokens` tokens, from the demo corpus's text."""
-    text = " ".join((REPO / "data" / "demo" / "corpus.jsonl").read_text().split())
+    text = " ".join((REPO / "src" / "retlink" / "data" / "demo" / "corpus.jsonl").read_text().split())
     ids = tokenizer(text, add_special_tokens=False).input_ids
     if len(ids) < batch * tokens:
         raise SystemExit(f"the demo corpus has {len(ids)} tokens, fewer than --batch x --tokens")

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
+DEMO = REPO / "src" / "retlink" / "data" / "demo"
 console = Console()
 
 
@@ -48,10 +48,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from retlink import Linker, Sample
-    from retlink.agents.prompts import reasoner_messages, reasoner_parts
-    from retlink.backends import shared_llm
-    from retlink.config import PromptConfig, deep_merge, load_config
-    from retlink.types import NIL
+    from retlink.agent.backends import shared_llm
+    from retlink.agent.config import load_config
+    from retlink.agent.prompts import reasoner_messages, reasoner_parts
+    from retlink.core.config import deep_merge
+    from retlink.core.schema import PromptConfig
+    from retlink.core.types import NIL
 
     cfg = load_config(deep_merge(load_config("deep").model_dump(mode="json"), {"reasoner": {"llm": {"threads": args.threads}}}))
     rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]

@@ -57,7 +57,7 @@ def config(kb: Path, out: Path, n: int, pipelines: list[str], executor: dict | N
     cfg = {
         "name": "scale",
         "dataset": {"key": "demo", "split": "test", "limit": n},
-        "kb": {"path": str(kb), "entities": str(REPO / "data" / "demo" / "entities.jsonl")},
+        "kb": {"path": str(kb), "entities": str(REPO / "src" / "retlink" / "data" / "demo" / "entities.jsonl")},
         "pipelines": [PIPELINES[p] for p in pipelines],
         "attacks": [{"name": "pgd-8", "attack": "pgd", "params": {"eps": "8/255", "alpha": "2/255", "steps": 10}}],
         "settings": ["it2t", "i2t_mention"],

@@ -24,7 +24,7 @@ from typing import ClassVar
 from rich.console import Console
 from rich.table import Table
 
-from retlink.config import SearchConfig
+from retlink.core.schema import SearchConfig
 from retlink.tools.scrape import build_scraper
 from retlink.tools.scrape.extract import extract_page
 from retlink.tools.scrape.fetch import RawPage

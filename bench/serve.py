@@ -49,11 +49,11 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from retlink.config import load_config
-from retlink.linker import Linker
-from retlink.server import AttackSettings, ServerSettings, create_app, uvicorn_config
+from retlink.agent.config import load_config
+from retlink.agent.linker import Linker
+from retlink.serve.app import AttackSettings, ServerSettings, create_app, uvicorn_config
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "retlink" / "data" / "demo"
 console = Console()
 PATHS = ("Linker.link", "endpoint")
 
@@ -102,8 +102,8 @@ def page_bench(url: str, image_uri: str, linker: Linker, loads: int = 5, attacks
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from retlink.server_attack import AttackRequest, make_attack
-    from retlink.server_inputs import decode_data_uri
+    from retlink.serve.attack import AttackRequest, make_attack
+    from retlink.serve.inputs import decode_data_uri
     from retlink.tools.images import load_image
 
     os.environ.setdefault("SE_OFFLINE", "true")

@@ -25,14 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
+DEMO = REPO / "src" / "retlink" / "data" / "demo"
 console = Console()
 
 
 def training_groups(run: Path | None, links: int):
-    from retlink.agents.features import FEATURES
+    from retlink.agent.decision import Group
+    from retlink.agent.decision.features import FEATURES
     from retlink.eval.records import RESULTS, read_records
-    from retlink.tools.decision import Group
     from retlink.train import groups_from_records
 
     if run is not None:
@@ -52,8 +52,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6, help="demo examples to link for the latency share")
     args = ap.parse_args()
 
-    from retlink.agents.features import FEATURES, NIL_FEATURES
-    from retlink.tools.decision import DecisionHead
+    from retlink.agent.decision import DecisionHead
+    from retlink.agent.decision.features import FEATURES, NIL_FEATURES
     from retlink.train import cross_validate
 
     groups, ids, source = training_groups(args.run, args.links)
@@ -66,8 +66,8 @@ def main() -> None:
 
     # latency share: a head fitted on the demo KB's own links, then links with and without it
     from retlink import Linker
-    from retlink.backends import open_kb
-    from retlink.tools.decision import kb_fingerprint
+    from retlink.agent.backends import open_kb
+    from retlink.agent.decision import kb_fingerprint
 
     rows = [json.loads(x) for x in (DEMO / "examples.jsonl").read_text().splitlines() if x.strip()][: args.n]
     tmp = REPO / ".cache" / "bench-head.json"

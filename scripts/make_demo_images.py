@@ -1,4 +1,4 @@
-"""Regenerate the demo images in data/demo/ from scikit-image's bundled sample photos.
+"""Regenerate the demo images in src/retlink/data/demo/ from scikit-image's bundled sample photos.
 
 Query images are the whole photo; KB images are other views of it (crops, mirror, grey),
 so image retrieval has to match a different picture of the same thing, and look-alike
@@ -14,7 +14,7 @@ import numpy as np
 import skimage.data as data
 from PIL import Image, ImageOps
 
-OUT = Path(__file__).resolve().parent.parent / "data" / "demo"
+OUT = Path(__file__).resolve().parent.parent / "src" / "retlink" / "data" / "demo"
 MAX_SIDE = 320
 
 QUERIES = [

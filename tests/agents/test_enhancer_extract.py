@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from retlink.agents.enhancer import enhance, evidence_sentences, extract_description
-from retlink.config import EnhancerConfig
+from retlink.agent.nodes.enhancer import enhance, evidence_sentences, extract_description
+from retlink.core.schema import EnhancerConfig
+from retlink.core.types import Candidate, Entity, Evidence
 from retlink.tools.lru import LRU
-from retlink.types import Candidate, Entity, Evidence
 
 
 class FailingLLM:
@@ -96,8 +96,8 @@ def test_kb_only_with_extract_is_refused_at_load():
     with pytest.raises(ValidationError, match="kb_only"):
         EnhancerConfig(kb_only=True, condense="extract")
     # extract is the default: a config that asks for kb_only alone is told what to add
-    from retlink.config import load_config
-    from retlink.errors import ConfigError
+    from retlink.agent.config import load_config
+    from retlink.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"condense: extract \(the default\).*set condense: llm"):
         load_config({"enhancer": {"kb_only": True}})

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.agents.prompts import (
+from retlink.agent.config import RetlinkConfig
+from retlink.agent.prompts import (
     REASONER_INSTRUCTIONS,
     REASONER_SYSTEM,
     REPAIR_INSTRUCTIONS,
@@ -14,8 +15,8 @@ from retlink.agents.prompts import (
     reasoner_messages,
     reasoner_parts,
 )
-from retlink.config import PromptConfig, RetlinkConfig
-from retlink.types import Candidate, Caption, Entity, Evidence
+from retlink.core.schema import PromptConfig
+from retlink.core.types import Candidate, Caption, Entity, Evidence
 
 OLD = PromptConfig(instructions="last", description_chars=None, evidence_chars=1200)
 DESC = "An affluent district of south-west London on the north bank of the River Thames, known for the King's Road."
@@ -76,7 +77,7 @@ def test_descriptions_and_evidence_are_cut_to_their_budgets():
 def test_the_default_is_the_diet_and_the_deep_preset_keeps_the_old_prompt():
     """The diet is the default prompt; the `deep` preset (which the eval configs behind most of
     README's agent numbers name) restores the prompt those numbers were measured with."""
-    from retlink.config import load_config
+    from retlink.agent.config import load_config
 
     diet = RetlinkConfig().reasoner.prompt
     assert (diet.instructions, diet.description_chars, diet.evidence_chars) == ("system", 100, 600)

@@ -19,9 +19,9 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Send
 
 from retlink import CheckpointError, ConfigError, Linker
-from retlink.backends import build_components
-from retlink.config import load_config
-from retlink.graphs.linking import route_search
+from retlink.agent.backends import build_components
+from retlink.agent.config import load_config
+from retlink.agent.graph import route_search
 from retlink.tools.checkpoint import state_serializer
 from retlink.tools.scrape import Budget, resolve_budget
 from retlink.tools.scrape.budget import BudgetRegistry

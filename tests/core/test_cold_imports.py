@@ -31,7 +31,7 @@ def test_the_link_path_leaves_page_extraction_unimported():
     assert _imported_after(
         "from retlink import Linker\n"
         "linker = Linker.from_config()\n"
-        "r = linker.link('data/demo/images/coffee.jpg', 'Java', 'A fresh cup of [Java] on the saucer.')\n"
+        "r = linker.link('src/retlink/data/demo/images/coffee.jpg', 'Java', 'A fresh cup of [Java] on the saucer.')\n"
         "assert any(t.node == 'search' and not t.skipped for t in r.trace), r.trace\n"
     ) == set()
 

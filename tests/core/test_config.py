@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from retlink.config import RetlinkConfig, load_config
-from retlink.errors import ConfigError
+from retlink.agent.config import RetlinkConfig, load_config
+from retlink.core.errors import ConfigError
 
 
 def test_default_preset_points_at_the_demo_data():
@@ -65,10 +65,10 @@ def test_cache_variable_expands(tmp_path, monkeypatch):
 
 
 def test_one_network_name_in_every_role_and_old_spellings_read_as_it(demo_kb_path):
-    from retlink.backends import open_kb
+    from retlink.agent.backends import open_kb
+    from retlink.core.networks import DEFAULT_NETWORK, NETWORKS
     from retlink.eval.baseline import BaselineConfig, CLIPBaseline
     from retlink.eval.config import AttackSpec, load_eval_config
-    from retlink.tools.vision.networks import DEFAULT_NETWORK, NETWORKS
     from tests.conftest import fast_config
 
     assert DEFAULT_NETWORK == "efficientnet_lite0"
@@ -136,7 +136,7 @@ def test_every_dependency_skip_goes_through_skip_or_fail():
 def test_deep_preset_is_the_default_before_issue_20s_cuts():
     """`deep` changes exactly the three things issue 20 cut (README, "Fewer LLM seconds") back to
     what they were, and nothing else: the eval configs behind README's older agent numbers name it."""
-    from retlink.config import PromptConfig
+    from retlink.core.schema import PromptConfig
 
     default, deep = load_config(), load_config("deep")
     assert default.reasoner.prompt == PromptConfig()
@@ -152,7 +152,7 @@ def test_deep_preset_is_the_default_before_issue_20s_cuts():
 
 def test_a_preset_is_an_overlay_on_the_default(tmp_path, monkeypatch):
     """A preset names only what it changes; everything else, paths included, is the default's."""
-    import retlink.config as config
+    import retlink.agent.config as config
 
     (tmp_path / "default.yaml").write_text(
         "kb: {path: kb, entities: ents.jsonl, top_k: 7}\n"
@@ -172,7 +172,8 @@ def test_a_preset_is_an_overlay_on_the_default(tmp_path, monkeypatch):
 
 def test_shipped_presets_follow_the_default_kb_and_search():
     """No preset restates the default's KB or search (it would go stale when the default moves)."""
-    from retlink.config import PRESET_DIR, read_yaml
+    from retlink.agent.config import PRESET_DIR
+    from retlink.core.config import read_yaml
 
     for path in PRESET_DIR.glob("*.yaml"):
         if path.stem != "default":

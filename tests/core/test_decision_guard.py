@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.agents.decision import clear_winner, decide, route_after_rank
-from retlink.config import DecisionConfig, ReasonerConfig
+from retlink.agent.nodes.decide import clear_winner, decide, route_after_rank
+from retlink.core.schema import DecisionConfig, ReasonerConfig
+from retlink.core.types import NIL, Candidate, Entity
 from retlink.tools.llm.base import Choice
-from retlink.types import NIL, Candidate, Entity
 
 
 def cand(eid: str, score: float, enhanced: str | None = None) -> Candidate:

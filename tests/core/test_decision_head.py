@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from retlink.agents.features import FEATURES, NIL_FEATURES, pool_features
-from retlink.errors import ConfigError
-from retlink.tools.decision import DecisionHead, Group
-from retlink.types import Candidate, Entity
+from retlink.agent.decision import DecisionHead, Group
+from retlink.agent.decision.features import FEATURES, NIL_FEATURES, pool_features
+from retlink.core.errors import ConfigError
+from retlink.core.types import Candidate, Entity
 
 D = len(FEATURES)
 
@@ -126,7 +126,7 @@ def test_retlink_train_end_to_end_then_the_agent_uses_the_head(tmp_path, demo_kb
     assert data["fingerprint"]["count"] > 0 and data["metrics"]["cross_validated"]["n"] > 0
     agent_cfg = {"kb": {"path": str(demo_kb_path)}, "reasoner": {"enabled": False}, "decision": {"head": str(tmp_path / "head.json")}}
     result = Linker.from_config(agent_cfg).link(
-        "data/demo/images/rocket.jpg",
+        "src/retlink/data/demo/images/rocket.jpg",
         mention="Falcon",
         context="The [Falcon] climbed away from the launch pad carrying a space weather satellite.",
     )

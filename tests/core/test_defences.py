@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from retlink import Linker
-from retlink.config import DetectorConfig, PurifyStep
-from retlink.eval.attacks import ClassifierTarget, build_attack
+from retlink.attacks import ClassifierTarget, build_attack
+from retlink.core.schema import DetectorConfig, PurifyStep
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import preprocess, shared_model
 from retlink.tools.vision.purify import Purifier, apply_pil, purify_pil

@@ -45,8 +45,8 @@ def test_links_demo_examples(linker, demo_dir, demo_examples):
 
 def test_every_input_kind_links(linker, demo_dir):
     """Each input kind passes validation; a full link runs on the tensor (the attack format)."""
-    from retlink.agents.validator import validate
-    from retlink.config import LimitsConfig
+    from retlink.agent.nodes.validator import validate
+    from retlink.core.schema import LimitsConfig
 
     path = demo_dir / "images" / "coffee.jpg"
     pil = Image.open(path).convert("RGB")

@@ -11,13 +11,13 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from retlink.agents.validator import validate
+from retlink.agent.nodes.validator import validate
 from retlink.cli import app
-from retlink.config import LimitsConfig
-from retlink.errors import DatasetError, ImageTooLargeError, TextTooLongError
+from retlink.core.errors import DatasetError, ImageTooLargeError, TextTooLongError
+from retlink.core.schema import LimitsConfig
+from retlink.core.types import Entity
 from retlink.tools.images import load_image
 from retlink.tools.kb.build import read_entities
-from retlink.types import Entity
 from tests.hostile import bomb_png
 
 runner = CliRunner()

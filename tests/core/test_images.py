@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retlink.errors import ImageTooLargeError, InvalidImageError
+from retlink.core.errors import ImageTooLargeError, InvalidImageError
 from retlink.tools.images import load_image, to_tensor
 
 

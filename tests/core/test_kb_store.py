@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from retlink.errors import DatasetError, KBError
+from retlink.core.errors import DatasetError, KBError
 from retlink.tools.kb.build import build_kb, is_current, read_entities
 from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 from retlink.tools.kb.location import MANIFEST_KEY, FolderKB, ServerKB

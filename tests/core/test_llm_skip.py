@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.agents.decision import llm_skip_reason, rank, route_after_rank
-from retlink.agents.features import FEATURES, NIL_FEATURES
-from retlink.config import DecisionConfig, KBConfig
-from retlink.tools.decision import DecisionHead
-from retlink.types import NIL, Candidate, Entity
+from retlink.agent.decision import DecisionHead
+from retlink.agent.decision.features import FEATURES, NIL_FEATURES
+from retlink.agent.nodes.decide import llm_skip_reason, rank, route_after_rank
+from retlink.core.schema import DecisionConfig, KBConfig
+from retlink.core.types import NIL, Candidate, Entity
 from tests.core.test_decision_head import synthetic_groups
 
 

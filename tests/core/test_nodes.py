@@ -7,20 +7,21 @@ import itertools
 
 import pytest
 
-from retlink.agents.captioner import caption
-from retlink.agents.decision import decide, fallback
-from retlink.agents.enhancer import assign_evidence, enhance
-from retlink.agents.planner import plan_queries
-from retlink.agents.reasoner import (
+from retlink.agent.nodes.captioner import caption
+from retlink.agent.nodes.decide import decide, fallback
+from retlink.agent.nodes.enhancer import assign_evidence, enhance
+from retlink.agent.nodes.planner import plan_queries
+from retlink.agent.nodes.reasoner import (
     blend,
     reason,
     retrieval_distribution,
     route_after_reason,
 )
-from retlink.agents.retriever import fuse, retrieval_query, retrieve
-from retlink.agents.searcher import search
-from retlink.agents.validator import validate
-from retlink.config import (
+from retlink.agent.nodes.retriever import fuse, retrieval_query, retrieve
+from retlink.agent.nodes.searcher import search
+from retlink.agent.nodes.validator import validate
+from retlink.core.errors import EmptyMentionError, InvalidImageError
+from retlink.core.schema import (
     CaptionRouteConfig,
     DecisionConfig,
     EnhancerConfig,
@@ -29,10 +30,9 @@ from retlink.config import (
     ReasonerConfig,
     SearchConfig,
 )
-from retlink.errors import EmptyMentionError, InvalidImageError
+from retlink.core.types import NIL, Candidate, Caption, Entity
 from retlink.tools.llm.base import Choice
 from retlink.tools.lru import LRU
-from retlink.types import NIL, Candidate, Caption, Entity
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def test_readme_agent_config_examples_validate():
     (an example with a misspelt or removed key fails here)."""
     import yaml
 
-    from retlink.config import RetlinkConfig, load_config
+    from retlink.agent.config import RetlinkConfig, load_config
 
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)]
     agent = [b for b in blocks if isinstance(b, dict) and set(b) <= set(RetlinkConfig.model_fields)]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from retlink.errors import ConfigError, DatasetError
-from retlink.eval.datasets import Sample, available, load_dataset
-from retlink.types import NIL
+from retlink.core.errors import ConfigError, DatasetError
+from retlink.core.types import NIL
+from retlink.datasets import Sample, available, load_dataset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "src" / "retlink" / "data" / "demo"
 
 
 def copy_fixture(name: str, tmp_path: Path) -> Path:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from retlink.errors import DatasetError
-from retlink.eval.datasets.base import iter_json_any, iter_json_array
+from retlink.core.errors import DatasetError
+from retlink.datasets.base import iter_json_any, iter_json_array
 
 RECORDS = [{"a": 1, "s": "x" * 30}, [1, 2.5, None], "é ünïcode ✓", 12345678901234567890, {"nested": {"k": [True, False]}}, 7]
 

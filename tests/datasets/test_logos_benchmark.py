@@ -18,9 +18,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from retlink.cli import app
-from retlink.errors import ConfigError
-from retlink.eval.datasets import load_dataset
-from retlink.eval.datasets.logos_build import (
+from retlink.core.errors import ConfigError
+from retlink.core.types import NIL
+from retlink.datasets import load_dataset
+from retlink.datasets.build.logos import (
     COMMITTED_MANIFEST,
     SPLITS,
     STOP_WORDS,
@@ -33,7 +34,6 @@ from retlink.eval.datasets.logos_build import (
     title_words,
 )
 from retlink.tools.kb.store import normalise_name
-from retlink.types import NIL
 from tests.conftest import skip_or_fail
 
 SMALL = {"seed": 3, "samples": 40, "distractors": 8, "limit": 5, "nil_share": 0.2}

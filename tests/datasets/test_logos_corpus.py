@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from retlink.cli import app
-from retlink.errors import ConfigError, DatasetError
-from retlink.eval.datasets.logos_corpus import CORPUS, CORPUS_MANIFEST, build_corpus, parse_packages
+from retlink.core.errors import ConfigError, DatasetError
+from retlink.datasets.build.logos_corpus import CORPUS, CORPUS_MANIFEST, build_corpus, parse_packages
 from retlink.tools.kb.embedders import shared_text_embedder
 from retlink.tools.search.local import LocalCorpusSearch
 

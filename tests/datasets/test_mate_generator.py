@@ -16,9 +16,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from retlink.errors import ConfigError, DatasetError
-from retlink.eval.mate.build import MateSet, build
-from retlink.eval.mate.questions import (
+from retlink.core.errors import ConfigError, DatasetError
+from retlink.mate.build import MateSet, build
+from retlink.mate.questions import (
     CROSS_TASKS,
     PAIRS,
     exact_match,
@@ -28,8 +28,8 @@ from retlink.eval.mate.questions import (
     out_of_scene,
     plan,
 )
-from retlink.eval.mate.render import render, render_array
-from retlink.eval.mate.scene import COLOURS, SHAPES, TEXTUAL_ONLY, VISUAL_ONLY, Reserve, Scene, sample_scene
+from retlink.mate.render import render, render_array
+from retlink.mate.scene import COLOURS, SHAPES, TEXTUAL_ONLY, VISUAL_ONLY, Reserve, Scene, sample_scene
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,16 @@ import pytest
 import torch
 from PIL import Image
 
-from retlink.config import DetectorConfig, PurifyStep
-from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack
-from retlink.eval.attacks.adaptive import EOTTarget, RandomPurifier, jittered, squeeze_scores
+from retlink.attacks import ATTACKS, ClassifierTarget, build_attack
+from retlink.attacks.adaptive import EOTTarget, RandomPurifier, jittered, squeeze_scores
+from retlink.core.schema import DetectorConfig, PurifyStep
 from retlink.eval.metrics import roc_auc
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import preprocess, shared_model
 from retlink.tools.vision.purify import Purifier, purify_pil
 
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
-#: the pipeline's purifier (DefenceConfig.purify_when_flagged, eval/configs/defences.yaml)
+DEMO = Path(__file__).resolve().parents[2] / "src" / "retlink" / "data" / "demo"
+#: the pipeline's purifier (DefenceConfig.purify_when_flagged, src/retlink/eval/configs/defences/defences.yaml)
 PIPELINE_JPEG = (PurifyStep(kind="jpeg", quality=75),)
 #: the strongest single purifier for the tagger's labels on the demo photos (restores the most
 #: non-adaptive PGD flips, at a clean cost); the adaptive attack has to beat the best case

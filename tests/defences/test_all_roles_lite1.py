@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retlink.backends import shared_captioner
-from retlink.config import CaptionerConfig, DefenceConfig, load_config
-from retlink.errors import ConfigError
+from retlink.agent.backends import shared_captioner
+from retlink.agent.config import load_config
+from retlink.attacks import TextAlignmentTarget, build_attack
+from retlink.attacks.adaptive import adaptive_attacks
+from retlink.core.errors import ConfigError
+from retlink.core.schema import CaptionerConfig, DefenceConfig
 from retlink.eval.attacked import Features
-from retlink.eval.attacks import TextAlignmentTarget, build_attack
-from retlink.eval.attacks.adaptive import adaptive_attacks
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
 from tests.conftest import fast_config
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "data" / "demo"
+DEMO = ROOT / "src" / "retlink" / "data" / "demo"
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 LITE1 = "efficientnet_lite1"
 

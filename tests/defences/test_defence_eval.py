@@ -11,17 +11,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from retlink.config import DefenceConfig
-from retlink.errors import ConfigError
+from retlink.attacks.adaptive import adaptive_attacks
+from retlink.core.errors import ConfigError
+from retlink.core.schema import DefenceConfig
+from retlink.core.types import Candidate, Entity, LinkResult
 from retlink.eval.attacked import AttackedStore, attack_variants
-from retlink.eval.attacks.adaptive import adaptive_attacks
 from retlink.eval.config import load_eval_config
 from retlink.eval.levels import defended_view
 from retlink.eval.metrics import roc_auc
 from retlink.eval.runner import Runner, worst_case
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
-from retlink.types import Candidate, Entity, LinkResult
 
 PURIFY = {"defence": {"purify": [{"kind": "median", "size": 3}]}}
 DETECT = {"defence": {"detector": {"enabled": True}}}

@@ -2,7 +2,7 @@
 real demo photos.
 
 Image retrieval here is what the pipeline's image evidence is: the entity whose KB image
-(data/demo/kb_images) is nearest to the photo by cosine of one network's pooled features. A PGD
+(src/retlink/data/demo/kb_images) is nearest to the photo by cosine of one network's pooled features. A PGD
 (normal preset: L-inf 8/255, 10 steps) pushes the photo toward the nearest wrong entity's KB image
 in the attacked network's own space (`TextAlignmentTarget(Features(model))`, as the eval does).
 An attack on Lite0 is white box for a Lite0 embedder and a transfer attack for a Lite1 one; the
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from retlink.errors import ConfigError, KBError
+from retlink.attacks import TextAlignmentTarget, build_attack
+from retlink.core.errors import ConfigError, KBError
 from retlink.eval.attacked import Features, surrogate
-from retlink.eval.attacks import TextAlignmentTarget, build_attack
 from retlink.eval.config import load_eval_config
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.embedders import EfficientNetImageEmbedder, shared_image_embedder, shared_text_embedder
@@ -30,7 +30,7 @@ from retlink.tools.kb.store import KBStore
 from retlink.tools.vision.efficientnet import FeatureEnsemble, imagenet_labels, preprocess, shared_model
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "data" / "demo"
+DEMO = ROOT / "src" / "retlink" / "data" / "demo"
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
@@ -167,7 +167,7 @@ def test_a_kb_is_refused_by_the_other_network(tmp_path):
 
 
 def test_transfer_eval_config_validates():
-    cfg = load_eval_config(ROOT / "eval" / "configs" / "transfer.yaml")
+    cfg = load_eval_config(ROOT / "src" / "retlink" / "eval" / "configs" / "defences" / "transfer.yaml")
     assert [a.surrogate for a in cfg.attacks] == [
         "efficientnet_lite0",
         "efficientnet_lite1",

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
 from retlink.eval.config import ExecutorSpec, load_eval_config
 from retlink.eval.runner import Runner
 from tests.conftest import REPO
@@ -63,7 +63,7 @@ def test_fault_injection_ray_missing_is_a_config_error_before_the_run_folder(tmp
 
 
 def _one_job_plan(cfg):
-    from retlink.eval.datasets import load_dataset
+    from retlink.datasets import load_dataset
     from retlink.eval.runner import Job, Plan
 
     sample = next(iter(load_dataset("demo").samples("test")))

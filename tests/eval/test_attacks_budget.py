@@ -7,8 +7,8 @@ import pytest
 import torch
 from attack_helpers import photos
 
-from retlink.eval.attacks import ATTACKS, ClassifierTarget, build_attack, presets
-from retlink.eval.attacks.targets import dlr_loss
+from retlink.attacks import ATTACKS, ClassifierTarget, build_attack, presets
+from retlink.attacks.targets import dlr_loss
 from retlink.tools.vision.efficientnet import build_efficientnet_lite
 
 # (attack, overrides): few steps, so the whole set runs in seconds; budgets are the presets'.

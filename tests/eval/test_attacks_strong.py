@@ -7,7 +7,7 @@ import pytest
 import torch
 from attack_helpers import photos
 
-from retlink.eval.attacks import ClassifierTarget, build_attack
+from retlink.attacks import ClassifierTarget, build_attack
 from retlink.tools.vision.efficientnet import shared_model
 
 

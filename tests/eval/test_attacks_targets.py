@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from attack_helpers import photos, tiny_captioner, tiny_clip
 
-from retlink.eval.attacks import (
+from retlink.attacks import (
     CaptionerTarget,
     ClassifierTarget,
     EmbeddingAwayTarget,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from attack_helpers import photos
 
-from retlink.eval.attacks import ClassifierTarget, build_attack
-from retlink.eval.perturb_text import (
+from retlink.attacks import ClassifierTarget, build_attack
+from retlink.attacks.text import (
     char_noise,
     substitute_one_word,
     typo_variants,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retlink.eval.projection_probe import ProjectedRetrieval, attacked, compare, train_projection
+from retlink.eval.experiments.projection_probe import ProjectedRetrieval, attacked, compare, train_projection
 
 
 class TinyNet(nn.Module):

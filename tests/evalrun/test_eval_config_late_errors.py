@@ -10,7 +10,7 @@ import yaml
 from evalrun_helpers import small_config
 from typer.testing import CliRunner
 
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
 from retlink.eval.config import load_eval_config
 
 

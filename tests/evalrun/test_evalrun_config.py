@@ -9,13 +9,14 @@ import yaml
 from evalrun_helpers import small_config
 from typer.testing import CliRunner
 
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
 from retlink.eval.config import fraction_text, load_eval_config
 from retlink.eval.metrics import gold_rank
 from retlink.eval.records import RecordLog, read_records
 from retlink.eval.runner import link_inputs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "eval" / "configs"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "retlink"
+CONFIGS = PACKAGE / "eval" / "configs" / "benchmarks"
 
 
 def test_bundled_configs_validate():
@@ -25,7 +26,7 @@ def test_bundled_configs_validate():
         cfg = load_eval_config(path)
         assert cfg.name == path.stem and cfg.reference_pipeline() == "baseline"
     demo = load_eval_config(CONFIGS / "demo.yaml")
-    assert demo.kb.entities == (CONFIGS.parent.parent / "data" / "demo" / "entities.jsonl").resolve()
+    assert demo.kb.entities == (PACKAGE / "data" / "demo" / "entities.jsonl").resolve()
     assert demo.attack("pgd-8").eps == pytest.approx(8 / 255)
 
 
@@ -128,7 +129,7 @@ def test_fingerprint_follows_what_the_named_preset_resolves_to(tmp_path, monkeyp
     """`config: default` (or none) names a preset whose content can change; a run made before
     the change must refuse to resume rather than mix records of two different agents. Where the
     checkout and the cache live does not count: the same run hashes alike on another machine."""
-    import retlink.config as config
+    import retlink.agent.config as config
     import retlink.eval.config as eval_config
 
     cfg = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a"))
@@ -170,9 +171,9 @@ def test_record_log_cuts_a_torn_tail_and_last_record_wins(tmp_path):
 
 
 def test_gold_rank_and_settings():
+    from retlink.core.types import Candidate, Entity, LinkResult
+    from retlink.datasets import Sample
     from retlink.eval.config import SettingSpec
-    from retlink.eval.datasets import Sample
-    from retlink.types import Candidate, Entity, LinkResult
 
     def result(answer, ids):
         ents = {i: Entity(id=i, name=i) for i in ids}

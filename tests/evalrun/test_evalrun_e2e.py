@@ -10,7 +10,7 @@ import torch
 from evalrun_helpers import small_config
 from typer.testing import CliRunner
 
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
 from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
 from retlink.eval.metrics import bootstrap_ci
@@ -155,8 +155,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, demo_kb_path):
 
 
 def test_export_is_a_loadable_attacked_dataset(full_run, tmp_path):
+    from retlink.datasets import load_dataset
     from retlink.eval.dataset_export import export_run
-    from retlink.eval.datasets import load_dataset
     from retlink.eval.export import load_attacked
 
     runner, _ = full_run

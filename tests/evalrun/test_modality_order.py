@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.agents.prompts import reasoner_messages
-from retlink.config import RetlinkConfig
-from retlink.errors import ConfigError
+from retlink.agent.config import RetlinkConfig
+from retlink.agent.prompts import reasoner_messages
+from retlink.core.errors import ConfigError
+from retlink.core.types import Candidate, Caption, Entity
 from retlink.eval.config import load_eval_config
-from retlink.types import Candidate, Caption, Entity
 
 
 def _prompt(image_first: bool) -> list[str]:

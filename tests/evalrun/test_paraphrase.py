@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from retlink import backends
-from retlink.errors import ConfigError
+from retlink.agent import backends
+from retlink.attacks.paraphrase import clean_reply, messages_for, paraphrase
+from retlink.core.errors import ConfigError
+from retlink.datasets.base import Sample
 from retlink.eval.config import SettingSpec, load_eval_config
-from retlink.eval.datasets.base import Sample
-from retlink.eval.paraphrase import clean_reply, messages_for, paraphrase
 from retlink.eval.runner import link_inputs
 
 
@@ -61,7 +61,7 @@ def test_paraphrase_with_the_in_process_llm_is_stored_and_reused(tmp_path, monke
     s = Sample(id="x:1", image_path=None, mention="Ruby", context=text, gold_id="ruby", split="dev")
     spec = SettingSpec(name="para", setting="it2t", text={"kind": "paraphrase"})
     seed = next(k for k in range(100) if link_inputs.__globals__["text_seed"](k, s.id, "para") % 3 == 0)
-    from retlink.eval.paraphrase import INSTRUCTIONS
+    from retlink.attacks.paraphrase import INSTRUCTIONS
 
     assert len(INSTRUCTIONS) == 3
     image, mention, context = link_inputs(s, spec, "IMG", seed)

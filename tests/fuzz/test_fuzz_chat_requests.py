@@ -18,13 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from retlink.config import LimitsConfig, load_config
-from retlink.errors import RetlinkError
-from retlink.server import ServerSettings, create_app
-from retlink.server_inputs import decode_data_uri, parse_request
-from retlink.server_protocol import ChatCompletionRequest
+from retlink.agent.config import load_config
+from retlink.core.errors import RetlinkError
+from retlink.core.schema import LimitsConfig
+from retlink.core.types import LinkResult
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.inputs import decode_data_uri, parse_request
+from retlink.serve.protocol import ChatCompletionRequest
 from retlink.tools.images import load_image
-from retlink.types import LinkResult
 from tests.fuzz.test_fuzz_images import mangled
 from tests.server.conftest import ServerThread
 

@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retlink.config import load_config
-from retlink.errors import ConfigError
+from retlink.agent.config import load_config
+from retlink.core.errors import ConfigError
 from retlink.eval.config import load_eval_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evalrun"))

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retlink.errors import RetlinkError
-from retlink.eval.datasets import available, load_dataset
+from retlink.core.errors import RetlinkError
+from retlink.datasets import available, load_dataset
 from retlink.tools.kb.build import read_entities
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "datasets"
 SOURCES = {
     key: path
     for key in available()
-    if (path := ROOT / "data" / "demo" if key == "demo" else FIXTURES / key).is_dir()
+    if (path := ROOT / "src" / "retlink" / "data" / "demo" if key == "demo" else FIXTURES / key).is_dir()
 }
 TEXT = (".json", ".jsonl", ".txt")
 

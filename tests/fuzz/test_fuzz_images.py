@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from retlink.errors import ImageTooLargeError, RetlinkError
+from retlink.core.errors import ImageTooLargeError, RetlinkError
 from retlink.tools.images import load_image
 from tests.hostile import bomb_png, png_chunk
 

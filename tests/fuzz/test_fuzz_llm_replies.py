@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retlink.errors import RetlinkError
+from retlink.core.errors import RetlinkError
 from retlink.tools.llm.base import split_think
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM, option_probabilities, parse_answer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.errors import EmptyMentionError
+from retlink.core.errors import EmptyMentionError
+from retlink.datasets import load_dataset
 from retlink.eval.baseline import BaselineConfig, CLIPBaseline, fuse, query_text
-from retlink.eval.datasets import load_dataset
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retlink.errors import DatasetError
-from retlink.eval.datasets import load_dataset
+from retlink.core.errors import DatasetError
+from retlink.core.types import Entity
+from retlink.datasets import load_dataset
 from retlink.tools.kb.build import build_kb, ensure_built, is_current
 from retlink.tools.kb.store import KBStore
-from retlink.types import Entity
 from tests.conftest import REPO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
@@ -147,7 +147,7 @@ def test_builders_starting_at_once_build_the_kb_once(tmp_path, text_embedder):
     builds under the KB's build lock, the other waits and finds it current. Threads here, each
     with its own open lock file, exclude each other exactly as processes do (flock is per open
     file)."""
-    lines = (REPO / "data" / "demo" / "entities.jsonl").read_text().splitlines()
+    lines = (REPO / "src" / "retlink" / "data" / "demo" / "entities.jsonl").read_text().splitlines()
     rows = [{k: v for k, v in json.loads(line).items() if k != "image_paths"} for line in lines[:6]]
     src = tmp_path / "entities.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -169,7 +169,7 @@ def test_a_kb_whose_source_folder_is_gone_is_rebuilt(tmp_path, text_embedder):
     """A cached KB (the demo KB under $RETLINK_CACHE) resolves its entities' relative image paths
     against the folder it was built from; when that checkout is deleted, the same entities file
     elsewhere must rebuild it, or its images are silently unreadable (no attack distractors)."""
-    lines = (REPO / "data" / "demo" / "entities.jsonl").read_text().splitlines()
+    lines = (REPO / "src" / "retlink" / "data" / "demo" / "entities.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines[:3]]
     for r in rows:
         r["image_paths"] = []

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from retlink.errors import DatasetError
+from retlink.core.errors import DatasetError
+from retlink.core.types import Entity
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
-from retlink.types import Entity
 from tests.hostile import bomb_png
 
 

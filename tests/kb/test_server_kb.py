@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from retlink.backends import ensure_kb
+from retlink.agent.backends import ensure_kb
+from retlink.agent.config import load_config
 from retlink.cli import app
-from retlink.config import KBConfig, load_config
-from retlink.errors import ConfigError, KBError
+from retlink.core.errors import ConfigError, KBError
+from retlink.core.schema import KBConfig
+from retlink.core.types import Entity
 from retlink.tools.images import load_image
 from retlink.tools.kb.build import build_kb, is_current, read_entities
 from retlink.tools.kb.location import ServerKB, kb_location
 from retlink.tools.kb.store import KBStore
-from retlink.types import Entity
 from tests.chroma_server import ChromaServer, RecordingRelay
 from tests.conftest import DEMO
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from retlink.config import LLMConfig
+from retlink.core.schema import LLMConfig
 from retlink.tools.llm.batcher import MicroBatcher
 from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END, OptionTree, Row
 
@@ -39,7 +39,7 @@ DESCRIBE = ask("Entity: Seine\nKnown description: River in France.\n\nWrite one 
 
 @pytest.fixture(scope="module")
 def llm():
-    from retlink.backends import shared_llm
+    from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig())
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.agents.enhancer import enhance
-from retlink.config import EnhancerConfig, LLMConfig
+from retlink.agent.nodes.enhancer import enhance
+from retlink.core.schema import EnhancerConfig, LLMConfig
+from retlink.core.types import Candidate, Entity
 from retlink.tools.kb.descriptions import DescriptionStore, description_key
 from retlink.tools.lru import LRU
-from retlink.types import Candidate, Entity
 
 
 class CountingLLM:
@@ -25,7 +25,7 @@ class CountingLLM:
 
 @pytest.fixture(scope="module")
 def llm():
-    from retlink.backends import shared_llm
+    from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig())
 

@@ -9,17 +9,17 @@ import contextlib
 
 import pytest
 
-from retlink.agents.prompts import REASONER_SYSTEM, reasoner_messages
-from retlink.agents.reasoner import reason
-from retlink.config import LLMConfig, PromptConfig, ReasonerConfig
+from retlink.agent.nodes.reasoner import reason
+from retlink.agent.prompts import REASONER_SYSTEM, reasoner_messages
+from retlink.core.schema import LLMConfig, PromptConfig, ReasonerConfig
+from retlink.core.types import Candidate, Caption, Entity
 from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END
-from retlink.types import Candidate, Caption, Entity
 from tests.llm.test_batching import CHOOSE, CHOOSE_LONG, DESCRIBE, LOGP_ATOL
 
 
 @pytest.fixture(scope="module")
 def llm():
-    from retlink.backends import shared_llm
+    from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig(threads=1))  # one thread: the machine is shared (see LLMConfig.threads)
 

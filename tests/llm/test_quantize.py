@@ -9,13 +9,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from retlink.config import LLMConfig
+from retlink.core.schema import LLMConfig
 from tests.llm.test_batching import rows
 
 
 @pytest.fixture(scope="module")
 def llm():
-    from retlink.backends import shared_llm
+    from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig(threads=1, quantize="int8"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.config import LLMConfig
+from retlink.core.schema import LLMConfig
 from retlink.tools.llm.base import Choice, Generation, TokenUsage, llm_calls
 
 SYSTEM = {"role": "system", "content": "You write short, factual descriptions of entities."}
@@ -13,7 +13,7 @@ SYSTEM = {"role": "system", "content": "You write short, factual descriptions of
 
 @pytest.fixture(scope="module")
 def llm():
-    from retlink.backends import shared_llm
+    from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig())
 

@@ -11,9 +11,9 @@ from collections import defaultdict
 
 import pytest
 
-from retlink.eval.mate.build import MateSet
-from retlink.eval.mate.questions import exact_match
-from retlink.graphs.mate_binding import BindingAgent
+from retlink.mate.agent.graph import BindingAgent
+from retlink.mate.build import MateSet
+from retlink.mate.questions import exact_match
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_agent_finds_every_object(blind_set):
 
 
 def test_a_question_outside_the_templates_is_a_typed_error(blind_set):
-    from retlink.agents.mate_binding import QuestionNotUnderstood
+    from retlink.mate.agent.nodes import QuestionNotUnderstood
 
     q = next(blind_set.questions())
     with pytest.raises(QuestionNotUnderstood, match="not a MATE question"):

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
 from retlink.eval.attacked import AttackedStore, file_stem
-from retlink.eval.mate.harness import MateRunner, load_mate_config
-from retlink.eval.mate.report import write_report
 from retlink.eval.records import RESULTS, read_records
+from retlink.mate.harness import MateRunner, load_mate_config
+from retlink.mate.report import write_report
 from tests.loopback import LoopbackHTTP, QuietHandler
 
 EPS = 8  # /255, both attacks' budget
@@ -154,7 +154,7 @@ def test_attack_names_are_unique_and_change_the_fingerprint(tmp_path):
 def test_bundled_mate_configs_validate():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[2] / "eval" / "configs").glob("mate-*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "src" / "retlink" / "eval" / "configs").rglob("mate-*.yaml"))
     assert len(configs) >= 3
     loaded = {p.stem: load_mate_config(p) for p in configs}
     assert [a.target for a in loaded["mate-binding-attacks"].attacks][:2] == ["perception", "perception"]

@@ -12,10 +12,10 @@ import yaml
 from typer.testing import CliRunner
 
 from retlink.cli import app
-from retlink.errors import BackendError, ConfigError
-from retlink.eval.mate.harness import MateRunner, load_mate_config
-from retlink.eval.mate.report import write_report
+from retlink.core.errors import BackendError, ConfigError
 from retlink.eval.records import RESULTS, read_records
+from retlink.mate.harness import MateRunner, load_mate_config
+from retlink.mate.report import write_report
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from retlink.eval.mate.prompts import build_prompt, messages
-from retlink.eval.mate.questions import make_question, plan
+from retlink.mate.prompts import build_prompt, messages
+from retlink.mate.questions import make_question, plan
 
 
 def _first_of(task: str):

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from retlink.config import SearchConfig
+from retlink.core.schema import SearchConfig
 from tests.loopback import TlsCerts, TLSServing, make_test_pki
 
 Route = Callable[["_Handler", str, dict[str, list[str]]], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from retlink.config import SearchBackendConfig
+from retlink.core.schema import SearchBackendConfig
 from retlink.tools.scrape import Budget, build_scraper
 from retlink.tools.search.factory import build_search_backends
 from retlink.tools.search.gather import gather_evidence

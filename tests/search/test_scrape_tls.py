@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.config import SearchBackendConfig
-from retlink.errors import ConfigError
+from retlink.core.errors import ConfigError
+from retlink.core.schema import SearchBackendConfig
 from retlink.tools.net_guard import system_resolve
 from retlink.tools.scrape import Budget, FetchError, build_scraper
 from retlink.tools.search.factory import build_search_backends

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.config import SearchBackendConfig
-from retlink.errors import BackendError, ConfigError
+from retlink.core.errors import BackendError, ConfigError
+from retlink.core.schema import SearchBackendConfig
 from retlink.tools.search.factory import build_search_backends
 
 

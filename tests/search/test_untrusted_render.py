@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from retlink.core.types import Evidence
 from retlink.tools.scrape import build_scraper, render_untrusted
 from retlink.tools.scrape.untrusted import BEGIN, END, sanitise
-from retlink.types import Evidence
 
 
 def _blocks(rendered: str) -> list[tuple[str, str]]:

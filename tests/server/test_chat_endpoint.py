@@ -12,7 +12,7 @@ import openai
 import pytest
 from PIL import Image
 
-from retlink.server import ServerSettings, create_app
+from retlink.serve.app import ServerSettings, create_app
 from tests.server.conftest import API_KEY, DEMO, ServerThread, chat_client, data_uri, user_message
 from tests.waiting import wait_until
 

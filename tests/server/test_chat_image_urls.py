@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from retlink.server import ServerSettings, create_app
+from retlink.serve.app import ServerSettings, create_app
 from tests.loopback import LoopbackHTTP, QuietHandler
 from tests.server.conftest import API_KEY, DEMO, ServerThread, chat_client, user_message
 

@@ -17,8 +17,8 @@ import threading
 import httpx
 import pytest
 
-from retlink.config import load_config
-from retlink.server import ServerSettings, create_app
+from retlink.agent.config import load_config
+from retlink.serve.app import ServerSettings, create_app
 from tests.hostile import bomb_png
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
 from tests.waiting import wait_until

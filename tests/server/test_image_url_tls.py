@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from retlink.config import SearchConfig
-from retlink.errors import InvalidImageError
-from retlink.server_inputs import IMAGE_TYPES, MAX_REDIRECTS, image_fetch_settings, load_request_image
+from retlink.core.errors import InvalidImageError
+from retlink.core.schema import SearchConfig
+from retlink.serve.inputs import IMAGE_TYPES, MAX_REDIRECTS, image_fetch_settings, load_request_image
 from retlink.tools.net_guard import HostPolicy
 from retlink.tools.scrape.fetch import FetchSettings
 from tests.loopback import QuietHandler, TlsCerts, TLSLoopbackHTTP, make_test_pki
@@ -84,7 +84,7 @@ def test_endpoint_fetches_https_images_with_the_linkers_ca_bundle(site, pki, dem
     import openai
 
     from retlink import Linker
-    from retlink.server import ServerSettings, create_app
+    from retlink.serve.app import ServerSettings, create_app
     from tests.conftest import fast_config
     from tests.server.conftest import API_KEY, ServerThread, chat_client, user_message
 

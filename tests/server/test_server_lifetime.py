@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from retlink.errors import RetlinkError
-from retlink.server import ServerSettings, create_app, uvicorn_config
-from retlink.server_drain import DrainingServer
-from retlink.types import LinkResult, TraceEvent
+from retlink.core.errors import RetlinkError
+from retlink.core.types import LinkResult, TraceEvent
+from retlink.serve.app import ServerSettings, create_app, uvicorn_config
+from retlink.serve.drain import DrainingServer
 from tests.conftest import REPO
 from tests.loopback import free_port
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
@@ -144,7 +144,7 @@ def test_request_ids_are_echoed_or_made(stalling):
 
 @pytest.mark.slow
 def test_linker_close_stops_its_loop_and_refuses_later_links(linker):
-    from retlink.linker import Linker
+    from retlink.agent.linker import Linker
 
     with Linker.from_config(linker.config) as own:  # the session's models, its own loop thread
         result = own.link(DEMO / "images" / "rocket.jpg", "Falcon", "The [Falcon] climbed away.")
@@ -174,7 +174,7 @@ class FileStallingLinker(StallingLinker):
 
 SERVE_STALLING = """
 import sys
-from retlink.server import ServerSettings, create_app, run_app
+from retlink.serve.app import ServerSettings, create_app, run_app
 from tests.server.test_server_lifetime import FileStallingLinker
 settings = ServerSettings(port=int(sys.argv[1]), shutdown_grace_s=120)
 run_app(create_app(FileStallingLinker(sys.argv[2]), settings), settings)

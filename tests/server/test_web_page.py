@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from retlink.server import AttackSettings, ServerSettings, create_app
+from retlink.serve.app import AttackSettings, ServerSettings, create_app
 from tests.conftest import REPO, skip_or_fail
 from tests.server.conftest import API_KEY, DEMO, ServerThread
 

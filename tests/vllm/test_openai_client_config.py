@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from retlink.backends import shared_captioner, shared_llm
-from retlink.config import CaptionerConfig, LLMConfig, OpenAIServerConfig, load_config
-from retlink.errors import BackendError, ConfigError
+from retlink.agent.backends import shared_captioner, shared_llm
+from retlink.agent.config import load_config
+from retlink.core.errors import BackendError, ConfigError
+from retlink.core.schema import CaptionerConfig, LLMConfig, OpenAIServerConfig
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner

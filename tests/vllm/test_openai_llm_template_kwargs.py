@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from retlink.backends import shared_llm
-from retlink.config import LLMConfig
+from retlink.agent.backends import shared_llm
+from retlink.core.schema import LLMConfig
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.loopback import LoopbackHTTP, QuietHandler

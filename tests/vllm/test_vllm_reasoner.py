@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from retlink.errors import BackendError
+from retlink.core.errors import BackendError
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy

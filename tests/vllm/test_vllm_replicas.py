@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 @pytest.mark.timeout(1800)  # two servers to start and eight links: many minutes on 2 loaded cores
 def test_one_of_two_replicas_killed_mid_run_and_every_link_completes():
-    from retlink.linker import Linker
+    from retlink.agent.linker import Linker
 
     require_vllm()
     with VLLMServer("smollm2", replicas=2) as servers:

@@ -42,7 +42,7 @@ def test_image_reaches_the_vision_tower(tiny_llava):
 
 
 def test_wrong_model_name_is_a_clear_error(tiny_llava):
-    from retlink.errors import BackendError
+    from retlink.core.errors import BackendError
 
     captioner = OpenAIVLMCaptioner(OpenAICompatClient("llava-13b", tiny_llava.base_url))
     with pytest.raises(BackendError, match="it serves: tiny-llava"):

@@ -1,0 +1,1 @@
+"""The linking agent: state, graph, prompts, nodes and the decision (features, head)."""

@@ -1,0 +1,1 @@
+"""The linking graph's nodes: pure functions, state in, partial state out."""

@@ -1,0 +1,121 @@
+"""The config machinery every loader shares: strict pydantic models, YAML files whose relative
+paths are relative to the file, and one ConfigError naming every bad key.
+
+Every model forbids unknown keys, so a typo in a YAML file is an error that names the key instead
+of a silently ignored setting. The agent's schema is `retlink.core.schema` (its sections) and
+`retlink.agent.config` (the whole config, presets, `load_config`).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from retlink.core.errors import ConfigError
+from retlink.core.paths import cache_dir
+
+PATH_KEYS = {"path", "entities", "cache_dir", "head"}
+
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+#: a path field: `~` expands also where the config came as a dict or object rather than a file
+#: (a file's paths went through `resolve_path` already, see `read_yaml`)
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
+class StrictModel(BaseModel):
+    """The base of every configuration model: an unknown key is an error that names it (a typo
+    never silently falls back to a default), and a loaded config cannot be changed in place."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def key_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('pipelines', 1, 'overrides', 'reasonr') -> 'pipelines[1].overrides.reasonr'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def validation_lines(err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, message) of each error, under `prefix` (where the validated value sits)."""
+    return [
+        ((*prefix, *e["loc"]), "unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in err.errors()
+    ]
+
+
+def config_error(source: str, problems: list[tuple[tuple[Any, ...], str]]) -> ConfigError:
+    """One ConfigError naming the file and, one line each, every bad key path."""
+    lines = [f"invalid configuration ({source}):"]
+    lines += [f"  {key_path(loc)}: {msg}" for loc, msg in problems]
+    return ConfigError("\n".join(lines))
+
+
+def validate_config(model: type[_ModelT], data: Any, origin: str) -> _ModelT:
+    """`model.model_validate(data)`, a validation error turned into a ConfigError with one line
+    per bad key (every config loader of the project goes through here)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise config_error(origin, validation_lines(e)) from None
+
+
+def read_yaml(path: Path, path_keys: frozenset[str] | set[str] = PATH_KEYS) -> dict[str, Any]:
+    """A YAML mapping with every value under a key in `path_keys` resolved (`resolve_path`): the
+    one path mechanism of every config file (agent and eval configs alike)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ConfigError(f"config file {path} nests too deeply to be a config") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    # Relative paths in a config file are relative to the file, not to the working directory.
+    return resolve_paths(data, path.parent, path_keys)
+
+
+def resolve_path(value: str, base: Path) -> str:
+    """`$RETLINK_CACHE` and `~` expand; a relative path is relative to the config file."""
+    value = value.replace("$RETLINK_CACHE", str(cache_dir())).replace("${RETLINK_CACHE}", str(cache_dir()))
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def resolve_paths(data: dict[str, Any], base: Path, keys: frozenset[str] | set[str] = PATH_KEYS) -> dict[str, Any]:
+    """Every value under a key in `keys`, at any depth, resolved (`resolve_path`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out[key] = resolve_paths(value, base, keys)
+        elif isinstance(value, list):
+            out[key] = [resolve_paths(v, base, keys) if isinstance(v, dict) else v for v in value]
+        elif key in keys and isinstance(value, str):
+            out[key] = resolve_path(value, base)
+        else:
+            out[key] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into a copy of `base`, recursing into dicts (lists are replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,1 @@
+"""Benchmark generators (`retlink data build NAME`), kept apart from the dataset loaders."""

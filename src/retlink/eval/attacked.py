@@ -1,0 +1,388 @@
+"""Attacked images of a run: made once per (sample, attack), stored, reused by every pipeline.
+
+The surrogate is a config choice: the network the pipelines themselves use (EfficientNet-Lite0 on
+the embedded default: captioner and image embedder at once) makes the attacks white box;
+EfficientNet-Lite1 against a Lite0 pipeline, or Lite0 against a pipeline whose image embedder is
+Lite1, makes them transfer attacks; `efficientnet_lite0+efficientnet_lite1` attacks both. The
+distractor is chosen in the run KB's image space whatever the surrogate. Targets:
+- `embedding_toward_distractor`: raise cos(f(x), f(distractor image)) - cos(f(x), f(gold image)),
+  the distractor being the wrong KB entity whose image is nearest to the clean image (the
+  cheapest confusion); a gold entity without an image uses the clean image's own features.
+- `embedding_away`: 1 - cos(f(x), f(clean)).
+- `classifier`: the ImageNet logits, untargeted cross-entropy (what the tagger captions from).
+
+Images are resized and centre-cropped to the model's input size first (`preprocess`), and the
+pipelines receive that same square tensor, clean or attacked: the perturbation reaches the model
+as crafted (rounded to 8 bits on the way in, as any saved PNG would be), and clean and attacked
+inputs differ by the perturbation only.
+
+Batches are fixed chunks of the run's sample list, each attacked with a seed derived from the run
+seed and the chunk index: an interrupted and resumed run remakes exactly the same images. A
+stored image is `<stem>.pt` (the exact tensor) plus `<stem>.json` (norms, distractor, seconds),
+the JSON written last and atomically, so an image counts as made only when both are complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from retlink.core.errors import InvalidImageError
+from retlink.core.networks import network
+from retlink.tools.vision.efficientnet import shared_network
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stem(sample_id: str) -> str:
+    """A file-name-safe, collision-free stem for a sample id."""
+    import hashlib
+
+    safe = _SAFE.sub("_", sample_id).strip("._") or "sample"
+    return f"{safe[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
+
+
+def clean_tensor(image_path: Path | None, size: int | None) -> torch.Tensor:
+    """The sample's image as the pipelines and attacks see it: (3, size, size) in [0, 1]; with
+    `size` None the image as it is (MATE: the binding agent measures pixels under its camera,
+    so its attacks perturb the rendered scene at its own resolution)."""
+    from retlink.tools.vision.efficientnet import preprocess
+
+    if image_path is None:
+        raise InvalidImageError("the sample has no image")
+    try:
+        with Image.open(image_path) as img:
+            if size is None:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+            return preprocess(img, size)
+    except OSError as e:
+        raise InvalidImageError(f"cannot read image {image_path}: {e}") from None
+
+
+class Features(nn.Module):
+    """The surrogate's pooled features as a module (what the embedding targets attack)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+class OpenClipSurrogate(nn.Module):
+    """An open_clip image tower as a surrogate: `features` is its unit image embedding of [0, 1]
+    images (resized and normalised inside, `OpenClipImageEncoder`), what the embedding targets
+    attack. It has no classes, so no `classifier` target."""
+
+    def __init__(self, model: str, pretrained: str | None) -> None:
+        super().__init__()
+        import open_clip
+
+        from retlink.attacks import OpenClipImageEncoder
+
+        if pretrained is not None and not Path(pretrained).is_file():
+            from retlink.core.errors import ConfigError
+
+            raise ConfigError(f"open_clip surrogate weights not found: {pretrained}")
+        clip = open_clip.create_model(model, pretrained=pretrained)
+        self.encoder = OpenClipImageEncoder(clip.eval())
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def surrogate(name: str, pretrained: str | Path | None = None) -> nn.Module:
+    """The surrogate network by config name (shared with the pipelines: loaded once).
+
+    `efficientnet_lite0` is the network of the embedded default's captioner and image embedder
+    (white box); `efficientnet_lite1` the other image embedder; `a+b` attacks both at once
+    (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits);
+    `open_clip:MODEL` an open_clip image tower with the weights of the file `pretrained`."""
+    if name.startswith("open_clip:"):
+        return _open_clip(name.split(":", 1)[1], str(pretrained) if pretrained is not None else None)
+    try:
+        parts = tuple(network(p) for p in name.split("+"))
+    except ValueError as e:
+        raise ValueError(f"unknown surrogate {name!r}: {e}") from None
+    return shared_network(parts[0]) if len(parts) == 1 else _ensemble(parts)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_clip(model: str, pretrained: str | None) -> nn.Module:
+    return OpenClipSurrogate(model, pretrained).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _ensemble(parts: tuple[str, ...]) -> nn.Module:
+    from retlink.tools.vision.efficientnet import FeatureEnsemble
+
+    return FeatureEnsemble([shared_network(p) for p in parts]).eval()
+
+
+class AttackedStore:
+    """The attacked images of one attack in a run folder."""
+
+    def __init__(self, root: Path, attack: str) -> None:
+        self.dir = Path(root) / "attacked" / attack
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def has(self, sample_id: str) -> bool:
+        return (self.dir / f"{file_stem(sample_id)}.json").exists()
+
+    def load(self, sample_id: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        stem = file_stem(sample_id)
+        meta = json.loads((self.dir / f"{stem}.json").read_text())
+        return torch.load(self.dir / f"{stem}.pt", map_location="cpu", weights_only=True), meta
+
+    def save(self, sample_id: str, image: torch.Tensor, meta: dict[str, Any]) -> None:
+        stem = file_stem(sample_id)
+        for name, write in (
+            (f"{stem}.pt", lambda p: torch.save(image.detach().float().cpu().contiguous().clone(), p)),
+            (f"{stem}.json", lambda p: p.write_text(json.dumps({"id": sample_id, **meta}))),
+        ):
+            tmp = self.dir / f".{name}.tmp"
+            write(tmp)
+            os.replace(tmp, self.dir / name)
+
+
+class LabelMaker:
+    """Per-target labels for a batch, from the run's KB and the surrogate."""
+
+    def __init__(self, kb: Any, model: nn.Module, size: int) -> None:
+        self.kb = kb
+        self.model = model
+        self.size = size
+        self._entity_features: dict[str, torch.Tensor | None] = {}
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return F.normalize(self.model.features(x).float(), dim=-1).clone()
+
+    def entity_features(self, entity_id: str) -> torch.Tensor | None:
+        """Surrogate features of an entity's first KB image (None when it has none)."""
+        if entity_id not in self._entity_features:
+            ents = self.kb.get([entity_id])
+            paths = ents[0].image_paths if ents else []
+            vec = None
+            for p in paths:
+                try:
+                    vec = self._features(clean_tensor(self.kb.image_file(p), self.size).unsqueeze(0))[0]
+                    break
+                except InvalidImageError:
+                    log.warning("KB image of %s unreadable: %s", entity_id, p)
+            self._entity_features[entity_id] = vec
+        return self._entity_features[entity_id]
+
+    def distractor(self, image: torch.Tensor, gold_id: str) -> str | None:
+        """The wrong entity whose KB image is nearest to the clean image (in the KB's space)."""
+        if not getattr(self.kb, "has_images", False):
+            return None
+        from retlink.tools.images import load_image
+
+        vec = self.kb.image_embedder.embed_images([load_image(image)])[0]
+        for eid, _ in self.kb.query_image(vec, 10):
+            if eid != gold_id and self.entity_features(eid) is not None:
+                return eid
+        return None
+
+    def toward_distractor(
+        self, images: torch.Tensor, gold_ids: Sequence[str]
+    ) -> tuple[torch.Tensor, list[str | None]]:
+        """(B, 2, D) [reference, distractor] features; the reference is the gold entity's image
+        (or the clean image itself), the distractor the clean image's own features when none."""
+        clean = self._features(images)
+        rows, chosen = [], []
+        for i, gold in enumerate(gold_ids):
+            ref = self.entity_features(gold)
+            ref = clean[i] if ref is None else ref
+            d = self.distractor(images[i], gold)
+            chosen.append(d)
+            wrong = self.entity_features(d) if d else None
+            rows.append(torch.stack([ref, wrong if wrong is not None else -clean[i]]))
+        return torch.stack(rows), chosen
+
+
+def build_target(kind: str, model: nn.Module) -> Any:
+    """The attack library's target for a config `target:` name."""
+    from retlink.attacks import ClassifierTarget, EmbeddingAwayTarget, TextAlignmentTarget
+
+    if kind == "embedding_toward_distractor":
+        return TextAlignmentTarget(Features(model))
+    if kind == "embedding_away":
+        return EmbeddingAwayTarget(Features(model))
+    if kind == "classifier":
+        return ClassifierTarget(model)
+    raise ValueError(f"unknown attack target {kind!r}")
+
+
+class Variant(NamedTuple):
+    """One set of attacked images of an attack: what makes them, who faces them, where they are."""
+
+    spec: Any
+    pipelines: list[str]
+    #: folder below the run's `attacked/`
+    store: str
+
+
+def attack_variants(cfg: Any, spec: Any) -> dict[str, Variant]:
+    """{variant key: Variant} of one attack of an eval config.
+
+    A plain attack has one variant, key "" (its images in `attacked/<name>/`). `attack: adaptive`
+    expands per pipeline into plain PGD plus the adaptive attacks its own defence config calls
+    for (`retlink.attacks.adaptive.adaptive_attacks`), each in `attacked/<name>/<key>/`;
+    pipelines with the same defences share a variant's images, and the plain PGD variant uses
+    the images of a plain attack of the config with the very same parameters, when there is one."""
+    from retlink.attacks.adaptive import adaptive_attacks, attack_key
+    from retlink.eval.pipelines import pipeline_defence
+
+    def faces(p: Any, name: str) -> bool:
+        return any(name in cfg.attacks_in(s) and p.name in cfg.pipelines_in(s) for s in cfg.settings)
+
+    pipes = [p.name for p in cfg.pipelines if faces(p, spec.name)]
+    if spec.attack != "adaptive":
+        return {"": Variant(spec, pipes, spec.name)}
+    base = spec.image_params()
+    eot = int(spec.resolved_params().get("eot_samples", 4))
+    out: dict[str, Variant] = {}
+    for p in cfg.pipelines:
+        if p.name not in pipes:
+            continue
+        for name, overrides in [("pgd", {}), *adaptive_attacks(pipeline_defence(p), eot, spec.surrogate)]:
+            key = attack_key(name, overrides)
+            if key not in out:
+                variant = spec.model_copy(update={"attack": name, "params": {**base, **overrides}})
+                same = next((a for a in cfg.attacks if _same_images(a, variant)), None)
+                out[key] = Variant(same or variant, [], same.name if same else f"{spec.name}/{key}")
+            out[key].pipelines.append(p.name)
+    return out
+
+
+def _same_images(a: Any, b: Any) -> bool:
+    """Whether two attack specs make the same images (all but the name equal)."""
+    fields = ("attack", "preset", "params", "target", "surrogate", "batch_size")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def chunk_seed(seed: int, attack_index: int, chunk: int) -> int:
+    """Seed of one chunk: independent of which other chunks were made before (resume-safe)."""
+    return (seed * 1_000_003 + attack_index * 10_007 + chunk) % (2**31)
+
+
+def make_chunk(
+    spec: Any,
+    attack_index: int,
+    chunk: int,
+    samples: Sequence[Any],
+    store: AttackedStore,
+    labels: LabelMaker | None,
+    *,
+    seed: int,
+    size: int | None,
+    target: Any = None,
+    label_of: Any = None,
+) -> int:
+    """Attack one chunk of samples and store the images not stored yet; returns how many were
+    stored. Samples whose image cannot be read are skipped (their links record the error).
+
+    `target` replaces the config-named target on the surrogate, and `label_of(sample)` gives each
+    sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
+    distractors) is only needed by `embedding_toward_distractor` and `multimodal`."""
+    from retlink.attacks import build_attack
+    from retlink.eval.export import from_uint8, to_uint8
+    from retlink.eval.metrics import perturbation_norms
+
+    images, ok = [], []
+    for s in samples:
+        try:
+            images.append(clean_tensor(s.image_path, size))
+            ok.append(s)
+        except InvalidImageError as e:
+            log.warning("%s: no attacked image (%s)", s.id, e)
+    if not ok:
+        return 0
+    x = torch.stack(images)
+    started = time.perf_counter()
+    distractors: list[str | None] = [None] * len(ok)
+    y = None
+    if target is None:
+        target = build_target(spec.target, surrogate(spec.surrogate, spec.pretrained))
+        if spec.target == "embedding_toward_distractor":
+            y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
+    if label_of is not None:
+        y = [label_of(s) for s in ok]
+    attack = build_attack(
+        spec.image_attack,
+        target,
+        spec.preset,
+        **{**spec.image_params(), "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
+    )
+    texts: list[dict[str, Any]] = [{} for _ in ok]
+    if spec.attack == "multimodal":
+        adv, texts = _multimodal(spec, attack, x, y, ok, labels.kb, chunk_seed(seed, attack_index, chunk))
+    else:
+        adv = attack(x, y)
+    seconds = (time.perf_counter() - started) / len(ok)
+    exact = perturbation_norms(x, adv)
+    rounded = perturbation_norms(x, torch.stack([from_uint8(to_uint8(a)) for a in adv]))
+    stored = 0
+    for i, s in enumerate(ok):
+        if store.has(s.id):
+            continue
+        meta = {
+            "attack": spec.name,
+            "chunk": chunk,
+            "distractor": distractors[i],
+            "seconds": round(seconds, 4),
+            "norms": {k: v[i] for k, v in exact.items()},
+            "norms_png": {k: v[i] for k, v in rounded.items()},
+            **texts[i],
+        }
+        store.save(s.id, adv[i], meta)
+        stored += 1
+    return stored
+
+
+def _multimodal(
+    spec: Any, image_attack: Any, x: torch.Tensor, y: Any, samples: Sequence[Any], kb: Any, seed: int
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """MAT's multimodal attack on one chunk: the image attack, plus per sample the one-token
+    substitution in its sentence that most lowers cos(text encoder(mention + sentence), the gold
+    entity's KB text), candidates being the encoder's own vocabulary neighbours of each word
+    (`perturb_text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
+    from retlink.attacks.text import token_neighbours
+    from retlink.eval.settings import LinkInput, MultimodalAttack
+
+    encoder = kb.text_embedder
+    neighbours = int(spec.params.get("neighbours", 8))
+    golds = {e.id: e for e in kb.get([s.gold_id for s in samples])}
+    refs = encoder.embed([golds[s.gold_id].text() if s.gold_id in golds else s.mention for s in samples])
+    attack = MultimodalAttack(image_attack, encoder, candidates=token_neighbours(encoder, neighbours), seed=seed)
+    out, edits = attack([LinkInput(x[i], s.mention, s.context) for i, s in enumerate(samples)], refs, y)
+    texts = [
+        {
+            "context": e.text,
+            "substitution": {"original": e.original, "replacement": e.replacement, "position": e.position},
+            "text_similarity": {"clean": round(e.similarity_clean, 4), "attacked": round(e.similarity_attacked, 4)},
+        }
+        for e in edits
+    ]
+    return torch.stack([o.image for o in out]), texts

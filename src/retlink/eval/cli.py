@@ -1,0 +1,163 @@
+"""`retlink eval ...`: run a YAML-scripted robustness evaluation, report, export, compare.
+
+    retlink eval run CONFIG.yaml [--limit N] [--dry-run] [--out DIR] [--ray] [--ray-address ADDRESS]
+    retlink eval report RUN_DIR
+    retlink eval export RUN_DIR [--out DIR]
+    retlink eval compare RUN_A RUN_B [--out FILE.md]
+    retlink eval defences [CONFIG] [--limit N]   # `eval run` of the bundled defences config
+
+Heavy imports (torch, the models) happen inside the commands, so `retlink eval --help` is fast.
+Errors are `RetlinkError`s, printed as one line with exit code 2 by the main CLI's handler.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+eval_app = typer.Typer(help="Scripted robustness evaluations (attacks, reports, export).", no_args_is_help=True)
+
+out = Console()
+#: the bundled defence evaluation that `retlink eval defences` runs
+DEFENCES_CONFIG = Path(__file__).resolve().parent / "configs" / "defences" / "defences.yaml"
+
+
+def friendly_errors(fn):
+    """The main CLI's `friendly_errors`, looked up at call time: `retlink.cli` imports this module
+    to mount `eval_app`, so importing it back at import time would be circular."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from retlink.cli import friendly_errors as handler
+
+        return handler(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+@eval_app.command("run")
+@friendly_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="eval config YAML (see eval/configs/)")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
+    report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
+    ray: Annotated[bool, typer.Option("--ray", help="run on a Ray cluster (executor kind: ray)")] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", metavar="ADDRESS", help="the Ray cluster to join (implies --ray)"),
+    ] = None,
+) -> None:
+    """Run (or resume) the evaluation CONFIG: records in RUN_DIR/results.jsonl, then the report."""
+    from retlink.eval.report import REPORT, write_report
+    from retlink.eval.runner import run_config
+
+    on_ray = ray_address if ray_address is not None else ("" if ray else None)
+    runner, _ = run_config(config, out=out_dir, limit=limit, dry_run=dry_run, ray=on_ray)
+    if dry_run or not report:
+        return
+    summary = write_report(runner.dir)
+    _print_tables(summary)
+    out.print(f"report: [bold]{runner.dir / REPORT}[/]")
+
+
+@eval_app.command("report")
+@friendly_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    layout: Annotated[
+        str, typer.Option("--layout", help="standard, or paper: LLM-RetLink's datasets x {I2T, IT2T} table")
+    ] = "standard",
+) -> None:
+    """Rebuild summary.json, report.md and the plots of RUN_DIR from its JSONL records."""
+    from retlink.core.errors import ConfigError
+    from retlink.eval.report import REPORT, load_run, paper_rows, write_report
+
+    if layout not in ("standard", "paper"):
+        raise ConfigError(f"--layout {layout!r}: choose standard or paper")
+    summary = write_report(run_dir)
+    if layout == "paper":
+        caption, header, rows = paper_rows(summary, load_run(run_dir)[0])
+        table = Table(*header, caption=caption)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        _print_tables(summary)
+    out.print(f"report: [bold]{run_dir / REPORT}[/]")
+
+
+@eval_app.command("export")
+@friendly_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="export folder (default: RUN_DIR/export)")] = None,
+) -> None:
+    """Write the attacked dataset of RUN_DIR (PNG + tensors + annotations + manifest per attack)."""
+    from retlink.eval.dataset_export import export_run
+
+    for attack, folder in export_run(run_dir, out_dir).items():
+        out.print(f"{attack}: [bold]{folder}[/]")
+
+
+@eval_app.command("compare")
+@friendly_errors
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="first run folder")],
+    run_b: Annotated[Path, typer.Argument(help="second run folder")],
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="also write the table as Markdown")] = None,
+) -> None:
+    """Hits@1 of two runs side by side, cell by cell, with the difference."""
+    from retlink.eval.report import compare_markdown, compare_runs
+
+    rows = compare_runs(run_a, run_b)
+    table = Table("setting", "pipeline", "condition", "H@1 a", "H@1 b", "b − a", "CIs overlap", title=f"a = {run_a}, b = {run_b}")
+    for r in rows:
+        table.add_row(
+            r["setting"], r["pipeline"], r["condition"], f"{100 * r['a']:.1f}", f"{100 * r['b']:.1f}",
+            f"{100 * r['delta']:+.1f}", "yes" if r["ci_overlap"] else "[bold]no[/]",
+        )
+    out.print(table)
+    if out_file:
+        out_file.write_text(compare_markdown(rows, str(run_a), str(run_b)))
+
+
+def _print_tables(summary: dict) -> None:
+    """The main table of each setting on the terminal."""
+    for name, st in summary["settings"].items():
+        table = Table("pipeline", *st["conditions"], title=f"Hits@1 (%), setting {name}")
+        for pipe, row in st["pipelines"].items():
+            cells = []
+            for a in st["conditions"]:
+                c = row.get(a)
+                if c is None:
+                    cells.append("–")
+                    continue
+                text = f"{100 * c['hits@1']:.1f}"
+                if "drop" in c:
+                    text += f" ({0.0 - 100 * c['drop']:+.1f})"
+                if c.get("recovery") is not None and pipe != summary["reference"]:
+                    text += f" [green]{100 * c['recovery']:+.1f}[/]"
+                cells.append(text)
+            table.add_row(pipe, *cells)
+        out.print(table)
+
+
+@eval_app.command("defences")
+@friendly_errors
+def defences(
+    config: Annotated[
+        Path, typer.Argument(help="eval config (default: the bundled src/retlink/eval/configs/defences/defences.yaml)")
+    ] = DEFENCES_CONFIG,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
+) -> None:
+    """The defence evaluation: `retlink eval run` of src/retlink/eval/configs/defences/defences.yaml (each level
+    without and with the defences, clean, under PGD and under the adaptive attacks)."""
+    run(config, limit=limit, dry_run=False, out_dir=out_dir, report=True, ray=False, ray_address=None)

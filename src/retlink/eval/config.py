@@ -1,0 +1,646 @@
+"""The YAML eval config: what to evaluate, against which attacks, in which settings, and where to.
+
+One file describes one reproducible run (the lm-evaluation-harness idea: the config *is* the
+experiment). Every model forbids unknown keys and errors go through the same formatter as the
+linker's config, so `attacks[1].params.epss: unknown key` names the bad key instead of silently
+running the default. Relative `path`/`entities`/`root` values are relative to the YAML file, and
+`$RETLINK_CACHE` and `~` expand in them (`retlink.core.config.read_yaml`, the one path mechanism);
+`output_dir` is relative to the working directory (where a user expects `runs/` to appear).
+
+    name: demo
+    dataset: {key: demo, split: test}
+    kb: {path: ~/.cache/retlink/eval-demo-kb}
+    pipelines:
+      - {name: baseline, kind: baseline}
+      - {name: agent, kind: agent, overrides: {search: {enabled: false}}}
+    attacks:
+      - {name: pgd-8, attack: pgd, params: {eps: 8/255, steps: 10}, target: embedding_toward_distractor}
+    settings: [it2t, i2t]
+    executor: {kind: ray, actors: 4, num_cpus: 2}    # optional; default: this process
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+
+from retlink.agent.config import PRESET_DIR, load_config
+from retlink.core.config import (
+    PATH_KEYS,
+    StrictModel,
+    UserPath,
+    config_error,
+    read_yaml,
+    resolve_path,
+    resolve_paths,
+    validate_config,
+    validation_lines,
+)
+from retlink.core.networks import DEFAULT_NETWORK
+from retlink.core.paths import DEFAULT_CACHE, cache_dir
+from retlink.core.schema import LLMConfig
+
+#: names become file and folder names and JSONL keys: keep them boring
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+CLEAN = "clean"
+_FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
+
+
+
+class DatasetSpec(StrictModel):
+    """Which samples: a registered loader (`retlink.datasets`), its folder and split."""
+
+    key: str
+    #: dataset folder; None for loaders with a default (the demo)
+    root: Path | None = None
+    split: str | None = None
+    #: evaluate the first N samples only (the CLI's --limit lowers it further)
+    limit: int | None = Field(None, ge=1)
+    #: extra keyword arguments of the loader, e.g. {strict_images: false}
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from retlink.datasets import available
+
+        if v not in available():
+            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(available())}")
+        return v
+
+
+class KBSpec(StrictModel):
+    """The KB every pipeline ranks; built from the dataset's entities when missing."""
+
+    path: UserPath
+    #: an entities JSONL to (re)build from when the KB is missing or stale; None: the dataset's
+    #: own entities, built only when the KB is missing
+    entities: UserPath | None = None
+
+
+#: pipeline kinds that link from the image alone (no text_only setting for them)
+IMAGE_ONLY_KINDS = ("tagger", "retrieval")
+
+
+class PipelineSpec(StrictModel):
+    """One linker to evaluate: a registered kind (see `retlink.eval.pipelines`) plus its options."""
+
+    name: str = Field(pattern=NAME)
+    kind: str
+    #: agent: a preset name or YAML path the overrides apply to (None: the embedded default)
+    config: str | None = None
+    #: agent: nested config keys merged over `config`, e.g. {search: {enabled: false}}
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool, image_backend)
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: this pipeline's own KB, built with the pipeline's own embedders when missing or stale;
+    #: needed when its image embedder is not the default's (the KB stores image vectors).
+    #: None: the run's KB
+    kb: KBSpec | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from retlink.eval.pipelines import PIPELINES
+
+        if v not in PIPELINES:
+            raise ValueError(f"unknown pipeline kind {v!r}; known: {', '.join(sorted(PIPELINES))}")
+        return v
+
+
+TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
+OPEN_CLIP = "open_clip:"
+
+
+def _surrogate_name(value: str) -> str:
+    """One network of `retlink.core.networks` (any of its names), `a+b` for the ensemble,
+    or `open_clip:MODEL` (an open_clip image tower, weights from the attack's `pretrained` file)."""
+    from retlink.core.networks import network
+
+    if value.startswith(OPEN_CLIP):
+        if not value[len(OPEN_CLIP) :]:
+            raise ValueError("open_clip: names no model, e.g. open_clip:ViT-B-32")
+        return value
+    return "+".join(network(part).value for part in value.split("+"))
+
+
+#: attack surrogates (`retlink.eval.attacked.surrogate`): one network, `a+b` for several at once,
+#: or `open_clip:MODEL`
+SurrogateName = Annotated[str, AfterValidator(_surrogate_name)]
+
+
+def _number(value: Any) -> Any:
+    """'8/255' -> 0.0313...: budgets are quoted in 1/255 units, YAML has no fractions."""
+    if isinstance(value, str) and _FRACTION.match(value):
+        num, den = (float(p) for p in value.split("/"))
+        if den == 0:
+            raise ValueError(f"division by zero in {value!r}")
+        return num / den
+    return value
+
+
+#: attacks an eval config names besides the registered ones (`retlink.attacks.ATTACKS`):
+#: name -> (the image attack underneath, the extra parameters it takes)
+COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
+    # per pipeline: plain PGD plus the adaptive attacks its own defences call for (BPDA/EOT
+    # through its purifier, detector-aware with its detector's threshold and network); a sample
+    # counts as broken when any of them breaks it
+    "adaptive": ("pgd", frozenset({"eot_samples"})),
+    # MAT's multimodal attack: image PGD plus a one-token substitution in the sentence chosen
+    # against the run's text encoder (`neighbours`: candidate tokens per word)
+    "multimodal": ("pgd", frozenset({"neighbours"})),
+}
+
+
+class AttackSpec(StrictModel):
+    """One image attack of `retlink.attacks`, its parameters and the surrogate it attacks.
+
+    Targets (all on the surrogate's pooled image features unless noted):
+    - `embedding_toward_distractor`: away from the gold entity's KB image, toward the nearest
+      wrong entity's KB image (what breaks image-to-image retrieval).
+    - `embedding_away`: away from the clean image's own features (untargeted).
+    - `classifier`: the surrogate's ImageNet logits, untargeted (what the tagger captions from).
+
+    `attack` is a registered attack or one of `COMPOSITE_ATTACKS` (`adaptive`, `multimodal`).
+    """
+
+    name: str = Field(pattern=NAME)
+    attack: str
+    #: a preset of the attack: `normal`, `strong`, or `mat` (PGD, 2 steps at 2/255) where defined
+    preset: str = "normal"
+    #: any parameter of the attack class; '8/255' style fractions allowed
+    params: dict[str, Any] = Field(default_factory=dict)
+    target: TargetName = "embedding_toward_distractor"
+    #: the network the attack optimises against: the pipeline's own (white box) or another one
+    #: (a transfer attack), or the ensemble of both (an attacker who does not know which one)
+    surrogate: SurrogateName = DEFAULT_NETWORK.value
+    #: an `open_clip:MODEL` surrogate's weights: a local checkpoint file (nothing is downloaded;
+    #: relative to the YAML file). None with an open_clip surrogate: random weights (tests only)
+    pretrained: Path | None = None
+    batch_size: int = Field(8, ge=1, le=256)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _fractions(cls, v: Any) -> Any:
+        return {k: _number(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _check_attack(self) -> AttackSpec:
+        from retlink.attacks import ATTACKS
+
+        if self.attack not in ATTACKS and self.attack not in COMPOSITE_ATTACKS:
+            known = sorted([*ATTACKS, *COMPOSITE_ATTACKS])
+            raise ValueError(f"unknown attack {self.attack!r}; known: {', '.join(known)}")
+        presets = ATTACKS[self.image_attack].presets
+        if self.preset not in presets:
+            raise ValueError(f"attack {self.attack!r} has no preset {self.preset!r}; presets: {', '.join(presets)}")
+        if self.surrogate.startswith(OPEN_CLIP):
+            if self.target == "classifier":
+                raise ValueError(f"target classifier needs an ImageNet surrogate; {self.surrogate} has no classes")
+        elif self.pretrained is not None:
+            raise ValueError(f"pretrained is for an open_clip:MODEL surrogate, not {self.surrogate}")
+        allowed = attack_parameters(self.image_attack) | COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
+        bad = sorted(set(self.params) - allowed)
+        if bad:
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(bad)} of attack {self.attack!r}; known: {', '.join(sorted(allowed))}"
+            )
+        return self
+
+    @property
+    def image_attack(self) -> str:
+        """The registered image attack that makes the images (`pgd` under a composite attack)."""
+        return COMPOSITE_ATTACKS[self.attack][0] if self.attack in COMPOSITE_ATTACKS else self.attack
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The preset's parameters with the overrides applied (what the attack runs with)."""
+        from retlink.attacks import ATTACKS
+
+        return {**ATTACKS[self.image_attack].presets[self.preset], **self.params}
+
+    def image_params(self) -> dict[str, Any]:
+        """`params` without the composite attack's own keys (what the image attack receives)."""
+        extra = COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
+        return {k: v for k, v in self.params.items() if k not in extra}
+
+    @property
+    def eps(self) -> float | None:
+        """The perturbation budget, for accuracy-vs-epsilon plots."""
+        value = self.resolved_params().get("eps")
+        return float(value) if isinstance(value, int | float) else None
+
+
+class TextPerturbation(StrictModel):
+    """A perturbation of the context, seeded per sample: random noise (`retlink.attacks.text`)
+    or an LLM paraphrase (`retlink.attacks.paraphrase`, by `llm`, the in-process model by default)."""
+
+    kind: Literal["char_noise", "word_dropout", "word_permutation", "paraphrase"]
+    rate: float = Field(0.1, ge=0, le=1)
+    #: paraphrase only: the language model that rewrites (None: the embedded in-process LLM)
+    llm: LLMConfig | None = None
+
+    @model_validator(mode="after")
+    def _llm_only_for_paraphrase(self) -> TextPerturbation:
+        if self.llm is not None and self.kind != "paraphrase":
+            raise ValueError(f"llm: only a paraphrase uses a language model, not {self.kind}")
+        return self
+
+
+class SettingSpec(StrictModel):
+    """Which modalities reach the linker (`retlink.eval.settings.Setting`) and what runs in it.
+
+    `i2t` removes the mention and the sentence (the image alone, as the papers define I2T);
+    `i2t_mention` keeps the bare mention (on the demo it names several KB entities on purpose, so
+    the image must decide); `text_only` removes the image.
+    """
+
+    name: str = Field(pattern=NAME)
+    setting: Literal["it2t", "i2t", "i2t_mention", "image_only", "text_only"]
+    text: TextPerturbation | None = None
+    #: attack names run in this setting (None: all of them)
+    attacks: list[str] | None = None
+    #: pipeline names run in this setting (None: all of them)
+    pipelines: list[str] | None = None
+    #: also run the unattacked images (the reference for drop)
+    clean: bool = True
+
+
+class MetricsSpec(StrictModel):
+    hits_at: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    bootstrap_resamples: int = Field(1000, ge=10, le=100_000)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class ExecutorSpec(StrictModel):
+    """Where the work of a run happens; never changes its records (not in the fingerprint).
+
+    `local` (the default): this process, `concurrency` links at once in a thread pool. `ray`: a
+    Ray cluster (`retlink.eval.ray_executor`): attacked images by Ray tasks, links by `actors`
+    Ray actors that each hold the pipelines (loaded once per actor) and run `concurrency` links at
+    once; this process stays the only writer of results.jsonl. The run folder, the KB and the
+    dataset must be at the same paths on every node (one machine, or a shared filesystem).
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    #: ray: the cluster to join (`ray://HOST:10001`, `HOST:6379`, `auto`); None: $RAY_ADDRESS,
+    #: else a cluster started with `ray start` on this machine, else a new local one
+    address: str | None = None
+    #: ray: link actors (workers), each with its own copy of the pipelines
+    actors: int = Field(1, ge=1, le=4096)
+    #: ray: resources of one link actor (torch in it uses num_cpus threads)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    #: ray: resources of one attack task (one chunk of attacked images)
+    attack_num_cpus: float = Field(1.0, ge=0)
+    attack_num_gpus: float = Field(0.0, ge=0)
+    #: ray: times a link is run again after the actor running it died (then it is recorded as an
+    #: error, retried by the next resume like any failed link)
+    link_retries: int = Field(2, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> ExecutorSpec:
+        if self.kind == "local":  # a Ray setting on a local run is a mistake, not a no-op
+            fields = type(self).model_fields
+            ray_only = sorted(k for k in fields if k != "kind" and getattr(self, k) != fields[k].default)
+            if ray_only:
+                raise ValueError(f"{', '.join(ray_only)}: only for kind: ray (this executor is local)")
+        return self
+
+
+class EvalConfig(StrictModel):
+    """A whole evaluation run."""
+
+    name: str = Field(pattern=NAME)
+    seed: int = 0
+    dataset: DatasetSpec
+    kb: KBSpec
+    pipelines: list[PipelineSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    settings: list[SettingSpec] = Field(default_factory=lambda: [SettingSpec(name="it2t", setting="it2t")])
+    metrics: MetricsSpec = MetricsSpec()
+    #: the pipeline recovery is measured against (None: the first `baseline` kind, if any)
+    reference: str | None = None
+    #: links in flight at once
+    concurrency: int = Field(2, ge=1, le=64)
+    #: images are resized and centre-cropped to this square before attacks and linking
+    image_size: int = Field(224, ge=32, le=1024)
+    output_dir: Path = Path("runs")
+    #: write each agent link's decision features (its candidate pool's feature rows) into its
+    #: record: what `retlink train` fits the decision head on
+    record_features: bool = False
+    #: where links and attacks run (this process, or a Ray cluster); `--ray` sets kind: ray
+    executor: ExecutorSpec = ExecutorSpec()
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _setting_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": s, "setting": s} if isinstance(s, str) else s for s in v]
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> EvalConfig:
+        for what, names in (
+            ("pipelines", [p.name for p in self.pipelines]),
+            ("attacks", [a.name for a in self.attacks]),
+            ("settings", [s.name for s in self.settings]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: duplicate name(s) {', '.join(dupes)}")
+        if CLEAN in {a.name for a in self.attacks}:
+            raise ValueError(f"attacks: {CLEAN!r} is reserved for the unattacked images")
+        known = {a.name for a in self.attacks}
+        for s in self.settings:
+            unknown = sorted(set(s.attacks or []) - known)
+            if unknown:
+                raise ValueError(f"settings.{s.name}.attacks: unknown attack(s) {', '.join(unknown)}")
+        pipes = {p.name for p in self.pipelines}
+        for s in self.settings:
+            unknown = sorted(set(s.pipelines or []) - pipes)
+            if unknown:
+                raise ValueError(f"settings.{s.name}.pipelines: unknown pipeline(s) {', '.join(unknown)}")
+        image_kinds = {p.name: p.kind for p in self.pipelines if p.kind in IMAGE_ONLY_KINDS}
+        for s in self.settings:
+            if s.setting == "text_only":
+                needs = sorted(n for n in self.pipelines_in(s) if n in image_kinds)
+                if needs:
+                    raise ValueError(
+                        f"settings.{s.name}: text_only removes the image, which pipeline(s) {', '.join(needs)} "
+                        f"({', '.join(image_kinds[n] for n in needs)}) link from; list the others in `pipelines:`"
+                    )
+        if self.reference is not None and self.reference not in {p.name for p in self.pipelines}:
+            raise ValueError(f"reference: no pipeline named {self.reference!r}")
+        return self
+
+    def reference_pipeline(self) -> str | None:
+        """The pipeline recovery is measured against."""
+        if self.reference:
+            return self.reference
+        return next((p.name for p in self.pipelines if p.kind == "baseline"), None)
+
+    def attacks_in(self, setting: SettingSpec) -> list[str]:
+        """Condition names of one setting, clean first."""
+        names = [a.name for a in self.attacks if setting.attacks is None or a.name in setting.attacks]
+        return ([CLEAN] if setting.clean else []) + names
+
+    def pipelines_in(self, setting: SettingSpec) -> list[str]:
+        """Pipeline names that run in one setting."""
+        return [p.name for p in self.pipelines if setting.pipelines is None or p.name in setting.pipelines]
+
+    def attack(self, name: str) -> AttackSpec:
+        return next(a for a in self.attacks if a.name == name)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not the output folder, concurrency or executor), so a
+        resumed run refuses to mix records of two different experiments."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "concurrency", "executor"})
+        if not data["record_features"]:  # runs from before the option keep their fingerprint
+            data.pop("record_features")
+        for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
+            if p.get("kb") is None:
+                p.pop("kb", None)
+            head = ((p.get("overrides") or {}).get("decision") or {}).get("head")
+            if head:  # a retrained head is another experiment, though its path is the same
+                p["head_sha256"] = _file_sha256(Path(head))
+        for a in data["attacks"]:  # likewise an attack without `pretrained`
+            if a.get("pretrained") is None:
+                a.pop("pretrained", None)
+        for s in data["settings"]:
+            if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
+                s["text"].pop("llm", None)
+        for s in data["settings"]:  # i2t changed meaning (image only, no longer the bare mention):
+            if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
+                s["definition"] = "image only"
+        for p, spec in zip(data["pipelines"], self.pipelines, strict=True):
+            if spec.kind in AGENT_CONFIG_KINDS:  # what `config` names resolves to, not its name:
+                p["base"] = resolved_base(spec.config)  # a preset (or the default) can change
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def on_ray(self, address: str | None = None) -> EvalConfig:
+        """This config with `executor.kind: ray` (the CLI's `--ray [ADDRESS]`); `address` replaces
+        the configured one when given."""
+        executor = self.executor.model_dump(exclude_unset=True) | {"kind": "ray"}
+        if address:
+            executor["address"] = address
+        return self.model_copy(update={"executor": ExecutorSpec.model_validate(executor)})
+
+    def run_dir(self, out: Path | None = None) -> Path:
+        """Where this run writes: `out` if given, else `output_dir/name`."""
+        return Path(out) if out is not None else self.output_dir / self.name
+
+
+#: pipeline kinds that read an agent config (`config` + `overrides`); `retlink.eval.pipelines`
+#: builds them
+AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
+
+
+def resolved_base(config: str | None) -> dict[str, Any]:
+    """The agent config a pipeline's `config` (a preset, a YAML path, or None: the default)
+    resolves to, every field with its default filled in, with this checkout's and the cache's
+    folders written as placeholders so the same run hashes alike on another machine. Hashed into
+    the fingerprint: when a preset or a code default changes, a run made before refuses to resume
+    rather than mix records of the two agents."""
+    text = json.dumps(load_config(config).model_dump(mode="json"), sort_keys=True)
+    folders = {str(PRESET_DIR.parent.parent): "<retlink>", str(DEFAULT_CACHE): "$RETLINK_CACHE", str(cache_dir()): "$RETLINK_CACHE"}
+    folders.setdefault(str(Path.home()), "~")
+    for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another
+        text = text.replace(folder, folders[folder])
+    return json.loads(text)
+
+
+def _file_sha256(path: Path) -> str:
+    """Content hash of a file the run reads (a decision head); "missing" when it is not there."""
+    try:
+        return hashlib.sha256(path.expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalConfig:
+    """Validated eval config from a YAML path, a dict or a config object; ConfigError otherwise.
+
+    Validated completely: besides the models above, every value handed on to code that only
+    runs later (attack parameters, a pipeline's `overrides` and `options`, the dataset loader's
+    `options`) is checked here, so `--dry-run` catches it and no run folder is made for it.
+    """
+    if isinstance(source, EvalConfig):
+        return source
+    if isinstance(source, dict):
+        data, origin = source, "dict"
+    else:
+        path = Path(source)
+        data, origin = read_yaml(path, EVAL_PATH_KEYS), str(path)
+        data = _relative_to_file(data, path.parent)
+    cfg = validate_config(EvalConfig, data, origin)
+    problems = deep_problems(cfg)
+    if problems:
+        raise config_error(origin, problems)
+    return cfg
+
+
+Problem = tuple[tuple[Any, ...], str]
+#: attack constructor arguments the runner gives, never a config
+ATTACK_INTERNALS = frozenset({"target", "amp_dtype"})
+
+
+def deep_problems(cfg: EvalConfig) -> list[Problem]:
+    """(key path, message) of each value the models accept but the run would refuse later."""
+    from retlink.datasets import DATASETS
+
+    loader = DATASETS[cfg.dataset.key]
+    problems = _kwargs_problems([loader], cfg.dataset.options, ("dataset", "options"), skip={"root"})
+    for i, attack in enumerate(cfg.attacks):
+        problems += _attack_problems(attack, ("attacks", i))
+    for i, pipe in enumerate(cfg.pipelines):
+        problems += _pipeline_problems(pipe, ("pipelines", i))
+    return problems
+
+
+def _init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
+    """Type hints and names of the keyword parameters of the classes' `__init__`s (MRO included)."""
+    import typing
+
+    hints: dict[str, Any] = {}
+    names: set[str] = set()
+    for klass in reversed([k for c in classes for k in c.__mro__ if k is not object]):
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        try:
+            found = typing.get_type_hints(init)
+        except Exception:  # an annotation that does not resolve: checked by the dry build only
+            found = {}
+        hints.update({n: h for n, h in found.items() if n in params})
+    return hints, names - {"self"}
+
+
+def attack_parameters(name: str) -> set[str]:
+    """Keyword parameters an attack class accepts (its own and the shared base's)."""
+    from retlink.attacks import ATTACKS
+
+    return _init_hints([ATTACKS[name]])[1] - ATTACK_INTERNALS
+
+
+def _kwargs_problems(classes: list[type], values: dict[str, Any], loc: tuple[Any, ...], skip: set[str]) -> list[Problem]:
+    """Unknown keyword arguments of `classes`, and values of the wrong type (strict: '3' is no int)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hints, names = _init_hints(classes)
+    problems: list[Problem] = []
+    for key, value in values.items():
+        if key in skip or key not in names:
+            problems.append(((*loc, key), "unknown key; known: " + ", ".join(sorted(names - skip))))
+            continue
+        if key not in hints:
+            continue
+        adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True, strict=True))
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            problems += validation_lines(e, (*loc, key))
+    return problems
+
+
+def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """Parameter types, then a dry build of the attack on a stand-in network with the run's own
+    `build_attack`/`build_target` calls, so its own checks (norm names, step counts, purify
+    steps, a classifier attack on an embedding target) fail now rather than mid-run."""
+    from torch import nn
+
+    from retlink.attacks import ATTACKS, build_attack
+    from retlink.core.networks import network
+    from retlink.eval.attacked import build_target
+
+    params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
+    problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)
+    if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
+        try:
+            network(params["classifier"])
+        except ValueError as e:
+            problems.append(((*loc, "params", "classifier"), str(e)))
+        params["classifier"] = nn.Identity()
+    if problems:
+        return problems
+    try:
+        build_attack(spec.image_attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
+    except (TypeError, ValueError) as e:
+        problems.append(((*loc, "params"), str(e).splitlines()[0]))
+    return problems
+
+
+def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """An agent's `config` with its `overrides` merged in must be a valid agent config, and a
+    baseline's `options` a valid `BaselineConfig`; other kinds take neither."""
+    from pydantic import ValidationError
+
+    from retlink.agent.config import RetlinkConfig
+    from retlink.core.config import deep_merge
+    from retlink.core.errors import ConfigError
+
+    if spec.kind in AGENT_CONFIG_KINDS:
+        try:
+            base = load_config(spec.config).model_dump(mode="json")
+        except ConfigError as e:
+            return [((*loc, "config"), " ".join(str(e).split()))]
+        try:
+            RetlinkConfig.model_validate(deep_merge(base, spec.overrides))
+        except ValidationError as e:
+            return validation_lines(e, (*loc, "overrides"))
+        return [((*loc, "options"), f"{spec.kind} pipelines take `overrides`, not `options`")] if spec.options else []
+    if spec.kind == "baseline":
+        from retlink.eval.baseline import BaselineConfig
+
+        problems: list[Problem] = []
+        try:
+            BaselineConfig.model_validate(spec.options)
+        except ValidationError as e:
+            problems = validation_lines(e, (*loc, "options"))
+        if spec.overrides or spec.config:
+            problems.append(((*loc,), "baseline pipelines take `options`, not `config` or `overrides`"))
+        return problems
+    return []
+
+
+#: keys whose values are paths in an eval config (relative to its file; $RETLINK_CACHE, ~)
+EVAL_PATH_KEYS = PATH_KEYS | {"root", "pretrained"}
+
+
+def relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """An eval config dict with every path resolved as if it were in a file in `base` (an eval
+    config written inline in another config file)."""
+    return _relative_to_file(resolve_paths(data, base, EVAL_PATH_KEYS), base)
+
+
+def _relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """YAML paths given as a pipeline's `config` are relative to the file too (`read_yaml` did
+    the `path`, `entities` and `root` keys; a `config` may also be a preset name)."""
+    pipelines = data.get("pipelines")
+    if isinstance(pipelines, list):
+        data = {
+            **data,
+            "pipelines": [
+                {**p, "config": resolve_path(p["config"], base)}
+                if isinstance(p, dict) and isinstance(p.get("config"), str) and p["config"].endswith((".yaml", ".yml"))
+                else p
+                for p in pipelines
+            ],
+        }
+    return data
+
+
+def fraction_text(value: float) -> str:
+    """0.03137 -> '8/255' when it is a whole number of 255ths (how budgets are quoted)."""
+    f = Fraction(value * 255).limit_denominator(8)
+    if abs(float(f) - value * 255) < 1e-6 and f.denominator == 1:
+        return f"{f.numerator}/255"
+    return f"{value:.4g}"

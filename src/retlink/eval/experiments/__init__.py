@@ -1,0 +1,1 @@
+"""One-off experiments on eval runs (probes, threshold choosers): not part of the runner."""

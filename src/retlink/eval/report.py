@@ -1,0 +1,525 @@
+"""Reports of a run, rebuilt from its records alone: summary.json, report.md and PNG plots.
+
+The main table has one row per pipeline and one column per condition (clean, then each attack),
+one table per setting. A cell holds Hits@1 with its bootstrap confidence interval, the drop from
+the same pipeline's clean accuracy (paired over samples) and the recovery over the reference
+pipeline under the same attack (paired too): the numbers the MEL robustness papers report.
+Failed links count as misses (a linker that crashes did not link), and their number is shown.
+
+Everything here is deterministic given the records (seeded bootstrap, sorted keys), so two runs
+that recorded the same links write the same summary apart from the `timing` block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retlink.core.errors import ConfigError
+from retlink.eval import metrics
+from retlink.eval.config import CLEAN, EvalConfig, fraction_text
+from retlink.eval.records import RESULTS, read_meta, read_records
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+REPORT = "report.md"
+PLOTS = "plots"
+
+
+def load_run(run_dir: str | Path) -> tuple[EvalConfig, dict[str, Any], dict[str, dict[str, Any]]]:
+    """(config, run metadata, records by key) of a run folder."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    config = EvalConfig.model_validate(meta["config"])
+    return config, meta, read_records(run_dir / RESULTS)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _ci(values: list[float], cfg: EvalConfig, seed: int) -> list[float]:
+    lo, hi = metrics.bootstrap_ci(
+        values, n_resamples=cfg.metrics.bootstrap_resamples, confidence=cfg.metrics.confidence, seed=seed
+    )
+    return [round(lo, 4), round(hi, 4)]
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def cell_stats(
+    recs: dict[str, dict[str, Any]],
+    clean: dict[str, dict[str, Any]] | None,
+    reference: dict[str, dict[str, Any]] | None,
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """Numbers of one (pipeline, setting, attack) cell; dicts map sample id -> record."""
+    ids = sorted(recs)
+    correct = [float(recs[i]["correct"]) for i in ids]
+    ranks = [recs[i].get("rank") for i in ids]
+    out: dict[str, Any] = {
+        "n": len(ids),
+        "failed": sum(recs[i]["status"] != "ok" for i in ids),
+        "hits@1": _r(metrics.accuracy([bool(c) for c in correct])),
+        "hits@1_ci": _ci(correct, cfg, seed=0),
+        "mrr": _r(metrics.mrr(ranks)),
+    }
+    for k in cfg.metrics.hits_at:
+        if k != 1:
+            out[f"hits@{k}"] = _r(metrics.hits_at_k(ranks, k))
+    if clean is not None:
+        paired = [i for i in ids if i in clean]
+        diff = [float(clean[i]["correct"]) - float(recs[i]["correct"]) for i in paired]
+        out["drop"] = _r(_mean(diff))
+        out["drop_ci"] = _ci(diff, cfg, seed=1)
+        out["drop_ratio"] = _r(
+            metrics.drop_ratio(_mean([float(clean[i]["correct"]) for i in paired]), _mean([float(recs[i]["correct"]) for i in paired]))
+        )
+        out["attack_success_rate"] = _r(
+            metrics.attack_success_rate(
+                [bool(clean[i]["correct"]) for i in paired], [bool(recs[i]["correct"]) for i in paired]
+            )
+        )
+    if reference is not None:
+        paired = [i for i in ids if i in reference]
+        diff = [float(recs[i]["correct"]) - float(reference[i]["correct"]) for i in paired]
+        out["recovery"] = _r(_mean(diff))
+        out["recovery_ci"] = _ci(diff, cfg, seed=2)
+    return out
+
+
+def norm_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Measured perturbation size of one attack (one value per sample; exact and 8-bit)."""
+    per_sample: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if "norms" in r:
+            per_sample[r["sample_id"]] = r
+    out: dict[str, Any] = {"n": len(per_sample)}
+    for field in ("norms", "norms_png"):
+        for k in ("linf_255", "l2"):
+            values = [r[field][k] for r in per_sample.values()]
+            out[f"{field}.{k}.mean"] = _r(_mean(values))
+            out[f"{field}.{k}.max"] = _r(max(values)) if values else None
+    return out
+
+
+def timing_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds per link and per graph node, by pipeline (not part of the comparable summary)."""
+    by_pipe: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["status"] == "ok":
+            by_pipe[r["pipeline"]].append(r)
+    out: dict[str, Any] = {}
+    for pipe, recs in sorted(by_pipe.items()):
+        nodes: dict[str, float] = defaultdict(float)
+        for r in recs:
+            for node, s in (r.get("nodes") or {}).items():
+                nodes[node] += s
+        out[pipe] = {
+            "links": len(recs),
+            "seconds_per_link": _r(_mean([r["seconds"] for r in recs])),
+            "node_seconds": {k: round(v, 3) for k, v in sorted(nodes.items())},
+            "llm_calls_per_link": _r(_mean([len(r.get("llm_calls") or []) for r in recs])),
+            "prompt_tokens_per_link": _r(_mean([r.get("prompt_tokens", 0) for r in recs])),
+            "generated_tokens_per_link": _r(_mean([r.get("generated_tokens", 0) for r in recs])),
+        }
+    attack_s = [r["attack_seconds"] for r in {r["sample_id"] + r["attack"]: r for r in records if "attack_seconds" in r}.values()]
+    out["attack_seconds_per_image"] = _r(_mean(attack_s))
+    return out
+
+
+def detector_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per setting and pipeline that runs a detector, per attack: ROC AUC of its scores (clean vs
+    attacked), false-positive rate on clean images and detection rate at its threshold."""
+    out: dict[str, Any] = {}
+    for (pipe, setting, attack), recs in sorted(index.items()):
+        clean = index.get((pipe, setting, CLEAN), {})
+        if attack == CLEAN or not any("detector_score" in r for r in recs.values()):
+            continue
+        ids = sorted(i for i in recs if "detector_score" in recs[i] and "detector_score" in clean.get(i, {}))
+        stats = metrics.detector_summary(
+            [clean[i]["detector_score"] for i in ids],
+            [clean[i]["flagged"] for i in ids],
+            [recs[i]["detector_score"] for i in ids],
+            [recs[i]["flagged"] for i in ids],
+        )
+        out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {"n": len(ids), **{k: _r(v) for k, v in stats.items()}}
+    return out
+
+
+def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The whole summary: per setting, per pipeline, per condition cell; norms; timing."""
+    index: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in records.values():
+        index[(r["pipeline"], r["setting"], r["attack"])][r["sample_id"]] = r
+    ref = cfg.reference_pipeline()
+    settings: dict[str, Any] = {}
+    for s in cfg.settings:
+        conditions = cfg.attacks_in(s)
+        rows: dict[str, Any] = {}
+        for p in cfg.pipelines:
+            if p.name not in cfg.pipelines_in(s):
+                continue
+            row = {}
+            for a in conditions:
+                recs = index.get((p.name, s.name, a))
+                if not recs:
+                    continue
+                clean = index.get((p.name, s.name, CLEAN)) if a != CLEAN else None
+                reference = index.get((ref, s.name, a)) if ref and ref != p.name else None
+                row[a] = cell_stats(recs, clean, reference, cfg)
+            rows[p.name] = row
+        settings[s.name] = {"setting": s.setting, "conditions": conditions, "pipelines": rows}
+    attacks = {}
+    for a in cfg.attacks:
+        spec = {
+            "attack": a.attack,
+            "preset": a.preset,
+            "target": a.target,
+            "surrogate": a.surrogate,
+            "eps": a.eps,
+            "params": a.resolved_params(),
+        }
+        spec["measured"] = norm_stats([r for r in records.values() if r["attack"] == a.name])
+        attacks[a.name] = spec
+    detectors = detector_stats(cfg, index)
+    planned = len(meta.get("samples", []))
+    expected = planned * sum(len(cfg.pipelines_in(s)) * len(cfg.attacks_in(s)) for s in cfg.settings)
+    return {
+        "name": cfg.name,
+        "fingerprint": meta.get("fingerprint"),
+        "dataset": cfg.dataset.model_dump(mode="json"),
+        "reference": ref,
+        "samples": planned,
+        "records": len(records),
+        "expected_records": expected,
+        "complete": len(records) >= expected and all(r["status"] == "ok" for r in records.values()),
+        "settings": settings,
+        "attacks": attacks,
+        "detectors": detectors,
+        "timing": timing_stats(list(records.values())),
+    }
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def format_cell(c: dict[str, Any], is_reference: bool) -> str:
+    """'83.3 [58.3, 100.0]<br>drop 41.7 · rec +25.0' (percent points)."""
+    lo, hi = c["hits@1_ci"]
+    text = f"**{_pct(c['hits@1'])}** [{_pct(lo)}, {_pct(hi)}]"
+    extra = []
+    if "drop" in c:
+        extra.append(f"drop {_pct(c['drop'])}")
+        if c.get("drop_ratio") is not None:
+            extra.append(f"DR {c['drop_ratio']:.2f}")
+        if c.get("attack_success_rate") is not None:
+            extra.append(f"ASR {_pct(c['attack_success_rate'])}")
+    if "recovery" in c and not is_reference and c["recovery"] is not None:
+        extra.append(f"rec {c['recovery'] * 100:+.1f}")
+    if c["failed"]:
+        extra.append(f"{c['failed']} failed")
+    return text + ("<br>" + " · ".join(extra) if extra else "")
+
+
+def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
+    """The report: main tables, norms, plots, and how to read them."""
+    level = round(100 * cfg.metrics.confidence)
+    lines = [
+        f"# Robustness report: {summary['name']}",
+        "",
+        f"Dataset `{cfg.dataset.key}` ({cfg.dataset.split or 'all splits'}), {summary['samples']} samples; "
+        f"{summary['records']}/{summary['expected_records']} links recorded"
+        + ("" if summary["complete"] else " (**incomplete or with failures**)")
+        + f". Config fingerprint `{summary['fingerprint']}`.",
+        "",
+        f"Cells: Hits@1 in % with its {level}% bootstrap CI; *drop*: clean minus attacked Hits@1 of the same "
+        "pipeline; *DR*: drop ratio, (clean - attacked) / clean, lower is better; *ASR*: attack success rate, "
+        "the share of the clean-correct samples the attack breaks; "
+        f"*rec*: Hits@1 minus the reference pipeline's (`{summary['reference']}`) under the same "
+        "attack. Drop and recovery are paired over samples. Failed links count as misses.",
+        "",
+    ]
+    for name, st in summary["settings"].items():
+        lines += [f"## Setting `{name}` ({st['setting']})", ""]
+        lines.append("| pipeline | " + " | ".join(st["conditions"]) + " |")
+        lines.append("|---" * (len(st["conditions"]) + 1) + "|")
+        for pipe, row in st["pipelines"].items():
+            cells = [format_cell(row[a], pipe == summary["reference"]) if a in row else "–" for a in st["conditions"]]
+            lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
+        lines.append("")
+        mrr_ks = [k for k in cfg.metrics.hits_at if k != 1]
+        if mrr_ks:
+            lines.append("<details><summary>MRR and Hits@k</summary>\n")
+            lines.append("| pipeline | condition | MRR | " + " | ".join(f"H@{k}" for k in mrr_ks) + " |")
+            lines.append("|---|---|---|" + "---|" * len(mrr_ks))
+            for pipe, row in st["pipelines"].items():
+                for a, c in row.items():
+                    hk = " | ".join(_pct(c.get(f"hits@{k}")) for k in mrr_ks)
+                    lines.append(f"| {pipe} | {a} | {c['mrr']:.3f} | {hk} |")
+            lines.append("\n</details>\n")
+    if summary["attacks"]:
+        lines += [
+            "## Attacks and measured perturbations",
+            "",
+            "L∞ in 1/255 units and L2 of attacked − clean over the 224×224 inputs; *8-bit*: after rounding "
+            "to the PNG grid (what the pipelines receive).",
+            "",
+            "| attack | method | target (surrogate) | budget | L∞ mean / max | L∞ 8-bit max | L2 mean |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, a in summary["attacks"].items():
+            m = a["measured"]
+            budget = fraction_text(a["eps"]) if a["eps"] is not None else "–"
+            steps = a["params"].get("steps")
+            method = f"{a['attack']}" + (f", {steps} steps" if steps else "")
+            lines.append(
+                f"| {name} | {method} | {a['target']} ({a['surrogate']}) | {budget} | "
+                f"{_fmt(m.get('norms.linf_255.mean'))} / {_fmt(m.get('norms.linf_255.max'))} | "
+                f"{_fmt(m.get('norms_png.linf_255.max'))} | {_fmt(m.get('norms.l2.mean'))} |"
+            )
+        lines.append("")
+    if summary.get("detectors"):
+        lines += [
+            "## Detectors",
+            "",
+            "Pipelines that run the perturbation detector, scored as a detector per attack: ROC AUC of its "
+            "scores (clean images negative, attacked positive), false-positive rate on the clean images and "
+            "detection rate on the attacked ones at the configured threshold. Under an adaptive attack the "
+            "score is the one of the variant kept per sample.",
+            "",
+            "| setting | pipeline | attack | ROC AUC | FPR clean | detected | n |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for setting, pipes in summary["detectors"].items():
+            for pipe, attacks in pipes.items():
+                for attack, d in attacks.items():
+                    lines.append(
+                        f"| {setting} | {pipe} | {attack} | {_fmt(d['roc_auc'])} | {_pct(d['fpr_clean'])} | "
+                        f"{_pct(d['detection_rate'])} | {d['n']} |"
+                    )
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    timing = summary["timing"]
+    lines += [
+        "## Timing",
+        "",
+        "| pipeline | links | s / link | LLM calls / link | prompt tokens / link | generated tokens / link |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pipe, t in timing.items():
+        if isinstance(t, dict):
+            lines.append(
+                f"| {pipe} | {t['links']} | {_fmt(t['seconds_per_link'])} | {_fmt(t.get('llm_calls_per_link'))} | "
+                f"{_fmt(t.get('prompt_tokens_per_link'))} | {_fmt(t.get('generated_tokens_per_link'))} |"
+            )
+    if timing.get("attack_seconds_per_image") is not None:
+        lines.append(f"\nAttacks: {_fmt(timing['attack_seconds_per_image'])} s per image.")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def plot_run(summary: dict[str, Any], out_dir: Path) -> list[str]:
+    """accuracy_vs_eps_<setting>.png and bars_<setting>.png; returns paths relative to the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    attacks = summary["attacks"]
+    for sname, st in summary["settings"].items():
+        rows = st["pipelines"]
+        # accuracy vs epsilon: one line per (pipeline, attack family), clean at eps 0
+        families: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
+        for a in st["conditions"]:
+            spec = attacks.get(a)
+            if spec and spec["eps"] is not None and spec["params"].get("norm", "Linf") == "Linf":
+                families[(spec["attack"], spec["target"], spec["preset"])].append((spec["eps"] * 255, a))
+        if families and any(len(v) >= 1 for v in families.values()):
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            styles = ["-", "--", ":", "-."]
+            for color, (pipe, row) in enumerate(rows.items()):
+                for style, ((method, target, _), points) in enumerate(sorted(families.items())):
+                    pts = sorted(points)
+                    xs = ([0.0] if CLEAN in row else []) + [x for x, a in pts if a in row]
+                    ys = ([row[CLEAN]["hits@1"]] if CLEAN in row else []) + [row[a]["hits@1"] for x, a in pts if a in row]
+                    if len(xs) >= 2:
+                        ax.plot(
+                            xs,
+                            [100 * y for y in ys],
+                            marker="o",
+                            color=f"C{color}",
+                            linestyle=styles[style % len(styles)],
+                            label=f"{pipe} · {method} ({target})",
+                        )
+            ax.set_xlabel("L∞ budget ε (×1/255)")
+            ax.set_ylabel("Hits@1 (%)")
+            ax.set_ylim(-2, 102)
+            ax.set_title(f"{summary['name']}: accuracy vs ε ({sname})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = out_dir / f"accuracy_vs_eps_{sname}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(f"{PLOTS}/{path.name}")
+        # bars per condition, one bar per pipeline, CI as error bars
+        conds = st["conditions"]
+        pipes = list(rows)
+        if conds and pipes:
+            fig, ax = plt.subplots(figsize=(max(6.4, 1.1 * len(conds) * max(1, len(pipes)) / 2), 4.2))
+            width = 0.8 / len(pipes)
+            xs = np.arange(len(conds))
+            for i, pipe in enumerate(pipes):
+                vals, err_lo, err_hi = [], [], []
+                for a in conds:
+                    c = rows[pipe].get(a)
+                    v = 100 * c["hits@1"] if c else float("nan")
+                    vals.append(v)
+                    err_lo.append(v - 100 * c["hits@1_ci"][0] if c else 0)
+                    err_hi.append(100 * c["hits@1_ci"][1] - v if c else 0)
+                ax.bar(xs + (i - (len(pipes) - 1) / 2) * width, vals, width, yerr=[err_lo, err_hi], capsize=3, label=pipe)
+            ax.set_xticks(xs, conds, rotation=20, ha="right")
+            ax.set_ylabel("Hits@1 (%)")
+            ax.set_ylim(0, 105)
+            ax.set_title(f"{summary['name']}: Hits@1 per condition ({sname})")
+            ax.legend(fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+            fig.tight_layout()
+            path = out_dir / f"bars_{sname}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(f"{PLOTS}/{path.name}")
+    return written
+
+
+def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Rebuild summary.json, report.md and the plots of a run folder from its JSONL."""
+    run_dir = Path(run_dir)
+    cfg, meta, records = load_run(run_dir)
+    if not records:
+        raise ConfigError(f"{run_dir} has no records yet ({RESULTS} is empty or missing)")
+    summary = build_summary(cfg, meta, records)
+    written = plot_run(summary, run_dir / PLOTS) if plots else []
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    (run_dir / REPORT).write_text(markdown(summary, cfg, written))
+    log.info("report written to %s", run_dir / REPORT)
+    return summary
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without what legitimately differs between identical runs (timings)."""
+    return {k: v for k, v in summary.items() if k != "timing"}
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path) -> list[dict[str, Any]]:
+    """Hits@1 of every (setting, pipeline, condition) cell present in both runs, with the delta
+    (b - a) and whether the two CIs overlap. Summaries are rebuilt from the JSONL."""
+    rows = []
+    sums = []
+    for d in (run_a, run_b):
+        cfg, meta, records = load_run(d)
+        sums.append(build_summary(cfg, meta, records))
+    a, b = sums
+    for sname, st in a["settings"].items():
+        other = b["settings"].get(sname)
+        if not other:
+            continue
+        for pipe, row in st["pipelines"].items():
+            for cond, ca in row.items():
+                cb = other["pipelines"].get(pipe, {}).get(cond)
+                if cb is None:
+                    continue
+                overlap = ca["hits@1_ci"][0] <= cb["hits@1_ci"][1] and cb["hits@1_ci"][0] <= ca["hits@1_ci"][1]
+                rows.append(
+                    {
+                        "setting": sname,
+                        "pipeline": pipe,
+                        "condition": cond,
+                        "a": ca["hits@1"],
+                        "b": cb["hits@1"],
+                        "delta": _r(cb["hits@1"] - ca["hits@1"]),
+                        "ci_overlap": overlap,
+                        "n_a": ca["n"],
+                        "n_b": cb["n"],
+                    }
+                )
+    return rows
+
+
+def paper_rows(summary: dict[str, Any], cfg: EvalConfig) -> tuple[str, list[str], list[list[str]]]:
+    """LLM-RetLink's table as (caption, header, rows): per dataset and attack, for I2T and IT2T,
+    Hits@1 of the reference pipeline clean and attacked, and of the agent attacked, with the
+    recovery (agent minus reference, same attack). The agent is the first `agent` pipeline that
+    is not the reference. Settings of other kinds are left out; an unrecorded cell is '–'."""
+    ref = summary["reference"]
+    agent = next((p.name for p in cfg.pipelines if p.kind == "agent" and p.name != ref), None)
+    kinds = ("i2t", "it2t")
+    by_kind = {k: next((st for st in summary["settings"].values() if st["setting"] == k), None) for k in kinds}
+    header = ["dataset", "attack"]
+    for k in kinds:
+        header += [f"{k.upper()} clean", f"{k.upper()} attacked", f"{k.upper()} attacked + agent (rec)"]
+
+    def cell(st: dict[str, Any] | None, pipe: str | None, cond: str) -> dict[str, Any] | None:
+        return (st or {}).get("pipelines", {}).get(pipe or "", {}).get(cond)
+
+    rows = []
+    for attack in [a.name for a in cfg.attacks]:
+        row = [cfg.dataset.key, attack]
+        for k in kinds:
+            st = by_kind[k]
+            clean, attacked, with_agent = cell(st, ref, CLEAN), cell(st, ref, attack), cell(st, agent, attack)
+            rec = with_agent.get("recovery") if with_agent else None
+            row += [
+                _pct(clean["hits@1"]) if clean else "–",
+                _pct(attacked["hits@1"]) if attacked else "–",
+                (_pct(with_agent["hits@1"]) + (f" ({100 * rec:+.1f})" if rec is not None else "")) if with_agent else "–",
+            ]
+        rows.append(row)
+    caption = f"Hits@1 in %: `{ref}` clean and attacked, `{agent}` attacked, rec = agent minus `{ref}` under the same attack."
+    return caption, header, rows
+
+
+def paper_table(summary: dict[str, Any], cfg: EvalConfig) -> str:
+    """`paper_rows` as Markdown."""
+    caption, header, rows = paper_rows(summary, cfg)
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(rows: list[dict[str, Any]], run_a: str, run_b: str) -> str:
+    lines = [
+        f"# Comparison: `{run_a}` (a) vs `{run_b}` (b)",
+        "",
+        "| setting | pipeline | condition | H@1 a | H@1 b | b − a | CIs overlap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['pipeline']} | {r['condition']} | {_pct(r['a'])} | {_pct(r['b'])} | "
+            f"{100 * r['delta']:+.1f} | {'yes' if r['ci_overlap'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"

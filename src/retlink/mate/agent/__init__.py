@@ -1,0 +1,1 @@
+"""The MATE binding agent: a LangGraph graph whose tools parse the scene and bind attributes."""

@@ -1,0 +1,99 @@
+"""`retlink mate ...`: build the MATE set, run a model on it, rebuild a run's report.
+
+    retlink mate build --out DIR [--n 5500] [--controls N] [--seed S] [--first K] [--workers W]
+    retlink mate run CONFIG.yaml [--limit N] [--out RUN_DIR]
+    retlink mate report RUN_DIR
+
+Heavy imports happen inside the commands; errors are `RetlinkError`s, printed as one line with
+exit code 2 by the main CLI's handler (reached through `retlink.eval.cli.friendly_errors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from retlink.eval.cli import friendly_errors
+
+mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
+out = Console()
+
+
+@mate_app.command("build")
+@friendly_errors
+def build_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder to write (replaced when complete)")],
+    n: Annotated[int, typer.Option("--n", min=1, help="cross-modal questions (the paper: 5500)")] = 5500,
+    controls: Annotated[int | None, typer.Option("--controls", min=0, help="unimodal control questions (default n/5)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="everything derives from it")] = 0,
+    first: Annotated[int | None, typer.Option("--first", min=1, help="only the first K questions of that set (a seeded random sample)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="processes (the scenes are independent)")] = 1,
+) -> None:
+    """Render the balanced MATE set: PNG + JSON per scene, questions.jsonl, manifest.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from retlink.mate.build import build
+
+    with Progress(TextColumn("[bold]scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("scenes", total=None)
+        manifest = build(out_dir, n, n_controls=controls, seed=seed, first=first, workers=workers,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table("task", "questions", title=f"MATE set {out_dir} (seed {seed})")
+    for task_name, counts in manifest["counts"].items():
+        table.add_row(task_name, str(sum(counts.values())))
+    out.print(table)
+
+
+@mate_app.command("run")
+@friendly_errors
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="MATE run config YAML (see eval/configs/mate-*.yaml)")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N questions only")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
+    report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
+) -> None:
+    """Run (or resume) CONFIG: answers in RUN_DIR/results.jsonl, then the report."""
+    from retlink.mate.harness import MateRunner, load_mate_config
+    from retlink.mate.report import REPORT, write_report
+
+    runner = MateRunner(load_mate_config(config), out_dir)
+    runner.run(limit)
+    if report:
+        _print(write_report(runner.dir))
+        out.print(f"report: [bold]{runner.dir / REPORT}[/]")
+
+
+@mate_app.command("report")
+@friendly_errors
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="MATE run folder")]) -> None:
+    """Rebuild summary.json, report.md and the plot of RUN_DIR from its records."""
+    from retlink.mate.report import REPORT, write_report
+
+    _print(write_report(run_dir))
+    out.print(f"report: [bold]{run_dir / REPORT}[/]")
+
+
+def _print(summary: dict) -> None:
+    table = Table("model · prompt", "img2data", "data2img", "img2img", "data2data", "OSE", title=f"MATE {summary['name']}: exact match (%)")
+    for name, r in summary["rows"].items():
+        cells = []
+        for t in ("img2data", "data2img", "img2img", "data2data"):
+            c = r["tasks"].get(t)
+            cells.append(f"{100 * c['accuracy']:.1f}" if c and c["accuracy"] is not None else "–")
+        table.add_row(name, *cells, f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–")
+    out.print(table)
+    if summary.get("robustness"):
+        rob = Table("model · prompt", "attack", "clean", "attacked", "drop", "DR", title="MATE robustness: cross-modal exact match (%)")
+        for name, by_attack in summary["robustness"].items():
+            for attack, c in by_attack.items():
+                dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
+                rob.add_row(name, attack, _pct(c["clean"]["accuracy"]), _pct(c["attacked"]["accuracy"]), _pct(c["drop"]), dr)
+        out.print(rob)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"

@@ -1,0 +1,262 @@
+"""The report of a MATE run, rebuilt from its records alone (summary.json, report.md, plots/),
+the same files and the same way as `retlink eval report`.
+
+Per (model, prompt): exact-match accuracy with a bootstrap CI for each task (img2data,
+data2img, their mean as "cross-modal", and the img2img / data2data controls), accuracy by object
+count for each direction, by the number of linking attributes, and the out-of-scene error rate
+(the share of cross-modal answers that name no value of any object in the scene). The published
+numbers of the paper come along as reference rows, marked as such.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retlink.core.errors import ConfigError
+from retlink.eval import metrics
+from retlink.eval.records import RESULTS, read_meta, read_records
+from retlink.eval.report import PLOTS, REPORT, SUMMARY
+from retlink.mate.harness import CLEAN, MateRunConfig
+from retlink.mate.questions import CONTROL_TASKS, CROSS_TASKS, OBJECT_COUNTS
+
+#: Exact-match accuracy (%) on MATE's cross-modal questions as published in arXiv 2503.03854
+#: (the figures issue 17 quotes); not measured here.
+PUBLISHED = {
+    "Humans": 97.9,
+    "Claude 3.5 Sonnet": 83.3,
+    "Qwen2.5-VL-7B": 80.1,
+    "GPT-4o": 77.8,
+    "Random": 22.0,
+}
+
+
+def _cell(correct: list[float], cfg: MateRunConfig, seed: int) -> dict[str, Any]:
+    lo, hi = metrics.bootstrap_ci(correct, n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=seed)
+    acc = metrics.accuracy([bool(c) for c in correct])
+    return {"n": len(correct), "accuracy": None if np.isnan(acc) else round(acc, 4), "ci": [round(lo, 4), round(hi, 4)]}
+
+
+def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    attacked: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in records.values():
+        attack = r.get("attack", CLEAN)
+        if attack == CLEAN:
+            groups[(r["model"], r["prompt"])].append(r)
+        else:
+            attacked[(r["model"], r["prompt"])][attack].append(r)
+    rows: dict[str, Any] = {}
+    for (model, prompt), recs in sorted(groups.items()):
+        recs.sort(key=lambda r: r["question_id"])
+        by_task = {t: [float(r["correct"]) for r in recs if r["task"] == t] for t in (*CROSS_TASKS, *CONTROL_TASKS)}
+        cross = [r for r in recs if r["task"] in CROSS_TASKS]
+        row: dict[str, Any] = {"n": len(recs), "failed": sum(r["status"] != "ok" for r in recs)}
+        row["tasks"] = {t: _cell(v, cfg, 0) for t, v in by_task.items() if v}
+        if cross:
+            row["cross_modal"] = _cell([float(r["correct"]) for r in cross], cfg, 1)
+            row["out_of_scene"] = round(float(np.mean([bool(r["out_of_scene"]) for r in cross])), 4)
+        row["by_objects"] = {
+            t: {str(n): _cell([float(r["correct"]) for r in recs if r["task"] == t and r["n_objects"] == n], cfg, 2)
+                for n in OBJECT_COUNTS if any(r["task"] == t and r["n_objects"] == n for r in recs)}
+            for t in (*CROSS_TASKS, *CONTROL_TASKS) if by_task[t]
+        }
+        row["by_linking"] = {
+            str(k): _cell([float(r["correct"]) for r in cross if r["linking"] == k], cfg, 3)
+            for k in (0, 1, 2) if any(r["linking"] == k for r in cross)
+        }
+        row["seconds_per_answer"] = round(float(np.mean([r["seconds"] for r in recs])), 4)
+        rows[f"{model} · {prompt}"] = {"model": model, "prompt": prompt, **row}
+    robustness: dict[str, Any] = {}
+    for (model, prompt), by_attack in sorted(attacked.items()):
+        clean = {r["question_id"]: r for r in groups.get((model, prompt), [])}
+        robustness[f"{model} · {prompt}"] = {a: robustness_cell(recs, clean, cfg) for a, recs in by_attack.items()}
+    return {
+        "name": cfg.name,
+        "fingerprint": meta.get("fingerprint"),
+        "data": meta.get("data"),
+        "questions_sha256": meta.get("questions_sha256"),
+        "records": len(records),
+        "rows": rows,
+        "attacks": {a.name: describe_attack(a) for a in cfg.attacks},
+        "robustness": robustness,
+        "published": PUBLISHED,
+    }
+
+
+def describe_attack(a: Any) -> str:
+    """'square (normal, eps 8/255) on the agent's perception' and the like, for the table."""
+    eps = a.eps
+    budget = f", eps {eps * 255:.0f}/255" if eps is not None else ""
+    if a.attack == "gaussian_noise":
+        return f"Gaussian noise ({a.preset}, std {eps * 255:.0f}/255; random, no target)"
+    on = "the binding agent's perception (score-based)" if a.target == "perception" else f"{a.surrogate} {a.target} (transfer)"
+    return f"{a.attack} ({a.preset}{budget}) on {on}"
+
+
+def robustness_cell(recs: list[dict[str, Any]], clean: dict[str, dict[str, Any]], cfg: MateRunConfig) -> dict[str, Any]:
+    """One (model · prompt, attack) cell: cross-modal accuracy attacked and clean on the same
+    questions, the drop (paired bootstrap CI), drop ratio, attack success rate, the measured
+    perturbation (as the 8-bit PNG the model read) and the attack's seconds a scene."""
+    recs = sorted((r for r in recs if r["task"] in CROSS_TASKS and r["question_id"] in clean), key=lambda r: r["question_id"])
+    after = [float(r["correct"]) for r in recs]
+    before = [float(clean[r["question_id"]]["correct"]) for r in recs]
+    lo, hi = metrics.bootstrap_ci(
+        [b - a for b, a in zip(before, after, strict=True)], n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=4
+    )
+    acc_clean, acc_attacked = metrics.accuracy([bool(x) for x in before]), metrics.accuracy([bool(x) for x in after])
+    norms = [r["norms_png"]["linf_255"] for r in recs if "norms_png" in r]
+
+    def _r(x: float) -> float | None:
+        return None if np.isnan(x) else round(float(x), 4)
+
+    return {
+        "n": len(recs),
+        "failed": sum(r["status"] != "ok" for r in recs),
+        "clean": _cell(before, cfg, 1),
+        "attacked": _cell(after, cfg, 1),
+        "tasks": {t: _cell([float(r["correct"]) for r in recs if r["task"] == t], cfg, 0) for t in CROSS_TASKS if any(r["task"] == t for r in recs)},
+        "drop": _r(metrics.absolute_drop(acc_clean, acc_attacked)),
+        "drop_ci": [round(lo, 4), round(hi, 4)],
+        "drop_ratio": _r(metrics.drop_ratio(acc_clean, acc_attacked)),
+        "attack_success_rate": _r(
+            metrics.attack_success_rate([bool(x) for x in before], [bool(x) for x in after]) if recs else float("nan")
+        ),
+        "linf_255_png": {"mean": round(float(np.mean(norms)), 2), "max": round(float(np.max(norms)), 2)} if norms else None,
+        "attack_seconds": round(float(np.mean([r["attack_seconds"] for r in recs if r.get("attack_seconds") is not None] or [np.nan])), 4)
+        if recs else None,
+    }
+
+
+def _pct(c: dict[str, Any] | None) -> str:
+    if not c or c["accuracy"] is None:
+        return "–"
+    lo, hi = c["ci"]
+    return f"{100 * c['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> str:
+    level = round(100 * cfg.confidence)
+    lines = [
+        f"# MATE report: {summary['name']}",
+        "",
+        f"Set `{summary['data']}`; {summary['records']} answers recorded. Config fingerprint "
+        f"`{summary['fingerprint']}`. Cells: exact-match accuracy in % with its {level}% bootstrap CI "
+        "(failed answers count as wrong). OSE: out-of-scene errors, the share of cross-modal answers that are "
+        "no object's value in the scene.",
+        "",
+        "| model · prompt | img2data | data2img | cross-modal | img2img | data2data | OSE | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in summary["rows"].items():
+        t = r["tasks"]
+        ose = f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–"
+        lines.append(
+            f"| {name} | {_pct(t.get('img2data'))} | {_pct(t.get('data2img'))} | {_pct(r.get('cross_modal'))} | "
+            f"{_pct(t.get('img2img'))} | {_pct(t.get('data2data'))} | {ose} | {r['n']} |"
+        )
+    for who, acc in summary["published"].items():
+        lines.append(f"| {who} (published, arXiv 2503.03854) | | | {acc:.1f} | | | | |")
+    if summary.get("robustness"):
+        lines += [
+            "",
+            "## Robustness (cross-modal)",
+            "",
+            "Each attack's scenes were answered by the same model and prompt as the clean ones; accuracy clean and "
+            "attacked on the same questions, *drop* clean minus attacked (paired bootstrap CI), *DR* the drop ratio "
+            "(clean - attacked) / clean, *ASR* the share of clean-correct answers the attack broke; L∞ is measured "
+            "on the 8-bit PNG the model read, in 1/255.",
+            "",
+            "| model · prompt | attack | clean | attacked | drop | DR | ASR | img2data | data2img | L∞ mean / max | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, by_attack in summary["robustness"].items():
+            for attack, c in by_attack.items():
+                lo, hi = c["drop_ci"]
+                drop = "–" if c["drop"] is None else f"{100 * c['drop']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+                dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
+                asr = "–" if c["attack_success_rate"] is None else f"{100 * c['attack_success_rate']:.1f}"
+                norm = "–" if not c["linf_255_png"] else f"{c['linf_255_png']['mean']:.1f} / {c['linf_255_png']['max']:.1f}"
+                lines.append(
+                    f"| {name} | {attack} | {_pct(c['clean'])} | {_pct(c['attacked'])} | {drop} | {dr} | {asr} | "
+                    f"{_pct(c['tasks'].get('img2data'))} | {_pct(c['tasks'].get('data2img'))} | {norm} | {c['n']} |"
+                )
+        lines += [""] + [f"- `{a}`: {d}" for a, d in summary["attacks"].items()]
+    lines += ["", "## Accuracy by object count", ""]
+    lines.append("| model · prompt | task | " + " | ".join(str(n) for n in OBJECT_COUNTS) + " |")
+    lines.append("|---|---|" + "---|" * len(OBJECT_COUNTS))
+    for name, r in summary["rows"].items():
+        for task, cells in r["by_objects"].items():
+            lines.append(f"| {name} | {task} | " + " | ".join(_pct(cells.get(str(n))) for n in OBJECT_COUNTS) + " |")
+    lines += [
+        "",
+        "## Accuracy by linking attributes (cross-modal)",
+        "",
+        "How many shared attributes (material, size class) it takes to single the object out; 0: only its "
+        "position links the image and the JSON.",
+        "",
+        "| model · prompt | 0 | 1 | 2 |",
+        "|---|---|---|---|",
+    ]
+    for name, r in summary["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(_pct(r["by_linking"].get(str(k))) for k in (0, 1, 2)) + " |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], out_dir: Path) -> list[str]:
+    """accuracy_by_objects.png: cross-modal accuracy (both directions pooled per count) with CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    drawn = False
+    for i, (name, r) in enumerate(summary["rows"].items()):
+        for style, task in (("-", "img2data"), ("--", "data2img")):
+            cells = r["by_objects"].get(task)
+            if not cells:
+                continue
+            ns = [n for n in OBJECT_COUNTS if str(n) in cells]
+            acc = [100 * cells[str(n)]["accuracy"] for n in ns]
+            lo = [a - 100 * cells[str(n)]["ci"][0] for a, n in zip(acc, ns, strict=True)]
+            hi = [100 * cells[str(n)]["ci"][1] - a for a, n in zip(acc, ns, strict=True)]
+            ax.errorbar(ns, acc, yerr=[lo, hi], color=f"C{i}", linestyle=style, marker="o", capsize=3, label=f"{name} ({task})")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.axhline(summary["published"]["Claude 3.5 Sonnet"], color="gray", linestyle=":", label="Claude 3.5 (published, mean)")
+    ax.set_xlabel("objects in the scene")
+    ax.set_ylabel("exact-match accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"MATE {summary['name']}: accuracy by object count")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "accuracy_by_objects.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [f"{PLOTS}/{path.name}"]
+
+
+def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Rebuild summary.json, report.md and the plot of a MATE run folder from its JSONL."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir, "MATE run", "retlink mate run CONFIG")
+    cfg = MateRunConfig.model_validate(meta["config"])
+    records = read_records(run_dir / RESULTS)
+    if not records:
+        raise ConfigError(f"{run_dir} has no records yet ({RESULTS} is empty or missing)")
+    summary = build_summary(cfg, meta, records)
+    written = plot(summary, run_dir / PLOTS) if plots else []
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    (run_dir / REPORT).write_text(markdown(summary, cfg, written))
+    return summary

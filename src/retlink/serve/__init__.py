@@ -1,0 +1,1 @@
+"""`retlink serve`: the OpenAI-compatible chat endpoint, the attack endpoint and the web page."""

@@ -1,0 +1,288 @@
+"""The knowledge base: a chromadb store of entities, in a folder or on a chroma server.
+
+What a KB holds (`location.py` says where: a folder with an embedded chromadb, or a chroma
+server reached over HTTP):
+- two collections, `entities_text` (one vector per entity: name, aliases and description,
+  embedded by the project's text embedder) and `entities_image` (one vector per entity image,
+  metadata `entity_id`), both in cosine space with tuned HNSW settings;
+- an alias table: normalised name/alias -> entity id, the classic entity-linking alias table
+  (exact name matches are the strongest candidate-generation signal, and HNSW cannot give them);
+  `aliases.sqlite` in a folder;
+- a manifest, written last by the builder; a KB without `"status": "complete"` is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retlink.core.errors import KBError
+from retlink.core.types import Entity
+from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
+from retlink.tools.kb.location import MANIFEST as MANIFEST  # re-exported: where callers look for it
+from retlink.tools.kb.location import KBLocation, alias_rows, kb_location
+
+log = logging.getLogger(__name__)
+
+TEXT_COLLECTION = "entities_text"
+IMAGE_COLLECTION = "entities_image"
+#: HNSW settings: chromadb's defaults give poor recall on 384-d text vectors (see
+#: shared/ENVIRONMENT.md); bench/kb.py measures recall and latency for these values.
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
+
+
+def normalise_name(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive key for alias lookup."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    return re.sub(r"[^\w]+", " ", text).strip()
+
+
+class ChromaTextEmbedding:
+    """chromadb embedding function backed by retlink's text embedder (never chroma's default,
+    which would try to download an ONNX model)."""
+
+    def __init__(self, embedder: TextEmbedder) -> None:
+        self._embedder = embedder
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        return list(self._embedder.embed(list(input)))
+
+    def embed_query(self, input: list[str]) -> list[np.ndarray]:
+        return self(input)
+
+    @staticmethod
+    def name() -> str:
+        return "retlink"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self._embedder.name}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> ChromaTextEmbedding:
+        from retlink.tools.kb.embedders import shared_text_embedder
+
+        return ChromaTextEmbedding(shared_text_embedder(config["model"]))
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+
+def chroma_client(path: Path):
+    import chromadb
+    from chromadb.config import Settings
+
+    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+
+
+def open_collections(
+    client,
+    text_embedder: TextEmbedder,
+    hnsw: dict[str, Any] | None = None,
+    names: tuple[str, str] = (TEXT_COLLECTION, IMAGE_COLLECTION),
+):
+    """Get or create the text and image collections with retlink's settings (`names`: a
+    server holds several KBs, each under its own collection names)."""
+    cfg = {"hnsw": dict(hnsw or HNSW)}
+    text = client.get_or_create_collection(
+        names[0], configuration=cfg, embedding_function=ChromaTextEmbedding(text_embedder)
+    )
+    image = client.get_or_create_collection(names[1], configuration=cfg, embedding_function=None)
+    return text, image
+
+
+class AliasTable:
+    """sqlite table of normalised alias -> entity id. Thread-safe for reads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        with self._connect() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS alias (norm TEXT NOT NULL, entity_id TEXT NOT NULL, PRIMARY KEY (norm, entity_id))")
+
+    def _connect(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, check_same_thread=False)
+            self._local.con = con
+        return con
+
+    def add(self, entities: Iterable[Entity]) -> None:
+        rows = alias_rows(entities)
+        with self._connect() as con:
+            con.executemany("INSERT OR IGNORE INTO alias VALUES (?, ?)", sorted(rows))
+
+    def remove(self, entity_ids: Iterable[str]) -> None:
+        ids = list(entity_ids)
+        with self._connect() as con:
+            for i in range(0, len(ids), 500):  # one table scan per chunk, under sqlite's 999 parameters
+                chunk = ids[i : i + 500]
+                con.execute(f"DELETE FROM alias WHERE entity_id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def lookup(self, mention: str, limit: int = 50) -> list[str]:
+        key = normalise_name(mention)
+        if not key:
+            return []
+        cur = self._connect().execute("SELECT entity_id FROM alias WHERE norm = ? LIMIT ?", (key, limit))
+        return [r[0] for r in cur.fetchall()]
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+
+def _entity_metadata(entity: Entity) -> dict[str, Any]:
+    return {"name": entity.name, "entity_json": entity.model_dump_json()}
+
+
+@contextlib.contextmanager
+def _kb_errors(where: str):
+    """A server that fails (down, restarted, a collection dropped) is a KBError that names it,
+    not a transport traceback."""
+    import httpx
+    from chromadb.errors import ChromaError
+
+    try:
+        yield
+    except (httpx.HTTPError, ChromaError) as e:
+        raise KBError(f"the knowledge base at {where} failed: {e}") from None
+
+
+def _kb_method(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _kb_errors(self.where):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class KBStore:
+    """Read access to a built KB: entities by id, text/image nearest neighbours, alias lookup.
+
+    `location` is a KB folder, a `kb_location` (a folder or a chroma server), or a server
+    address `http://HOST:PORT/NAME`."""
+
+    def __init__(
+        self,
+        location: Path | str | KBLocation,
+        text_embedder: TextEmbedder,
+        image_embedder: ImageEmbedder | None,
+    ) -> None:
+        self.location = kb_location(location)
+        #: the KB folder (None for a KB on a server)
+        self.path: Path | None = getattr(self.location, "path", None)
+        #: where the KB is, for messages: a folder or http://HOST:PORT/NAME
+        self.where = str(self.location)
+        manifest = self.location.read_manifest()
+        if manifest is None:
+            raise KBError(f"no knowledge base at {self.where} (build one with `{self.location.build_hint()}`)")
+        self.manifest = manifest
+        if self.manifest.get("status") != "complete":
+            raise KBError(f"the knowledge base at {self.where} is incomplete (its build was interrupted); rebuild it")
+        if self.manifest.get("text_model") != text_embedder.name:
+            raise KBError(
+                f"the KB at {self.where} was built with text model {self.manifest.get('text_model')!r}, "
+                f"but the config uses {text_embedder.name!r}; rebuild the KB or change the config"
+            )
+        self.text_embedder = text_embedder
+        self.image_embedder = image_embedder
+        built_image = self.manifest.get("image_model")
+        self.has_images = bool(self.manifest.get("image_count")) and image_embedder is not None
+        if self.has_images and built_image != image_embedder.name:
+            raise KBError(
+                f"the KB at {self.where} has image vectors from {built_image!r}, but the config's image "
+                f"embedder is {image_embedder.name!r}; rebuild the KB or change the config"
+            )
+        with _kb_errors(self.where):
+            self._text, self._image, self.aliases = self.location.open(text_embedder)
+            # a built KB does not change under its readers: count once, not on every query (a
+            # round trip on a server)
+            self._text_count, self._image_count = self._text.count(), self._image.count()
+        self._cache: dict[str, Entity] = {}
+
+    def __len__(self) -> int:
+        return self._text_count
+
+    @_kb_method
+    def get(self, ids: list[str]) -> list[Entity]:
+        """Entities by id, in the order asked; unknown ids are left out."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._cache]
+        if missing:
+            got = self._text.get(ids=missing, include=["metadatas"])
+            for eid, meta in zip(got["ids"], got["metadatas"], strict=True):
+                self._cache[eid] = Entity.model_validate_json(meta["entity_json"])
+        return [self._cache[i] for i in ids if i in self._cache]
+
+    @_kb_method
+    def query_text(self, text: str | np.ndarray, k: int) -> list[tuple[str, float]]:
+        """(entity id, cosine similarity) of the k nearest entity texts."""
+        vec = self.text_embedder.embed([text])[0] if isinstance(text, str) else np.asarray(text)
+        res = self._text.query(query_embeddings=[vec], n_results=min(k, max(1, len(self))), include=["distances"])
+        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
+
+    @_kb_method
+    def query_image(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """(entity id, best cosine similarity over its images) of entities with the nearest images."""
+        if not self.has_images:
+            return []
+        n = self._image_count
+        res = self._image.query(
+            query_embeddings=[vector], n_results=min(4 * k, max(1, n)), include=["distances", "metadatas"]
+        )
+        best: dict[str, float] = {}
+        for meta, d in zip(res["metadatas"][0], res["distances"][0], strict=True):
+            eid = meta["entity_id"]
+            best[eid] = max(best.get(eid, -1.0), 1.0 - float(d))
+        return sorted(best.items(), key=lambda kv: -kv[1])[:k]
+
+    def image_file(self, path: str) -> Path:
+        """Where an entity's image lies: the KB keeps image paths as the entities file wrote them,
+        so relative ones are resolved against that file's folder (the manifest's `source`)."""
+        p = Path(path)
+        source = self.manifest.get("source")
+        if not p.is_absolute() and source and source != "<iterable>":
+            return Path(source).parent / p
+        return p
+
+    @_kb_method
+    def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
+        """Best cosine similarity between `vector` and each given entity's stored images."""
+        if not self.has_images or not entity_ids:
+            return {}
+        got = self._image.get(where={"entity_id": {"$in": list(entity_ids)}}, include=["embeddings", "metadatas"])
+        out: dict[str, float] = {}
+        if len(got["ids"]) == 0:
+            return out
+        sims = np.asarray(got["embeddings"], dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
+        for meta, s in zip(got["metadatas"], sims, strict=True):
+            eid = meta["entity_id"]
+            out[eid] = max(out.get(eid, -1.0), float(s))
+        return out
+
+    @_kb_method
+    def text_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
+        """Cosine similarity between a text vector and the given entities' text vectors."""
+        if not entity_ids:
+            return {}
+        got = self._text.get(ids=list(entity_ids), include=["embeddings"])
+        sims = np.asarray(got["embeddings"], dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
+        return {eid: float(s) for eid, s in zip(got["ids"], sims, strict=True)}
