@@ -15,9 +15,9 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from retlink.mate.agent import nodes
 from retlink.agent.nodes.tracing import traced
 from retlink.core.types import TraceEvent
+from retlink.mate.agent import nodes
 from retlink.mate.scene import Camera
 
 
