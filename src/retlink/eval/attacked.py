@@ -367,7 +367,7 @@ def _multimodal(
     """MAT's multimodal attack on one chunk: the image attack, plus per sample the one-token
     substitution in its sentence that most lowers cos(text encoder(mention + sentence), the gold
     entity's KB text), candidates being the encoder's own vocabulary neighbours of each word
-    (`perturb_text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
+    (`retlink.attacks.text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
     from retlink.attacks.text import token_neighbours
     from retlink.eval.settings import LinkInput, MultimodalAttack
 

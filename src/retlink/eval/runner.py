@@ -182,7 +182,7 @@ def text_seed(seed: int, sample_id: str, setting: str) -> int:
 
 def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tuple[Any, str, str]:
     """(image, mention, context) as the linker sees them in a setting."""
-    from retlink.eval import perturb_text
+    from retlink.attacks import text as perturb_text
     from retlink.eval.settings import LinkInput, apply_setting
 
     seen = apply_setting(LinkInput(image, sample.mention, sample.context), setting.setting)

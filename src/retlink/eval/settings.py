@@ -62,7 +62,7 @@ class MultimodalAttack:
     The image half is any `Attack`; the text half picks, per sample, the word replacement that
     lowers cos(encoder(mention + context), correct entity embedding) the most (see
     `substitute_one_word`), BERT-Attack/TextFooler style when `candidates` proposes each word's
-    neighbours in the encoder's own token space (`perturb_text.token_neighbours`; typo variants
+    neighbours in the encoder's own token space (`retlink.attacks.text.token_neighbours`; typo variants
     by default). Both halves are seeded.
     """
 
