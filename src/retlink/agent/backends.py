@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from retlink.agent.config import RetlinkConfig, load_config
+from retlink.agent.nodes.decide import llm_unused
 from retlink.core.errors import ConfigError
 from retlink.core.schema import CaptionerConfig, LLMConfig
 from retlink.tools.kb.build import ensure_built
@@ -134,8 +135,13 @@ def build_components(source: Any = None) -> Components:
     text_embedder = shared_text_embedder(emb.text_model, cfg.device)
     image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device)
     kb = open_kb(cfg)
-    # no reasoner, no LLM: the graph never reaches search, enhancer or reasoner (not even loaded)
-    reasoner = shared_llm(cfg.reasoner.llm, cfg.device) if cfg.reasoner.enabled else None
+    head = load_head(cfg, kb)
+    # no reasoner, or a head that gives it weight 0: the graph never reaches search, enhancer or
+    # reasoner, so the LLM is not even loaded
+    unused = llm_unused(cfg.reasoner.enabled, head.reasoner_weight if head is not None else None)
+    if unused is not None and cfg.reasoner.enabled:
+        log.info("LLM not loaded: %s", unused)
+    reasoner = shared_llm(cfg.reasoner.llm, cfg.device) if unused is None else None
     enhancer = None
     if cfg.enhancer.enabled and reasoner is not None:
         enhancer = shared_llm(cfg.enhancer.llm, cfg.device) if cfg.enhancer.llm else reasoner
@@ -154,7 +160,7 @@ def build_components(source: Any = None) -> Components:
         search_backends=backends,
         scraper=build_scraper(cfg.search) if backends else None,
         detector=_detector(cfg),
-        head=load_head(cfg, kb),
+        head=head,
         description_store=_description_store(cfg),
     )
 

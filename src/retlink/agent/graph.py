@@ -1,9 +1,9 @@
-"""The linking graph: a LangGraph StateGraph with the routes of shared/DESIGN.md.
+"""The linking graph: a LangGraph StateGraph and its routes.
 
     validate -> detect --(flagged, or purification configured)--> purify -> caption
     detect --(clean and no purification configured)--> caption
     caption -> retrieve -> rank --(no candidates)--> finalize
-    rank --(trained head confident beyond decision.skip_llm_above, or no reasoner)--> decide
+    rank --(head confident beyond decision.skip_llm_above, head's reasoner weight 0, or no reasoner)--> decide
     rank --(no reasoner and no head)--> fallback
     rank -> plan_queries --(one Send per query)--> search ‖ search ‖ ... --> enhance
     plan_queries --(no backend or no budget)--> enhance
@@ -98,7 +98,12 @@ def build_graph(components: Any, checkpointer: Any = None):
     g.add_edge("retrieve", "rank")
     g.add_conditional_edges(
         "rank",
-        functools.partial(route_after_rank, cfg=cfg.decision, reasoner_enabled=cfg.reasoner.enabled),
+        functools.partial(
+            route_after_rank,
+            cfg=cfg.decision,
+            reasoner_enabled=cfg.reasoner.enabled,
+            reasoner_weight=components.head.reasoner_weight if components.head is not None else None,
+        ),
         ["plan_queries", "decide", "fallback", "finalize"],
     )
     g.add_conditional_edges("plan_queries", functools.partial(route_search, cfg=cfg.search), ["search", "enhance"])

@@ -34,13 +34,14 @@ def rank(
     decision: DecisionConfig | None = None,
     reasoner_enabled: bool = True,
 ) -> dict[str, Any]:
+    weight = head.reasoner_weight if head is not None else None
     pool: list[Candidate] = state.get("candidates", [])
     feats = pool_features(
         pool, detector_score=float(state.get("detector_score", 0.0)), purified=bool(state.get("purified", False))
     )
     if head is None or not pool:
         kept = pool[: cfg.top_k]
-        why = llm_skip_reason(None, decision, reasoner_enabled) if decision is not None and kept else None
+        why = llm_skip_reason(None, decision, reasoner_enabled, weight) if decision is not None and kept else None
         detail = {"by": "fused score", "pool": len(pool), **({"skip_llm": why} if why else {})}
         return {"candidates": kept, "features": feats, "_detail": detail}
     prior = head.distribution(feats.ids, np.array(feats.rows), np.array(feats.nil))
@@ -48,17 +49,37 @@ def rank(
     kept = [pool[i].model_copy(update={"prior": round(prior[pool[i].entity.id], 4)}) for i in order[: cfg.top_k]]
     top = kept[0].entity.id
     detail = {"by": "head", "pool": len(pool), "top": top, "p": round(prior[top], 4), "p_nil": round(prior[NIL], 4)}
-    why = llm_skip_reason(prior, decision, reasoner_enabled) if decision is not None else None
+    why = llm_skip_reason(prior, decision, reasoner_enabled, weight) if decision is not None else None
     return {"candidates": kept, "features": feats, "prior": prior, "_detail": {**detail, **({"skip_llm": why} if why else {})}}
 
 
-def llm_skip_reason(prior: dict[str, float] | None, cfg: DecisionConfig, reasoner_enabled: bool) -> str | None:
+def llm_unused(reasoner_enabled: bool, reasoner_weight: float | None) -> str | None:
+    """Why no link of this configuration can use the LLM, or None.
+
+    A head that gave the reasoner weight 0 (its dev links showed the reasoner buys nothing)
+    decides from its own distribution whatever the reasoner answers, so calling the reasoner,
+    or the enhancer that only feeds it, would cost a prefill per link and change no answer.
+    `build_components` does not even load the model then."""
+    if not reasoner_enabled:
+        return "reasoner disabled"
+    if reasoner_weight is not None and reasoner_weight == 0:
+        return "decision head gives the reasoner weight 0"
+    return None
+
+
+def llm_skip_reason(
+    prior: dict[str, float] | None,
+    cfg: DecisionConfig,
+    reasoner_enabled: bool,
+    reasoner_weight: float | None = None,
+) -> str | None:
     """Why this link decides without the LLM (search, enhancer and reasoner skipped), or None.
 
     The one rule `route_after_rank` follows, so the trace (rank's `skip_llm`) states exactly the
-    reason the route took."""
-    if not reasoner_enabled:
-        return "reasoner disabled"
+    reason the route took. `reasoner_weight` is the head's (None: no head)."""
+    unused = llm_unused(reasoner_enabled, reasoner_weight)
+    if unused is not None:
+        return unused
     if prior and cfg.skip_llm_above is not None:
         p = max(prior.values())
         if p >= cfg.skip_llm_above:
@@ -67,13 +88,20 @@ def llm_skip_reason(prior: dict[str, float] | None, cfg: DecisionConfig, reasone
     return None
 
 
-def route_after_rank(state: dict[str, Any], *, cfg: DecisionConfig, reasoner_enabled: bool = True) -> str:
-    """No candidates: NIL. No reasoner, or a head confident beyond `skip_llm_above`: decide
-    without the LLM (the head decides; without a head, the retrieval ranking)."""
+def route_after_rank(
+    state: dict[str, Any],
+    *,
+    cfg: DecisionConfig,
+    reasoner_enabled: bool = True,
+    reasoner_weight: float | None = None,
+) -> str:
+    """No candidates: NIL. No reasoner, a head that gives it weight 0, or a head confident beyond
+    `skip_llm_above`: decide without the LLM (the head decides; without a head, the retrieval
+    ranking)."""
     if not state.get("candidates"):
         return "finalize"
     prior = state.get("prior")
-    if llm_skip_reason(prior, cfg, reasoner_enabled) is None:
+    if llm_skip_reason(prior, cfg, reasoner_enabled, reasoner_weight) is None:
         return "plan_queries"
     return "decide" if prior else "fallback"
 
