@@ -295,9 +295,15 @@ def train(
 @friendly_errors
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[str, typer.Option(help="bind address (loopback unless you set an API key)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    api_key: Annotated[str | None, typer.Option(envvar="RETLINK_API_KEY", help="require this bearer key")] = None,
+    host: Annotated[
+        str, typer.Option(help="bind address; any but loopback serves whoever can reach it, so set --api-key "
+                               "(without one the server starts anyway and logs a warning)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port, 1 to 65535")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RETLINK_API_KEY", help="require this bearer key (non-empty, printable "
+                                                                "ASCII without spaces); default: no key")
+    ] = None,
     max_concurrent: Annotated[int, typer.Option(help="requests in flight before 429")] = 16,
     keep_alive: Annotated[
         float, typer.Option(help="seconds an idle connection stays open (keep it above clients' pool expiry)")
@@ -308,13 +314,12 @@ def serve(
 ) -> None:
     """Serve the agent as an OpenAI-compatible chat endpoint (POST /v1/chat/completions) and the
     web page at / (open http://HOST:PORT/ in a browser)."""
-    from retlink.core.config import validate_config
-    from retlink.serve.app import ServerSettings
-    from retlink.serve.app import serve as run_server
+    from retlink.serve.launcher import serve as run_server
+    from retlink.serve.launcher import server_settings
 
     options = dict(host=host, port=port, api_key=api_key, max_concurrent_requests=max_concurrent,
                    keep_alive_s=keep_alive, attack={"enabled": attack})
-    run_server(config, validate_config(ServerSettings, options, "retlink serve"))
+    run_server(config, server_settings(options))
 
 
 if __name__ == "__main__":

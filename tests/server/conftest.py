@@ -2,7 +2,7 @@
 real uvicorn server on loopback, driven with the official `openai` client.
 
 Connections: the servers run with the endpoint's own keep-alive (`ServerSettings.keep_alive_s`,
-mapped onto uvicorn by `retlink.serve.app.uvicorn_config`), and the clients' pools drop an idle
+mapped onto uvicorn by `retlink.serve.launcher.uvicorn_config`), and the clients' pools drop an idle
 connection after `CLIENT_KEEPALIVE_S`, which is shorter, so a pooled connection is never reused
 as the server closes it (tests/server/test_keep_alive.py).
 
@@ -26,7 +26,8 @@ import pytest
 import uvicorn
 
 from retlink.agent.config import load_config
-from retlink.serve.app import ServerSettings, create_app, uvicorn_config
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.launcher import uvicorn_config
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from retlink.serve.app import AttackSettings, ServerSettings, create_app
-from retlink.serve.attack import AttackLimiter, AttackRefused
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.attack import AttackLimiter, AttackRefused, AttackSettings
 from tests.server.conftest import DEMO, ServerThread, data_uri
 from tests.server.test_server_lifetime import StallingLinker
 

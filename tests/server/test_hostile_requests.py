@@ -100,8 +100,8 @@ def test_client_disconnect_cancels_the_link_and_frees_the_slot():
                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
             )
             assert linker.started.wait(10), "the link never started"
-            assert app.state.gate.active == 1
+            assert app.state.service.in_flight.active == 1
         # the client is gone: the link is cancelled and its slot freed at once, not after the
         # 300 s request timeout
         assert linker.cancelled.wait(10), "the link kept running after the client left"
-        wait_until(lambda: app.state.gate.active == 0, "the gate to empty", 10)
+        wait_until(lambda: app.state.service.in_flight.active == 0, "the gate to empty", 10)

@@ -27,7 +27,8 @@ import httpx
 import pytest
 import uvicorn
 
-from retlink.serve.app import ServerSettings, create_app, uvicorn_config
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.launcher import uvicorn_config
 from tests.conftest import REPO
 from tests.loopback import free_port
 from tests.server.conftest import CLIENT_KEEPALIVE_S, ServerThread

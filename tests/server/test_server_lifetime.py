@@ -27,8 +27,8 @@ import pytest
 
 from retlink.core.errors import RetlinkError
 from retlink.core.types import LinkResult, TraceEvent
-from retlink.serve.app import ServerSettings, create_app, uvicorn_config
-from retlink.serve.drain import DrainingServer
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.launcher import DrainingServer, uvicorn_config
 from tests.conftest import REPO
 from tests.loopback import free_port
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
@@ -77,7 +77,7 @@ def stalling():
     linker = StallingLinker()
     app = create_app(linker, ServerSettings(max_concurrent_requests=4))
     with ServerThread(app) as srv:
-        yield srv, linker, app.state.service.gate
+        yield srv, linker, app.state.service.in_flight
 
 
 def full_stream(url: str) -> list[dict]:
@@ -174,7 +174,8 @@ class FileStallingLinker(StallingLinker):
 
 SERVE_STALLING = """
 import sys
-from retlink.serve.app import ServerSettings, create_app, run_app
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.launcher import run_app
 from tests.server.test_server_lifetime import FileStallingLinker
 settings = ServerSettings(port=int(sys.argv[1]), shutdown_grace_s=120)
 run_app(create_app(FileStallingLinker(sys.argv[2]), settings), settings)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from retlink.serve.app import AttackSettings, ServerSettings, create_app
+from retlink.serve.app import ServerSettings, create_app
+from retlink.serve.attack import AttackSettings
 from tests.conftest import REPO, skip_or_fail
 from tests.server.conftest import API_KEY, DEMO, ServerThread
 

@@ -5,7 +5,9 @@ or L-inf PGD) on the surrogate network the embedded default captions and embeds 
 can link the clean and the perturbed image side by side and see what changed. It is off unless
 configured (`AttackSettings.enabled`, `retlink serve --attack`): an attack costs seconds of CPU
 per request. When on, it is bounded: image bytes and pixels (413), steps and budget (400), one
-attack at a time (429 while one runs) and a number per minute (429 beyond it).
+attack at a time (429 while one runs) and a number per minute (429 beyond it). The request's
+numbers are range-checked before anything runs (400): a finite budget above 0, a seed that
+torch's generator takes (0 to 2**32 - 1), and an `entity_id` the KB holds (404 otherwise).
 
 The image is resized and centre-cropped to the network's input (224 px), as the eval module
 attacks it; the answer holds that clean crop, the adversarial image (both PNG data URIs, 8-bit
@@ -14,6 +16,7 @@ as saved files are) and their difference magnified, with the measured norms.
 Target: with `entity_id` (the entity the clean image linked to), the eval module's
 `embedding_toward_distractor`: away from that entity's KB image, toward the nearest wrong
 entity's (which it names); without it, `embedding_away` from the clean image's own features.
+An id the KB does not hold is refused rather than silently attacked "away".
 """
 
 from __future__ import annotations
@@ -26,15 +29,21 @@ from collections import deque
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from retlink.agent.nodes.validator import check_unicode
 from retlink.core.errors import InputError, RetlinkError
 from retlink.core.networks import DEFAULT_NETWORK
 from retlink.eval.config import SurrogateName
 
+#: the largest seed an attack request may carry
+MAX_SEED = 2**32 - 1
+
 
 class AttackSettings(BaseModel):
-    """Limits of the attack endpoint. Off by default."""
+    """Limits of the attack endpoint. Off by default. Strict: an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     #: the network attacked (white box against the embedded default: its captioner and embedder)
@@ -53,11 +62,13 @@ class AttackSettings(BaseModel):
 class AttackRequest(BaseModel):
     image: str = Field(description="the image as a data URI (what the page uploads)")
     attack: Literal["fgsm", "pgd"] = "pgd"
-    #: L-inf budget in 1/255 units
-    eps: float = Field(8.0, gt=0)
+    #: L-inf budget in 1/255 units (finite: JSON's Infinity and NaN are refused)
+    eps: float = Field(8.0, gt=0, allow_inf_nan=False)
     steps: int = Field(10, ge=1)
     entity_id: str | None = None
-    seed: int = 0
+    #: the attack's torch.Generator seed; torch refuses what does not fit its 64 bits (a 500 once),
+    #: and 32 bits are what every seeded library here takes
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class AttackResponse(BaseModel):
@@ -139,7 +150,7 @@ def make_attack(pil: Image.Image, req: AttackRequest, settings: AttackSettings, 
     model = surrogate(settings.surrogate)
     x = preprocess(pil, INPUT_SIZE).unsqueeze(0)
     y, distractor, target = None, None, "embedding_away"
-    if req.entity_id and kb is not None and kb.get([req.entity_id]):
+    if req.entity_id is not None:  # run_attack checked that the KB holds it
         target = "embedding_toward_distractor"
         y, chosen = LabelMaker(kb, model, INPUT_SIZE).toward_distractor(x, [req.entity_id])
         distractor = chosen[0]
@@ -167,6 +178,11 @@ async def run_attack(req: AttackRequest, settings: AttackSettings, limiter: Atta
     if not settings.enabled:
         raise AttackRefused("the attack endpoint is off (start the server with --attack)", 404, "attack_disabled")
     check_request(req, settings)
+    if req.entity_id is not None:
+        check_unicode(req.entity_id, "entity_id")
+        if kb is None or not kb.get([req.entity_id]):
+            raise AttackRefused(f"no entity {req.entity_id!r} in the knowledge base to attack away from", 404,
+                                "entity_not_found")
     if not req.image.startswith("data:"):
         raise InputError("image must be a data URI (data:image/...;base64,...)")
     data = decode_data_uri(req.image, settings.max_image_bytes)

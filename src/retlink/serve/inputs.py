@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from PIL import Image
 
-from retlink.agent.nodes.validator import check_text
+from retlink.agent.nodes.validator import check_text, check_unicode
 from retlink.core.errors import ImageTooLargeError, InputError, InvalidImageError
 from retlink.core.schema import LimitsConfig, SearchConfig
 from retlink.serve.protocol import ChatCompletionRequest
@@ -47,7 +47,7 @@ class LinkInputs:
 
 def parse_request(req: ChatCompletionRequest, limits: LimitsConfig | None = None) -> LinkInputs:
     """The mention, context and image reference of the last user message, the text checked
-    against the linker's `limits` (before the image is fetched or a link starts)."""
+    (valid Unicode, within the linker's `limits`) before the image is fetched or a link starts."""
     users = [m for m in req.messages if m.role == "user"]
     if not users:
         raise InputError("the request has no user message")
@@ -63,7 +63,10 @@ def parse_request(req: ChatCompletionRequest, limits: LimitsConfig | None = None
             images.append(p.image_url.url)
     if len(images) > 1:
         raise InputError(f"the last user message has {len(images)} images; send at most one")
-    text = " ".join(t.strip() for t in texts).strip()
+    for url in images:
+        check_unicode(url, "image_url")
+    # invalid Unicode (a lone surrogate) is refused here, before a slot, a fetch or a stream
+    text = check_unicode(" ".join(t.strip() for t in texts).strip(), "message text")
     found = MENTION.findall(text)
     if not found or not found[0].strip():
         if not images:

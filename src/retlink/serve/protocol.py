@@ -1,4 +1,6 @@
-"""Wire models of the chat endpoint: the OpenAI chat-completions protocol, the subset we serve.
+"""Wire models of the chat endpoint: the OpenAI chat-completions protocol, the subset we serve,
+and its error body (`ErrorResponse`, `error_json`, `ServerError`), which every layer of the
+server answers errors with (as vLLM's `entrypoints/openai/protocol.py`).
 
 Requests are lenient (unknown fields such as `temperature` or `stream_options` are accepted
 and ignored: clients send them by default); responses follow OpenAI's shapes, with the chain of
@@ -12,7 +14,10 @@ import time
 import uuid
 from typing import Any, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from retlink.core.errors import RetlinkError
 
 
 class _Lenient(BaseModel):
@@ -121,3 +126,21 @@ class ErrorResponse(BaseModel):
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+class ServerError(RetlinkError):
+    """An error the endpoint itself raises, with its status and OpenAI error type."""
+
+    def __init__(self, message: str, status: int, error_type: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.error_type = error_type
+        self.code = code
+
+
+def error_json(status: int, message: str, error_type: str, code: str | None = None) -> JSONResponse:
+    """OpenAI's error JSON with `status`; a 5xx also says `Connection: close`, because after a
+    server-side failure the connection is not reused (see `retlink.serve.middleware.ServerErrors`)."""
+    body = ErrorResponse(error=ErrorBody(message=message, type=error_type, code=code))
+    headers = {"Connection": "close"} if status >= 500 else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)

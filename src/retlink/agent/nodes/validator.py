@@ -9,9 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from retlink.core.errors import EmptyMentionError, TextTooLongError
+from retlink.core.errors import EmptyMentionError, InputError, TextTooLongError
 from retlink.core.schema import LimitsConfig
 from retlink.tools.images import load_image, to_pixels
+
+
+def check_unicode(text: str, field: str) -> str:
+    """`text` unchanged when it is valid Unicode, else an InputError naming `field`.
+
+    A Python str can hold what no UTF-8 text can: lone surrogates, from JSON's `"\\ud800"`
+    escape or from undecodable bytes in a command-line argument (surrogateescape). They pass
+    every length check and then crash far from the input (the tokenizer's TypeError in
+    retrieval), so every entry point refuses them here first: the endpoint for each text it
+    takes, the CLI for its arguments, `check_text` for Python callers.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"the {field} is not valid Unicode text: lone surrogate U+{ord(text[e.start]):04X} at "
+            f"character {e.start} (send UTF-8 text)"
+        ) from None
+    return text
 
 
 def check_text(
@@ -23,13 +42,13 @@ def check_text(
     One check for every entry point: the CLI calls it before loading models, the endpoint
     before taking a slot, and the graph's validate node for Python callers.
     """
-    mention = (mention or "").strip()
+    mention = check_unicode(mention or "", "mention").strip()
     if not mention and not image:
         raise EmptyMentionError(
             "the mention is empty and there is no image: nothing to link "
             "(say which words in the text name the entity, or give an image)"
         )
-    context = (context or "").strip() or mention
+    context = check_unicode(context or "", "context").strip() or mention
     for what, text, limit, key in (
         ("mention", mention, limits.max_mention_chars, "max_mention_chars"),
         ("context", context, limits.max_context_chars, "max_context_chars"),
