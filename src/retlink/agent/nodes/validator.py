@@ -9,9 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from retlink.core.errors import EmptyMentionError, TextTooLongError
+from retlink.core.errors import EmptyMentionError, InputError, TextTooLongError
 from retlink.core.schema import LimitsConfig
 from retlink.tools.images import load_image, to_pixels
+
+
+def check_unicode(text: str, field: str) -> str:
+    """`text` if it is valid Unicode, an InputError naming `field` otherwise.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (a command line's arguments are
+    decoded with `surrogateescape`, JSON allows an unpaired `\\ud800`); they cannot be encoded
+    again, so the tokenizer, chromadb or a JSON writer would fail on them mid-link."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"the {field} is not valid Unicode (a lone surrogate or a byte that is not UTF-8 at character {e.start})"
+        ) from None
+    return text
 
 
 def check_text(
