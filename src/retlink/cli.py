@@ -20,15 +20,46 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from retlink.core.errors import RetlinkError
+from retlink.core.terminal import for_terminal, markup_safe
 from retlink.eval.cli import eval_app
 from retlink.mate.cli import mate_app
 
-app = typer.Typer(help="Robust multimodal entity linking.", no_args_is_help=True, add_completion=False)
+#: the most results `kb query -k` shows (chroma refuses k < 1 with a traceback)
+MAX_QUERY_K = 1000
+#: the most entities `kb build --batch-size` embeds at once
+MAX_BATCH_SIZE = 4096
+
+err = Console(stderr=True)
+
+
+class OneLineTyper(typer.Typer):
+    """A Typer app whose command-line errors are one line and exit code 2, like retlink's own.
+
+    Click's usage errors (a bad option value, an out-of-range number, a missing argument) are
+    otherwise a usage block or a rich panel of several lines. Only the console entry point
+    goes through `__call__`; `CliRunner` tests call the click command and see click's output."""
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("standalone_mode", True) is False:
+            return super().__call__(*args, **kwargs)
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:  # UsageError, BadParameter, NoSuchOption, ...
+            err.print(f"[bold red]error:[/] {markup_safe(' '.join(e.format_message().split()))}", highlight=False, soft_wrap=True)
+            sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+        except click.Abort:
+            err.print("[bold red]aborted[/]", highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = OneLineTyper(help="Robust multimodal entity linking.", no_args_is_help=True, add_completion=False)
 kb_app = typer.Typer(help="Build and query knowledge bases.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 app.add_typer(eval_app, name="eval")
@@ -37,7 +68,6 @@ data_app = typer.Typer(help="Build benchmark datasets from packaged data.", no_a
 app.add_typer(data_app, name="data")
 
 out = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config file or preset name")]
 REPO_DEMO = Path(__file__).resolve().parent / "data" / "demo"
@@ -70,7 +100,7 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except RetlinkError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {markup_safe(' '.join(str(e).split()))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -86,11 +116,16 @@ def _print_result(result, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
-    name = result.entity.name if result.entity else "NIL"
-    out.print(f"[bold]{result.mention}[/] -> [bold green]{name}[/] ({result.entity_id}), score {result.score:.2f}, by {result.decided_by}")
-    out.print(f"  {result.rationale}", highlight=False)
+    # every string here is the user's, the KB's or a model's: escaped, so none can drive the terminal
+    name = markup_safe(result.entity.name) if result.entity else "NIL"
+    out.print(
+        f"[bold]{markup_safe(result.mention)}[/] -> [bold green]{name}[/] ({markup_safe(str(result.entity_id))}), "
+        f"score {result.score:.2f}, by {markup_safe(str(result.decided_by))}",
+        highlight=False,
+    )
+    out.print(f"  {for_terminal(result.rationale)}", highlight=False, markup=False)
     if result.caption:
-        out.print(f"  caption: {result.caption.text}", highlight=False)
+        out.print(f"  caption: {for_terminal(result.caption.text)}", highlight=False, markup=False)
 
 
 @app.command()
@@ -107,10 +142,13 @@ def link(
     retrieval were skipped)."""
     from retlink.agent.config import load_config
     from retlink.agent.linker import Linker
-    from retlink.agent.nodes.validator import check_text
+    from retlink.agent.nodes.validator import check_text, check_unicode
     from retlink.tools.images import load_image
 
-    cfg = load_config(config)  # input errors surface before the slow model load
+    check_unicode(mention, "mention")  # input errors surface before the slow model load
+    if context is not None:
+        check_unicode(context, "context")
+    cfg = load_config(config)
     check_text(mention, context, cfg.limits, image=image is not None)
     if image is not None:
         load_image(image, max_pixels=cfg.limits.max_pixels, max_bytes=cfg.limits.max_bytes, min_side=cfg.limits.min_side)
@@ -131,13 +169,17 @@ def kb_build(
     """Build a KB from ENTITIES into a folder or onto a chroma server (resumable; the KB is
     replaced only when complete). A server's auth header comes from the config's kb section."""
     from retlink.agent.config import load_config
+    from retlink.core.errors import ConfigError
     from retlink.tools.kb.build import build_kb
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
     from retlink.tools.kb.location import auth_headers, kb_location
 
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size must be 1 to {MAX_BATCH_SIZE}, not {batch_size}")
     cfg = load_config(config)
     emb = cfg.embedder
     location = kb_location(out_dir, auth_headers(cfg.kb))
+    location.check_target()  # an unusable --out is refused before the models load
     manifest = build_kb(
         entities,
         location,
@@ -145,7 +187,7 @@ def kb_build(
         shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
         batch_size=batch_size,
     )
-    out.print(f"built [bold]{out_dir}[/]: {manifest['count']} entities, {manifest['image_count']} images in {manifest['build_seconds']}s")
+    out.print(f"built [bold]{markup_safe(str(location))}[/]: {manifest['count']} entities, {manifest['image_count']} images in {manifest['build_seconds']}s")
 
 
 @kb_app.command("query")
@@ -158,10 +200,15 @@ def kb_query(
 ) -> None:
     """Show the entities nearest to TEXT (and exact alias matches)."""
     from retlink.agent.config import load_config
+    from retlink.agent.nodes.validator import check_unicode
+    from retlink.core.errors import ConfigError
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
     from retlink.tools.kb.location import auth_headers, kb_location
     from retlink.tools.kb.store import KBStore
 
+    if not 1 <= k <= MAX_QUERY_K:
+        raise ConfigError(f"-k must be 1 to {MAX_QUERY_K}, not {k}")
+    check_unicode(text, "query text")
     cfg = load_config(config)
     emb = cfg.embedder
     store = KBStore(
@@ -173,7 +220,7 @@ def kb_query(
     aliases = set(store.aliases.lookup(text))
     hits = store.query_text(text, k)
     for entity, (_, sim) in zip(store.get([i for i, _ in hits]), hits, strict=True):
-        table.add_row(entity.id, entity.name, f"{sim:.3f}", "yes" if entity.id in aliases else "")
+        table.add_row(markup_safe(entity.id), markup_safe(entity.name), f"{sim:.3f}", "yes" if entity.id in aliases else "")
     out.print(table)
 
 

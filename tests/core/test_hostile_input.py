@@ -18,7 +18,7 @@ from retlink.core.schema import LimitsConfig
 from retlink.core.types import Entity
 from retlink.tools.images import load_image
 from retlink.tools.kb.build import read_entities
-from tests.hostile import bomb_png
+from tests.hostile.common import bomb_png
 
 runner = CliRunner()
 

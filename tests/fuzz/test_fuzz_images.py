@@ -20,7 +20,7 @@ from PIL import Image
 
 from retlink.core.errors import ImageTooLargeError, RetlinkError
 from retlink.tools.images import load_image
-from tests.hostile import bomb_png, png_chunk
+from tests.hostile.common import bomb_png, png_chunk
 
 MAX_PIXELS = 1_000_000  # the property is the parser's, not the limit's: keep decoding cheap
 

@@ -16,7 +16,7 @@ from retlink.core.errors import DatasetError
 from retlink.core.types import Entity
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
-from tests.hostile import bomb_png
+from tests.hostile.common import bomb_png
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -61,14 +61,16 @@ def clean_tensor(image_path: Path | None, size: int | None) -> torch.Tensor:
     """The sample's image as the pipelines and attacks see it: (3, size, size) in [0, 1]; with
     `size` None the image as it is (MATE: the binding agent measures pixels under its camera,
     so its attacks perturb the rendered scene at its own resolution)."""
+    from retlink.tools.images import to_rgb
     from retlink.tools.vision.efficientnet import preprocess
 
     if image_path is None:
         raise InvalidImageError("the sample has no image")
     try:
-        with Image.open(image_path) as img:
+        with Image.open(image_path) as raw:
+            img = to_rgb(raw)  # a 16-bit image scaled to 8 bits, not clipped (the loader's rule)
             if size is None:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                arr = np.asarray(img, dtype=np.float32) / 255.0
                 return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
             return preprocess(img, size)
     except OSError as e:

@@ -84,6 +84,18 @@ class KBSpec(StrictModel):
     #: own entities, built only when the KB is missing
     entities: UserPath | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _a_folder(cls, v: Path) -> Path:
+        """A KB is a folder: a file here would be refused by the build mid-run (after the dry
+        run said yes), so it is refused at load."""
+        for p in [v, *Path(v).expanduser().parents]:
+            if p.exists():
+                if not p.is_dir():
+                    raise ValueError(f"{p} is a file; a KB path names a folder")
+                break
+        return v
+
 
 #: pipeline kinds that link from the image alone (no text_only setting for them)
 IMAGE_ONLY_KINDS = ("tagger", "retrieval")
@@ -273,7 +285,7 @@ class SettingSpec(StrictModel):
 
 
 class MetricsSpec(StrictModel):
-    hits_at: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    hits_at: list[Annotated[int, Field(ge=1, le=1000)]] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
     bootstrap_resamples: int = Field(1000, ge=10, le=100_000)
     confidence: float = Field(0.95, gt=0, lt=1)
 
@@ -318,7 +330,8 @@ class EvalConfig(StrictModel):
     """A whole evaluation run."""
 
     name: str = Field(pattern=NAME)
-    seed: int = 0
+    #: numpy and torch take seeds below 2**32 (a larger one fails mid-run, not at load)
+    seed: int = Field(0, ge=0, lt=2**32)
     dataset: DatasetSpec
     kb: KBSpec
     pipelines: list[PipelineSpec] = Field(min_length=1)
@@ -563,6 +576,7 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
 
     params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
     problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)
+    problems += _number_problems(spec.resolved_params(), (*loc, "params"))
     if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
         try:
             network(params["classifier"])
@@ -575,6 +589,33 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
         build_attack(spec.image_attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
     except (TypeError, ValueError) as e:
         problems.append(((*loc, "params"), str(e).splitlines()[0]))
+    return problems
+
+
+#: attack parameters that are sizes (a budget, a step): finite and above zero. A NaN budget
+#: makes every attacked image NaN and every attacked link fail, which the report would show as
+#: an attack that fully succeeded; a negative one is no budget at all
+POSITIVE_PARAMS = frozenset({"eps", "alpha", "step_size", "lr", "c", "kappa_max", "sigma", "std"})
+#: attack parameters that are counts or seeds: their inclusive range (a huge step count is a run
+#: that never ends; numpy and torch take seeds below 2**32)
+INT_RANGES = {"steps": (1, 100_000), "restarts": (1, 1_000), "search_steps": (1, 1_000), "seed": (0, 2**32 - 1)}
+
+
+def _number_problems(params: dict[str, Any], loc: tuple[Any, ...]) -> list[Problem]:
+    """Every number of an attack's parameters finite, and the sizes (`POSITIVE_PARAMS`) > 0."""
+    import math
+
+    problems: list[Problem] = []
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(((*loc, key), f"must be a finite number, not {value}"))
+        elif key in POSITIVE_PARAMS and value <= 0:
+            problems.append(((*loc, key), f"must be greater than 0, not {value}"))
+        elif key in INT_RANGES and not INT_RANGES[key][0] <= value <= INT_RANGES[key][1]:
+            low, high = INT_RANGES[key]
+            problems.append(((*loc, key), f"must be {low} to {high:,}, not {value}"))
     return problems
 
 

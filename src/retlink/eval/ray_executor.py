@@ -25,6 +25,8 @@ Ray is imported here only, so a local run never needs it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -52,6 +54,30 @@ def import_ray() -> Any:
             "the Ray executor (--ray, executor.kind: ray) needs the ray package: pip install 'ray==2.60.0' (a retlink dependency: reinstall retlink)"
         ) from None
     return ray
+
+
+#: seconds to wait for a Ray cluster's address to accept a connection: ray.init itself retries
+#: "Failed to connect to GCS" for minutes on an address where nothing listens
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse, within `timeout` seconds, a Ray address where nothing listens.
+
+    `address` (or `$RAY_ADDRESS`, which ray.init reads when it is None) is HOST:PORT or
+    ray://HOST:PORT; None, `auto` and `local` name no network address and are not probed."""
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not target or target in ("auto", "local"):
+        return
+    host, sep, port = target.split("://", 1)[-1].rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"a Ray address is HOST:PORT, ray://HOST:PORT or auto, not {target!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e) or type(e).__name__)
+        raise BackendError(f"cannot reach the Ray cluster at {target} (waited up to {timeout:g}s): {reason}") from None
 
 
 # -- the code that runs on the workers ------------------------------------------------------
@@ -114,6 +140,8 @@ class RayExecutor:
         self.runner = runner
         self.spec = runner.config.executor
         self.ray = import_ray()
+        if not self.ray.is_initialized():  # before the run folder: an unreachable cluster leaves nothing
+            probe_address(self.spec.address)
         self._owns_ray = False
         self._remote_chunk: Any = None
         self._actor_class: Any = None

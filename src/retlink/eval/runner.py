@@ -354,12 +354,18 @@ class Runner:
     ) -> Plan:
         """Run (or resume) the evaluation; returns the plan. `on_record` sees each record after
         it is durable (live dashboards; tests use it to interrupt a run)."""
+        from retlink.core.outdirs import check_out_dir
+
+        check_out_dir(self.dir)  # an --out under a file or on /proc: refused before any work
+        # the real run's refusal of a folder that holds another config's run, said by the dry run too
+        resume_meta(self.dir, self.config.fingerprint())
         plan = self.plan(limit)
         if dry_run:
             self.print_plan(plan)
             return plan
         todo = plan.todo
-        # before the run folder: a Ray run without ray installed fails here, leaving nothing
+        # before the run folder: a Ray run without ray installed, or an unreachable cluster,
+        # fails here, leaving nothing
         executor = make_executor(self) if todo else None
         self._check_run_dir(plan)
         if executor is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import os
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from retlink.core.errors import ConfigError, DatasetError
+from retlink.core.outdirs import (
+    check_out_dir,
+    check_replaceable,
+    remove_partial,
+    swap_into_place,
+    write_marker,
+)
 from retlink.mate.questions import Question, make_question, plan
 from retlink.mate.scene import CAMERA, Scene
 
@@ -53,6 +60,35 @@ def _make(args: tuple[int, str, Any, int, str]) -> dict[str, Any]:
     return q.to_dict()
 
 
+#: the most questions (or controls) a set may ask for: the paper's set is 5,500
+MAX_QUESTIONS = 1_000_000
+#: the marker kind of a MATE set folder (`retlink.core.outdirs`)
+MATE_KIND = "mate-set"
+
+
+def max_workers() -> int:
+    """The most worker processes a build may start: this machine's usable cores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def check_workers(workers: int) -> None:
+    """A ConfigError unless 1 <= workers <= cores: each worker is a process (a fork storm)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= max_workers():
+        raise ConfigError(f"--workers must be 1 to {max_workers()} (this machine's cores), not {workers}")
+
+
+def _legacy_set(folder: Path) -> bool:
+    """A MATE set built before the marker: its manifest names this format."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def build(
     out: str | Path,
     n: int = DEFAULT_N,
@@ -69,13 +105,17 @@ def build(
     those of the whole set (the order is a seeded mix, so they are a random sample of it).
     `progress(done, total)` is called as scenes finish (the CLI draws a bar with it).
     """
-    if n < 1 or (n_controls is not None and n_controls < 0):
-        raise ConfigError(f"a MATE set needs n >= 1 and n_controls >= 0, not {n} and {n_controls}")
+    if not 1 <= n <= MAX_QUESTIONS or (n_controls is not None and not 0 <= n_controls <= MAX_QUESTIONS):
+        raise ConfigError(f"a MATE set needs n in 1..{MAX_QUESTIONS:,} and n_controls in 0..{MAX_QUESTIONS:,}, not {n} and {n_controls}")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"the seed must be in 0..2**32-1, not {seed}")
     n_controls = n // 5 if n_controls is None else n_controls
-    out = Path(out)
+    check_workers(workers)
+    out = check_out_dir(out)
+    check_replaceable(out, MATE_KIND, legacy=_legacy_set)
     partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    remove_partial(partial, MATE_KIND)
+    write_marker(partial, MATE_KIND)
     (partial / "scenes").mkdir(parents=True)
     (partial / "truth").mkdir()
     items = plan(n, n_controls, seed)
@@ -116,9 +156,7 @@ def build(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    swap_into_place(partial, out, MATE_KIND, legacy=_legacy_set)
     return manifest
 
 

@@ -31,13 +31,14 @@ def build_cmd(
     controls: Annotated[int | None, typer.Option("--controls", min=0, help="unimodal control questions (default n/5)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="everything derives from it")] = 0,
     first: Annotated[int | None, typer.Option("--first", min=1, help="only the first K questions of that set (a seeded random sample)")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="processes (the scenes are independent)")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="processes, 1 to this machine's cores (the scenes are independent)")] = 1,
 ) -> None:
     """Render the balanced MATE set: PNG + JSON per scene, questions.jsonl, manifest.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from retlink.mate.build import build
+    from retlink.mate.build import build, check_workers
 
+    check_workers(workers)  # before the progress bar and any process
     with Progress(TextColumn("[bold]scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("scenes", total=None)
         manifest = build(out_dir, n, n_controls=controls, seed=seed, first=first, workers=workers,

@@ -45,13 +45,35 @@ def _decode(data: bytes, what: str, max_pixels: int, min_side: int) -> Image.Ima
     _check_size(img.width, img.height, max_pixels, min_side, what)
     try:
         img.load()  # forces a full decode: truncated files fail here, not later in a model
-        return img.convert("RGB")
+        return to_rgb(img)
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"{what} declares too many pixels: {e}") from None
     except MemoryError:
         raise ImageTooLargeError(f"{what} needs more memory to decode than is available") from None
     except Exception as e:
         raise InvalidImageError(f"{what} is corrupt or truncated: {_reason(e)}") from None
+
+
+#: integer modes PIL keeps at more than 8 bits (16-bit PNG/TIFF grayscale open as I;16 or I)
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB image of `img`, high bit depths scaled to 8 bits (the one conversion every image
+    goes through).
+
+    PIL's own `convert("RGB")` clips a 16-bit grayscale image's values at 255 instead of
+    scaling them (a full-range gradient comes out 99.6% white); here 16-bit integers are scaled
+    by 255/65535 and 32-bit floats (mode F) are taken as [0, 1] when they lie in it and as 16-bit
+    values otherwise."""
+    if img.mode in _WIDE_INT_MODES:
+        arr = np.asarray(img).astype(np.float64)
+        img = Image.fromarray(np.clip(np.rint(arr * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 else 255.0 / 65535.0
+        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
 
 
 def _reason(e: Exception) -> str:
@@ -75,6 +97,8 @@ def _from_array(arr: np.ndarray, what: str) -> Image.Image:
         if not np.isfinite(arr).all():
             raise InvalidImageError(f"{what} contains NaN or infinite values")
         arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    elif arr.dtype == np.uint16:  # 16-bit samples: scaled like a 16-bit file (`to_rgb`), not clipped
+        arr = np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     elif arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     return Image.fromarray(arr).convert("RGB")
@@ -88,7 +112,7 @@ def load_image(
         raise InvalidImageError("no image given")
     if isinstance(image, Image.Image):
         _check_size(image.width, image.height, max_pixels, min_side, "image")
-        return image.convert("RGB")
+        return to_rgb(image)
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.exists():

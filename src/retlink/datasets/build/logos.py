@@ -48,7 +48,6 @@ import io
 import json
 import logging
 import re
-import shutil
 import time
 import zlib
 from collections import defaultdict
@@ -63,6 +62,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from retlink.core.errors import ConfigError
+from retlink.core.outdirs import (
+    MARKER,
+    check_out_dir,
+    check_replaceable,
+    remove_partial,
+    swap_into_place,
+    write_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +474,7 @@ def library_versions() -> dict[str, str]:
 
 def digest_files(root: Path) -> dict[str, str]:
     """sha256 of every file under root except the manifest, by relative path (sorted)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (MANIFEST, MARKER))
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -479,6 +486,19 @@ def summary_digests(files: dict[str, str]) -> dict[str, str]:
     out = {name: hashlib.sha256("".join(lines).encode()).hexdigest() for name, lines in sorted(groups.items())}
     out["all"] = hashlib.sha256("".join(f"{p} {s}\n" for p, s in files.items()).encode()).hexdigest()
     return out
+
+
+#: the marker kind of a built benchmark folder (`retlink.core.outdirs`)
+DATASET_KIND = "dataset"
+
+
+def _legacy_dataset(folder: Path) -> bool:
+    """A benchmark folder built before the marker: its manifest names this builder's layout."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("layout", {}).get("entities_jsonl") == ENTITIES
 
 
 def build(
@@ -498,7 +518,8 @@ def build(
     if samples < 1 or distractors < 0 or (limit is not None and limit < 1) or not 0 <= nil_share < 0.5:
         raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
     started = time.perf_counter()
-    out = Path(out).expanduser()
+    out = check_out_dir(out)
+    check_replaceable(out, DATASET_KIND, legacy=_legacy_dataset)
     icons = load_icons()
     kb_icons, records, split_of, nil = plan(
         icons, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share
@@ -507,8 +528,8 @@ def build(
     groups = mention_groups(kb_icons)
 
     work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
+    remove_partial(work, DATASET_KIND)
+    write_marker(work, DATASET_KIND)
     (work / "kb_image").mkdir(parents=True)
     (work / "mention_image").mkdir()
     backgrounds = Backgrounds()
@@ -595,9 +616,7 @@ def build(
         "files": files,
     }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    swap_into_place(work, out, DATASET_KIND, legacy=_legacy_dataset)
     manifest["build_seconds"] = round(time.perf_counter() - started, 1)
     return manifest
 

@@ -106,7 +106,9 @@ def build_lock(out: Path | str | KBLocation) -> Iterator[None]:
     with the lock the second waits, then finds the KB current (see `ensure_built`). For a KB on a
     server the lock covers the processes of this machine only: builds from several machines at
     once are not coordinated."""
-    lock = kb_location(out).lock_path()
+    location = kb_location(out)
+    location.check_target()  # before the lock file: an unusable --out is refused, nothing made
+    lock = location.lock_path()
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

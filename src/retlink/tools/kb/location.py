@@ -8,7 +8,10 @@ places hold the same things and obey the same rules:
 - a build writes into a partial KB beside the real one and swaps it into place at the end.
 
 `FolderKB(path)`: `path/chroma/` (a PersistentClient), `path/aliases.sqlite`,
-`path/manifest.json`; the partial KB is the folder `path.partial/`, swapped in by renames.
+`path/manifest.json` and the marker `retlink.core.outdirs.MARKER`; the partial KB is the folder
+`path.partial/`, swapped in by renames. Only a folder that carries the marker (or holds nothing
+but a KB's files: one built before the marker) is ever replaced, and only a marked partial KB is
+ever discarded: anything else at `--out` is refused, so a build never deletes the user's files.
 
 `ServerKB(url, name)`: the collections `NAME-text` and `NAME-image` on the server, and a small
 side collection `NAME-meta` that holds the alias rows (metadata `norm`, `entity_id`; a constant
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,6 +91,9 @@ class KBLocation(Protocol):
     def build_hint(self) -> str:
         """The command that builds a KB here (for error messages)."""
 
+    def check_target(self) -> None:
+        """A ConfigError unless a build may write here (before any work or lock file)."""
+
 
 def alias_rows(entities: Iterable[Entity]) -> set[tuple[str, str]]:
     """(normalised name, entity id) for each entity's name and aliases."""
@@ -97,11 +102,32 @@ def alias_rows(entities: Iterable[Entity]) -> set[tuple[str, str]]:
     return {(normalise_name(n), e.id) for e in entities for n in [e.name, *e.aliases] if normalise_name(n)}
 
 
+#: the marker kind of a KB folder
+KB_KIND = "kb"
+#: what a KB folder held before the marker existed (the sqlite side files included)
+_KB_FILES = frozenset({"chroma", "aliases.sqlite", "aliases.sqlite-wal", "aliases.sqlite-shm",
+                       "aliases.sqlite-journal", MANIFEST, PARTIAL_IDENTITY})
+
+
+def legacy_kb(folder: Path) -> bool:
+    """A KB folder built before the marker: its manifest and nothing but a KB's files."""
+    names = {p.name for p in folder.iterdir()}
+    return MANIFEST in names and names <= _KB_FILES
+
+
+def _legacy_partial(folder: Path) -> bool:
+    """A partial KB from before the marker: its identity record and nothing but a KB's files."""
+    names = {p.name for p in folder.iterdir()}
+    return PARTIAL_IDENTITY in names and names <= _KB_FILES
+
+
 class FolderKB:
     """A KB folder on this machine (embedded chromadb)."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        from retlink.core.outdirs import absolute
+
+        self.path = absolute(path)  # `.` has no name to put `.partial` after
         self.work = self.path.with_name(self.path.name + ".partial")
 
     def __str__(self) -> str:
@@ -130,14 +156,28 @@ class FolderKB:
         return found if isinstance(found, dict) else None
 
     def set_partial_identity(self, identity: dict[str, Any]) -> None:
-        self.work.mkdir(parents=True, exist_ok=True)
+        from retlink.core.outdirs import marked, write_marker
+
+        if self.work.exists() and not (marked(self.work, KB_KIND) or _legacy_partial(self.work)):
+            self.discard_partial()  # refuses: not a partial KB of ours
+        write_marker(self.work, KB_KIND)
         (self.work / PARTIAL_IDENTITY).write_text(json.dumps(identity, indent=2))
 
     def discard_partial(self) -> None:
         from chromadb.api.shared_system_client import SharedSystemClient
 
+        from retlink.core.outdirs import remove_partial, write_marker
+
+        if self.work.is_dir() and not self.work.is_symlink() and _legacy_partial(self.work):
+            write_marker(self.work, KB_KIND)
         SharedSystemClient.clear_system_cache()  # no cached client may write into a removed folder
-        shutil.rmtree(self.work, ignore_errors=True)
+        remove_partial(self.work, KB_KIND)
+
+    def check_target(self) -> None:
+        from retlink.core.outdirs import check_out_dir, check_replaceable
+
+        check_out_dir(self.path)
+        check_replaceable(self.path, KB_KIND, legacy=legacy_kb)
 
     def lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
@@ -145,16 +185,11 @@ class FolderKB:
     def finish(self, manifest: dict[str, Any]) -> None:
         from chromadb.api.shared_system_client import SharedSystemClient
 
+        from retlink.core.outdirs import swap_into_place
+
         SharedSystemClient.clear_system_cache()  # let go of the partial folder's files
         (self.work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        old = self.path.with_name(self.path.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if self.path.exists():
-            self.path.rename(old)
-        self.work.rename(self.path)
-        if old.exists():
-            shutil.rmtree(old)
+        swap_into_place(self.work, self.path, KB_KIND, legacy=legacy_kb)
 
     def build_hint(self) -> str:
         return f"retlink kb build ENTITIES.jsonl --out {self.path}"
@@ -334,6 +369,9 @@ class ServerKB:
 
     def build_hint(self) -> str:
         return f"retlink kb build ENTITIES.jsonl --out {self}"
+
+    def check_target(self) -> None:
+        """Nothing to check here: a server KB's collections are named by retlink alone."""
 
 
 def auth_headers(kb: KBConfig) -> dict[str, str]:
