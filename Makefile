@@ -28,7 +28,8 @@ data: venv
 ## test, the real vLLM server included.
 test: venv vllm-venv browser
 	@$(PY) -m ruff check .
-	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d .cache/site-check
+	@# not `mkdocs build -q`: --quiet hides the warnings from the counter that --strict fails on
+	@out=$$(NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d .cache/site-check 2>&1) || { echo "$$out"; exit 1; }
 	@RETLINK_REQUIRE_VLLM=1 RETLINK_REQUIRE_DEPS=1 $(PY) -m pytest -q -ra --durations=15
 
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
