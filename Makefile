@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: venv vllm-venv browser demo data test test-fast fuzz lint bench vllm vllm-stop clean
+.PHONY: venv vllm-venv browser demo data test test-fast fuzz lint docs bench vllm vllm-stop clean
 
 ## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
@@ -20,13 +20,16 @@ browser:
 demo: venv
 	@$(PY) -m retlink.cli demo
 
-## Build the logos benchmark into $RETLINK_CACHE/data/logos (a few minutes; see README).
+## Build the logos benchmark into $RETLINK_CACHE/data/logos (a few minutes; see docs/datasets.md).
 data: venv
 	@$(PY) -m retlink.cli data build logos
 
-## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
+## The whole test suite, what CI runs: lint, the docs site (strict: a broken link fails), then every
+## test, the real vLLM server included.
 test: venv vllm-venv browser
 	@$(PY) -m ruff check .
+	@# not `mkdocs build -q`: --quiet hides the warnings from the counter that --strict fails on
+	@out=$$(NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d .cache/site-check 2>&1) || { echo "$$out"; exit 1; }
 	@RETLINK_REQUIRE_VLLM=1 RETLINK_REQUIRE_DEPS=1 $(PY) -m pytest -q -ra --durations=15
 
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
@@ -42,6 +45,10 @@ fuzz: venv
 lint: venv
 	@$(PY) -m ruff check .
 
+## The documentation site from docs/ (mkdocs.yml) into site/; `$(PY) -m mkdocs serve` serves it while editing.
+docs: venv
+	@NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 ## Start / stop a local vLLM server serving SmolLM2-135M (for the `vllm` config preset).
 ## `make vllm VLLM_REPLICAS=2` starts two replicas on ports 8011 and 8012 (stop them with the
 ## same VLLM_REPLICAS); list both in a role's `base_url`.
@@ -55,4 +62,4 @@ bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .cache runs .pytest_cache .ruff_cache
+	rm -rf .cache runs .pytest_cache .ruff_cache site

@@ -12,7 +12,7 @@ with the project's MiniLM, which also gives the embedding cost per 1,000. Embedd
 on 2 cores takes many minutes, so the rest are made cheaply *from* the real ones: each is a
 random convex mix of two real vectors (weight 0.55-0.85 on the first) plus Gaussian noise of
 norm ~0.15, renormalised. That keeps the clustered, anisotropic geometry of real sentence
-embeddings (which random unit vectors lack: shared/ENVIRONMENT.md measured recall 0.10 on those)
+embeddings (which random unit vectors lack: an HNSW index over random unit vectors gave recall 0.10)
 while every vector stays distinct. Queries are real MiniLM embeddings of mention-style texts.
 
 Collections use `retlink.tools.kb.store.HNSW` (the KB's settings, cosine space); `ef_search`

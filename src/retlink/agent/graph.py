@@ -1,4 +1,4 @@
-"""The linking graph: a LangGraph StateGraph and its routes.
+"""The linking graph: a LangGraph StateGraph; its routes are the agent's decisions:
 
     validate -> detect --(flagged, or purification configured)--> purify -> caption
     detect --(clean and no purification configured)--> caption

@@ -14,7 +14,7 @@ is no alias table, no caption, no search and no reasoner: this is what similarit
 
 The image side is whatever image embedder the KB was built with: on the embedded default that is
 EfficientNet-Lite0's pooled ImageNet features (real weights), never a randomly initialised CLIP
-(see shared/DESIGN.md); with open_clip weights (`pretrained="openai"`) it is the classic CLIP
+(random weights would make the baseline meaningless); with open_clip weights (`pretrained="openai"`) it is the classic CLIP
 baseline. Both sides compare like with like (text-text, image-image), since MiniLM and
 EfficientNet do not share a space.
 """

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 TEXT_COLLECTION = "entities_text"
 IMAGE_COLLECTION = "entities_image"
-#: HNSW settings: chromadb's defaults give poor recall on 384-d text vectors (see
-#: shared/ENVIRONMENT.md); bench/kb.py measures recall and latency for these values.
+#: HNSW settings: chromadb's defaults give poor recall on 384-d text vectors (measured when the
+#: store was written); bench/kb.py measures recall and latency for these values.
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
 
 
