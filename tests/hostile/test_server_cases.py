@@ -143,7 +143,7 @@ def test_attack_seed_range_is_what_torch_takes():
 
 def test_attack_on_an_unknown_entity_is_404_naming_it(real_server):
     conn = connect(real_server)
-    body = json.dumps({"image": ROCKET, "attack": "fgsm", "entity_id": "no_such_entity_42"})
+    body = json.dumps({"image": ROCKET, "attack": "fgsm", "steps": 1, "entity_id": "no_such_entity_42"})
     response, raw = send(conn, "POST", "/v1/attack", body)
     assert response.status == 404, raw
     error = error_of(raw)
