@@ -10,30 +10,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from retlink.agent.decision import DecisionHead, Group
+from retlink.agent.decision import DecisionHead
 from retlink.agent.decision.features import FEATURES, NIL_FEATURES, pool_features
 from retlink.core.errors import ConfigError
 from retlink.core.types import Candidate, Entity
-
-D = len(FEATURES)
-
-
-def synthetic_groups(n: int, seed: int, informative: int = 0, nil_every: int = 0) -> list[Group]:
-    """Links whose gold candidate has the highest value of feature `informative` (plus noise
-    features); every `nil_every`-th link has no right candidate and a low best value."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for i in range(n):
-        rows = rng.normal(size=(6, D))
-        gold = int(rng.integers(6))
-        rows[gold, informative] += 3.0
-        nil = np.array([rows[:, informative].max(), 0.0, 0.0, 0.0])
-        if nil_every and i % nil_every == 0:
-            rows[:, informative] -= 3.0
-            nil = np.array([rows[:, informative].max(), 0.0, 0.0, 0.0])
-            gold = 6
-        groups.append(Group(rows=rows, nil=nil, gold=gold))
-    return groups
+from tests.core.head_groups import synthetic_groups
 
 
 def test_fit_learns_the_informative_signal_and_nil():

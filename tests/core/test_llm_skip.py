@@ -10,7 +10,7 @@ from retlink.agent.decision.features import FEATURES, NIL_FEATURES
 from retlink.agent.nodes.decide import llm_skip_reason, rank, route_after_rank
 from retlink.core.schema import DecisionConfig, KBConfig
 from retlink.core.types import NIL, Candidate, Entity
-from tests.core.test_decision_head import synthetic_groups
+from tests.core.head_groups import synthetic_groups
 
 
 def cand(i: str, text: float, image: float) -> Candidate:

@@ -130,11 +130,32 @@ def test_enhance_writes_descriptions_and_caches(parts, chelsea_state):
     assert enhance(state, llm=None, embedder=parts.text_embedder, cfg=cfg, cache=cache)["_skipped"] == "enhancer disabled"
 
 
+class RecordingLLM:
+    """The real reasoner model, with each `choose` call's messages and options kept (a spy, not a
+    fake: the answer is the model's)."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+        self.calls: list[tuple[list[dict], list[str]]] = []
+
+    def choose(self, messages, options, **kwargs):
+        self.calls.append((messages, list(options)))
+        return self.llm.choose(messages, options, **kwargs)
+
+
 def test_reason_gives_a_constrained_answer(parts, chelsea_state):
-    out = reason(chelsea_state, llm=parts.reasoner_llm, cfg=ReasonerConfig(max_reasoning_tokens=16, min_confidence=0.0))
+    llm = RecordingLLM(parts.reasoner_llm)
+    out = reason(chelsea_state, llm=llm, cfg=ReasonerConfig(max_reasoning_tokens=16, min_confidence=0.0))
     choice = out["choice"]
-    options = [c.entity.id for c in chelsea_state["candidates"]] + [NIL]
-    assert choice.option in options
+    candidates = chelsea_state["candidates"][: ReasonerConfig().max_candidates]
+    # the model is asked about this link: its mention, context and every candidate, and may
+    # answer only with a candidate's id or NIL (the tiny test model's pick itself is not checked)
+    [(messages, options)] = llm.calls
+    prompt = "\n".join(str(m["content"]) for m in messages)
+    assert "Chelsea" in prompt and "dozes on the windowsill" in prompt
+    assert all(c.entity.id in prompt and c.entity.name in prompt for c in candidates)
+    assert options == [c.entity.id for c in candidates] + [NIL]
+    assert choice.option in options and set(choice.probabilities) == set(options)
     assert sum(choice.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert out["attempts"] == 1
     strict = reason(chelsea_state, llm=parts.reasoner_llm, cfg=ReasonerConfig(max_reasoning_tokens=0, min_confidence=1.0))

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from retlink.core.errors import ConfigError
 from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
-from retlink.eval.metrics import bootstrap_ci
 from retlink.eval.records import RESULTS, read_records
-from retlink.eval.report import REPORT, SUMMARY, comparable, compare_runs, write_report
+from retlink.eval.report import REPORT, SUMMARY, compare_runs, write_report
 from retlink.eval.runner import Runner
+from tests.evalruns import assert_same_results, assert_same_summary
 
 EXPECTED = 3 * 2 * 3  # samples x pipelines x (clean + 2 attacks)
 
@@ -61,20 +61,12 @@ def test_run_records_every_link_once_and_attacks_hurt_the_baseline(full_run):
     base = cells["baseline"]
     # the white-box embedding attack must move the image-heavy baseline (a real, failable check)
     assert base["pgd-8"]["hits@1"] < base["clean"]["hits@1"], base
-    assert base["pgd-8"]["drop"] == pytest.approx(base["clean"]["hits@1"] - base["pgd-8"]["hits@1"], abs=1e-3)
-    agent = cells["agent-nosearch"]["pgd-8"]
-    assert agent["recovery"] == pytest.approx(agent["hits@1"] - base["pgd-8"]["hits@1"], abs=1e-3)
-    # the intervals are the seeded bootstrap of this cell's own per-sample records (sorted by id)
-    def marks(pipeline: str, attack: str) -> list[float]:
-        cell = sorted((r["sample_id"], r["correct"]) for r in records if (r["pipeline"], r["attack"]) == (pipeline, attack))
-        return [float(c) for _, c in cell]
-
-    def ci(values: list[float], seed: int) -> list[float]:
-        return [round(x, 4) for x in bootstrap_ci(values, n_resamples=200, seed=seed)]
-
-    assert agent["hits@1_ci"] == ci(marks("agent-nosearch", "pgd-8"), seed=0)
-    paired = [c - a for c, a in zip(marks("baseline", "clean"), marks("baseline", "pgd-8"), strict=True)]
-    assert base["pgd-8"]["drop_ci"] == ci(paired, seed=1)
+    # the report's formulas (drop, recovery, intervals) are checked against numbers worked out by
+    # hand from known records in test_report_layouts.py; here, what real links must show: a cell
+    # of 3 samples holds thirds, and a drop is what the attack took from the same pipeline
+    thirds = {0.0, 0.3333, 0.6667, 1.0}
+    assert {base["clean"]["hits@1"], base["pgd-8"]["hits@1"], cells["agent-nosearch"]["pgd-8"]["hits@1"]} <= thirds
+    assert base["pgd-8"]["drop"] > 0 and base["pgd-8"]["drop"] in thirds
 
 
 def test_report_files_and_rebuild_from_jsonl(full_run):
@@ -123,7 +115,8 @@ def test_interrupted_run_resumes_to_the_same_summary(full_run, tmp_path, demo_kb
     keys = [json.loads(x)["key"] for x in lines]
     assert len(lines) == EXPECTED and len(set(keys)) == EXPECTED  # nothing lost, nothing twice
     resumed = write_report(runner.dir)
-    assert comparable(resumed) == comparable(reference)
+    assert_same_results(runner.dir, full_run[0].dir)
+    assert_same_summary(resumed, reference)
     rows = compare_runs(full_run[0].dir, runner.dir)
     assert len(rows) == 2 * 3 and all(r["delta"] == 0 for r in rows)
 

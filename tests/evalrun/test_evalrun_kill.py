@@ -13,7 +13,8 @@ import yaml
 from evalrun_helpers import small_config
 
 from retlink.eval.records import RESULTS
-from retlink.eval.report import comparable, write_report
+from retlink.eval.report import write_report
+from tests.evalruns import assert_same_results, assert_same_summary
 from tests.waiting import wait_until
 
 
@@ -54,4 +55,6 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, demo
     ref_path.write_text(yaml.safe_dump({**cfg, "output_dir": str(tmp_path / "ref")}))
     ref = subprocess.run([*cmd[:-2], str(ref_path), "--no-report"], capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    assert comparable(write_report(results.parent)) == comparable(write_report(tmp_path / "ref" / "small"))
+    reference = tmp_path / "ref" / "small"
+    assert_same_results(results.parent, reference)
+    assert_same_summary(write_report(results.parent), write_report(reference))

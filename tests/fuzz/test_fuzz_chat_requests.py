@@ -26,7 +26,7 @@ from retlink.serve.app import ServerSettings, create_app
 from retlink.serve.inputs import decode_data_uri, parse_request
 from retlink.serve.protocol import ChatCompletionRequest
 from retlink.tools.images import load_image
-from tests.fuzz.test_fuzz_images import mangled
+from tests.fuzz.image_strategies import mangled
 from tests.server.conftest import ServerThread
 
 LIMITS = LimitsConfig(max_mention_chars=64, max_context_chars=512)

@@ -45,7 +45,16 @@ def test_link_result_shape(demo_kb):
     assert result.decided_by == "fallback" and result.entity is not None
     assert len(result.candidates) == 4
     assert [c.score for c in result.candidates] == sorted((c.score for c in result.candidates), reverse=True)
-    assert result.score == result.candidates[0].score and result.entity.id == result.candidates[0].entity.id
+    # the answer is the demo's gold (Chelsea the cat), and each score is the weighted mean of the
+    # two similarities with the configured weights, worked out here (not by `fuse`)
+    assert result.entity.id == sample.gold_id and result.score == pytest.approx(result.candidates[0].score)
+    w_text, w_image = BaselineConfig().text_weight, BaselineConfig().image_weight
+    for c in result.candidates:
+        if c.image_score is None:  # an entity without an image: its text similarity alone
+            expected = c.text_score
+        else:
+            expected = (w_text * c.text_score + w_image * c.image_score) / (w_text + w_image)
+        assert c.score == pytest.approx(expected, abs=1e-4), c
     assert result.candidates[0].image_score is not None and [t.node for t in result.trace] == [
         "baseline.embed",
         "baseline.rank",

@@ -12,29 +12,8 @@ import torch
 
 from retlink.core.schema import LLMConfig
 from retlink.tools.llm.batcher import MicroBatcher
-from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END, OptionTree, Row
-
-#: option log-likelihoods of a row in a padded batch vs alone (float32 on CPU: ~1e-5 seen)
-LOGP_ATOL = 1e-3
-SYSTEM = {"role": "system", "content": "You are an entity linking assistant."}
-
-
-def ask(text: str) -> list[dict[str, str]]:
-    return [SYSTEM, {"role": "user", "content": text}]
-
-
-CHOOSE = ask(
-    "Sentence: The [Seine] flows through Paris.\nCandidates:\n- Q1: Seine, river in France\n"
-    "- Q2: Seine-Maritime, a department\n- NIL: none of the candidates\n"
-    "In one sentence say which candidate fits. Then write 'Answer:' and the id."
-)
-CHOOSE_LONG = ask(
-    "Sentence: Nothing starts the morning like a fresh cup of [Java] on the saucer, strong and black.\n"
-    "Image shows: espresso, cup, saucer\nCandidates:\n- java_coffee: Java coffee, coffee grown on Java\n"
-    "- java_lang: Java, a programming language\n- java_island: Java, an island of Indonesia\n- NIL: none\n"
-    "In one sentence say which candidate fits. Then write 'Answer:' and the id."
-)
-DESCRIBE = ask("Entity: Seine\nKnown description: River in France.\n\nWrite one sentence describing Seine.")
+from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, OptionTree, Row
+from tests.llm.llm_prompts import CHOOSE, CHOOSE_LONG, DESCRIBE, LOGP_ATOL, rows
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +21,6 @@ def llm():
     from retlink.agent.backends import shared_llm
 
     return shared_llm(LLMConfig())
-
-
-def rows(llm) -> list[Row]:
-    """Prompts of different lengths, generation lengths (0 included: the repair prompt), stop
-    strings and option counts: what concurrent links send."""
-    return [
-        Row(llm._prompt_ids(CHOOSE), 8, (ANSWER_PREFIX,), ["Q1", "Q2", "NIL"]),
-        Row(llm._prompt_ids(DESCRIBE), 10, SENTENCE_END),
-        Row(llm._prompt_ids(CHOOSE_LONG), 6, (ANSWER_PREFIX,), ["java_coffee", "java_lang", "java_island", "NIL"]),
-        Row(llm._prompt_ids(CHOOSE), 0, (ANSWER_PREFIX,), ["Q1", "Q2", "NIL"]),
-        Row(llm._prompt_ids(DESCRIBE), 6, ()),
-    ]
 
 
 def test_a_row_in_a_padded_batch_computes_what_it_computes_alone(llm):

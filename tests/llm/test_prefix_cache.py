@@ -14,7 +14,7 @@ from retlink.agent.prompts import REASONER_SYSTEM, reasoner_messages
 from retlink.core.schema import LLMConfig, PromptConfig, ReasonerConfig
 from retlink.core.types import Candidate, Caption, Entity
 from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, SENTENCE_END
-from tests.llm.test_batching import CHOOSE, CHOOSE_LONG, DESCRIBE, LOGP_ATOL
+from tests.llm.llm_prompts import CHOOSE, CHOOSE_LONG, DESCRIBE, LOGP_ATOL
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from retlink.core.schema import LLMConfig
-from tests.llm.test_batching import rows
+from tests.llm.llm_prompts import rows
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_an_option_scores_exactly_what_it_scores_as_the_only_option(llm):
     """One quantization scale over a sequence would couple options scored in one sequence (it
     flipped a choice in review): a quantized model scores each option in its own pass."""
     from retlink.tools.llm.transformers_llm import ANSWER_PREFIX, Row
-    from tests.llm.test_batching import CHOOSE
+    from tests.llm.llm_prompts import CHOOSE
 
     ids = llm._prompt_ids(CHOOSE)
     options = ["Q1", "Q2", "NIL", "java_coffee"]
@@ -56,7 +56,7 @@ def test_an_option_scores_exactly_what_it_scores_as_the_only_option(llm):
 
 
 def test_the_choice_is_one_of_the_options_with_probabilities_that_sum_to_one(llm):
-    from tests.llm.test_batching import CHOOSE_LONG
+    from tests.llm.llm_prompts import CHOOSE_LONG
 
     options = ["java_coffee", "java_lang", "java_island", "NIL"]
     choice = llm.choose(CHOOSE_LONG, options, max_reasoning_tokens=4)

@@ -13,7 +13,7 @@ from PIL import Image
 from retlink.serve.app import ServerSettings, create_app
 from retlink.serve.attack import AttackLimiter, AttackRefused, AttackSettings
 from tests.server.conftest import DEMO, ServerThread, data_uri
-from tests.server.test_server_lifetime import StallingLinker
+from tests.server.stalling import StallingLinker
 
 ROCKET = data_uri(DEMO / "images" / "rocket.jpg")
 

@@ -19,7 +19,7 @@ import pytest
 
 from retlink.agent.config import load_config
 from retlink.serve.app import ServerSettings, create_app
-from tests.hostile import bomb_png
+from tests.hostile.common import bomb_png
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
 from tests.waiting import wait_until
 

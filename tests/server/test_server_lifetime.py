@@ -2,7 +2,7 @@
 is cancelled), request ids, graceful shutdown on SIGTERM (requests in flight finish within the
 grace, new ones get 503 with Retry-After meanwhile), and `Linker.close()`.
 
-The slot tests drive the real app, uvicorn and HTTP with a fault-injection linker (`StallingLinker`,
+The slot tests drive the real app, uvicorn and HTTP with a fault-injection linker (`tests.server.stalling.StallingLinker`,
 a fault named as such): its link reports one node and then stalls until released, which is what
 a slow link looks like to the server, so a test can abandon requests mid-link deterministically
 and count what was cancelled. No models are loaded for them.
@@ -10,7 +10,6 @@ and count what was cancelled. No models are loaded for them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -20,56 +19,21 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from retlink.core.errors import RetlinkError
-from retlink.core.types import LinkResult, TraceEvent
 from retlink.serve.app import ServerSettings, create_app
 from retlink.serve.launcher import DrainingServer, uvicorn_config
 from tests.conftest import REPO
 from tests.loopback import free_port
 from tests.server.conftest import DEMO, ServerThread, data_uri, user_message
+from tests.server.stalling import StallingLinker
 from tests.waiting import answers_200, wait_until
 
 IMAGE = data_uri(DEMO / "images" / "rocket.jpg")
 BODY = {"model": "retlink", "stream": True, "messages": user_message("The [Falcon] lifted off.", IMAGE)}
-
-
-class StallingLinker:
-    """Fault injection: a linker whose links stall after their first node while `stall` is set."""
-
-    def __init__(self) -> None:
-        self.stall = True
-        self.started = 0
-        self.cancelled = 0
-        self.lock = threading.Lock()
-
-    async def astream(self, image, mention, context=None):
-        with self.lock:
-            self.started += 1
-        try:
-            yield "node", TraceEvent(node="validate", seconds=0.0)
-            while self.stall:
-                await asyncio.sleep(0.02)
-            yield "node", TraceEvent(node="finalize", seconds=0.0)
-            yield "result", LinkResult(entity=None, score=0.0, decided_by="nil", mention=mention)
-        except asyncio.CancelledError:
-            with self.lock:
-                self.cancelled += 1
-            raise
-        except GeneratorExit:
-            with self.lock:
-                self.cancelled += 1
-            raise
-
-    async def alink(self, image, mention, context=None):
-        async for kind, item in self.astream(image, mention, context):
-            if kind == "result":
-                return item
-        raise AssertionError("no result")
 
 
 @pytest.fixture
@@ -156,27 +120,11 @@ def test_linker_close_stops_its_loop_and_refuses_later_links(linker):
     own.close()  # a second close is harmless
 
 
-class FileStallingLinker(StallingLinker):
-    """The stalling fault across processes: links stall until the file `release` exists."""
-
-    def __init__(self, release: str) -> None:
-        super().__init__()
-        self.release = Path(release)
-
-    @property
-    def stall(self) -> bool:
-        return not self.release.exists()
-
-    @stall.setter
-    def stall(self, value: bool) -> None:
-        pass
-
-
 SERVE_STALLING = """
 import sys
 from retlink.serve.app import ServerSettings, create_app
 from retlink.serve.launcher import run_app
-from tests.server.test_server_lifetime import FileStallingLinker
+from tests.server.stalling import FileStallingLinker
 settings = ServerSettings(port=int(sys.argv[1]), shutdown_grace_s=120)
 run_app(create_app(FileStallingLinker(sys.argv[2]), settings), settings)
 """

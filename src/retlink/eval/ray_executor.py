@@ -87,11 +87,24 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
 _RUNNERS: dict[tuple[str, str], Runner] = {}
 
 
-def _worker_runner(config: Any, run_dir: str) -> Runner:
+def _use_reserved_threads(num_cpus: float) -> None:
+    """Torch in this worker on the CPUs Ray reserved for it (at least 1), set here rather than
+    left to whatever OMP_NUM_THREADS the worker inherited: a fixed thread count fixes the order
+    of torch's float reductions, so a worker's scores are reproducible from run to run (they
+    can still differ from a local run on more threads in the last digits)."""
+    import torch
+
+    threads = max(1, int(num_cpus))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def _worker_runner(config: Any, run_dir: str, num_cpus: float) -> Runner:
     from rich.console import Console
 
     from retlink.eval.runner import Runner
 
+    _use_reserved_threads(num_cpus)
     key = (config.fingerprint(), run_dir)
     if key not in _RUNNERS:
         _RUNNERS[key] = Runner(config, Path(run_dir), console=Console(stderr=True, quiet=True))
@@ -100,7 +113,7 @@ def _worker_runner(config: Any, run_dir: str) -> Runner:
 
 def _make_chunk(config: Any, run_dir: str, chunk: ImageChunk) -> int:
     """Ray task body: one chunk of attacked images, stored in the run folder."""
-    return _worker_runner(config, run_dir).make_images_chunk(chunk)
+    return _worker_runner(config, run_dir, config.executor.attack_num_cpus).make_images_chunk(chunk)
 
 
 class LinkWorker:
@@ -113,7 +126,7 @@ class LinkWorker:
     def __init__(self, config: Any, run_dir: str, pipelines: list[str], warmup: Job | None = None) -> None:
         from dataclasses import replace
 
-        self.runner = _worker_runner(config, run_dir)
+        self.runner = _worker_runner(config, run_dir, config.executor.num_cpus)
         for name in pipelines:
             self.runner.pipeline(name)
             if warmup is not None:

@@ -62,24 +62,29 @@ class FetchError(BackendError):
 
 @dataclass(frozen=True)
 class FetchSettings:
-    """The fetch limits; `from_config` reads them from a SearchConfig."""
+    """The fetch limits. Built by `from_config` from a SearchConfig, the one place their defaults
+    live (this class restated them once, and its user agent had drifted from the config's); a
+    caller changes one for its own use by a keyword override (the endpoint's image limits)."""
 
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 5.0
-    page_timeout_s: float = 10.0
-    max_bytes: int = 2_000_000
-    max_redirects: int = 5
-    retries: int = 1
-    max_concurrency: int = 8
-    per_host_concurrency: int = 4
-    content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml", "text/plain")
-    user_agent: str = "retlink/0.1"
-    backoff_s: float = 0.2
+    connect_timeout_s: float
+    read_timeout_s: float
+    page_timeout_s: float
+    max_bytes: int
+    max_redirects: int
+    retries: int
+    max_concurrency: int
+    per_host_concurrency: int
+    content_types: tuple[str, ...]
+    user_agent: str
     #: PEM file of extra CA certificates to trust (added to certifi's); None: certifi only
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None
+    #: first pause before a retry, doubled on each further one (not a config setting)
+    backoff_s: float = 0.2
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> FetchSettings:
+        """The settings of SearchConfig `cfg`, with `overrides` (FetchSettings field names) in
+        place of its values."""
         values = dict(
             connect_timeout_s=cfg.connect_timeout_s,
             read_timeout_s=cfg.read_timeout_s,
