@@ -281,13 +281,15 @@ def test_installed_wheel_runs_the_demo(wheel_path, tmp_path):
     (retlink_init,) = [f for f in ours if f.parts[-2:] == ("retlink", "__init__.py")]
     log.info("retlink imported from %s", retlink_init)
 
-    # Every third-party package the demo imported must arrive with the declared dependencies.
+    # Packages the demo imported that no declared dependency brings: with the whole project venv
+    # on sys.path these are libraries' optional imports (trio, socks, colorama...: they import
+    # them when present), so they are logged, not failed; the fast test checks retlink's own imports.
     closure = dependency_closure(declared(wheel_path))
     tops = {name.split(".")[0] for name in imported}
     orphans = sorted(
         f"{m} ({sorted(d)})" for m in filter(third_party, tops) if (d := distributions_of(m)) and not d & closure
     )
-    assert not orphans, f"the demo imported packages no declared dependency brings: {orphans}"
+    log.info("imported by the demo but outside the declared dependencies: %s", orphans)
 
     # The fresh venv's `retlink` metadata is the wheel's, although the project venv (with its
     # editable install's dist-info) is on sys.path behind it.
