@@ -32,4 +32,4 @@ def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
 def test_16_bit_array_is_scaled_too():
     arr = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (16, 1))
     assert np.asarray(load_image(arr))[0, :, 0].max() == 255
-    assert np.asarray(load_image(arr))[0, 32, 0] == round(arr[0, 32] * 255 / 65535)
+    assert np.asarray(load_image(arr))[0, 32, 0] == round(int(arr[0, 32]) * 255 / 65535)

@@ -38,7 +38,10 @@ def build_cmd(
 
     from retlink.mate.build import build, check_workers
 
+    from retlink.core.outdirs import check_out_dir
+
     check_workers(workers)  # before the progress bar and any process
+    check_out_dir(out_dir)
     with Progress(TextColumn("[bold]scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("scenes", total=None)
         manifest = build(out_dir, n, n_controls=controls, seed=seed, first=first, workers=workers,
