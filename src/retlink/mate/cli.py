@@ -36,9 +36,8 @@ def build_cmd(
     """Render the balanced MATE set: PNG + JSON per scene, questions.jsonl, manifest.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from retlink.mate.build import build, check_workers
-
     from retlink.core.outdirs import check_out_dir
+    from retlink.mate.build import build, check_workers
 
     check_workers(workers)  # before the progress bar and any process
     check_out_dir(out_dir)
