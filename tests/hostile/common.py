@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+ENTITIES = SRC / "retlink" / "data" / "demo" / "entities.jsonl"
+DEMO_CONFIG = SRC / "retlink" / "eval" / "configs" / "benchmarks" / "demo.yaml"
 
 
 def png_chunk(tag: bytes, data: bytes) -> bytes:
@@ -20,3 +28,23 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
         + png_chunk(b"IDAT", zlib.compress(b"\0" * 100))
         + png_chunk(b"IEND", b"")
     )
+
+
+def run_cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`retlink ARGS` as a user runs it: a real process through the console entry point (whose
+    one-line usage errors only the entry point gives), this checkout's code first."""
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = "import sys; from retlink.cli import app; sys.argv[0] = 'retlink'; app()"
+    argv = [os.fsencode(a) if isinstance(a, str) else a for a in args]
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env, capture_output=True, timeout=timeout)
+
+
+def assert_refused(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, one line on stderr, no traceback; returns that line."""
+    err = res.stderr.decode(errors="replace").strip()
+    assert res.returncode == 2, (res.returncode, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err

@@ -613,7 +613,8 @@ def _number_problems(params: dict[str, Any], loc: tuple[Any, ...]) -> list[Probl
             problems.append(((*loc, key), f"must be a finite number, not {value}"))
         elif key in POSITIVE_PARAMS and value <= 0:
             problems.append(((*loc, key), f"must be greater than 0, not {value}"))
-        elif key in INT_RANGES and not INT_RANGES[key][0] <= value <= INT_RANGES[key][1]:
+        elif key in INT_RANGES and (value > INT_RANGES[key][1] or (key == "seed" and value < 0)):
+            # a count below 1 is the attack's own check (its message), run by the dry build
             low, high = INT_RANGES[key]
             problems.append(((*loc, key), f"must be {low} to {high:,}, not {value}"))
     return problems

@@ -36,9 +36,11 @@ def build_cmd(
     """Render the balanced MATE set: PNG + JSON per scene, questions.jsonl, manifest.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from retlink.core.outdirs import check_out_dir
     from retlink.mate.build import build, check_workers
 
     check_workers(workers)  # before the progress bar and any process
+    check_out_dir(out_dir)
     with Progress(TextColumn("[bold]scenes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("scenes", total=None)
         manifest = build(out_dir, n, n_controls=controls, seed=seed, first=first, workers=workers,
