@@ -1,6 +1,9 @@
 # The two commands of the quick start: `make demo` and `make test`. Both do all the set-up.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# the import contract checks this checkout's src/ (PYTHONPATH), not wherever the venv's
+# editable install of retlink points
+LINT_IMPORTS := PYTHONPATH=$(CURDIR)/src .venv/bin/lint-imports --no-logo
 
 .PHONY: venv vllm-venv browser demo data test test-fast fuzz lint bench vllm vllm-stop clean
 
@@ -27,6 +30,7 @@ data: venv
 ## The whole test suite, what CI runs: lint, then every test, the real vLLM server included.
 test: venv vllm-venv browser
 	@$(PY) -m ruff check .
+	@$(LINT_IMPORTS)
 	@RETLINK_REQUIRE_VLLM=1 RETLINK_REQUIRE_DEPS=1 $(PY) -m pytest -q -ra --durations=15
 
 ## Tests without the slow ones (servers, end-to-end runs): the inner loop while developing.
@@ -39,8 +43,11 @@ test-fast: venv
 fuzz: venv
 	@PY=$(PY) scripts/fuzz.sh
 
+## ruff, then the import contract of pyproject.toml ([tool.importlinter]: the layers, the one
+## module MATE shares with eval, no import cycles).
 lint: venv
 	@$(PY) -m ruff check .
+	@$(LINT_IMPORTS)
 
 ## Start / stop a local vLLM server serving SmolLM2-135M (for the `vllm` config preset).
 ## `make vllm VLLM_REPLICAS=2` starts two replicas on ports 8011 and 8012 (stop them with the
@@ -55,4 +62,4 @@ bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .cache runs .pytest_cache .ruff_cache
+	rm -rf .cache runs .pytest_cache .ruff_cache .import_linter_cache

@@ -5,7 +5,7 @@
     retlink mate report RUN_DIR
 
 Heavy imports happen inside the commands; errors are `RetlinkError`s, printed as one line with
-exit code 2 by the main CLI's handler (reached through `retlink.eval.cli.friendly_errors`).
+exit code 2 by `retlink.core.errors.friendly_errors`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from retlink.eval.cli import friendly_errors
+from retlink.core.errors import friendly_errors
 
 mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
 out = Console()
