@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from retlink.attacks.projections import perturbation_norms
 from retlink.eval import metrics as M
 
 RANKS = [1, 3, None, 2, 1]  # hand: hits@1 = 2/5, hits@3 = 4/5, MRR = (1 + 1/3 + 0 + 1/2 + 1) / 5
@@ -65,9 +66,9 @@ def test_perturbation_norms():
     adv[0, 0, 0, 0] = 3 / 255
     adv[0, 1, 1, 1] = -4 / 255
     adv[1] = 1 / 255
-    norms = M.perturbation_norms(clean, adv)
+    norms = perturbation_norms(clean, adv)
     assert norms["linf"] == pytest.approx([4 / 255, 1 / 255])
     assert norms["linf_255"] == pytest.approx([4.0, 1.0])
     assert norms["l2"] == pytest.approx([5 / 255, math.sqrt(12) / 255])
     with pytest.raises(ValueError):
-        M.perturbation_norms(clean, adv[:1])
+        perturbation_norms(clean, adv[:1])

@@ -10,8 +10,8 @@ import torch
 from evalrun_helpers import small_config
 from typer.testing import CliRunner
 
+from retlink.attacks.attacked import AttackedStore
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
 from retlink.eval.metrics import bootstrap_ci
 from retlink.eval.records import RESULTS, read_records

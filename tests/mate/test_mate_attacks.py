@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retlink.attacks.attacked import AttackedStore, file_stem
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore, file_stem
 from retlink.eval.records import RESULTS, read_records
 from retlink.mate.harness import MateRunner, load_mate_config
 from retlink.mate.report import write_report

@@ -11,9 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-
-from retlink.attacks.projections import l2_norm, linf_norm
 
 Ranks = Sequence[int | None]
 
@@ -142,22 +139,6 @@ def detector_summary(
         "roc_auc": roc_auc(clean_scores, attacked_scores),
         "fpr_clean": accuracy(clean_flagged),
         "detection_rate": accuracy(attacked_flagged),
-    }
-
-
-def perturbation_norms(clean: torch.Tensor, attacked: torch.Tensor) -> dict[str, list[float]]:
-    """Measured per-sample L-inf and L2 norms of attacked - clean (images in [0, 1]), so a
-    report can show the budget held. Also L-inf in 1/255 units, the unit budgets are quoted in."""
-    if clean.shape != attacked.shape:
-        raise ValueError(f"shape mismatch: {tuple(clean.shape)} vs {tuple(attacked.shape)}")
-    delta = (attacked.detach().double() - clean.detach().double()).cpu()
-    if delta.dim() == 3:
-        delta = delta.unsqueeze(0)
-    linf = linf_norm(delta)
-    return {
-        "linf": linf.tolist(),
-        "linf_255": (linf * 255).tolist(),
-        "l2": l2_norm(delta).tolist(),
     }
 
 

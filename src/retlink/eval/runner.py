@@ -4,13 +4,13 @@
     runner.run(limit=4)           # resumable: run it again and only missing records are made
 
 Order of work is condition-major (clean first, then each attack): the attacked images of one
-attack are made in fixed chunks (see `attacked.py`), then every (sample, setting, pipeline) link of
+attack are made in fixed chunks (see `retlink.attacks.attacked`), then every (sample, setting, pipeline) link of
 that attack runs with at most `concurrency` links in flight. Each finished link is appended to
 `results.jsonl` at once (durable, see `records.py`); a link that raises is recorded with its error
 and counted as a miss, never fatal. On start the run folder's records are read and every key
 already recorded as ok is skipped, so a crash or Ctrl-C loses at most the links in flight.
 
-An `attack: adaptive` is made per pipeline from its own defences (`attacked.attack_variants`):
+An `attack: adaptive` is made per pipeline from its own defences (`variants.attack_variants`):
 each variant's images are stored like any attack's, the pipeline links every variant it faces,
 and its record keeps the per-sample worst case (`worst_case`) and names the variant. A pipeline
 may define its own gold answer from the clean image (`gold`, the tagger's undefended label).
@@ -44,17 +44,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retlink.eval.attacked import (
-    AttackedStore,
-    LabelMaker,
-    Variant,
-    attack_variants,
-    clean_tensor,
-    make_chunk,
-)
+from retlink.attacks.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
 from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
 from retlink.eval.metrics import gold_rank
 from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
+from retlink.eval.variants import Variant, attack_variants
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +176,9 @@ def text_seed(seed: int, sample_id: str, setting: str) -> int:
 
 def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tuple[Any, str, str]:
     """(image, mention, context) as the linker sees them in a setting."""
-    from retlink.eval import perturb_text
-    from retlink.eval.settings import LinkInput, apply_setting
+    from retlink.attacks import text as perturb_text
+    from retlink.attacks.multimodal import LinkInput
+    from retlink.eval.settings import apply_setting
 
     seen = apply_setting(LinkInput(image, sample.mention, sample.context), setting.setting)
     context = seen.context
@@ -422,7 +417,7 @@ class Runner:
 
     def make_images_chunk(self, c: ImageChunk) -> int:
         """Attack one chunk and store its images (the per-item work of every executor)."""
-        from retlink.eval.attacked import surrogate
+        from retlink.attacks.attacked import surrogate
 
         cfg = self.config
         spec, _, folder = self.variants(c.attack)[c.variant]
@@ -568,7 +563,7 @@ def worst_case(outcomes: list[tuple[str, dict[str, Any], Any]], gold: str) -> tu
 
 
 def _stem(sample_id: str) -> str:
-    from retlink.eval.attacked import file_stem
+    from retlink.attacks.attacked import file_stem
 
     return file_stem(sample_id)
 

@@ -37,10 +37,10 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from retlink.attacks.spec import COMPOSITE_ATTACKS, AttackSpec
 from retlink.core.config import StrictModel, read_yaml, validate_config
 from retlink.core.errors import ConfigError, RetlinkError
 from retlink.core.schema import OpenAIServerConfig
-from retlink.eval.config import COMPOSITE_ATTACKS, AttackSpec
 from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
 from retlink.mate.build import MateSet, build
 from retlink.mate.prompts import messages
@@ -98,7 +98,7 @@ SCORE_BASED = ("square", "gaussian_noise")
 
 
 class MateAttackSpec(AttackSpec):
-    """One image attack on the MATE scenes: the eval config's `AttackSpec` (same attacks, presets,
+    """One image attack on the MATE scenes: `retlink.attacks.spec.AttackSpec` (same attacks, presets,
     parameters and surrogates), with MATE's targets. `perception` is the binding agent's own
     scene parser, attacked score-based (it has no gradient); `embedding_away` and `classifier`
     are on the surrogate network (a transfer attack on the agent and on any VLM). MATE has no KB,
@@ -294,7 +294,7 @@ class MateRunner:
     def _attacked_images(self, data: MateSet, attack: str, group: list[Job]) -> tuple[dict[str, Path], int]:
         """({scene: attacked PNG}, images made now) for the scenes of `group`: made in the fixed
         chunks of the whole set's scenes (so `limit` does not change an image), only where missing."""
-        from retlink.eval.attacked import AttackedStore
+        from retlink.attacks.attacked import AttackedStore
         from retlink.mate.attack import attacked_png, make_images, scene_samples
         from retlink.mate.scene import Camera
 

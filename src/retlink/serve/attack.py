@@ -28,9 +28,9 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from retlink.attacks.spec import SurrogateName
 from retlink.core.errors import InputError, RetlinkError
 from retlink.core.networks import DEFAULT_NETWORK
-from retlink.eval.config import SurrogateName
 
 
 class AttackSettings(BaseModel):
@@ -130,9 +130,8 @@ def make_attack(pil: Image.Image, req: AttackRequest, settings: AttackSettings, 
     """Attack one image (blocking: run it in a thread)."""
 
     from retlink.attacks import build_attack
-    from retlink.eval.attacked import LabelMaker, build_target, surrogate
-    from retlink.eval.export import from_uint8, to_uint8
-    from retlink.eval.metrics import perturbation_norms
+    from retlink.attacks.attacked import LabelMaker, build_target, from_uint8, surrogate, to_uint8
+    from retlink.attacks.projections import perturbation_norms
     from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess
 
     started = time.perf_counter()
