@@ -118,9 +118,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
     from retlink.eval.config import load_eval_config
-    from retlink.eval.records import RESULTS
     from retlink.eval.report import write_report
     from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
 
     cfg = load_eval_config(args.config)
     runner = Runner(cfg, args.run_dir)

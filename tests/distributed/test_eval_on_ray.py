@@ -12,9 +12,9 @@ import json
 import pytest
 
 from retlink.eval.config import load_eval_config
-from retlink.eval.records import RESULTS
 from retlink.eval.report import comparable, write_report
 from retlink.eval.runner import Runner
+from retlink.eval.runs import RESULTS
 from tests.conftest import skip_or_fail
 from tests.evalrun.evalrun_helpers import small_config
 

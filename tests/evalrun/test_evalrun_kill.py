@@ -12,8 +12,8 @@ import pytest
 import yaml
 from evalrun_helpers import small_config
 
-from retlink.eval.records import RESULTS
 from retlink.eval.report import comparable, write_report
+from retlink.eval.runs import RESULTS
 from tests.waiting import wait_until
 
 

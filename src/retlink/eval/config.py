@@ -46,9 +46,8 @@ from retlink.core.config import (
 )
 from retlink.core.paths import DEFAULT_CACHE, cache_dir
 from retlink.core.schema import LLMConfig
-
-CLEAN = "clean"
-
+from retlink.eval.pipeline_base import AGENT_CONFIG_KINDS
+from retlink.eval.runs import CLEAN, check_unique_names, fingerprint, run_dir
 
 
 class DatasetSpec(StrictModel):
@@ -222,14 +221,13 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> EvalConfig:
-        for what, names in (
-            ("pipelines", [p.name for p in self.pipelines]),
-            ("attacks", [a.name for a in self.attacks]),
-            ("settings", [s.name for s in self.settings]),
-        ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{what}: duplicate name(s) {', '.join(dupes)}")
+        check_unique_names(
+            {
+                "pipelines": [p.name for p in self.pipelines],
+                "attacks": [a.name for a in self.attacks],
+                "settings": [s.name for s in self.settings],
+            }
+        )
         if CLEAN in {a.name for a in self.attacks}:
             raise ValueError(f"attacks: {CLEAN!r} is reserved for the unattacked images")
         known = {a.name for a in self.attacks}
@@ -297,7 +295,7 @@ class EvalConfig(StrictModel):
         for p, spec in zip(data["pipelines"], self.pipelines, strict=True):
             if spec.kind in AGENT_CONFIG_KINDS:  # what `config` names resolves to, not its name:
                 p["base"] = resolved_base(spec.config)  # a preset (or the default) can change
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(data)
 
     def on_ray(self, address: str | None = None) -> EvalConfig:
         """This config with `executor.kind: ray` (the CLI's `--ray [ADDRESS]`); `address` replaces
@@ -309,12 +307,7 @@ class EvalConfig(StrictModel):
 
     def run_dir(self, out: Path | None = None) -> Path:
         """Where this run writes: `out` if given, else `output_dir/name`."""
-        return Path(out) if out is not None else self.output_dir / self.name
-
-
-#: pipeline kinds that read an agent config (`config` + `overrides`); `retlink.eval.pipelines`
-#: builds them
-AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
+        return run_dir(self.output_dir, self.name, out)
 
 
 def resolved_base(config: str | None) -> dict[str, Any]:

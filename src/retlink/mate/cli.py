@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retlink.core.errors import friendly_errors
+from retlink.eval.runs import pct
 
 mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
 out = Console()
@@ -83,17 +84,15 @@ def _print(summary: dict) -> None:
         cells = []
         for t in ("img2data", "data2img", "img2img", "data2data"):
             c = r["tasks"].get(t)
-            cells.append(f"{100 * c['accuracy']:.1f}" if c and c["accuracy"] is not None else "–")
-        table.add_row(name, *cells, f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–")
+            cells.append(pct(c["accuracy"]) if c else "–")
+        table.add_row(name, *cells, pct(r.get("out_of_scene")))
     out.print(table)
     if summary.get("robustness"):
         rob = Table("model · prompt", "attack", "clean", "attacked", "drop", "DR", title="MATE robustness: cross-modal exact match (%)")
         for name, by_attack in summary["robustness"].items():
             for attack, c in by_attack.items():
                 dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
-                rob.add_row(name, attack, _pct(c["clean"]["accuracy"]), _pct(c["attacked"]["accuracy"]), _pct(c["drop"]), dr)
+                rob.add_row(name, attack, pct(c["clean"]["accuracy"]), pct(c["attacked"]["accuracy"]), pct(c["drop"]), dr)
         out.print(rob)
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
