@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from retlink.attacks.attacked import AttackedStore
 from retlink.core.errors import ConfigError
 from retlink.eval.config import load_eval_config
-from retlink.eval.report import REPORT, SUMMARY, comparable, compare_runs, write_report
+from retlink.eval.report import comparable, compare_runs, write_report
 from retlink.eval.runner import Runner
-from retlink.eval.runs import RESULTS, bootstrap_ci, read_records
+from retlink.eval.runs import REPORT, RESULTS, SUMMARY, bootstrap_ci, read_records
 
 EXPECTED = 3 * 2 * 3  # samples x pipelines x (clean + 2 attacks)
 

@@ -43,8 +43,9 @@ def run(
     ] = None,
 ) -> None:
     """Run (or resume) the evaluation CONFIG: records in RUN_DIR/results.jsonl, then the report."""
-    from retlink.eval.report import REPORT, write_report
+    from retlink.eval.report import write_report
     from retlink.eval.runner import run_config
+    from retlink.eval.runs import REPORT
 
     on_ray = ray_address if ray_address is not None else ("" if ray else None)
     runner, _ = run_config(config, out=out_dir, limit=limit, dry_run=dry_run, ray=on_ray)
@@ -65,7 +66,8 @@ def report(
 ) -> None:
     """Rebuild summary.json, report.md and the plots of RUN_DIR from its JSONL records."""
     from retlink.core.errors import ConfigError
-    from retlink.eval.report import REPORT, load_run, paper_rows, write_report
+    from retlink.eval.report import load_run, paper_rows, write_report
+    from retlink.eval.runs import REPORT
 
     if layout not in ("standard", "paper"):
         raise ConfigError(f"--layout {layout!r}: choose standard or paper")

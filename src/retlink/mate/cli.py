@@ -58,8 +58,9 @@ def run_cmd(
     report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
 ) -> None:
     """Run (or resume) CONFIG: answers in RUN_DIR/results.jsonl, then the report."""
+    from retlink.eval.runs import REPORT
     from retlink.mate.harness import MateRunner, load_mate_config
-    from retlink.mate.report import REPORT, write_report
+    from retlink.mate.report import write_report
 
     runner = MateRunner(load_mate_config(config), out_dir)
     runner.run(limit)
@@ -72,7 +73,8 @@ def run_cmd(
 @friendly_errors
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="MATE run folder")]) -> None:
     """Rebuild summary.json, report.md and the plot of RUN_DIR from its records."""
-    from retlink.mate.report import REPORT, write_report
+    from retlink.eval.runs import REPORT
+    from retlink.mate.report import write_report
 
     _print(write_report(run_dir))
     out.print(f"report: [bold]{run_dir / REPORT}[/]")
