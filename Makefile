@@ -1,6 +1,9 @@
 # The two commands of the quick start: `make demo` and `make test`. Both do all the set-up.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# the import contract checks this checkout's src/ (PYTHONPATH), not wherever the venv's
+# editable install of retlink points
+LINT_IMPORTS := PYTHONPATH=$(CURDIR)/src .venv/bin/lint-imports --no-logo
 
 .PHONY: venv vllm-venv browser demo data test test-fast fuzz lint docs bench vllm vllm-stop clean
 
@@ -28,6 +31,7 @@ data: venv
 ## test, the real vLLM server included.
 test: venv vllm-venv browser
 	@$(PY) -m ruff check .
+	@$(LINT_IMPORTS)
 	@# not `mkdocs build -q`: --quiet hides the warnings from the counter that --strict fails on
 	@out=$$(NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d .cache/site-check 2>&1) || { echo "$$out"; exit 1; }
 	@RETLINK_REQUIRE_VLLM=1 RETLINK_REQUIRE_DEPS=1 $(PY) -m pytest -q -ra --durations=15
@@ -42,8 +46,11 @@ test-fast: venv
 fuzz: venv
 	@PY=$(PY) scripts/fuzz.sh
 
+## ruff, then the import contract of pyproject.toml ([tool.importlinter]: the layers, the one
+## module MATE shares with eval, no import cycles).
 lint: venv
 	@$(PY) -m ruff check .
+	@$(LINT_IMPORTS)
 
 ## The documentation site from docs/ (mkdocs.yml) into site/; `$(PY) -m mkdocs serve` serves it while editing.
 docs: venv
@@ -62,4 +69,4 @@ bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .cache runs .pytest_cache .ruff_cache site
+	rm -rf .cache runs .pytest_cache .ruff_cache .import_linter_cache site

@@ -33,7 +33,9 @@ DEFENCE_NODES = ("detect", "purify")
 CLEAN = "clean"
 
 
-def _pct(v: float | None) -> str:
+def whole_pct(v: float | None) -> str:
+    """A share in whole percent with a sign ('83%'), 'n/a' when missing: the bench's terse table
+    (the reports' one-decimal form is `retlink.eval.runs.pct`)."""
     return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
 
 
@@ -54,7 +56,7 @@ def accuracy_table(summary: dict, kinds: dict[str, str]) -> None:
         table = Table("pipeline", *conds, *(f"recovered ({c})" for c in conds if c != CLEAN), title=f"Hits@1, setting {sname}")
         rows = st["pipelines"]
         for pipe, row in rows.items():
-            cells = [f"{_pct(row[c]['hits@1'])} {_ci(row[c]['hits@1_ci'])}" if c in row else "–" for c in conds]
+            cells = [f"{whole_pct(row[c]['hits@1'])} {_ci(row[c]['hits@1_ci'])}" if c in row else "–" for c in conds]
             bare = undefended(pipe, kinds)
             rec = []
             for c in conds:
@@ -66,7 +68,7 @@ def accuracy_table(summary: dict, kinds: dict[str, str]) -> None:
                 ref = rows[bare]
                 drop = ref[CLEAN]["hits@1"] - ref[c]["hits@1"]
                 gain = row[c]["hits@1"] - ref[c]["hits@1"]
-                rec.append(_pct(gain / drop) if drop > 0 else "n/a")
+                rec.append(whole_pct(gain / drop) if drop > 0 else "n/a")
             table.add_row(pipe, *cells, *rec)
         console.print(table)
 
@@ -79,7 +81,7 @@ def detector_table(summary: dict) -> None:
     for sname, pipes in dets.items():
         for pipe, attacks in pipes.items():
             for attack, d in attacks.items():
-                table.add_row(sname, pipe, attack, f"{d['roc_auc']:.2f}", _pct(d["fpr_clean"]), _pct(d["detection_rate"]))
+                table.add_row(sname, pipe, attack, f"{d['roc_auc']:.2f}", whole_pct(d["fpr_clean"]), whole_pct(d["detection_rate"]))
     console.print(table)
     console.print("threshold calibrated on the demo photos: in-sample")
 
@@ -118,9 +120,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
 
     from retlink.eval.config import load_eval_config
-    from retlink.eval.records import RESULTS
     from retlink.eval.report import write_report
     from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
 
     cfg = load_eval_config(args.config)
     runner = Runner(cfg, args.run_dir)

@@ -88,8 +88,8 @@ def main() -> None:
 
     from retlink.eval.config import load_eval_config
     from retlink.eval.pipelines import build_pipeline
-    from retlink.eval.records import RESULTS
     from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
 
     tmp = Path(tempfile.mkdtemp(prefix="retlink-bench-eval-"))
     kb = Path.home() / ".cache" / "retlink" / "eval-demo-kb"

@@ -97,8 +97,8 @@ def eval_throughput_rows(n: int, pipelines: list[str], tmp: Path) -> tuple[list[
     attack seconds per image."""
     from retlink.eval.config import load_eval_config
     from retlink.eval.pipelines import build_pipeline
-    from retlink.eval.records import RESULTS
     from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
     from tests.ray_cluster import RayCluster
 
     # a KB of the bench's own: a shared cached one may name images of a checkout that is gone

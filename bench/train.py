@@ -32,7 +32,7 @@ console = Console()
 def training_groups(run: Path | None, links: int):
     from retlink.agent.decision import Group
     from retlink.agent.decision.features import FEATURES
-    from retlink.eval.records import RESULTS, read_records
+    from retlink.eval.runs import RESULTS, read_records
     from retlink.train import groups_from_records
 
     if run is not None:

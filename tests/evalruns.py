@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from retlink.eval.records import RESULTS
 from retlink.eval.report import comparable
+from retlink.eval.runs import RESULTS
 
 #: what legitimately differs between two runs of the same config: timings
 TIMINGS = frozenset({"seconds", "nodes", "attack_seconds"})

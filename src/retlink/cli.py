@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -25,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from retlink.core.errors import RetlinkError
+from retlink.core.errors import friendly_errors
 from retlink.core.terminal import for_terminal, markup_safe
 from retlink.eval.cli import eval_app
 from retlink.mate.cli import mate_app
@@ -90,20 +89,6 @@ def _quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:  # pragma: no cover
         pass
-
-
-def friendly_errors(fn):
-    """Turn retlink's typed errors into one red line and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RetlinkError as e:
-            err.print(f"[bold red]error:[/] {markup_safe(' '.join(str(e).split()))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.callback()

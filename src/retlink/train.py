@@ -142,8 +142,8 @@ def default_head_path(kb_path: Path, name: str) -> Path:
 def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> tuple[Path, DecisionHead]:
     """Run the eval config's links (resuming), fit the head on them and write it."""
     from retlink.agent.decision.features import FEATURES, NIL_FEATURES
-    from retlink.eval.records import RESULTS, read_records
     from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS, read_records
 
     cfg, ecfg = load_train_config(source)
     runner = Runner(ecfg)

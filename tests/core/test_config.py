@@ -66,9 +66,10 @@ def test_cache_variable_expands(tmp_path, monkeypatch):
 
 def test_one_network_name_in_every_role_and_old_spellings_read_as_it(demo_kb_path):
     from retlink.agent.backends import open_kb
+    from retlink.attacks.spec import AttackSpec
     from retlink.core.networks import DEFAULT_NETWORK, NETWORKS
     from retlink.eval.baseline import BaselineConfig, CLIPBaseline
-    from retlink.eval.config import AttackSpec, load_eval_config
+    from retlink.eval.config import load_eval_config
     from tests.conftest import fast_config
 
     assert DEFAULT_NETWORK == "efficientnet_lite0"

@@ -18,6 +18,7 @@ import pytest
 
 from retlink.core.errors import ConfigError, DatasetError
 from retlink.mate.build import MateSet, build
+from retlink.mate.layout import sample_scene
 from retlink.mate.questions import (
     CROSS_TASKS,
     PAIRS,
@@ -29,7 +30,7 @@ from retlink.mate.questions import (
     plan,
 )
 from retlink.mate.render import render, render_array
-from retlink.mate.scene import COLOURS, SHAPES, TEXTUAL_ONLY, VISUAL_ONLY, Reserve, Scene, sample_scene
+from retlink.mate.scene import COLOURS, SHAPES, TEXTUAL_ONLY, VISUAL_ONLY, Reserve, Scene
 
 
 @pytest.fixture(scope="module")

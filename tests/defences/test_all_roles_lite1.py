@@ -17,9 +17,9 @@ from retlink.agent.backends import shared_captioner
 from retlink.agent.config import load_config
 from retlink.attacks import TextAlignmentTarget, build_attack
 from retlink.attacks.adaptive import adaptive_attacks
+from retlink.attacks.attacked import Features
 from retlink.core.errors import ConfigError
 from retlink.core.schema import CaptionerConfig, DefenceConfig
-from retlink.eval.attacked import Features
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
 from tests.conftest import fast_config
@@ -132,9 +132,10 @@ def test_detector_aware_attack_squeezes_on_the_detectors_network():
 
 
 def test_adaptive_attack_runs_the_detector_on_its_network(tmp_path, demo_kb_path, chelsea):
-    from retlink.eval.attacked import AttackedStore, attack_variants, clean_tensor
+    from retlink.attacks.attacked import AttackedStore, clean_tensor
     from retlink.eval.config import load_eval_config
     from retlink.eval.runner import Runner
+    from retlink.eval.variants import attack_variants
     from retlink.tools.images import load_image
 
     cfg = load_eval_config(

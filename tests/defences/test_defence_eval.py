@@ -12,14 +12,15 @@ import yaml
 from PIL import Image
 
 from retlink.attacks.adaptive import adaptive_attacks
+from retlink.attacks.attacked import AttackedStore
 from retlink.core.errors import ConfigError
 from retlink.core.schema import DefenceConfig
 from retlink.core.types import Candidate, Entity, LinkResult
-from retlink.eval.attacked import AttackedStore, attack_variants
 from retlink.eval.config import load_eval_config
 from retlink.eval.levels import defended_view
 from retlink.eval.metrics import roc_auc
 from retlink.eval.runner import Runner, worst_case
+from retlink.eval.variants import attack_variants
 from retlink.tools.vision.detector import SqueezeDetector
 from retlink.tools.vision.efficientnet import shared_model
 

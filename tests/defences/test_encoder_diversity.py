@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from retlink.attacks import TextAlignmentTarget, build_attack
+from retlink.attacks.attacked import Features, surrogate
 from retlink.core.errors import ConfigError, KBError
-from retlink.eval.attacked import Features, surrogate
 from retlink.eval.config import load_eval_config
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.embedders import EfficientNetImageEmbedder, shared_image_embedder, shared_text_embedder

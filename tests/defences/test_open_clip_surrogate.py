@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from retlink.attacks.attacked import AttackedStore, LabelMaker, clean_tensor, surrogate
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore, LabelMaker, clean_tensor, surrogate
 from retlink.eval.config import load_eval_config
 from retlink.eval.runner import Runner
 from tests.conftest import DEMO

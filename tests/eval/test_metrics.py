@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from retlink.attacks.projections import perturbation_norms
 from retlink.eval import metrics as M
+from retlink.eval import runs as R
 
 RANKS = [1, 3, None, 2, 1]  # hand: hits@1 = 2/5, hits@3 = 4/5, MRR = (1 + 1/3 + 0 + 1/2 + 1) / 5
 
@@ -24,20 +26,20 @@ def test_ranking_metrics():
 def test_accuracy_drops_and_recovery():
     clean = [True, True, True, True, False]  # 0.8
     attacked = [True, False, False, True, True]  # 0.6
-    assert M.accuracy(clean) == pytest.approx(0.8)
-    assert M.absolute_drop(0.8, 0.6) == pytest.approx(0.2)
-    assert M.drop_ratio(0.8, 0.6) == pytest.approx(0.25)  # (clean - attacked) / clean: lower is better
-    assert M.drop_ratio(0.8, 0.8) == 0 and M.drop_ratio(0.5, 0.0) == 1
+    assert R.accuracy(clean) == pytest.approx(0.8)
+    assert R.absolute_drop(0.8, 0.6) == pytest.approx(0.2)
+    assert R.drop_ratio(0.8, 0.6) == pytest.approx(0.25)  # (clean - attacked) / clean: lower is better
+    assert R.drop_ratio(0.8, 0.8) == 0 and R.drop_ratio(0.5, 0.0) == 1
     # clean-correct samples 0-3; of those, 1 and 2 are wrong attacked -> 2/4; sample 4 not credited
-    assert M.attack_success_rate(clean, attacked) == pytest.approx(0.5)
+    assert R.attack_success_rate(clean, attacked) == pytest.approx(0.5)
     assert M.recovery(0.55, 0.30) == pytest.approx(0.25)
-    assert math.isnan(M.drop_ratio(0.0, 0.0)) and math.isnan(M.attack_success_rate([False], [False]))
+    assert math.isnan(R.drop_ratio(0.0, 0.0)) and math.isnan(R.attack_success_rate([False], [False]))
     summary = M.robustness_summary(clean, attacked)
     assert summary["drop_ratio"] == pytest.approx(0.25) and summary["attack_success_rate"] == pytest.approx(
         0.5
     )
     with pytest.raises(ValueError):
-        M.attack_success_rate([True], [True, False])
+        R.attack_success_rate([True], [True, False])
 
 
 def test_roc_auc_and_detector_summary_by_hand():
@@ -51,12 +53,12 @@ def test_roc_auc_and_detector_summary_by_hand():
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     values = np.array([0, 1] * 50, dtype=float)
-    lo, hi = M.bootstrap_ci(values, seed=3)
-    assert (lo, hi) == M.bootstrap_ci(values, seed=3)
+    lo, hi = R.bootstrap_ci(values, seed=3)
+    assert (lo, hi) == R.bootstrap_ci(values, seed=3)
     assert lo < 0.5 < hi and hi - lo < 0.3
     # binomial standard error sqrt(.25/100) = .05: a 95% interval spans about +-1.96 * .05
     assert hi - lo == pytest.approx(2 * 1.96 * 0.05, abs=0.04)
-    assert M.bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    assert R.bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
 
 
 def test_perturbation_norms():
@@ -65,9 +67,9 @@ def test_perturbation_norms():
     adv[0, 0, 0, 0] = 3 / 255
     adv[0, 1, 1, 1] = -4 / 255
     adv[1] = 1 / 255
-    norms = M.perturbation_norms(clean, adv)
+    norms = perturbation_norms(clean, adv)
     assert norms["linf"] == pytest.approx([4 / 255, 1 / 255])
     assert norms["linf_255"] == pytest.approx([4.0, 1.0])
     assert norms["l2"] == pytest.approx([5 / 255, math.sqrt(12) / 255])
     with pytest.raises(ValueError):
-        M.perturbation_norms(clean, adv[:1])
+        perturbation_norms(clean, adv[:1])

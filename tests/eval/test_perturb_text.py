@@ -8,6 +8,7 @@ import torch
 from attack_helpers import photos
 
 from retlink.attacks import ClassifierTarget, build_attack
+from retlink.attacks.multimodal import LinkInput, MultimodalAttack
 from retlink.attacks.text import (
     char_noise,
     substitute_one_word,
@@ -15,7 +16,7 @@ from retlink.attacks.text import (
     word_dropout,
     word_permutation,
 )
-from retlink.eval.settings import LinkInput, MultimodalAttack, Setting, apply_setting
+from retlink.eval.settings import Setting, apply_setting
 
 TEXT = "the tabby cat sleeps on a warm windowsill near the old harbour"
 

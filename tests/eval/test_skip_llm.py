@@ -9,7 +9,7 @@ import pytest
 
 from retlink.core.errors import ConfigError
 from retlink.eval.experiments.skip_llm import Pair, choose_threshold, main, outcome, pairs_from_run
-from retlink.eval.records import RESULTS, RecordLog
+from retlink.eval.runs import RESULTS, RecordLog
 
 
 def test_the_lowest_threshold_that_loses_nothing():

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from retlink.core.errors import ConfigError
 from retlink.eval.config import fraction_text, load_eval_config
 from retlink.eval.metrics import gold_rank
-from retlink.eval.records import RecordLog, read_records
 from retlink.eval.runner import link_inputs
+from retlink.eval.runs import RecordLog, read_records
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "retlink"
 CONFIGS = PACKAGE / "eval" / "configs" / "benchmarks"

@@ -10,12 +10,12 @@ import torch
 from evalrun_helpers import small_config
 from typer.testing import CliRunner
 
+from retlink.attacks.attacked import AttackedStore
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore
 from retlink.eval.config import load_eval_config
-from retlink.eval.records import RESULTS, read_records
-from retlink.eval.report import REPORT, SUMMARY, compare_runs, write_report
+from retlink.eval.report import compare_runs, write_report
 from retlink.eval.runner import Runner
+from retlink.eval.runs import REPORT, RESULTS, SUMMARY, read_records
 from tests.evalruns import assert_same_results, assert_same_summary
 
 EXPECTED = 3 * 2 * 3  # samples x pipelines x (clean + 2 attacks)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from evalrun_helpers import small_config
 
-from retlink.eval.records import RESULTS
 from retlink.eval.report import write_report
+from retlink.eval.runs import RESULTS
 from tests.evalruns import assert_same_results, assert_same_summary
 from tests.waiting import wait_until
 

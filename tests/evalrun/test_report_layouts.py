@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 
 from retlink.cli import app
 from retlink.eval.config import load_eval_config
-from retlink.eval.metrics import bootstrap_ci
-from retlink.eval.records import RESULTS, RUN_META, record_key
 from retlink.eval.report import paper_table, write_report
+from retlink.eval.runs import RESULTS, RUN_META, bootstrap_ci, record_key
 
 #: per (pipeline, setting, attack): correctness of samples s0..s3
 CORRECT = {

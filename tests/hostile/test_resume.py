@@ -7,8 +7,8 @@ import json
 import pytest
 
 from retlink.core.errors import ConfigError
-from retlink.eval.records import RUN_META
 from retlink.eval.runner import run_config
+from retlink.eval.runs import RUN_META
 from tests.hostile.common import DEMO_CONFIG, assert_refused, run_cli
 
 

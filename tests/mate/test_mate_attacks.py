@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retlink.attacks.attacked import AttackedStore, file_stem
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore, file_stem
-from retlink.eval.records import RESULTS, read_records
+from retlink.eval.runs import RESULTS, read_records
 from retlink.mate.harness import MateRunner, load_mate_config
 from retlink.mate.report import write_report
 from tests.loopback import LoopbackHTTP, QuietHandler
@@ -143,7 +143,7 @@ def test_attack_configs_are_validated_at_load(tmp_path, attack, message):
 
 def test_attack_names_are_unique_and_change_the_fingerprint(tmp_path):
     two = [{"name": "s", "attack": "square"}, {"name": "s", "attack": "gaussian_noise"}]
-    with pytest.raises(ConfigError, match="attack names must be unique"):
+    with pytest.raises(ConfigError, match=r"attacks: duplicate name\(s\) s"):
         load_mate_config(_config(tmp_path, tmp_path / "set", attacks=two))
     plain = load_mate_config(_config(tmp_path, tmp_path / "set"))
     attacked = load_mate_config(_config(tmp_path, tmp_path / "set", attacks=two[:1]))

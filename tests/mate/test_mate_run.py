@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from retlink.cli import app
 from retlink.core.errors import BackendError, ConfigError
-from retlink.eval.records import RESULTS, read_records
+from retlink.eval.runs import RESULTS, read_records
 from retlink.mate.harness import MateRunner, load_mate_config
 from retlink.mate.report import write_report
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from retlink.eval.records import RESULTS, read_records
+from retlink.eval.runs import RESULTS, read_records
 from retlink.mate.harness import MateRunner, load_mate_config
 from retlink.mate.questions import exact_match, extract_answer
 from retlink.mate.report import write_report

@@ -76,3 +76,19 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
     else:
         raise ValueError(f"unknown norm {norm!r}: use 'Linf' or 'L2'")
     return clip_to_box(x, delta)
+
+
+def perturbation_norms(clean: torch.Tensor, attacked: torch.Tensor) -> dict[str, list[float]]:
+    """Measured per-sample L-inf and L2 norms of attacked - clean (images in [0, 1]), so a
+    report can show the budget held. Also L-inf in 1/255 units, the unit budgets are quoted in."""
+    if clean.shape != attacked.shape:
+        raise ValueError(f"shape mismatch: {tuple(clean.shape)} vs {tuple(attacked.shape)}")
+    delta = (attacked.detach().double() - clean.detach().double()).cpu()
+    if delta.dim() == 3:
+        delta = delta.unsqueeze(0)
+    linf = linf_norm(delta)
+    return {
+        "linf": linf.tolist(),
+        "linf_255": (linf * 255).tolist(),
+        "l2": l2_norm(delta).tolist(),
+    }

@@ -9,6 +9,7 @@ of a silently ignored setting. The agent's schema is `retlink.core.schema` (its 
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +20,8 @@ from retlink.core.errors import ConfigError
 from retlink.core.paths import cache_dir
 
 PATH_KEYS = {"path", "entities", "cache_dir", "head"}
+#: names in run configs become file and folder names and JSONL keys: keep them boring
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
@@ -119,3 +122,25 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
+    """Type hints and names of the keyword parameters of the classes' `__init__`s (MRO included):
+    what a config may pass to a class it names (an attack, a dataset loader), checked when the
+    config loads rather than when the run reaches it."""
+    import typing
+
+    hints: dict[str, Any] = {}
+    names: set[str] = set()
+    for klass in reversed([k for c in classes for k in c.__mro__ if k is not object]):
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        try:
+            found = typing.get_type_hints(init)
+        except Exception:  # an annotation that does not resolve: checked by the dry build only
+            found = {}
+        hints.update({n: h for n, h in found.items() if n in params})
+    return hints, names - {"self"}

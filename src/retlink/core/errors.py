@@ -3,6 +3,13 @@ into one clear message (exit code 2 / an OpenAI-style error JSON) without a trac
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class RetlinkError(Exception):
     """Base class of all errors retlink raises on purpose."""
@@ -65,3 +72,27 @@ class CheckpointError(InputError):
     """A thread id that cannot be used as asked: resuming a thread that has no checkpoint, or
     starting a new link on a thread that already holds one (its state would mix with the new
     link's), or any thread id while no checkpointer is configured."""
+
+
+def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """A CLI command that turns retlink's typed errors into one red line on stderr and exit code
+    2 (no traceback). Here, beside the errors, so every layer's commands (`retlink`, `retlink
+    eval`, `retlink mate`) share one handler without importing the top-level CLI; typer and rich
+    load only when an error is reported, so importing the error types stays cheap."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except RetlinkError as e:
+            import typer
+            from rich.console import Console
+
+            from retlink.core.terminal import markup_safe
+
+            # one line, escaped: a message may quote user text (control characters, rich markup)
+            line = markup_safe(" ".join(str(e).split()))
+            Console(stderr=True).print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper

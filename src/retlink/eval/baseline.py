@@ -33,7 +33,7 @@ from retlink.core.errors import EmptyMentionError
 from retlink.core.networks import DEFAULT_NETWORK
 from retlink.core.schema import ImageBackend
 from retlink.core.types import Candidate, LinkResult, TraceEvent
-from retlink.eval.pipelines import top_ranked
+from retlink.eval.pipeline_base import top_ranked
 from retlink.tools.images import load_image
 from retlink.tools.kb.store import KBStore
 

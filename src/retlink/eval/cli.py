@@ -7,12 +7,11 @@
     retlink eval defences [CONFIG] [--limit N]   # `eval run` of the bundled defences config
 
 Heavy imports (torch, the models) happen inside the commands, so `retlink eval --help` is fast.
-Errors are `RetlinkError`s, printed as one line with exit code 2 by the main CLI's handler.
+Errors are `RetlinkError`s, printed as one line with exit code 2 by `retlink.core.errors.friendly_errors`.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -20,24 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from retlink.core.errors import friendly_errors
+
 eval_app = typer.Typer(help="Scripted robustness evaluations (attacks, reports, export).", no_args_is_help=True)
 
 out = Console()
 #: the bundled defence evaluation that `retlink eval defences` runs
 DEFENCES_CONFIG = Path(__file__).resolve().parent / "configs" / "defences" / "defences.yaml"
-
-
-def friendly_errors(fn):
-    """The main CLI's `friendly_errors`, looked up at call time: `retlink.cli` imports this module
-    to mount `eval_app`, so importing it back at import time would be circular."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from retlink.cli import friendly_errors as handler
-
-        return handler(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @eval_app.command("run")
@@ -55,8 +43,9 @@ def run(
     ] = None,
 ) -> None:
     """Run (or resume) the evaluation CONFIG: records in RUN_DIR/results.jsonl, then the report."""
-    from retlink.eval.report import REPORT, write_report
+    from retlink.eval.report import write_report
     from retlink.eval.runner import run_config
+    from retlink.eval.runs import REPORT
 
     on_ray = ray_address if ray_address is not None else ("" if ray else None)
     runner, _ = run_config(config, out=out_dir, limit=limit, dry_run=dry_run, ray=on_ray)
@@ -77,7 +66,8 @@ def report(
 ) -> None:
     """Rebuild summary.json, report.md and the plots of RUN_DIR from its JSONL records."""
     from retlink.core.errors import ConfigError
-    from retlink.eval.report import REPORT, load_run, paper_rows, write_report
+    from retlink.eval.report import load_run, paper_rows, write_report
+    from retlink.eval.runs import REPORT
 
     if layout not in ("standard", "paper"):
         raise ConfigError(f"--layout {layout!r}: choose standard or paper")

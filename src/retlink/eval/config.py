@@ -22,36 +22,32 @@ running the default. Relative `path`/`entities`/`root` values are relative to th
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from retlink.agent.config import PRESET_DIR, load_config
+from retlink.attacks.spec import ATTACK_INTERNALS, AttackSpec
 from retlink.core.config import (
+    NAME,
     PATH_KEYS,
     StrictModel,
     UserPath,
     config_error,
+    init_hints,
     read_yaml,
     resolve_path,
     resolve_paths,
     validate_config,
     validation_lines,
 )
-from retlink.core.networks import DEFAULT_NETWORK
 from retlink.core.paths import DEFAULT_CACHE, cache_dir
 from retlink.core.schema import LLMConfig
-
-#: names become file and folder names and JSONL keys: keep them boring
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-CLEAN = "clean"
-_FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
-
+from retlink.eval.pipeline_base import AGENT_CONFIG_KINDS
+from retlink.eval.runs import CLEAN, check_unique_names, fingerprint, run_dir
 
 
 class DatasetSpec(StrictModel):
@@ -125,128 +121,6 @@ class PipelineSpec(StrictModel):
         if v not in PIPELINES:
             raise ValueError(f"unknown pipeline kind {v!r}; known: {', '.join(sorted(PIPELINES))}")
         return v
-
-
-TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
-OPEN_CLIP = "open_clip:"
-
-
-def _surrogate_name(value: str) -> str:
-    """One network of `retlink.core.networks` (any of its names), `a+b` for the ensemble,
-    or `open_clip:MODEL` (an open_clip image tower, weights from the attack's `pretrained` file)."""
-    from retlink.core.networks import network
-
-    if value.startswith(OPEN_CLIP):
-        if not value[len(OPEN_CLIP) :]:
-            raise ValueError("open_clip: names no model, e.g. open_clip:ViT-B-32")
-        return value
-    return "+".join(network(part).value for part in value.split("+"))
-
-
-#: attack surrogates (`retlink.eval.attacked.surrogate`): one network, `a+b` for several at once,
-#: or `open_clip:MODEL`
-SurrogateName = Annotated[str, AfterValidator(_surrogate_name)]
-
-
-def _number(value: Any) -> Any:
-    """'8/255' -> 0.0313...: budgets are quoted in 1/255 units, YAML has no fractions."""
-    if isinstance(value, str) and _FRACTION.match(value):
-        num, den = (float(p) for p in value.split("/"))
-        if den == 0:
-            raise ValueError(f"division by zero in {value!r}")
-        return num / den
-    return value
-
-
-#: attacks an eval config names besides the registered ones (`retlink.attacks.ATTACKS`):
-#: name -> (the image attack underneath, the extra parameters it takes)
-COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
-    # per pipeline: plain PGD plus the adaptive attacks its own defences call for (BPDA/EOT
-    # through its purifier, detector-aware with its detector's threshold and network); a sample
-    # counts as broken when any of them breaks it
-    "adaptive": ("pgd", frozenset({"eot_samples"})),
-    # MAT's multimodal attack: image PGD plus a one-token substitution in the sentence chosen
-    # against the run's text encoder (`neighbours`: candidate tokens per word)
-    "multimodal": ("pgd", frozenset({"neighbours"})),
-}
-
-
-class AttackSpec(StrictModel):
-    """One image attack of `retlink.attacks`, its parameters and the surrogate it attacks.
-
-    Targets (all on the surrogate's pooled image features unless noted):
-    - `embedding_toward_distractor`: away from the gold entity's KB image, toward the nearest
-      wrong entity's KB image (what breaks image-to-image retrieval).
-    - `embedding_away`: away from the clean image's own features (untargeted).
-    - `classifier`: the surrogate's ImageNet logits, untargeted (what the tagger captions from).
-
-    `attack` is a registered attack or one of `COMPOSITE_ATTACKS` (`adaptive`, `multimodal`).
-    """
-
-    name: str = Field(pattern=NAME)
-    attack: str
-    #: a preset of the attack: `normal`, `strong`, or `mat` (PGD, 2 steps at 2/255) where defined
-    preset: str = "normal"
-    #: any parameter of the attack class; '8/255' style fractions allowed
-    params: dict[str, Any] = Field(default_factory=dict)
-    target: TargetName = "embedding_toward_distractor"
-    #: the network the attack optimises against: the pipeline's own (white box) or another one
-    #: (a transfer attack), or the ensemble of both (an attacker who does not know which one)
-    surrogate: SurrogateName = DEFAULT_NETWORK.value
-    #: an `open_clip:MODEL` surrogate's weights: a local checkpoint file (nothing is downloaded;
-    #: relative to the YAML file). None with an open_clip surrogate: random weights (tests only)
-    pretrained: Path | None = None
-    batch_size: int = Field(8, ge=1, le=256)
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _fractions(cls, v: Any) -> Any:
-        return {k: _number(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    @model_validator(mode="after")
-    def _check_attack(self) -> AttackSpec:
-        from retlink.attacks import ATTACKS
-
-        if self.attack not in ATTACKS and self.attack not in COMPOSITE_ATTACKS:
-            known = sorted([*ATTACKS, *COMPOSITE_ATTACKS])
-            raise ValueError(f"unknown attack {self.attack!r}; known: {', '.join(known)}")
-        presets = ATTACKS[self.image_attack].presets
-        if self.preset not in presets:
-            raise ValueError(f"attack {self.attack!r} has no preset {self.preset!r}; presets: {', '.join(presets)}")
-        if self.surrogate.startswith(OPEN_CLIP):
-            if self.target == "classifier":
-                raise ValueError(f"target classifier needs an ImageNet surrogate; {self.surrogate} has no classes")
-        elif self.pretrained is not None:
-            raise ValueError(f"pretrained is for an open_clip:MODEL surrogate, not {self.surrogate}")
-        allowed = attack_parameters(self.image_attack) | COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
-        bad = sorted(set(self.params) - allowed)
-        if bad:
-            raise ValueError(
-                f"unknown parameter(s) {', '.join(bad)} of attack {self.attack!r}; known: {', '.join(sorted(allowed))}"
-            )
-        return self
-
-    @property
-    def image_attack(self) -> str:
-        """The registered image attack that makes the images (`pgd` under a composite attack)."""
-        return COMPOSITE_ATTACKS[self.attack][0] if self.attack in COMPOSITE_ATTACKS else self.attack
-
-    def resolved_params(self) -> dict[str, Any]:
-        """The preset's parameters with the overrides applied (what the attack runs with)."""
-        from retlink.attacks import ATTACKS
-
-        return {**ATTACKS[self.image_attack].presets[self.preset], **self.params}
-
-    def image_params(self) -> dict[str, Any]:
-        """`params` without the composite attack's own keys (what the image attack receives)."""
-        extra = COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
-        return {k: v for k, v in self.params.items() if k not in extra}
-
-    @property
-    def eps(self) -> float | None:
-        """The perturbation budget, for accuracy-vs-epsilon plots."""
-        value = self.resolved_params().get("eps")
-        return float(value) if isinstance(value, int | float) else None
 
 
 class TextPerturbation(StrictModel):
@@ -360,14 +234,13 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> EvalConfig:
-        for what, names in (
-            ("pipelines", [p.name for p in self.pipelines]),
-            ("attacks", [a.name for a in self.attacks]),
-            ("settings", [s.name for s in self.settings]),
-        ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{what}: duplicate name(s) {', '.join(dupes)}")
+        check_unique_names(
+            {
+                "pipelines": [p.name for p in self.pipelines],
+                "attacks": [a.name for a in self.attacks],
+                "settings": [s.name for s in self.settings],
+            }
+        )
         if CLEAN in {a.name for a in self.attacks}:
             raise ValueError(f"attacks: {CLEAN!r} is reserved for the unattacked images")
         known = {a.name for a in self.attacks}
@@ -435,7 +308,7 @@ class EvalConfig(StrictModel):
         for p, spec in zip(data["pipelines"], self.pipelines, strict=True):
             if spec.kind in AGENT_CONFIG_KINDS:  # what `config` names resolves to, not its name:
                 p["base"] = resolved_base(spec.config)  # a preset (or the default) can change
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(data)
 
     def on_ray(self, address: str | None = None) -> EvalConfig:
         """This config with `executor.kind: ray` (the CLI's `--ray [ADDRESS]`); `address` replaces
@@ -447,12 +320,7 @@ class EvalConfig(StrictModel):
 
     def run_dir(self, out: Path | None = None) -> Path:
         """Where this run writes: `out` if given, else `output_dir/name`."""
-        return Path(out) if out is not None else self.output_dir / self.name
-
-
-#: pipeline kinds that read an agent config (`config` + `overrides`); `retlink.eval.pipelines`
-#: builds them
-AGENT_CONFIG_KINDS = ("agent", "tagger", "retrieval")
+        return run_dir(self.output_dir, self.name, out)
 
 
 def resolved_base(config: str | None) -> dict[str, Any]:
@@ -500,8 +368,6 @@ def load_eval_config(source: str | Path | dict[str, Any] | EvalConfig) -> EvalCo
 
 
 Problem = tuple[tuple[Any, ...], str]
-#: attack constructor arguments the runner gives, never a config
-ATTACK_INTERNALS = frozenset({"target", "amp_dtype"})
 
 
 def deep_problems(cfg: EvalConfig) -> list[Problem]:
@@ -517,38 +383,11 @@ def deep_problems(cfg: EvalConfig) -> list[Problem]:
     return problems
 
 
-def _init_hints(classes: list[type]) -> tuple[dict[str, Any], set[str]]:
-    """Type hints and names of the keyword parameters of the classes' `__init__`s (MRO included)."""
-    import typing
-
-    hints: dict[str, Any] = {}
-    names: set[str] = set()
-    for klass in reversed([k for c in classes for k in c.__mro__ if k is not object]):
-        init = vars(klass).get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        names |= {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-        try:
-            found = typing.get_type_hints(init)
-        except Exception:  # an annotation that does not resolve: checked by the dry build only
-            found = {}
-        hints.update({n: h for n, h in found.items() if n in params})
-    return hints, names - {"self"}
-
-
-def attack_parameters(name: str) -> set[str]:
-    """Keyword parameters an attack class accepts (its own and the shared base's)."""
-    from retlink.attacks import ATTACKS
-
-    return _init_hints([ATTACKS[name]])[1] - ATTACK_INTERNALS
-
-
 def _kwargs_problems(classes: list[type], values: dict[str, Any], loc: tuple[Any, ...], skip: set[str]) -> list[Problem]:
     """Unknown keyword arguments of `classes`, and values of the wrong type (strict: '3' is no int)."""
     from pydantic import TypeAdapter, ValidationError
 
-    hints, names = _init_hints(classes)
+    hints, names = init_hints(classes)
     problems: list[Problem] = []
     for key, value in values.items():
         if key in skip or key not in names:
@@ -571,8 +410,8 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
     from torch import nn
 
     from retlink.attacks import ATTACKS, build_attack
+    from retlink.attacks.attacked import build_target
     from retlink.core.networks import network
-    from retlink.eval.attacked import build_target
 
     params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
     problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)

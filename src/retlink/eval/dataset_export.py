@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from retlink.attacks.attacked import AttackedStore, clean_tensor, file_stem
 from retlink.core.errors import ConfigError
-from retlink.eval.attacked import AttackedStore, attack_variants, clean_tensor, file_stem
 from retlink.eval.config import EvalConfig
+from retlink.eval.variants import attack_variants
 
 log = logging.getLogger(__name__)
 

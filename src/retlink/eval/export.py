@@ -22,23 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retlink.eval.metrics import perturbation_norms
+from retlink.attacks.attacked import from_uint8, to_uint8
+from retlink.attacks.projections import perturbation_norms
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded to nearest (what PNG can hold)."""
-    arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    return arr.permute(1, 2, 0).numpy()
-
-
-def from_uint8(arr: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1], the inverse of `to_uint8` on its grid."""
-    return torch.from_numpy(np.asarray(arr, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def _file_stem(sample_id: str) -> str:

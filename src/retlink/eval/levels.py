@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from retlink.core.types import Candidate, Entity, LinkResult, TraceEvent
-from retlink.eval.pipelines import agent_config, register_pipeline, top_ranked
+from retlink.eval.pipeline_base import agent_config, agent_embedders, top_ranked
 
 
 def defended_view(image: Image.Image, cfg: Any, detector: Any) -> tuple[Image.Image, bool, list[TraceEvent]]:
@@ -121,11 +121,10 @@ class RetrievalLevel(_ImageLevel):
 
     def __init__(self, spec: Any, kb_path: Path) -> None:
         from retlink.core.errors import ConfigError
-        from retlink.eval.pipelines import pipeline_embedders
         from retlink.tools.kb.store import KBStore
 
         super().__init__(spec, kb_path)
-        self.kb = KBStore(Path(kb_path), *pipeline_embedders(spec))
+        self.kb = KBStore(Path(kb_path), *agent_embedders(self.config))
         if not self.kb.has_images:
             raise ConfigError(f"pipeline {spec.name!r} (retrieval): the KB at {kb_path} has no images to retrieve")
         self.top_k = self.config.kb.top_k
@@ -143,13 +142,3 @@ class RetrievalLevel(_ImageLevel):
             if eid in entities
         ]
         return self._result(ranked, flagged, trace)
-
-
-@register_pipeline("tagger")
-def build_tagger(spec: Any, kb_path: Path) -> TaggerLevel:
-    return TaggerLevel(spec, kb_path)
-
-
-@register_pipeline("retrieval")
-def build_retrieval(spec: Any, kb_path: Path) -> RetrievalLevel:
-    return RetrievalLevel(spec, kb_path)

@@ -1,19 +1,20 @@
-"""Robustness metrics: ranking quality, accuracy under attack, and how far the image moved.
+"""Ranking and detector metrics of the eval runner: gold rank, Hits@k, MRR, recovery, ROC AUC.
 
 Pure functions over plain arrays, so the runner, the report and the tests share one definition.
+Accuracy, drop, attack success rate and bootstrap intervals, which the MATE report uses too, are
+`retlink.eval.runs`; how far an attacked image moved is `retlink.attacks.projections`.
 Ranks are 1-based positions of the gold entity in a pipeline's candidate list (None or 0 when
 the gold entity is absent, which counts as a miss at every k and contributes 0 to MRR).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from retlink.attacks.projections import l2_norm, linf_norm
+from retlink.eval.runs import absolute_drop, accuracy, attack_success_rate, drop_ratio
 
 Ranks = Sequence[int | None]
 
@@ -59,64 +60,9 @@ def mrr(ranks: Ranks) -> float:
     return float(np.mean(1.0 / r)) if r.size else float("nan")
 
 
-def accuracy(correct: Sequence[bool]) -> float:
-    """Share of correct answers (for a linker: predicted entity == gold, NIL included)."""
-    c = np.asarray(correct, dtype=bool)
-    return float(c.mean()) if c.size else float("nan")
-
-
-def absolute_drop(clean: float, attacked: float) -> float:
-    """Clean minus attacked accuracy, in accuracy units (0.80 -> 0.50 is 0.30)."""
-    return clean - attacked
-
-
-def drop_ratio(clean: float, attacked: float) -> float:
-    """The drop as a share of the clean accuracy, (clean - attacked) / clean (0.80 -> 0.50 is
-    0.375): lower is better, 0 means untouched by the attack. As the text-centric adversarial
-    prompting paper defines it; nan when clean is 0."""
-    return (clean - attacked) / clean if clean else float("nan")
-
-
-def attack_success_rate(clean_correct: Sequence[bool], attacked_correct: Sequence[bool]) -> float:
-    """Among samples the pipeline got right on the clean input, the share it gets wrong attacked.
-
-    Samples wrong on the clean input are excluded: an attack cannot be credited for them.
-    nan when no sample was right to begin with.
-    """
-    c = np.asarray(clean_correct, dtype=bool)
-    a = np.asarray(attacked_correct, dtype=bool)
-    if c.shape != a.shape:
-        raise ValueError("clean and attacked results must cover the same samples")
-    return float(np.mean(~a[c])) if c.any() else float("nan")
-
-
 def recovery(agent_attacked: float, baseline_attacked: float) -> float:
     """What the agent wins back under an attack: agent minus baseline accuracy, same attack."""
     return agent_attacked - baseline_attacked
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    statistic: Callable[[np.ndarray], float] = np.mean,
-    *,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of `statistic` over per-sample `values`.
-
-    Seeded, so a report reproduces its intervals. For paired comparisons (recovery, drop),
-    pass the per-sample differences so both arms are resampled together.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_resamples, v.size))
-    stats = np.array([statistic(v[row]) for row in idx])
-    alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
 
 
 def roc_auc(negatives: Sequence[float], positives: Sequence[float]) -> float:
@@ -142,22 +88,6 @@ def detector_summary(
         "roc_auc": roc_auc(clean_scores, attacked_scores),
         "fpr_clean": accuracy(clean_flagged),
         "detection_rate": accuracy(attacked_flagged),
-    }
-
-
-def perturbation_norms(clean: torch.Tensor, attacked: torch.Tensor) -> dict[str, list[float]]:
-    """Measured per-sample L-inf and L2 norms of attacked - clean (images in [0, 1]), so a
-    report can show the budget held. Also L-inf in 1/255 units, the unit budgets are quoted in."""
-    if clean.shape != attacked.shape:
-        raise ValueError(f"shape mismatch: {tuple(clean.shape)} vs {tuple(attacked.shape)}")
-    delta = (attacked.detach().double() - clean.detach().double()).cpu()
-    if delta.dim() == 3:
-        delta = delta.unsqueeze(0)
-    linf = linf_norm(delta)
-    return {
-        "linf": linf.tolist(),
-        "linf_255": (linf * 255).tolist(),
-        "l2": l2_norm(delta).tolist(),
     }
 
 

@@ -11,7 +11,8 @@ The kinds cover every level of a defence evaluation:
 Every pipeline of a run ranks the same KB: the run's `kb.path` replaces the agent config's, so a
 comparison never mixes knowledge bases. The one exception is a pipeline with its own `kb:` (the
 same entities embedded with another image embedder, e.g. EfficientNet-Lite1 for encoder
-diversity). Register more kinds with `@register_pipeline("name")`.
+diversity). Register more kinds with `@register_pipeline("name")`; what every kind shares (the `Pipeline`
+protocol, `top_ranked`, the agent config a pipeline reads) is `retlink.eval.pipeline_base`.
 """
 
 from __future__ import annotations
@@ -19,35 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from retlink.core.types import Candidate, LinkResult, TraceEvent
-from retlink.eval.config import AGENT_CONFIG_KINDS
+from retlink.eval.pipeline_base import AGENT_CONFIG_KINDS, Pipeline, agent_config, agent_embedders
 
 log = logging.getLogger(__name__)
-
-
-class Pipeline(Protocol):
-    """What the runner calls; must be safe to call from several threads at once."""
-
-    def link(self, image: Any, mention: str, context: str = "") -> LinkResult: ...
-
-
-def top_ranked(ranked: list[Candidate], rationale: str, trace: list[TraceEvent], *, mention: str = "",
-               perturbed: bool = False) -> LinkResult:
-    """The answer of a pipeline that decides by similarity alone (baseline, tagger, retrieval):
-    its top-ranked candidate, or NIL when it ranked none."""
-    top = ranked[0] if ranked else None
-    return LinkResult(
-        entity=top.entity if top else None,
-        score=top.score if top else 0.0,
-        decided_by="fallback" if top else "nil",
-        mention=mention,
-        candidates=ranked,
-        rationale=rationale,
-        perturbed=perturbed,
-        trace=trace,
-    )
 
 
 Factory = Callable[[Any, Path], Pipeline]
@@ -64,19 +41,6 @@ def register_pipeline(kind: str) -> Callable[[Factory], Factory]:
         return factory
 
     return deco
-
-
-def agent_config(spec: Any, kb_path: Path | None = None) -> Any:
-    """The agent config of a pipeline: preset/file, then overrides, then the run's KB (None: the
-    pipeline's own `kb`, or none, for a caller that reads its other sections only)."""
-    from retlink.agent.config import load_config
-    from retlink.core.config import deep_merge
-
-    if kb_path is None:
-        kb_path = Path(spec.kb.path if spec.kb else ".")
-    merged = deep_merge(load_config(spec.config).model_dump(mode="json"), spec.overrides)
-    merged["kb"] = {**merged.get("kb", {}), "path": str(kb_path), "entities": None}
-    return load_config(merged)
 
 
 @register_pipeline("agent")
@@ -100,12 +64,7 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
 
     if spec.kind in AGENT_CONFIG_KINDS:
-        cfg = agent_config(spec)
-        emb = cfg.embedder
-        return (
-            shared_text_embedder(emb.text_model, cfg.device),
-            shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
-        )
+        return agent_embedders(agent_config(spec))
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
 
@@ -127,4 +86,17 @@ def build_pipeline(spec: Any, kb_path: Path) -> Pipeline:
     return PIPELINES[spec.kind](spec, Path(kb_path))
 
 
-from retlink.eval import levels  # noqa: E402, F401  (registers `tagger` and `retrieval`)
+@register_pipeline("tagger")
+def build_tagger(spec: Any, kb_path: Path) -> Pipeline:
+    """The captioner's classifier alone, on the defended image (`retlink.eval.levels`)."""
+    from retlink.eval.levels import TaggerLevel
+
+    return TaggerLevel(spec, kb_path)
+
+
+@register_pipeline("retrieval")
+def build_retrieval(spec: Any, kb_path: Path) -> Pipeline:
+    """KB image retrieval alone, on the defended image (`retlink.eval.levels`)."""
+    from retlink.eval.levels import RetrievalLevel
+
+    return RetrievalLevel(spec, kb_path)

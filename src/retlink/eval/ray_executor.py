@@ -29,14 +29,12 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retlink.core.errors import BackendError, ConfigError
-
-if TYPE_CHECKING:
-    from retlink.eval.runner import ImageChunk, Job, Runner
+from retlink.eval.work import ImageChunk, Job, Worker
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +80,12 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
 
 # -- the code that runs on the workers ------------------------------------------------------
 
+#: what a worker process builds its Runner with: the driver's Runner class (Ray pickles it by
+#: reference), called as `make(config, run_dir, console=...)`
+WorkerFactory = Callable[..., Worker]
 #: per worker process: Runners by (config fingerprint, run folder), so the Ray tasks that a worker
 #: process runs one after another share the KB, the surrogate and its label maker
-_RUNNERS: dict[tuple[str, str], Runner] = {}
+_RUNNERS: dict[tuple[str, str], Worker] = {}
 
 
 def _use_reserved_threads(num_cpus: float) -> None:
@@ -99,21 +100,19 @@ def _use_reserved_threads(num_cpus: float) -> None:
         torch.set_num_threads(threads)
 
 
-def _worker_runner(config: Any, run_dir: str, num_cpus: float) -> Runner:
+def _worker_runner(make: WorkerFactory, config: Any, run_dir: str, num_cpus: float) -> Worker:
     from rich.console import Console
-
-    from retlink.eval.runner import Runner
 
     _use_reserved_threads(num_cpus)
     key = (config.fingerprint(), run_dir)
     if key not in _RUNNERS:
-        _RUNNERS[key] = Runner(config, Path(run_dir), console=Console(stderr=True, quiet=True))
+        _RUNNERS[key] = make(config, Path(run_dir), console=Console(stderr=True, quiet=True))
     return _RUNNERS[key]
 
 
-def _make_chunk(config: Any, run_dir: str, chunk: ImageChunk) -> int:
+def _make_chunk(make: WorkerFactory, config: Any, run_dir: str, chunk: ImageChunk) -> int:
     """Ray task body: one chunk of attacked images, stored in the run folder."""
-    return _worker_runner(config, run_dir, config.executor.attack_num_cpus).make_images_chunk(chunk)
+    return _worker_runner(make, config, run_dir, config.executor.attack_num_cpus).make_images_chunk(chunk)
 
 
 class LinkWorker:
@@ -123,10 +122,12 @@ class LinkWorker:
     so the first real links do not pay for lazy model set-up and `startup_seconds` is the whole
     cost of a new actor."""
 
-    def __init__(self, config: Any, run_dir: str, pipelines: list[str], warmup: Job | None = None) -> None:
+    def __init__(
+        self, make: WorkerFactory, config: Any, run_dir: str, pipelines: list[str], warmup: Job | None = None
+    ) -> None:
         from dataclasses import replace
 
-        self.runner = _worker_runner(config, run_dir, config.executor.num_cpus)
+        self.runner = _worker_runner(make, config, run_dir, config.executor.num_cpus)
         for name in pipelines:
             self.runner.pipeline(name)
             if warmup is not None:
@@ -149,8 +150,10 @@ class RayExecutor:
     #: tasks queued behind them on a full cluster would wait forever
     images_first = True
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Worker) -> None:
         self.runner = runner
+        #: the workers build their Runners with the driver's Runner class
+        self._make: WorkerFactory = type(runner)
         self.spec = runner.config.executor
         self.ray = import_ray()
         if not self.ray.is_initialized():  # before the run folder: an unreachable cluster leaves nothing
@@ -197,7 +200,7 @@ class RayExecutor:
         """All chunks as Ray tasks at once (the cluster schedules them); Ray re-runs a task
         whose worker died (its default `max_retries`), and a chunk is deterministic."""
         cfg, run_dir = self.runner.config, str(self.runner.dir.resolve())
-        refs = [self._remote_chunk.remote(cfg, run_dir, c) for c in chunks]
+        refs = [self._remote_chunk.remote(self._make, cfg, run_dir, c) for c in chunks]
         made = sum(self.ray.get(refs))
         log.info("%d attacked images made by %d Ray tasks", made, len(refs))
 
@@ -213,7 +216,7 @@ class RayExecutor:
             num_gpus=self.spec.num_gpus,
             max_concurrency=self.runner.config.concurrency,
             max_restarts=0,  # the driver replaces a dead actor itself and re-queues its links
-        ).remote(cfg, run_dir, self._pipelines, self._warmup)
+        ).remote(self._make, cfg, run_dir, self._pipelines, self._warmup)
 
     def _ensure_actors(self, pipelines: list[str]) -> None:
         """Start the actors (or restart them for another set of pipelines) and wait until each
@@ -249,7 +252,7 @@ class RayExecutor:
         actor, so a dying actor takes few links with it and a slow one holds few back."""
         from dataclasses import replace
 
-        from retlink.eval.config import CLEAN
+        from retlink.eval.runs import CLEAN
 
         ray = self.ray
         if self._warmup is None and jobs:

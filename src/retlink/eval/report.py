@@ -12,26 +12,36 @@ that recorded the same links write the same summary apart from the `timing` bloc
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retlink.core.errors import ConfigError
 from retlink.eval import metrics
-from retlink.eval.config import CLEAN, EvalConfig, fraction_text
-from retlink.eval.records import RESULTS, read_meta, read_records
+from retlink.eval.config import EvalConfig, fraction_text
+from retlink.eval.runs import (
+    CLEAN,
+    REPORT,
+    RESULTS,
+    accuracy,
+    attack_success_rate,
+    drop_ratio,
+    interval,
+    mean,
+    pct,
+    pct_delta,
+    pyplot,
+    read_meta,
+    read_records,
+    require_records,
+    rounded,
+    save_plot,
+    write_report_files,
+)
 
 log = logging.getLogger(__name__)
-
-SUMMARY = "summary.json"
-REPORT = "report.md"
-PLOTS = "plots"
-
 
 def load_run(run_dir: str | Path) -> tuple[EvalConfig, dict[str, Any], dict[str, dict[str, Any]]]:
     """(config, run metadata, records by key) of a run folder."""
@@ -41,19 +51,8 @@ def load_run(run_dir: str | Path) -> tuple[EvalConfig, dict[str, Any], dict[str,
     return config, meta, read_records(run_dir / RESULTS)
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
 def _ci(values: list[float], cfg: EvalConfig, seed: int) -> list[float]:
-    lo, hi = metrics.bootstrap_ci(
-        values, n_resamples=cfg.metrics.bootstrap_resamples, confidence=cfg.metrics.confidence, seed=seed
-    )
-    return [round(lo, 4), round(hi, 4)]
-
-
-def _r(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+    return interval(values, cfg.metrics.bootstrap_resamples, cfg.metrics.confidence, seed)
 
 
 def cell_stats(
@@ -69,30 +68,30 @@ def cell_stats(
     out: dict[str, Any] = {
         "n": len(ids),
         "failed": sum(recs[i]["status"] != "ok" for i in ids),
-        "hits@1": _r(metrics.accuracy([bool(c) for c in correct])),
+        "hits@1": rounded(accuracy([bool(c) for c in correct])),
         "hits@1_ci": _ci(correct, cfg, seed=0),
-        "mrr": _r(metrics.mrr(ranks)),
+        "mrr": rounded(metrics.mrr(ranks)),
     }
     for k in cfg.metrics.hits_at:
         if k != 1:
-            out[f"hits@{k}"] = _r(metrics.hits_at_k(ranks, k))
+            out[f"hits@{k}"] = rounded(metrics.hits_at_k(ranks, k))
     if clean is not None:
         paired = [i for i in ids if i in clean]
         diff = [float(clean[i]["correct"]) - float(recs[i]["correct"]) for i in paired]
-        out["drop"] = _r(_mean(diff))
+        out["drop"] = rounded(mean(diff))
         out["drop_ci"] = _ci(diff, cfg, seed=1)
-        out["drop_ratio"] = _r(
-            metrics.drop_ratio(_mean([float(clean[i]["correct"]) for i in paired]), _mean([float(recs[i]["correct"]) for i in paired]))
+        out["drop_ratio"] = rounded(
+            drop_ratio(mean([float(clean[i]["correct"]) for i in paired]), mean([float(recs[i]["correct"]) for i in paired]))
         )
-        out["attack_success_rate"] = _r(
-            metrics.attack_success_rate(
+        out["attack_success_rate"] = rounded(
+            attack_success_rate(
                 [bool(clean[i]["correct"]) for i in paired], [bool(recs[i]["correct"]) for i in paired]
             )
         )
     if reference is not None:
         paired = [i for i in ids if i in reference]
         diff = [float(recs[i]["correct"]) - float(reference[i]["correct"]) for i in paired]
-        out["recovery"] = _r(_mean(diff))
+        out["recovery"] = rounded(mean(diff))
         out["recovery_ci"] = _ci(diff, cfg, seed=2)
     return out
 
@@ -107,8 +106,8 @@ def norm_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     for field in ("norms", "norms_png"):
         for k in ("linf_255", "l2"):
             values = [r[field][k] for r in per_sample.values()]
-            out[f"{field}.{k}.mean"] = _r(_mean(values))
-            out[f"{field}.{k}.max"] = _r(max(values)) if values else None
+            out[f"{field}.{k}.mean"] = rounded(mean(values))
+            out[f"{field}.{k}.max"] = rounded(max(values)) if values else None
     return out
 
 
@@ -126,14 +125,14 @@ def timing_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
                 nodes[node] += s
         out[pipe] = {
             "links": len(recs),
-            "seconds_per_link": _r(_mean([r["seconds"] for r in recs])),
+            "seconds_per_link": rounded(mean([r["seconds"] for r in recs])),
             "node_seconds": {k: round(v, 3) for k, v in sorted(nodes.items())},
-            "llm_calls_per_link": _r(_mean([len(r.get("llm_calls") or []) for r in recs])),
-            "prompt_tokens_per_link": _r(_mean([r.get("prompt_tokens", 0) for r in recs])),
-            "generated_tokens_per_link": _r(_mean([r.get("generated_tokens", 0) for r in recs])),
+            "llm_calls_per_link": rounded(mean([len(r.get("llm_calls") or []) for r in recs])),
+            "prompt_tokens_per_link": rounded(mean([r.get("prompt_tokens", 0) for r in recs])),
+            "generated_tokens_per_link": rounded(mean([r.get("generated_tokens", 0) for r in recs])),
         }
     attack_s = [r["attack_seconds"] for r in {r["sample_id"] + r["attack"]: r for r in records if "attack_seconds" in r}.values()]
-    out["attack_seconds_per_image"] = _r(_mean(attack_s))
+    out["attack_seconds_per_image"] = rounded(mean(attack_s))
     return out
 
 
@@ -152,7 +151,7 @@ def detector_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, 
             [recs[i]["detector_score"] for i in ids],
             [recs[i]["flagged"] for i in ids],
         )
-        out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {"n": len(ids), **{k: _r(v) for k, v in stats.items()}}
+        out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {"n": len(ids), **{k: rounded(v) for k, v in stats.items()}}
     return out
 
 
@@ -213,23 +212,19 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
 # -- Markdown ---------------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
 def format_cell(c: dict[str, Any], is_reference: bool) -> str:
     """'83.3 [58.3, 100.0]<br>drop 41.7 · rec +25.0' (percent points)."""
     lo, hi = c["hits@1_ci"]
-    text = f"**{_pct(c['hits@1'])}** [{_pct(lo)}, {_pct(hi)}]"
+    text = f"**{pct(c['hits@1'])}** [{pct(lo)}, {pct(hi)}]"
     extra = []
     if "drop" in c:
-        extra.append(f"drop {_pct(c['drop'])}")
+        extra.append(f"drop {pct(c['drop'])}")
         if c.get("drop_ratio") is not None:
             extra.append(f"DR {c['drop_ratio']:.2f}")
         if c.get("attack_success_rate") is not None:
-            extra.append(f"ASR {_pct(c['attack_success_rate'])}")
+            extra.append(f"ASR {pct(c['attack_success_rate'])}")
     if "recovery" in c and not is_reference and c["recovery"] is not None:
-        extra.append(f"rec {c['recovery'] * 100:+.1f}")
+        extra.append(f"rec {pct_delta(c['recovery'])}")
     if c["failed"]:
         extra.append(f"{c['failed']} failed")
     return text + ("<br>" + " · ".join(extra) if extra else "")
@@ -268,7 +263,7 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
             lines.append("|---|---|---|" + "---|" * len(mrr_ks))
             for pipe, row in st["pipelines"].items():
                 for a, c in row.items():
-                    hk = " | ".join(_pct(c.get(f"hits@{k}")) for k in mrr_ks)
+                    hk = " | ".join(pct(c.get(f"hits@{k}")) for k in mrr_ks)
                     lines.append(f"| {pipe} | {a} | {c['mrr']:.3f} | {hk} |")
             lines.append("\n</details>\n")
     if summary["attacks"]:
@@ -308,8 +303,8 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
             for pipe, attacks in pipes.items():
                 for attack, d in attacks.items():
                     lines.append(
-                        f"| {setting} | {pipe} | {attack} | {_fmt(d['roc_auc'])} | {_pct(d['fpr_clean'])} | "
-                        f"{_pct(d['detection_rate'])} | {d['n']} |"
+                        f"| {setting} | {pipe} | {attack} | {_fmt(d['roc_auc'])} | {pct(d['fpr_clean'])} | "
+                        f"{pct(d['detection_rate'])} | {d['n']} |"
                     )
         lines.append("")
     if plots:
@@ -341,12 +336,7 @@ def _fmt(x: float | None) -> str:
 
 def plot_run(summary: dict[str, Any], out_dir: Path) -> list[str]:
     """accuracy_vs_eps_<setting>.png and bars_<setting>.png; returns paths relative to the run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     written: list[str] = []
     attacks = summary["attacks"]
     for sname, st in summary["settings"].items():
@@ -380,11 +370,7 @@ def plot_run(summary: dict[str, Any], out_dir: Path) -> list[str]:
             ax.set_title(f"{summary['name']}: accuracy vs ε ({sname})")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = out_dir / f"accuracy_vs_eps_{sname}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            written.append(f"{PLOTS}/{path.name}")
+            written.append(save_plot(fig, out_dir, f"accuracy_vs_eps_{sname}.png"))
         # bars per condition, one bar per pipeline, CI as error bars
         conds = st["conditions"]
         pipes = list(rows)
@@ -407,24 +393,22 @@ def plot_run(summary: dict[str, Any], out_dir: Path) -> list[str]:
             ax.set_title(f"{summary['name']}: Hits@1 per condition ({sname})")
             ax.legend(fontsize=8)
             ax.grid(axis="y", alpha=0.3)
-            fig.tight_layout()
-            path = out_dir / f"bars_{sname}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            written.append(f"{PLOTS}/{path.name}")
+            written.append(save_plot(fig, out_dir, f"bars_{sname}.png"))
     return written
 
 
 def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     """Rebuild summary.json, report.md and the plots of a run folder from its JSONL."""
     run_dir = Path(run_dir)
-    cfg, meta, records = load_run(run_dir)
-    if not records:
-        raise ConfigError(f"{run_dir} has no records yet ({RESULTS} is empty or missing)")
-    summary = build_summary(cfg, meta, records)
-    written = plot_run(summary, run_dir / PLOTS) if plots else []
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    (run_dir / REPORT).write_text(markdown(summary, cfg, written))
+    meta = read_meta(run_dir)
+    cfg = EvalConfig.model_validate(meta["config"])
+    summary = build_summary(cfg, meta, require_records(run_dir))
+    write_report_files(
+        run_dir,
+        summary,
+        lambda written: markdown(summary, cfg, written),
+        (lambda folder: plot_run(summary, folder)) if plots else None,
+    )
     log.info("report written to %s", run_dir / REPORT)
     return summary
 
@@ -460,7 +444,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> list[dict[str, Any]]:
                         "condition": cond,
                         "a": ca["hits@1"],
                         "b": cb["hits@1"],
-                        "delta": _r(cb["hits@1"] - ca["hits@1"]),
+                        "delta": rounded(cb["hits@1"] - ca["hits@1"]),
                         "ci_overlap": overlap,
                         "n_a": ca["n"],
                         "n_b": cb["n"],
@@ -493,9 +477,9 @@ def paper_rows(summary: dict[str, Any], cfg: EvalConfig) -> tuple[str, list[str]
             clean, attacked, with_agent = cell(st, ref, CLEAN), cell(st, ref, attack), cell(st, agent, attack)
             rec = with_agent.get("recovery") if with_agent else None
             row += [
-                _pct(clean["hits@1"]) if clean else "–",
-                _pct(attacked["hits@1"]) if attacked else "–",
-                (_pct(with_agent["hits@1"]) + (f" ({100 * rec:+.1f})" if rec is not None else "")) if with_agent else "–",
+                pct(clean["hits@1"]) if clean else "–",
+                pct(attacked["hits@1"]) if attacked else "–",
+                (pct(with_agent["hits@1"]) + (f" ({pct_delta(rec)})" if rec is not None else "")) if with_agent else "–",
             ]
         rows.append(row)
     caption = f"Hits@1 in %: `{ref}` clean and attacked, `{agent}` attacked, rec = agent minus `{ref}` under the same attack."
@@ -519,7 +503,7 @@ def compare_markdown(rows: list[dict[str, Any]], run_a: str, run_b: str) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['pipeline']} | {r['condition']} | {_pct(r['a'])} | {_pct(r['b'])} | "
-            f"{100 * r['delta']:+.1f} | {'yes' if r['ci_overlap'] else 'no'} |"
+            f"| {r['setting']} | {r['pipeline']} | {r['condition']} | {pct(r['a'])} | {pct(r['b'])} | "
+            f"{pct_delta(r['delta'])} | {'yes' if r['ci_overlap'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"

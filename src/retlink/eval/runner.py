@@ -4,13 +4,13 @@
     runner.run(limit=4)           # resumable: run it again and only missing records are made
 
 Order of work is condition-major (clean first, then each attack): the attacked images of one
-attack are made in fixed chunks (see `attacked.py`), then every (sample, setting, pipeline) link of
+attack are made in fixed chunks (see `retlink.attacks.attacked`), then every (sample, setting, pipeline) link of
 that attack runs with at most `concurrency` links in flight. Each finished link is appended to
-`results.jsonl` at once (durable, see `records.py`); a link that raises is recorded with its error
+`results.jsonl` at once (durable, see `runs.py`); a link that raises is recorded with its error
 and counted as a miss, never fatal. On start the run folder's records are read and every key
 already recorded as ok is skipped, so a crash or Ctrl-C loses at most the links in flight.
 
-An `attack: adaptive` is made per pipeline from its own defences (`attacked.attack_variants`):
+An `attack: adaptive` is made per pipeline from its own defences (`variants.attack_variants`):
 each variant's images are stored like any attack's, the pipeline links every variant it faces,
 and its record keeps the per-sample worst case (`worst_case`) and names the variant. A pipeline
 may define its own gold answer from the clean image (`gold`, the tagger's undefended label).
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -44,36 +44,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retlink.eval.attacked import (
-    AttackedStore,
-    LabelMaker,
-    Variant,
-    attack_variants,
-    clean_tensor,
-    make_chunk,
-)
-from retlink.eval.config import CLEAN, EvalConfig, SettingSpec
+from retlink.attacks.attacked import AttackedStore, LabelMaker, clean_tensor, make_chunk
+from retlink.eval.config import EvalConfig, SettingSpec
 from retlink.eval.metrics import gold_rank
-from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
+from retlink.eval.runs import CLEAN, Recorder, by_attack, done_keys, resume_meta, write_meta
+from retlink.eval.variants import Variant, attack_variants
+from retlink.eval.work import Executor, ImageChunk, Job
 
 log = logging.getLogger(__name__)
 
 #: candidates kept per record (enough for Hits@k with the configured ks and MRR)
 KEEP_CANDIDATES = 20
-
-
-@dataclass(frozen=True)
-class Job:
-    """One link to make."""
-
-    sample: Any
-    pipeline: str
-    setting: SettingSpec
-    attack: str
-
-    @property
-    def key(self) -> str:
-        return record_key(self.sample.id, self.pipeline, self.setting.name, self.attack)
 
 
 @dataclass
@@ -89,35 +70,6 @@ class Plan:
     @property
     def todo(self) -> list[Job]:
         return [j for j in self.jobs if j.key not in self.done]
-
-
-@dataclass(frozen=True)
-class ImageChunk:
-    """One chunk of attacked images to make: `samples` are the chunk's samples in run order."""
-
-    attack: str
-    variant: str
-    chunk: int
-    samples: list[Any]
-
-
-class Executor(Protocol):
-    """Runs a run's per-item work somewhere; used as a context manager around one `run`."""
-
-    #: make every attack's images before the first link (True: workers that make images and
-    #: workers that link compete for the same cluster resources); False: attack by attack,
-    #: each attack's images just before its links
-    images_first: bool
-
-    def make_images(self, chunks: list[ImageChunk]) -> None:
-        """Make (and store in the run folder) the attacked images of every chunk."""
-
-    def link(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
-        """One record per job (`Runner.link_one`), in the order they finish."""
-
-    def __enter__(self) -> Executor: ...
-
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class LocalExecutor:
@@ -183,7 +135,8 @@ def text_seed(seed: int, sample_id: str, setting: str) -> int:
 def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tuple[Any, str, str]:
     """(image, mention, context) as the linker sees them in a setting."""
     from retlink.attacks import text as perturb_text
-    from retlink.eval.settings import LinkInput, apply_setting
+    from retlink.attacks.multimodal import LinkInput
+    from retlink.eval.settings import apply_setting
 
     seen = apply_setting(LinkInput(image, sample.mention, sample.context), setting.setting)
     context = seen.context
@@ -294,9 +247,7 @@ class Runner:
                 for sample in samples:
                     for p in cfg.pipelines_in(setting):
                         jobs.append(Job(sample, p, setting, attack))
-        records = read_records(self.dir / RESULTS)
-        done = {k for k, r in records.items() if r.get("status") == "ok"}
-        plan = Plan(samples, conditions, jobs, done)
+        plan = Plan(samples, conditions, jobs, done_keys(self.dir))
         for a in cfg.attacks:
             if any(a.name in cfg.attacks_in(s) for s in cfg.settings):
                 plan.images_missing[a.name] = sum(
@@ -380,15 +331,14 @@ class Runner:
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
-        failed = 0
         with (
             Progress(*columns, console=self.console, disable=not progress) as bar,
-            RecordLog(self.dir / RESULTS) as records,
+            Recorder(self.dir, on_record) as records,
             executor,
         ):
             self.executor = executor
             task = bar.add_task("linking", total=len(todo), failed=0)
-            groups = _by_attack(todo)
+            groups = by_attack(todo)
             if executor.images_first:  # every attack's images before the first link
                 bar.update(task, description="attacking")
                 executor.make_images([c for attack, jobs in groups for c in self._chunks_of(attack, jobs, plan)])
@@ -398,14 +348,9 @@ class Runner:
                     executor.make_images(self._chunks_of(attack, jobs, plan))
                 bar.update(task, description=f"linking ({attack})")
                 for rec in executor.link(jobs):
-                    records.append(rec)
-                    failed += rec["status"] != "ok"
-                    bar.update(task, advance=1, failed=failed)
-                    if on_record:
-                        on_record(rec)
-        self.console.print(
-            f"[bold]{len(todo) - failed}[/] links recorded, [red]{failed}[/] failed, in {self.dir / RESULTS}"
-        )
+                    records.add(rec)
+                    bar.update(task, advance=1, failed=records.failed)
+        self.console.print(records.summary("links"))
         return plan
 
     def _chunks_of(self, attack: str, jobs: list[Job], plan: Plan) -> list[ImageChunk]:
@@ -428,7 +373,7 @@ class Runner:
 
     def make_images_chunk(self, c: ImageChunk) -> int:
         """Attack one chunk and store its images (the per-item work of every executor)."""
-        from retlink.eval.attacked import surrogate
+        from retlink.attacks.attacked import surrogate
 
         cfg = self.config
         spec, _, folder = self.variants(c.attack)[c.variant]
@@ -574,16 +519,9 @@ def worst_case(outcomes: list[tuple[str, dict[str, Any], Any]], gold: str) -> tu
 
 
 def _stem(sample_id: str) -> str:
-    from retlink.eval.attacked import file_stem
+    from retlink.attacks.attacked import file_stem
 
     return file_stem(sample_id)
-
-
-def _by_attack(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
-    groups: dict[str, list[Job]] = {}
-    for j in jobs:
-        groups.setdefault(j.attack, []).append(j)
-    return list(groups.items())
 
 
 def _versions() -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Attacked MATE scenes: the eval module's image attacks on the rendered PNGs, stored the way
-`retlink eval run` stores its attacked images (`retlink.eval.attacked`: `AttackedStore`, fixed
+`retlink eval run` stores its attacked images (`retlink.attacks.attacked`: `AttackedStore`, fixed
 chunks with resume-safe seeds, measured norms), one image per scene shared by every question,
 model and prompt of the run.
 
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from retlink.attacks.attacked import AttackedStore, file_stem, make_chunk
 from retlink.attacks.targets import Target
-from retlink.eval.attacked import AttackedStore, file_stem, make_chunk
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def attacked_png(store: AttackedStore, scene_id: str) -> Path:
     """The stored attacked image of a scene as the PNG a model reads (written once, atomically)."""
     from PIL import Image
 
-    from retlink.eval.export import to_uint8
+    from retlink.attacks.attacked import to_uint8
 
     path = store.dir / f"{file_stem(scene_id)}.png"
     if not path.exists():

@@ -5,7 +5,7 @@
     retlink mate report RUN_DIR
 
 Heavy imports happen inside the commands; errors are `RetlinkError`s, printed as one line with
-exit code 2 by the main CLI's handler (reached through `retlink.eval.cli.friendly_errors`).
+exit code 2 by `retlink.core.errors.friendly_errors`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from retlink.eval.cli import friendly_errors
+from retlink.core.errors import friendly_errors
+from retlink.eval.runs import pct
 
 mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
 out = Console()
@@ -60,8 +61,9 @@ def run_cmd(
     report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
 ) -> None:
     """Run (or resume) CONFIG: answers in RUN_DIR/results.jsonl, then the report."""
+    from retlink.eval.runs import REPORT
     from retlink.mate.harness import MateRunner, load_mate_config
-    from retlink.mate.report import REPORT, write_report
+    from retlink.mate.report import write_report
 
     runner = MateRunner(load_mate_config(config), out_dir)
     runner.run(limit)
@@ -74,7 +76,8 @@ def run_cmd(
 @friendly_errors
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="MATE run folder")]) -> None:
     """Rebuild summary.json, report.md and the plot of RUN_DIR from its records."""
-    from retlink.mate.report import REPORT, write_report
+    from retlink.eval.runs import REPORT
+    from retlink.mate.report import write_report
 
     _print(write_report(run_dir))
     out.print(f"report: [bold]{run_dir / REPORT}[/]")
@@ -86,17 +89,15 @@ def _print(summary: dict) -> None:
         cells = []
         for t in ("img2data", "data2img", "img2img", "data2data"):
             c = r["tasks"].get(t)
-            cells.append(f"{100 * c['accuracy']:.1f}" if c and c["accuracy"] is not None else "–")
-        table.add_row(name, *cells, f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–")
+            cells.append(pct(c["accuracy"]) if c else "–")
+        table.add_row(name, *cells, pct(r.get("out_of_scene")))
     out.print(table)
     if summary.get("robustness"):
         rob = Table("model · prompt", "attack", "clean", "attacked", "drop", "DR", title="MATE robustness: cross-modal exact match (%)")
         for name, by_attack in summary["robustness"].items():
             for attack, c in by_attack.items():
                 dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
-                rob.add_row(name, attack, _pct(c["clean"]["accuracy"]), _pct(c["attacked"]["accuracy"]), _pct(c["drop"]), dr)
+                rob.add_row(name, attack, pct(c["clean"]["accuracy"]), pct(c["attacked"]["accuracy"]), pct(c["drop"]), dr)
         out.print(rob)
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"

@@ -12,7 +12,7 @@ agent), one durable record per (question, model, prompt), resumable like `retlin
       - {name: square-perception, attack: square, target: perception}
       - {name: pgd-transfer, attack: pgd, target: embedding_away, surrogate: efficientnet_lite0}
 
-Records go to `results.jsonl` through the eval module's `RecordLog` (append + fsync, torn last
+Records go to `results.jsonl` through `retlink.eval.runs` (`Recorder`: append + fsync, torn last
 line cut on resume), keyed with `record_key(question, model, prompt, attack)` (`clean` first, then each attack, whose
 images are made once per scene before its answers, see `retlink.mate.attack`); a run folder holds
 `run.json` with the config's fingerprint, so a resumed run refuses to mix two experiments. A
@@ -23,7 +23,6 @@ when the run is resumed.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -37,18 +36,28 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from retlink.attacks.spec import COMPOSITE_ATTACKS, AttackSpec
 from retlink.core.config import StrictModel, read_yaml, validate_config
 from retlink.core.errors import ConfigError, RetlinkError
 from retlink.core.schema import OpenAIServerConfig
-from retlink.eval.config import COMPOSITE_ATTACKS, AttackSpec
-from retlink.eval.records import RESULTS, RecordLog, read_records, record_key, resume_meta, write_meta
+from retlink.eval.runs import (
+    CLEAN,
+    Recorder,
+    by_attack,
+    check_unique_names,
+    done_keys,
+    fingerprint,
+    record_key,
+    resume_meta,
+    run_dir,
+    write_meta,
+)
 from retlink.mate.build import MateSet, build
 from retlink.mate.prompts import messages
 from retlink.mate.questions import Question, exact_match, extract_answer, out_of_scene
 
 log = logging.getLogger(__name__)
 
-CLEAN = "clean"
 #: the prompt name the binding agent's records carry (it takes no prompt)
 AGENT_PROMPT = "tools"
 
@@ -98,7 +107,7 @@ SCORE_BASED = ("square", "gaussian_noise")
 
 
 class MateAttackSpec(AttackSpec):
-    """One image attack on the MATE scenes: the eval config's `AttackSpec` (same attacks, presets,
+    """One image attack on the MATE scenes: `retlink.attacks.spec.AttackSpec` (same attacks, presets,
     parameters and surrogates), with MATE's targets. `perception` is the binding agent's own
     scene parser, attacked score-based (it has no gradient); `embedding_away` and `classifier`
     are on the surrogate network (a transfer attack on the agent and on any VLM). MATE has no KB,
@@ -142,13 +151,13 @@ class MateRunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> MateRunConfig:
-        for what, names in (
-            ("model", [m.name for m in self.models]),
-            ("prompt", [p.name for p in self.prompts]),
-            ("attack", [a.name for a in self.attacks]),
-        ):
-            if len(set(names)) != len(names):
-                raise ValueError(f"{what} names must be unique: {names}")
+        check_unique_names(
+            {
+                "models": [m.name for m in self.models],
+                "prompts": [p.name for p in self.prompts],
+                "attacks": [a.name for a in self.attacks],
+            }
+        )
         return self
 
     def fingerprint(self) -> str:
@@ -157,10 +166,10 @@ class MateRunConfig(StrictModel):
         for m in data["models"]:  # connection details do not change answers
             for k in ("base_url", "api_key", "timeout_s", "max_retries", "max_concurrency"):
                 m.pop(k, None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(data)
 
     def run_dir(self, out: Path | None = None) -> Path:
-        return Path(out) if out is not None else self.output_dir / self.name
+        return run_dir(self.output_dir, self.name, out)
 
 
 def load_mate_config(source: str | Path | dict[str, Any] | MateRunConfig) -> MateRunConfig:
@@ -255,22 +264,22 @@ class MateRunner:
         data = self.dataset()
         jobs = self.jobs(data, limit)
         self._write_meta(data)
-        done = {k for k, r in read_records(self.dir / RESULTS).items() if r.get("status") == "ok"}
+        done = done_keys(self.dir)
         todo = [j for j in jobs if j.key not in done]
         if not todo:
             self.console.print(f"nothing to do: all {len(jobs)} answers of {self.dir} are recorded")
             return {"planned": len(jobs), "ran": 0, "failed": 0, "images": 0}
         answerers = {m.name: Answerer(m, data) for m in {j.model.name: j.model for j in todo}.values()}
-        failed = images = 0
+        images = 0
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("[red]{task.fields[failed]} failed"), TimeRemainingColumn())
         with (
             Progress(*columns, console=self.console, disable=not progress) as bar,
-            RecordLog(self.dir / RESULTS) as records,
+            Recorder(self.dir, on_record) as records,
             ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="mate") as pool,
         ):
             task = bar.add_task("MATE", total=len(todo), failed=0)
             try:
-                for attack, group in _by_attack(todo):
+                for attack, group in by_attack(todo):
                     seen: dict[str, Path] = {}
                     if attack != CLEAN:
                         bar.update(task, description=f"MATE attacking ({attack})")
@@ -279,22 +288,18 @@ class MateRunner:
                     bar.update(task, description=f"MATE answering ({attack})")
                     futures = [pool.submit(self._one, answerers[j.model.name], j, seen.get(j.question.scene)) for j in group]
                     for fut in as_completed(futures):
-                        rec = fut.result()
-                        records.append(rec)
-                        failed += rec["status"] != "ok"
-                        bar.update(task, advance=1, failed=failed)
-                        if on_record:
-                            on_record(rec)
+                        records.add(fut.result())
+                        bar.update(task, advance=1, failed=records.failed)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        self.console.print(f"[bold]{len(todo) - failed}[/] answers recorded, [red]{failed}[/] failed, in {self.dir / RESULTS}")
-        return {"planned": len(jobs), "ran": len(todo), "failed": failed, "images": images}
+        self.console.print(records.summary("answers"))
+        return {"planned": len(jobs), "ran": len(todo), "failed": records.failed, "images": images}
 
     def _attacked_images(self, data: MateSet, attack: str, group: list[Job]) -> tuple[dict[str, Path], int]:
         """({scene: attacked PNG}, images made now) for the scenes of `group`: made in the fixed
         chunks of the whole set's scenes (so `limit` does not change an image), only where missing."""
-        from retlink.eval.attacked import AttackedStore
+        from retlink.attacks.attacked import AttackedStore
         from retlink.mate.attack import attacked_png, make_images, scene_samples
         from retlink.mate.scene import Camera
 
@@ -361,13 +366,6 @@ class Job:
     @property
     def key(self) -> str:
         return record_key(self.question.id, self.model.name, self.prompt.name, self.attack)
-
-
-def _by_attack(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
-    groups: dict[str, list[Job]] = {}
-    for j in jobs:
-        groups.setdefault(j.attack, []).append(j)
-    return list(groups.items())
 
 
 def _attack_meta(png: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from retlink.mate.layout import sample_scene
 from retlink.mate.scene import (
     TEXTUAL_ONLY,
     VISUAL_ONLY,
@@ -32,7 +33,6 @@ from retlink.mate.scene import (
     Scene,
     SceneObject,
     is_small,
-    sample_scene,
 )
 
 CROSS_TASKS = ("img2data", "data2img")

@@ -10,18 +10,29 @@ numbers of the paper come along as reference rows, marked as such.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retlink.core.errors import ConfigError
-from retlink.eval import metrics
-from retlink.eval.records import RESULTS, read_meta, read_records
-from retlink.eval.report import PLOTS, REPORT, SUMMARY
-from retlink.mate.harness import CLEAN, MateRunConfig
+from retlink.eval.runs import (
+    CLEAN,
+    absolute_drop,
+    accuracy,
+    attack_success_rate,
+    drop_ratio,
+    interval,
+    pct,
+    pct_ci,
+    pyplot,
+    read_meta,
+    require_records,
+    rounded,
+    save_plot,
+    write_report_files,
+)
+from retlink.mate.harness import MateRunConfig
 from retlink.mate.questions import CONTROL_TASKS, CROSS_TASKS, OBJECT_COUNTS
 
 #: Exact-match accuracy (%) on MATE's cross-modal questions as published in arXiv 2503.03854
@@ -36,9 +47,12 @@ PUBLISHED = {
 
 
 def _cell(correct: list[float], cfg: MateRunConfig, seed: int) -> dict[str, Any]:
-    lo, hi = metrics.bootstrap_ci(correct, n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=seed)
-    acc = metrics.accuracy([bool(c) for c in correct])
-    return {"n": len(correct), "accuracy": None if np.isnan(acc) else round(acc, 4), "ci": [round(lo, 4), round(hi, 4)]}
+    """Exact-match accuracy of some answers with its bootstrap interval."""
+    return {
+        "n": len(correct),
+        "accuracy": rounded(accuracy([bool(c) for c in correct])),
+        "ci": interval(correct, cfg.bootstrap_resamples, cfg.confidence, seed),
+    }
 
 
 def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -105,26 +119,20 @@ def robustness_cell(recs: list[dict[str, Any]], clean: dict[str, dict[str, Any]]
     recs = sorted((r for r in recs if r["task"] in CROSS_TASKS and r["question_id"] in clean), key=lambda r: r["question_id"])
     after = [float(r["correct"]) for r in recs]
     before = [float(clean[r["question_id"]]["correct"]) for r in recs]
-    lo, hi = metrics.bootstrap_ci(
-        [b - a for b, a in zip(before, after, strict=True)], n_resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=4
-    )
-    acc_clean, acc_attacked = metrics.accuracy([bool(x) for x in before]), metrics.accuracy([bool(x) for x in after])
+    drop_ci = interval([b - a for b, a in zip(before, after, strict=True)], cfg.bootstrap_resamples, cfg.confidence, seed=4)
+    acc_clean, acc_attacked = accuracy([bool(x) for x in before]), accuracy([bool(x) for x in after])
     norms = [r["norms_png"]["linf_255"] for r in recs if "norms_png" in r]
-
-    def _r(x: float) -> float | None:
-        return None if np.isnan(x) else round(float(x), 4)
-
     return {
         "n": len(recs),
         "failed": sum(r["status"] != "ok" for r in recs),
         "clean": _cell(before, cfg, 1),
         "attacked": _cell(after, cfg, 1),
         "tasks": {t: _cell([float(r["correct"]) for r in recs if r["task"] == t], cfg, 0) for t in CROSS_TASKS if any(r["task"] == t for r in recs)},
-        "drop": _r(metrics.absolute_drop(acc_clean, acc_attacked)),
-        "drop_ci": [round(lo, 4), round(hi, 4)],
-        "drop_ratio": _r(metrics.drop_ratio(acc_clean, acc_attacked)),
-        "attack_success_rate": _r(
-            metrics.attack_success_rate([bool(x) for x in before], [bool(x) for x in after]) if recs else float("nan")
+        "drop": rounded(absolute_drop(acc_clean, acc_attacked)),
+        "drop_ci": drop_ci,
+        "drop_ratio": rounded(drop_ratio(acc_clean, acc_attacked)),
+        "attack_success_rate": rounded(
+            attack_success_rate([bool(x) for x in before], [bool(x) for x in after]) if recs else float("nan")
         ),
         "linf_255_png": {"mean": round(float(np.mean(norms)), 2), "max": round(float(np.max(norms)), 2)} if norms else None,
         "attack_seconds": round(float(np.mean([r["attack_seconds"] for r in recs if r.get("attack_seconds") is not None] or [np.nan])), 4)
@@ -132,11 +140,9 @@ def robustness_cell(recs: list[dict[str, Any]], clean: dict[str, dict[str, Any]]
     }
 
 
-def _pct(c: dict[str, Any] | None) -> str:
-    if not c or c["accuracy"] is None:
-        return "–"
-    lo, hi = c["ci"]
-    return f"{100 * c['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+def cell_text(c: dict[str, Any] | None) -> str:
+    """A `_cell` as table text: accuracy in % with its interval."""
+    return pct_ci(c["accuracy"], c["ci"]) if c else "–"
 
 
 def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> str:
@@ -154,10 +160,10 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
     ]
     for name, r in summary["rows"].items():
         t = r["tasks"]
-        ose = f"{100 * r['out_of_scene']:.1f}" if "out_of_scene" in r else "–"
+        ose = pct(r.get("out_of_scene"))
         lines.append(
-            f"| {name} | {_pct(t.get('img2data'))} | {_pct(t.get('data2img'))} | {_pct(r.get('cross_modal'))} | "
-            f"{_pct(t.get('img2img'))} | {_pct(t.get('data2data'))} | {ose} | {r['n']} |"
+            f"| {name} | {cell_text(t.get('img2data'))} | {cell_text(t.get('data2img'))} | {cell_text(r.get('cross_modal'))} | "
+            f"{cell_text(t.get('img2img'))} | {cell_text(t.get('data2data'))} | {ose} | {r['n']} |"
         )
     for who, acc in summary["published"].items():
         lines.append(f"| {who} (published, arXiv 2503.03854) | | | {acc:.1f} | | | | |")
@@ -176,14 +182,13 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
         ]
         for name, by_attack in summary["robustness"].items():
             for attack, c in by_attack.items():
-                lo, hi = c["drop_ci"]
-                drop = "–" if c["drop"] is None else f"{100 * c['drop']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+                drop = pct_ci(c["drop"], c["drop_ci"])
                 dr = "–" if c["drop_ratio"] is None else f"{c['drop_ratio']:.2f}"
-                asr = "–" if c["attack_success_rate"] is None else f"{100 * c['attack_success_rate']:.1f}"
+                asr = pct(c["attack_success_rate"])
                 norm = "–" if not c["linf_255_png"] else f"{c['linf_255_png']['mean']:.1f} / {c['linf_255_png']['max']:.1f}"
                 lines.append(
-                    f"| {name} | {attack} | {_pct(c['clean'])} | {_pct(c['attacked'])} | {drop} | {dr} | {asr} | "
-                    f"{_pct(c['tasks'].get('img2data'))} | {_pct(c['tasks'].get('data2img'))} | {norm} | {c['n']} |"
+                    f"| {name} | {attack} | {cell_text(c['clean'])} | {cell_text(c['attacked'])} | {drop} | {dr} | {asr} | "
+                    f"{cell_text(c['tasks'].get('img2data'))} | {cell_text(c['tasks'].get('data2img'))} | {norm} | {c['n']} |"
                 )
         lines += [""] + [f"- `{a}`: {d}" for a, d in summary["attacks"].items()]
     lines += ["", "## Accuracy by object count", ""]
@@ -191,7 +196,7 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
     lines.append("|---|---|" + "---|" * len(OBJECT_COUNTS))
     for name, r in summary["rows"].items():
         for task, cells in r["by_objects"].items():
-            lines.append(f"| {name} | {task} | " + " | ".join(_pct(cells.get(str(n))) for n in OBJECT_COUNTS) + " |")
+            lines.append(f"| {name} | {task} | " + " | ".join(cell_text(cells.get(str(n))) for n in OBJECT_COUNTS) + " |")
     lines += [
         "",
         "## Accuracy by linking attributes (cross-modal)",
@@ -203,7 +208,7 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
         "|---|---|---|---|",
     ]
     for name, r in summary["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(_pct(r["by_linking"].get(str(k))) for k in (0, 1, 2)) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell_text(r["by_linking"].get(str(k))) for k in (0, 1, 2)) + " |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -211,12 +216,7 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
 
 def plot(summary: dict[str, Any], out_dir: Path) -> list[str]:
     """accuracy_by_objects.png: cross-modal accuracy (both directions pooled per count) with CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = False
     for i, (name, r) in enumerate(summary["rows"].items()):
@@ -240,11 +240,7 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_title(f"MATE {summary['name']}: accuracy by object count")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / "accuracy_by_objects.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [f"{PLOTS}/{path.name}"]
+    return [save_plot(fig, out_dir, "accuracy_by_objects.png")]
 
 
 def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
@@ -252,11 +248,12 @@ def write_report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir, "MATE run", "retlink mate run CONFIG")
     cfg = MateRunConfig.model_validate(meta["config"])
-    records = read_records(run_dir / RESULTS)
-    if not records:
-        raise ConfigError(f"{run_dir} has no records yet ({RESULTS} is empty or missing)")
+    records = require_records(run_dir)
     summary = build_summary(cfg, meta, records)
-    written = plot(summary, run_dir / PLOTS) if plots else []
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    (run_dir / REPORT).write_text(markdown(summary, cfg, written))
+    write_report_files(
+        run_dir,
+        summary,
+        lambda written: markdown(summary, cfg, written),
+        (lambda folder: plot(summary, folder)) if plots else None,
+    )
     return summary

@@ -32,9 +32,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from retlink.agent.nodes.validator import check_unicode
+from retlink.attacks.spec import SurrogateName
 from retlink.core.errors import InputError, RetlinkError
 from retlink.core.networks import DEFAULT_NETWORK
-from retlink.eval.config import SurrogateName
 
 #: the largest seed an attack request may carry
 MAX_SEED = 2**32 - 1
@@ -141,9 +141,8 @@ def make_attack(pil: Image.Image, req: AttackRequest, settings: AttackSettings, 
     """Attack one image (blocking: run it in a thread)."""
 
     from retlink.attacks import build_attack
-    from retlink.eval.attacked import LabelMaker, build_target, surrogate
-    from retlink.eval.export import from_uint8, to_uint8
-    from retlink.eval.metrics import perturbation_norms
+    from retlink.attacks.attacked import LabelMaker, build_target, from_uint8, surrogate, to_uint8
+    from retlink.attacks.projections import perturbation_norms
     from retlink.tools.vision.efficientnet import INPUT_SIZE, preprocess
 
     started = time.perf_counter()

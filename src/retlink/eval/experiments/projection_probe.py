@@ -31,7 +31,7 @@ from torch import nn
 
 from retlink.attacks import build_attack
 from retlink.attacks.targets import ClassifierTarget
-from retlink.eval.metrics import bootstrap_ci
+from retlink.eval.runs import bootstrap_ci
 
 log = logging.getLogger(__name__)
 

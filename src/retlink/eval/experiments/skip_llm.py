@@ -26,8 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retlink.core.errors import ConfigError
-from retlink.eval.metrics import bootstrap_ci
-from retlink.eval.records import RESULTS, read_records
+from retlink.eval.runs import RESULTS, bootstrap_ci, read_records
 
 NEVER = math.inf
 

@@ -2,7 +2,7 @@
 
 The builder and the store speak to a location, never to a path or a client directly, so both
 places hold the same things and obey the same rules:
-- two chromadb collections, entity texts and entity images (`store.open_collections`);
+- two chromadb collections, entity texts and entity images (`chroma.open_collections`);
 - the alias table (normalised name -> entity id);
 - the manifest, written last: a KB without a complete manifest is refused;
 - a build writes into a partial KB beside the real one and swaps it into place at the end.
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from retlink.core.errors import ConfigError, KBError
 from retlink.core.types import Entity
+from retlink.tools.kb.chroma import alias_rows
 
 if TYPE_CHECKING:
     from retlink.core.schema import KBConfig
@@ -95,13 +96,6 @@ class KBLocation(Protocol):
         """A ConfigError unless a build may write here (before any work or lock file)."""
 
 
-def alias_rows(entities: Iterable[Entity]) -> set[tuple[str, str]]:
-    """(normalised name, entity id) for each entity's name and aliases."""
-    from retlink.tools.kb.store import normalise_name
-
-    return {(normalise_name(n), e.id) for e in entities for n in [e.name, *e.aliases] if normalise_name(n)}
-
-
 #: the marker kind of a KB folder
 KB_KIND = "kb"
 #: what a KB folder held before the marker existed (the sqlite side files included)
@@ -138,7 +132,7 @@ class FolderKB:
         return json.loads(path.read_text()) if path.exists() else None
 
     def open(self, text_embedder: TextEmbedder, *, partial: bool = False) -> tuple[Any, Any, Aliases]:
-        from retlink.tools.kb.store import AliasTable, chroma_client, open_collections
+        from retlink.tools.kb.chroma import AliasTable, chroma_client, open_collections
 
         folder = self.work if partial else self.path
         folder.mkdir(parents=True, exist_ok=True)
@@ -218,12 +212,12 @@ class ServerAliasTable:
 
     def lookup(self, mention: str, limit: int = 50) -> list[str]:
         """The ids of entities named `mention`, sorted (as the sqlite table returns them)."""
-        from retlink.tools.kb.store import _kb_errors, normalise_name
+        from retlink.tools.kb.chroma import kb_errors, normalise_name
 
         key = normalise_name(mention)
         if not key:
             return []
-        with _kb_errors(self.where):
+        with kb_errors(self.where):
             got = self._col.get(where={"norm": key}, include=["metadatas"])
         return sorted(m["entity_id"] for m in got["metadatas"])[:limit]
 
@@ -309,7 +303,7 @@ class ServerKB:
     def open(self, text_embedder: TextEmbedder, *, partial: bool = False) -> tuple[Any, Any, Aliases]:
         """The partial KB's collections are created as needed; a reader only gets the built KB's
         (a reader never leaves empty collections behind on the server)."""
-        from retlink.tools.kb.store import ChromaTextEmbedding, open_collections
+        from retlink.tools.kb.chroma import ChromaTextEmbedding, open_collections
 
         state = "partial" if partial else ""
         names = (self.collection_name("text", state), self.collection_name("image", state))

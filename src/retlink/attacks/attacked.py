@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +55,17 @@ def file_stem(sample_id: str) -> str:
 
     safe = _SAFE.sub("_", sample_id).strip("._") or "sample"
     return f"{safe[:80]}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded to nearest (what PNG can hold)."""
+    arr = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    return arr.permute(1, 2, 0).numpy()
+
+
+def from_uint8(arr: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1], the inverse of `to_uint8` on its grid."""
+    return torch.from_numpy(np.asarray(arr, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def clean_tensor(image_path: Path | None, size: int | None) -> torch.Tensor:
@@ -236,54 +247,6 @@ def build_target(kind: str, model: nn.Module) -> Any:
     raise ValueError(f"unknown attack target {kind!r}")
 
 
-class Variant(NamedTuple):
-    """One set of attacked images of an attack: what makes them, who faces them, where they are."""
-
-    spec: Any
-    pipelines: list[str]
-    #: folder below the run's `attacked/`
-    store: str
-
-
-def attack_variants(cfg: Any, spec: Any) -> dict[str, Variant]:
-    """{variant key: Variant} of one attack of an eval config.
-
-    A plain attack has one variant, key "" (its images in `attacked/<name>/`). `attack: adaptive`
-    expands per pipeline into plain PGD plus the adaptive attacks its own defence config calls
-    for (`retlink.attacks.adaptive.adaptive_attacks`), each in `attacked/<name>/<key>/`;
-    pipelines with the same defences share a variant's images, and the plain PGD variant uses
-    the images of a plain attack of the config with the very same parameters, when there is one."""
-    from retlink.attacks.adaptive import adaptive_attacks, attack_key
-    from retlink.eval.pipelines import pipeline_defence
-
-    def faces(p: Any, name: str) -> bool:
-        return any(name in cfg.attacks_in(s) and p.name in cfg.pipelines_in(s) for s in cfg.settings)
-
-    pipes = [p.name for p in cfg.pipelines if faces(p, spec.name)]
-    if spec.attack != "adaptive":
-        return {"": Variant(spec, pipes, spec.name)}
-    base = spec.image_params()
-    eot = int(spec.resolved_params().get("eot_samples", 4))
-    out: dict[str, Variant] = {}
-    for p in cfg.pipelines:
-        if p.name not in pipes:
-            continue
-        for name, overrides in [("pgd", {}), *adaptive_attacks(pipeline_defence(p), eot, spec.surrogate)]:
-            key = attack_key(name, overrides)
-            if key not in out:
-                variant = spec.model_copy(update={"attack": name, "params": {**base, **overrides}})
-                same = next((a for a in cfg.attacks if _same_images(a, variant)), None)
-                out[key] = Variant(same or variant, [], same.name if same else f"{spec.name}/{key}")
-            out[key].pipelines.append(p.name)
-    return out
-
-
-def _same_images(a: Any, b: Any) -> bool:
-    """Whether two attack specs make the same images (all but the name equal)."""
-    fields = ("attack", "preset", "params", "target", "surrogate", "batch_size")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
-
-
 def chunk_seed(seed: int, attack_index: int, chunk: int) -> int:
     """Seed of one chunk: independent of which other chunks were made before (resume-safe)."""
     return (seed * 1_000_003 + attack_index * 10_007 + chunk) % (2**31)
@@ -309,8 +272,7 @@ def make_chunk(
     sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
     distractors) is only needed by `embedding_toward_distractor` and `multimodal`."""
     from retlink.attacks import build_attack
-    from retlink.eval.export import from_uint8, to_uint8
-    from retlink.eval.metrics import perturbation_norms
+    from retlink.attacks.projections import perturbation_norms
 
     images, ok = [], []
     for s in samples:
@@ -370,8 +332,8 @@ def _multimodal(
     substitution in its sentence that most lowers cos(text encoder(mention + sentence), the gold
     entity's KB text), candidates being the encoder's own vocabulary neighbours of each word
     (`retlink.attacks.text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
+    from retlink.attacks.multimodal import LinkInput, MultimodalAttack
     from retlink.attacks.text import token_neighbours
-    from retlink.eval.settings import LinkInput, MultimodalAttack
 
     encoder = kb.text_embedder
     neighbours = int(spec.params.get("neighbours", 8))
