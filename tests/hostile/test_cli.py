@@ -28,7 +28,6 @@ def _closed_port() -> int:
 
 
 def test_eval_run_on_an_unreachable_ray_address_fails_fast_and_leaves_nothing(tmp_path):
-    pytest.importorskip("ray")
     out = tmp_path / "run"
     started = time.monotonic()
     res = run_cli("eval", "run", str(DEMO_CONFIG), "--limit", "1", "--out", str(out),
