@@ -39,12 +39,12 @@ class CountingChat(FakeChatServer):
         with srv.lock:
             srv.in_flight = getattr(srv, "in_flight", 0) + 1
             srv.peak = max(getattr(srv, "peak", 0), srv.in_flight)
-        try:
-            time.sleep(getattr(srv, "delay", 0.0))
-            super().do_POST()
-        finally:
-            with srv.lock:
-                srv.in_flight -= 1
+        time.sleep(getattr(srv, "delay", 0.0))
+        # no longer in flight before the answer goes out: counted after it, the client's next
+        # request to this replica could arrive while this handler still counts itself
+        with srv.lock:
+            srv.in_flight -= 1
+        super().do_POST()
 
 
 class FaultyChatServer(FakeChatServer):

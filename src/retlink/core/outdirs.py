@@ -100,16 +100,23 @@ def check_replaceable(
         )
 
 
-def remove_partial(work: Path, kind: str) -> None:
-    """Remove a leftover partial build, only when it is one (marked); a ConfigError otherwise."""
+def check_partial(work: Path, kind: str, legacy: Callable[[Path], bool] | None = None) -> None:
+    """A ConfigError unless `work` is absent or an unfinished `kind` build of retlink: marked, or
+    recognised by `legacy` (a partial build from before the marker)."""
     if not work.exists() and not work.is_symlink():
         return
-    if work.is_symlink() or not marked(work, kind):
+    if work.is_symlink() or not ours(work, kind, legacy):
         raise ConfigError(
             f"{work} exists and is not an unfinished {kind} build of retlink (no {MARKER} marker); "
             "it is left alone: move it away or remove it yourself"
         )
-    shutil.rmtree(work)
+
+
+def remove_partial(work: Path, kind: str, legacy: Callable[[Path], bool] | None = None) -> None:
+    """Remove a leftover partial build, only when it is one (`check_partial`)."""
+    check_partial(work, kind, legacy)
+    if work.exists():
+        shutil.rmtree(work)
 
 
 def swap_into_place(work: Path, path: Path, kind: str, legacy: Callable[[Path], bool] | None = None) -> None:

@@ -103,16 +103,21 @@ _KB_FILES = frozenset({"chroma", "aliases.sqlite", "aliases.sqlite-wal", "aliase
                        "aliases.sqlite-journal", MANIFEST, PARTIAL_IDENTITY})
 
 
+def _only_kb_files(folder: Path, required: str) -> bool:
+    """`folder` holds `required` and nothing but a KB's files: how a KB (or a partial KB) built
+    before the marker is recognised."""
+    names = {p.name for p in folder.iterdir()}
+    return required in names and names <= _KB_FILES
+
+
 def legacy_kb(folder: Path) -> bool:
     """A KB folder built before the marker: its manifest and nothing but a KB's files."""
-    names = {p.name for p in folder.iterdir()}
-    return MANIFEST in names and names <= _KB_FILES
+    return _only_kb_files(folder, MANIFEST)
 
 
 def _legacy_partial(folder: Path) -> bool:
     """A partial KB from before the marker: its identity record and nothing but a KB's files."""
-    names = {p.name for p in folder.iterdir()}
-    return PARTIAL_IDENTITY in names and names <= _KB_FILES
+    return _only_kb_files(folder, PARTIAL_IDENTITY)
 
 
 class FolderKB:
@@ -150,22 +155,19 @@ class FolderKB:
         return found if isinstance(found, dict) else None
 
     def set_partial_identity(self, identity: dict[str, Any]) -> None:
-        from retlink.core.outdirs import marked, write_marker
+        from retlink.core.outdirs import check_partial, write_marker
 
-        if self.work.exists() and not (marked(self.work, KB_KIND) or _legacy_partial(self.work)):
-            self.discard_partial()  # refuses: not a partial KB of ours
+        check_partial(self.work, KB_KIND, legacy=_legacy_partial)  # never write into the user's folder
         write_marker(self.work, KB_KIND)
         (self.work / PARTIAL_IDENTITY).write_text(json.dumps(identity, indent=2))
 
     def discard_partial(self) -> None:
         from chromadb.api.shared_system_client import SharedSystemClient
 
-        from retlink.core.outdirs import remove_partial, write_marker
+        from retlink.core.outdirs import remove_partial
 
-        if self.work.is_dir() and not self.work.is_symlink() and _legacy_partial(self.work):
-            write_marker(self.work, KB_KIND)
         SharedSystemClient.clear_system_cache()  # no cached client may write into a removed folder
-        remove_partial(self.work, KB_KIND)
+        remove_partial(self.work, KB_KIND, legacy=_legacy_partial)
 
     def check_target(self) -> None:
         from retlink.core.outdirs import check_out_dir, check_replaceable
