@@ -68,7 +68,7 @@ def test_pool_features_are_relative_within_a_link():
     f = pool_features(pool, detector_score=0.5)
     rows = dict(zip(f.ids, f.rows, strict=True))
     col = {name: i for i, name in enumerate(f.names)}
-    assert rows["a"][col["text_gap"]] == pytest.approx(-0.1) and rows["b"][col["text_gap"]] == 0.0
+    assert rows["a"][col["mention_gap"]] == pytest.approx(-0.1) and rows["b"][col["mention_gap"]] == 0.0
     assert rows["b"][col["has_image"]] == 0.0 and rows["b"][col["image_gap"]] == 0.0
     assert rows["a"][col["fused_gap"]] == 0.0 and rows["b"][col["fused_gap"]] == pytest.approx(-0.3)
     assert f.nil == [0.7, 0.9, 1.0, 0.8]

@@ -112,8 +112,9 @@ def test_image_only_link_uses_no_alias_and_no_text(demo_kb_path, demo_dir):
     r = offline.link(demo_dir / "images" / "moon.jpg", "", "")
     validate = next(e for e in r.trace if e.node == "validate")
     assert validate.detail["mode"] == "image only"
-    query = next(e for e in r.trace if e.node == "retrieve").detail["query"]
-    assert query.startswith("Image: ") and "Luna" not in query  # the caption's labels only
+    detail = next(e for e in r.trace if e.node == "retrieve").detail
+    assert detail["query"] == "" and detail["caption"]  # no text side: the caption's labels find candidates
+    assert all(c.text_score == 0 and c.caption_score is not None for c in r.candidates)
     assert not any(c.alias_match for c in r.candidates)
     assert r.candidates and r.candidates[0].image_score is not None
 

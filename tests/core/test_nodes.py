@@ -17,7 +17,7 @@ from retlink.agent.nodes.reasoner import (
     retrieval_distribution,
     route_after_reason,
 )
-from retlink.agent.nodes.retriever import fuse, retrieval_query, retrieve
+from retlink.agent.nodes.retriever import fuse, mention_text, retrieve
 from retlink.agent.nodes.searcher import search
 from retlink.agent.nodes.validator import validate
 from retlink.core.errors import EmptyMentionError, InvalidImageError
@@ -84,8 +84,7 @@ def test_fusion_rules():
     assert fuse(0.5, 1.0, False, cfg) == pytest.approx(0.7)
     assert fuse(0.5, 1.0, True, cfg) == pytest.approx(0.8)
     assert fuse(0.5, 1.0, False, cfg, image_scale=0.0) == pytest.approx(0.5)
-    q = retrieval_query("Java", "A cup of [Java].", Caption(text="", labels=[("espresso", 0.8), ("cup", 0.1)]))
-    assert q == "A cup of [Java]. Image: espresso, cup."
+    assert mention_text("Java", "the cup.") == "Java. the cup."  # the caption stays out of the text side
 
 
 def test_plan_queries_routes():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from retlink.agent.nodes.retriever import mention_text
 from retlink.core.errors import EmptyMentionError
 from retlink.datasets import load_dataset
-from retlink.eval.baseline import BaselineConfig, CLIPBaseline, fuse, query_text
+from retlink.eval.baseline import BaselineConfig, CLIPBaseline, fuse
 from retlink.tools.kb.build import build_kb
 from retlink.tools.kb.store import KBStore
 
@@ -68,9 +69,10 @@ def test_link_result_shape(demo_kb):
     assert [c.score for c in image_only.candidates] == [c.image_score for c in image_only.candidates]
 
 
-def test_fusion_and_query_text():
+def test_fusion_and_mention_text():
     cfg = BaselineConfig(text_weight=3, image_weight=1)
     assert fuse(0.4, 0.8, cfg) == pytest.approx(0.5)
     assert fuse(0.4, None, cfg) == 0.4  # no image: text alone, not a penalty
-    assert query_text("Java", "A cup of [Java].") == "A cup of [Java]."
-    assert query_text("Java", "") == "Java."
+    assert mention_text("Java", "A cup of [Java].") == "A cup of [Java]."
+    assert mention_text("Java", "") == mention_text("Java", "Java") == "Java"  # as the agent's validator fills it
+    assert mention_text("", "") == ""

@@ -185,6 +185,12 @@ def _server_url(v: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+#: the fused similarity's default weights, shared by the agent's retriever (`KBConfig`) and the
+#: CLIP-style baseline (`retlink.eval.baseline.BaselineConfig`): one fusion, one default
+FUSION_TEXT_WEIGHT = 0.5
+FUSION_IMAGE_WEIGHT = 0.5
+
+
 class KBConfig(StrictModel):
     path: Path = DEFAULT_CACHE / "demo-kb"
     #: a chroma server (`chroma run --host H --port P`) holding the KB instead of the folder at
@@ -203,8 +209,11 @@ class KBConfig(StrictModel):
     #: candidates drawn from each source (alias table, text and image neighbours) and ranked
     #: with the cheap signals before the top_k are kept: a wider pool raises candidate recall
     pool_size: int = Field(50, ge=1, le=200)
-    text_weight: float = Field(0.6, ge=0)
-    image_weight: float = Field(0.4, ge=0)
+    #: the fusion's weights (`agent/nodes/retriever.py`): the baseline's by default, so that the
+    #: ranking a link falls back on without a decision head is the baseline's plus the alias bonus
+    text_weight: float = Field(FUSION_TEXT_WEIGHT, ge=0)
+    image_weight: float = Field(FUSION_IMAGE_WEIGHT, ge=0)
+    #: added to the fused score of the entities whose name or alias is the mention
     alias_bonus: float = Field(0.15, ge=0)
     #: candidates scoring below this are dropped; none left means NIL
     min_score: float = Field(0.0, ge=0)

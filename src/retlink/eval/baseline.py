@@ -8,8 +8,9 @@ beside the agent, behind the same `link(image, mention, context) -> LinkResult` 
                / (w_text + w_image)
 
 Candidates are the union of the text and the image nearest neighbours in the KB (its HNSW
-indexes); entities without images are scored on text alone (weights renormalised), as the
-agent's retriever does, rather than being punished for a missing picture. Unlike the agent there
+indexes); the text and the fusion are the agent retriever's own (`mention_text`,
+`fused_similarity`), so an entity without images is scored on text alone here as there, rather
+than being punished for a missing picture. Unlike the agent there
 is no alias table, no caption, no search and no reasoner: this is what similarity alone buys.
 
 The image side is whatever image embedder the KB was built with: on the embedded default that is
@@ -28,10 +29,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from retlink.agent.nodes.retriever import fused_similarity, mention_text
 from retlink.core.config import StrictModel
 from retlink.core.errors import EmptyMentionError
 from retlink.core.networks import DEFAULT_NETWORK
-from retlink.core.schema import ImageBackend
+from retlink.core.schema import FUSION_IMAGE_WEIGHT, FUSION_TEXT_WEIGHT, ImageBackend
 from retlink.core.types import Candidate, LinkResult, TraceEvent
 from retlink.eval.pipeline_base import top_ranked
 from retlink.tools.images import load_image
@@ -41,8 +43,8 @@ from retlink.tools.kb.store import KBStore
 class BaselineConfig(StrictModel):
     """Weights and sizes of the baseline; the YAML eval config sets these."""
 
-    text_weight: float = Field(0.5, ge=0)
-    image_weight: float = Field(0.5, ge=0)
+    text_weight: float = Field(FUSION_TEXT_WEIGHT, ge=0)
+    image_weight: float = Field(FUSION_IMAGE_WEIGHT, ge=0)
     #: candidates returned in the LinkResult
     top_k: int = Field(10, ge=1, le=100)
     #: nearest neighbours taken from each index before fusing (recall of the union)
@@ -51,19 +53,9 @@ class BaselineConfig(StrictModel):
     image_backend: ImageBackend = DEFAULT_NETWORK.value
 
 
-def query_text(mention: str, context: str) -> str:
-    """The mention in its sentence: the sentence alone when it already contains the mention."""
-    context = context.strip()
-    if not mention or (context and mention.lower() in context.lower()):
-        return context
-    return f"{mention}. {context}".strip()
-
-
 def fuse(text: float, image: float | None, cfg: BaselineConfig) -> float:
-    """Weighted mean of the two similarities; text alone when the entity has no image."""
-    if image is None or cfg.image_weight == 0:
-        return text
-    return (cfg.text_weight * text + cfg.image_weight * image) / (cfg.text_weight + cfg.image_weight)
+    """The fusion the agent's retriever uses (`fused_similarity`), with the baseline's weights."""
+    return fused_similarity(text, image, cfg.text_weight, cfg.image_weight)
 
 
 class CLIPBaseline:
@@ -99,7 +91,7 @@ class CLIPBaseline:
     def embed(self, image: Any, mention: str, context: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(text vector, image vector) of a query; None for a side the query lacks (no mention
         and no sentence: image only, the I2T setting)."""
-        query = query_text(mention, context)
+        query = mention_text(mention, context)
         text_vec = self.kb.text_embedder.embed([query])[0] if query.strip() else None
         image_vec = None
         if image is not None and self.kb.has_images and self.config.image_weight > 0:

@@ -6,6 +6,10 @@ their gaps to the pool's best, because a linear head over a softmax only sees di
 between candidates: a feature that is the same for every candidate of a link cancels out. That
 is also why the link-level signals (the detector's score, whether the image was purified) enter
 as interactions with the image signals: "how much to trust the image" is what they change.
+
+The `mention*` features are the similarity of the mention in its sentence alone (the caption's
+labels are the `caption*` features); they were named `text*` while the caption's labels were
+mixed into that query, so a head fitted then is refused at load rather than misread.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import numpy as np
 from retlink.core.types import Candidate, PoolFeatures
 
 FEATURES: tuple[str, ...] = (
-    "text",
-    "text_gap",
-    "text_rank",
+    "mention",
+    "mention_gap",
+    "mention_rank",
     "image",
     "image_gap",
     "image_rank",
@@ -31,7 +35,7 @@ FEATURES: tuple[str, ...] = (
     "image_gap_x_detector",
     "image_gap_x_purified",
 )
-NIL_FEATURES: tuple[str, ...] = ("best_text", "best_image", "any_alias", "best_fused")
+NIL_FEATURES: tuple[str, ...] = ("best_mention", "best_image", "any_alias", "best_fused")
 
 
 def _reciprocal_ranks(values: np.ndarray) -> np.ndarray:
@@ -57,9 +61,9 @@ def pool_features(
     best_image = image[has_image > 0].max() if has_image.any() else 0.0
     image_gap = np.where(has_image > 0, image - best_image, 0.0)
     cols = {
-        "text": text,
-        "text_gap": text - text.max(),
-        "text_rank": _reciprocal_ranks(text),
+        "mention": text,
+        "mention_gap": text - text.max(),
+        "mention_rank": _reciprocal_ranks(text),
         "image": image,
         "image_gap": image_gap,
         "image_rank": np.where(has_image > 0, _reciprocal_ranks(np.where(has_image > 0, image, -1.0)), 0.0),

@@ -1,10 +1,18 @@
 """retrieve: propose candidate entities from the KB and score them.
 
-Three sources are unioned: the alias table (exact name match of the mention: the strongest
-signal in entity linking), text nearest neighbours of mention + context + caption labels, and
-image nearest neighbours of the image. Every candidate is then scored on both sides:
+Four sources are unioned: the alias table (exact name match of the mention: the strongest
+signal in entity linking), the text nearest neighbours of the mention in its sentence, the text
+nearest neighbours of the caption's labels, and the image nearest neighbours of the image. Every
+candidate is then scored on both sides:
 
     fused = (w_text * text + w_image * image) / (w_text + w_image) + alias_bonus * alias_match
+
+`text` is the similarity of the mention in its sentence to the entity's KB text, and `image` the
+best similarity of the image to the entity's KB images: exactly the baseline's fusion
+(`retlink.eval.baseline`, the same `fused_similarity`), so without a decision head the agent's
+ranking is the baseline's plus the alias bonus, never a different blend. The caption is its own
+signal (`caption_score`, a decision-head feature); mixing its labels into the text query made the
+fused ranking worse than the baseline's wherever the tagger's labels are off.
 
 `pool_size` candidates come from each source, and the whole pool goes on to the decision layer
 (`agent/nodes/decide.py`), which ranks it with every cheap signal and keeps the `top_k`.
@@ -27,19 +35,28 @@ from retlink.tools.kb.embedders import ImageEmbedder, TextEmbedder
 from retlink.tools.kb.store import KBStore
 
 
-def retrieval_query(mention: str, context: str, caption: Caption | None) -> str:
-    """The text used to find candidates: the sentence, the mention, and the caption's labels."""
-    labels = ", ".join(label for label, _ in (caption.labels if caption else [])[:3])
-    text = context if mention.lower() in context.lower() else f"{mention}. {context}"
-    return (f"{text} Image: {labels}." if text else f"Image: {labels}.") if labels else text
+def mention_text(mention: str, context: str) -> str:
+    """The mention in its sentence (the sentence alone when it already contains the mention, the
+    mention alone without one): the text side of both the agent's and the baseline's similarity.
+    The agent's validator fills a missing sentence with the mention, so both get the same text."""
+    context = context.strip()
+    if not mention or (context and mention.lower() in context.lower()):
+        return context
+    return f"{mention}. {context}" if context else mention
+
+
+def fused_similarity(text: float, image: float | None, text_weight: float, image_weight: float) -> float:
+    """Weighted mean of the two similarities; text alone when the entity has no image (or the
+    image weight is 0), so a missing picture is not a penalty."""
+    if image is None or image_weight == 0:
+        return text
+    return (text_weight * text + image_weight * image) / (text_weight + image_weight)
 
 
 def fuse(text: float, image: float | None, alias: bool, cfg: KBConfig, image_scale: float = 1.0) -> float:
-    w_img = cfg.image_weight * image_scale
-    if image is None or w_img == 0:
-        base = text
-    else:
-        base = (cfg.text_weight * text + w_img * image) / (cfg.text_weight + w_img)
+    """The agent's fused score: `fused_similarity` with the KB config's weights (the image's
+    scaled by `image_scale`), plus the alias bonus."""
+    base = fused_similarity(text, image, cfg.text_weight, cfg.image_weight * image_scale)
     return float(base + (cfg.alias_bonus if alias else 0.0))
 
 
@@ -53,25 +70,30 @@ def caption_text(caption: Caption | None) -> str | None:
 
 def rank_candidates(
     kb: KBStore,
-    text_vector: np.ndarray,
+    text_vector: np.ndarray | None,
     image_vector: np.ndarray | None,
     mention: str,
     cfg: KBConfig,
     image_scale: float = 1.0,
     caption_vector: np.ndarray | None = None,
 ) -> list[Candidate]:
-    """Union the three candidate sources (`pool_size` from each) and return the pool sorted by
-    fused score; the decision layer keeps the top_k of it."""
+    """Union the candidate sources (`pool_size` from each) and return the pool sorted by fused
+    score, ties broken by id as the baseline breaks them; the decision layer keeps the top_k.
+
+    `text_vector` is the mention in its sentence (None: no text, the image-only setting, scored
+    on the image alone as the baseline does)."""
     k = cfg.pool_size
-    alias_ids = kb.aliases.lookup(mention)
+    alias_ids = kb.aliases.lookup(mention) if mention else []
     ids = dict.fromkeys(alias_ids)
-    ids.update(dict.fromkeys(eid for eid, _ in kb.query_text(text_vector, k)))
-    if image_vector is not None:
-        ids.update(dict.fromkeys(eid for eid, _ in kb.query_image(image_vector, k)))
+    for vector, query in ((text_vector, kb.query_text), (caption_vector, kb.query_text), (image_vector, kb.query_image)):
+        if vector is not None:
+            ids.update(dict.fromkeys(eid for eid, _ in query(vector, k)))
     pool = list(ids)
-    text_sim = kb.text_similarity(text_vector, pool)
+    text_sim = kb.text_similarity(text_vector, pool) if text_vector is not None else {}
     image_sim = kb.image_similarity(image_vector, pool) if image_vector is not None else {}
     caption_sim = kb.text_similarity(caption_vector, pool) if caption_vector is not None else {}
+    if text_vector is None:
+        cfg = cfg.model_copy(update={"text_weight": 0.0})
     alias_set = set(alias_ids)
     candidates = [
         Candidate(
@@ -86,7 +108,7 @@ def rank_candidates(
         )
         for entity in kb.get(pool)
     ]
-    candidates.sort(key=lambda c: -c.score)
+    candidates.sort(key=lambda c: (-c.score, c.entity.id))
     return [c for c in candidates if c.score >= cfg.min_score]
 
 
@@ -98,18 +120,19 @@ def retrieve(
     image_embedder: ImageEmbedder | None,
     cfg: KBConfig,
 ) -> dict[str, Any]:
-    query = retrieval_query(state["mention"], state["context"], state.get("caption"))
+    query = mention_text(state["mention"], state["context"])
     described = caption_text(state.get("caption"))
-    vectors = text_embedder.embed([query] if described is None else [query, described])
-    text_vector = vectors[0]
-    caption_vector = vectors[1] if described is not None else None
+    texts = [t for t in (query, described) if t]
+    vectors = dict(zip(texts, text_embedder.embed(texts), strict=True)) if texts else {}
+    text_vector = vectors.get(query) if query else None
+    caption_vector = vectors.get(described) if described else None
     image_vector = state.get("image_vector")
     no_image = state.get("pixels") is None
     if image_vector is None and image_embedder is not None and kb.has_images and not no_image:
         image_vector = image_embedder.embed_images([from_pixels(state["pixels"])])[0]
     scale = cfg.image_weight_when_perturbed if state.get("perturbed") else 1.0
     pool = rank_candidates(kb, text_vector, image_vector, state["mention"], cfg, scale, caption_vector)
-    detail: dict[str, Any] = {"query": query, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]}
+    detail: dict[str, Any] = {"query": query, "caption": described, "pool": len(pool), "top": [c.entity.id for c in pool[:3]]}
     if no_image:
         detail["image_retrieval"] = "skipped: no image"
     return {"candidates": pool, "image_vector": image_vector, "_detail": detail}
