@@ -1,4 +1,5 @@
-"""`retlink train CONFIG`: fit the decision head on a dataset's dev (or train) split.
+"""`retlink train CONFIG`: fit the decision head on the dev (or train) split of one dataset, or
+of several (a generic head).
 
 The links come from the one evaluation runner (`retlink.eval.runner`), so training data is made
 exactly as evaluation data is: the same pipelines, stored attacked images (PGD, the adaptive
@@ -6,6 +7,13 @@ EOT-through-purification attack, ...), the `augment` attack for MAT-style one-to
 augmentation and text perturbation settings (word dropout) for the text side, resumable runs.
 The runner writes each link's candidate-pool features into its record (`record_features`);
 this module turns those records into training groups and fits `DecisionHead`.
+
+`scope` says what the head is bound to. A `kb` head (the default) is fitted on one KB and
+refused on any other: its weights follow that KB's similarity distributions. An `embedders` head
+is fitted on several benchmarks' dev splits (`eval` a list, one eval config each) and bound only
+to the text and image embedders all their KBs share: the features are similarities, gaps and
+ranks that mean the same on any KB those embedders built, so it is what a KB without a head of
+its own can use (`decision: {head: generic}` names the one the package ships).
 
 The head's dev metrics are cross-validated by sample (every attacked or augmented copy of a
 sample sits in the same fold), so they are not in-sample numbers.
@@ -17,12 +25,12 @@ import logging
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from retlink.agent.decision import DecisionHead, Group, kb_fingerprint
+from retlink.agent.decision import DecisionHead, Group, embedder_fingerprint, kb_fingerprint
 from retlink.core.config import StrictModel, read_yaml, validate_config
 from retlink.core.errors import ConfigError, DatasetError
 from retlink.core.types import NIL
@@ -37,19 +45,25 @@ class TrainConfig(StrictModel):
     #: the head's name (its default file is `<kb path>.<name>.head.json`, beside the KB)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     #: an eval runner config (YAML path, relative to this file, or inline mapping) over the
-    #: split to fit on; `record_features` is switched on for it
+    #: split to fit on, or a list of them (one per benchmark); `record_features` is switched on
     eval: Any
     #: which of its pipelines' links to fit on (`agent` pipelines; several, e.g. with and
-    #: without purification, so the head learns how each defence changes the signals)
+    #: without purification, so the head learns how each defence changes the signals); every
+    #: eval config of a list must have them
     pipelines: list[str] = Field(min_length=1)
+    #: `kb`: bound to the one KB it is fitted on; `embedders`: bound to the embedders only, for
+    #: any KB they built (fit it on several benchmarks)
+    scope: Literal["kb", "embedders"] = "kb"
     l2: float = Field(1e-2, ge=0)
     folds: int = Field(5, ge=2, le=20)
+    #: where to write the head; required for a list of evals (no one KB to write it beside)
     out: Path | None = None
 
 
-def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """The train config and its eval config (validated completely before anything runs)."""
-    from retlink.eval.config import EvalConfig, load_eval_config
+def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig, list[Any]]:
+    """The train config and its eval configs, one per benchmark (validated completely before
+    anything runs)."""
+    from retlink.eval.config import EvalConfig, load_eval_config, relative_to_file
 
     if isinstance(source, dict):
         data, base, origin = source, Path.cwd(), "dict"
@@ -58,26 +72,30 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
         path = Path(source)
         data, base, origin = read_yaml(path, {"out", "eval"}), path.parent, str(path)
     cfg = validate_config(TrainConfig, data, origin)
-    ev = cfg.eval
-    if isinstance(ev, dict) and not isinstance(source, dict):
-        # an inline eval config's paths are relative to the train config's file, as in a file
-        from retlink.eval.config import relative_to_file
-
-        ev = relative_to_file(ev, base)
-    if isinstance(ev, str | Path | dict):
+    sources = cfg.eval if isinstance(cfg.eval, list) else [cfg.eval]
+    if not sources:
+        raise ConfigError(f"invalid configuration ({origin}):\n  eval: an empty list")
+    if len(sources) > 1 and cfg.out is None:
+        raise ConfigError(f"invalid configuration ({origin}):\n  out: name the head's file (several evals, no one KB to write it beside)")
+    ecfgs = []
+    for i, ev in enumerate(sources):
+        where = "eval" if len(sources) == 1 else f"eval[{i}]"
+        if isinstance(ev, dict) and not isinstance(source, dict):
+            ev = relative_to_file(ev, base)  # an inline eval config's paths are relative to this file
+        if not isinstance(ev, str | Path | dict):
+            raise ConfigError(f"invalid configuration ({origin}):\n  {where}: a path or a mapping")
         ecfg = load_eval_config(ev)
-    else:
-        raise ConfigError(f"invalid configuration ({origin}):\n  eval: a path or a mapping")
-    ecfg = EvalConfig.model_validate({**ecfg.model_dump(), "record_features": True})
-    kinds = {p.name: p.kind for p in ecfg.pipelines}
-    for name in cfg.pipelines:
-        if name not in kinds:
-            raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: no pipeline named {name!r} in eval")
-        if kinds[name] != "agent":
-            raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: {name!r} is a {kinds[name]}, not an agent")
-    if ecfg.dataset.split is None:
-        raise ConfigError(f"invalid configuration ({origin}):\n  eval.dataset.split: name the split to fit on (dev or train)")
-    return cfg, ecfg
+        ecfg = EvalConfig.model_validate({**ecfg.model_dump(), "record_features": True})
+        kinds = {p.name: p.kind for p in ecfg.pipelines}
+        for name in cfg.pipelines:
+            if name not in kinds:
+                raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: no pipeline named {name!r} in {where}")
+            if kinds[name] != "agent":
+                raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: {name!r} is a {kinds[name]}, not an agent")
+        if ecfg.dataset.split is None:
+            raise ConfigError(f"invalid configuration ({origin}):\n  {where}.dataset.split: name the split to fit on (dev or train)")
+        ecfgs.append(ecfg)
+    return cfg, ecfgs
 
 
 def groups_from_records(
@@ -139,26 +157,42 @@ def default_head_path(kb_path: Path, name: str) -> Path:
     return kb_path.parent / f"{kb_path.name}.{name}.head.json"
 
 
+def _head_fingerprint(scope: str, manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the head is bound to: the one KB (`kb`) or the embedders every KB shares."""
+    bind = kb_fingerprint if scope == "kb" else embedder_fingerprint
+    found = [bind(m) for m in manifests]
+    if any(f != found[0] for f in found[1:]):
+        what = "KB" if scope == "kb" else "text and image embedders"
+        raise ConfigError(
+            f"the eval configs' KBs differ in their {what} ({found}); a {scope!r} head is fitted on one "
+            + ("KB (use scope: embedders to fit across KBs)" if scope == "kb" else "pair of embedders")
+        )
+    return {**found[0], **({"scope": "embedders"} if scope == "embedders" else {})}
+
+
 def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> tuple[Path, DecisionHead]:
-    """Run the eval config's links (resuming), fit the head on them and write it."""
+    """Run each eval config's links (resuming), fit the head on all of them and write it."""
     from retlink.agent.decision.features import FEATURES, NIL_FEATURES
     from retlink.eval.runner import Runner
     from retlink.eval.runs import RESULTS, read_records
 
-    cfg, ecfg = load_train_config(source)
-    runner = Runner(ecfg)
-    if not runner.samples(limit=1):
-        raise DatasetError(
-            f"dataset {ecfg.dataset.key!r} has no samples in split {ecfg.dataset.split!r}; "
-            "the head is fitted on a dev or train split, never on the test split it is reported on"
-        )
-    runner.run(limit)
-    records = list(read_records(runner.dir / RESULTS).values())
+    cfg, ecfgs = load_train_config(source)
+    runners = [Runner(ecfg) for ecfg in ecfgs]
+    for runner, ecfg in zip(runners, ecfgs, strict=True):
+        if not runner.samples(limit=1):
+            raise DatasetError(
+                f"dataset {ecfg.dataset.key!r} has no samples in split {ecfg.dataset.split!r}; "
+                "the head is fitted on a dev or train split, never on the test split it is reported on"
+            )
+    fingerprint = _head_fingerprint(cfg.scope, [runner.kb().manifest for runner in runners])
+    records: list[dict[str, Any]] = []
+    for runner in runners:
+        runner.run(limit)
+        records += read_records(runner.dir / RESULTS).values()
     answered: list[tuple[Group, dict[str, Any]]] = []
     groups, sample_ids, skipped = groups_from_records(records, cfg.pipelines, answered)
     if not groups:
-        raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {runner.dir} ({dict(skipped)})")
-    fingerprint = kb_fingerprint(runner.kb().manifest)
+        raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {[str(r.dir) for r in runners]} ({dict(skipped)})")
     head = DecisionHead.fit(groups, list(FEATURES), list(NIL_FEATURES), l2=cfg.l2, fingerprint=fingerprint)
     if answered:  # the reasoner earns the weight its answers earn on these links, 0 included
         head.fit_reasoner_weight(
@@ -168,20 +202,23 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
             [[k for k in f["reasoner"] if k != NIL] for _, f in answered],
         )
     by_attack = Counter(r["attack"] for r in records if r.get("pipeline") in cfg.pipelines)
+    by_dataset = Counter(s.split(":", 1)[0] for s in sample_ids)
     head.metrics = {
-        "dataset": ecfg.dataset.key,
-        "split": ecfg.dataset.split,
+        "dataset": ",".join(e.dataset.key for e in ecfgs),
+        "split": ",".join(dict.fromkeys(str(e.dataset.split) for e in ecfgs)),
+        "scope": cfg.scope,
         "pipelines": cfg.pipelines,
         "links": len(groups),
         "samples": len(set(sample_ids)),
+        "by_dataset": dict(by_dataset),
         "by_condition": dict(by_attack),
         "left_out": dict(skipped),
         "reasoner_links": len(answered),
         "reasoner_weight": head.reasoner_weight,
         "in_sample": head.evaluate(groups),
         "cross_validated": cross_validate(groups, sample_ids, list(FEATURES), list(NIL_FEATURES), cfg.l2, cfg.folds),
-        "eval_fingerprint": ecfg.fingerprint(),
+        "eval_fingerprint": ",".join(e.fingerprint() for e in ecfgs),
     }
-    path = cfg.out or default_head_path(ecfg.kb.path, cfg.name)
+    path = cfg.out or default_head_path(ecfgs[0].kb.path, cfg.name)
     head.save(path)
     return path, head

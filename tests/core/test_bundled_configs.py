@@ -36,8 +36,8 @@ def test_bundled_config_validates(path: Path):
     if which == "train":
         from retlink.train import load_train_config
 
-        train, eval_cfg = load_train_config(path)
-        assert eval_cfg.pipelines and train is not None
+        train, evals = load_train_config(path)
+        assert evals and all(e.pipelines for e in evals) and train is not None
     elif which == "mate":
         from retlink.mate.harness import load_mate_config
 

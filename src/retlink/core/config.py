@@ -20,6 +20,10 @@ from retlink.core.errors import ConfigError
 from retlink.core.paths import cache_dir
 
 PATH_KEYS = {"path", "entities", "cache_dir", "head"}
+#: `decision.head`'s name for the head the package ships (`retlink.agent.decision.head_file`)
+GENERIC_HEAD = "generic"
+#: path keys whose value may instead be one of these names (left as written, not resolved)
+NAMED_PATHS = {"head": {GENERIC_HEAD}}
 #: names in run configs become file and folder names and JSONL keys: keep them boring
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -104,9 +108,13 @@ def resolve_paths(data: dict[str, Any], base: Path, keys: frozenset[str] | set[s
     for key, value in data.items():
         if isinstance(value, dict):
             out[key] = resolve_paths(value, base, keys)
-        elif isinstance(value, list):
-            out[key] = [resolve_paths(v, base, keys) if isinstance(v, dict) else v for v in value]
-        elif key in keys and isinstance(value, str):
+        elif isinstance(value, list):  # a list under a path key is a list of paths
+            out[key] = [
+                resolve_paths(v, base, keys) if isinstance(v, dict)
+                else resolve_path(v, base) if key in keys and isinstance(v, str) else v
+                for v in value
+            ]
+        elif key in keys and isinstance(value, str) and value not in NAMED_PATHS.get(key, ()):
             out[key] = resolve_path(value, base)
         else:
             out[key] = value

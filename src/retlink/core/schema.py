@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from retlink.core.config import StrictModel, UserPath, resolve_path
+from retlink.core.config import GENERIC_HEAD, StrictModel, UserPath, resolve_path
 from retlink.core.networks import DEFAULT_NETWORK, ImageNetwork, canonical
 from retlink.core.paths import DEFAULT_CACHE
 
@@ -379,8 +379,10 @@ class DecisionConfig(StrictModel):
     unless search evidence was assigned to that other candidate.
     """
 
-    #: a head JSON written by `retlink train` (refused if fitted for another KB or embedder)
-    head: Path | None = None
+    #: a head JSON written by `retlink train` (refused if fitted for another KB or embedder), or
+    #: `generic`: the head the package ships, fitted on several benchmarks' dev splits and bound
+    #: only to the embedded default's embedders (`retlink/data/heads/generic.head.json`)
+    head: Literal["generic"] | Path | None = None
     clear_margin: float = Field(0.05, ge=0, le=1)
     #: with a head: a top probability at or above this skips search, enhancer and reasoner
     #: (None: never skip)
@@ -388,8 +390,8 @@ class DecisionConfig(StrictModel):
 
     @field_validator("head")
     @classmethod
-    def _expand_head(cls, v: Path | None) -> Path | None:
-        return Path(resolve_path(str(v), Path.cwd())) if v is not None else None
+    def _expand_head(cls, v: Path | str | None) -> Path | str | None:
+        return v if v is None or v == GENERIC_HEAD else Path(resolve_path(str(v), Path.cwd()))
 
 
 class LimitsConfig(StrictModel):

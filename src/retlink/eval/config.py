@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from retlink.agent.config import PRESET_DIR, load_config
+from retlink.agent.decision import head_file
 from retlink.attacks.spec import ATTACK_INTERNALS, AttackSpec
 from retlink.core.config import (
     NAME,
@@ -295,7 +296,7 @@ class EvalConfig(StrictModel):
                 p.pop("kb", None)
             head = ((p.get("overrides") or {}).get("decision") or {}).get("head")
             if head:  # a retrained head is another experiment, though its path is the same
-                p["head_sha256"] = _file_sha256(Path(head))
+                p["head_sha256"] = _file_sha256(head_file(head))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)

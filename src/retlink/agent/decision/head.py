@@ -8,9 +8,10 @@ so its softmax is a calibrated distribution by construction (checked on held-out
 dev metrics it records). It fits in seconds on a few thousand links and costs a matrix-vector
 product at link time.
 
-The head is tied to the KB and embedders it was fitted on (`kb_fingerprint`): its weights mean
-something only for the similarity distributions those produce, so a head for another KB or
-embedder is refused at load.
+The head is tied to what it was fitted on: one KB and its embedders (`kb_fingerprint`), or, for a
+head fitted on several benchmarks, the embedders alone (`embedder_fingerprint`, "scope":
+"embedders"): its weights mean something only for the similarity distributions those produce,
+so a head for another KB (a KB head) or other embedders (either) is refused at load.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retlink.core.config import GENERIC_HEAD
 from retlink.core.errors import ConfigError
 
 #: the NIL option's key in distributions (matches retlink.core.types.NIL)
@@ -49,6 +52,26 @@ def kb_fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
         "text_model": manifest.get("text_model"),
         "image_model": manifest.get("image_model"),
     }
+
+
+def head_file(head: Path | str) -> Path:
+    """The file `decision.head` names: a path, or `generic` for the head the package ships."""
+    if str(head) == GENERIC_HEAD:
+        return Path(str(files("retlink") / "data" / "heads" / f"{GENERIC_HEAD}.head.json"))
+    return Path(head)
+
+
+def embedder_fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a head fitted across KBs depends on: the embedders that made every KB's vectors."""
+    return {"text_model": manifest.get("text_model"), "image_model": manifest.get("image_model")}
+
+
+def _bound_to(head_fingerprint: dict[str, Any], kb: dict[str, Any]) -> dict[str, Any]:
+    """The part of the KB's fingerprint a head must match: all of it for a KB head, the
+    embedders for an embedders-scoped one."""
+    if head_fingerprint.get("scope") == "embedders":
+        return {**embedder_fingerprint(kb), "scope": "embedders"}
+    return kb
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -238,7 +261,7 @@ class DecisionHead:
         fingerprint: dict[str, Any] | None = None,
     ) -> DecisionHead:
         """Load a head; refuse one written for other features, another KB or other embedders."""
-        path = Path(path)
+        path = head_file(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -252,11 +275,12 @@ class DecisionHead:
                 f"decision.head: {path} was fitted on features {data['features']}, this version computes "
                 f"{list(features)}; refit it with `retlink train`"
             )
-        if fingerprint is not None and data.get("fingerprint") != fingerprint:
-            diff = sorted(k for k in fingerprint if data.get("fingerprint", {}).get(k) != fingerprint[k])
+        head_fp = data.get("fingerprint") if isinstance(data.get("fingerprint"), dict) else {}
+        if fingerprint is not None and head_fp != (want := _bound_to(head_fp, fingerprint)):
+            diff = sorted(k for k in want if head_fp.get(k) != want[k])
             raise ConfigError(
                 f"decision.head: {path} was fitted for another KB or embedder (differs in {', '.join(diff)}: "
-                f"head {({k: data.get('fingerprint', {}).get(k) for k in diff})}, KB {({k: fingerprint[k] for k in diff})}); "
+                f"head {({k: head_fp.get(k) for k in diff})}, KB {({k: want[k] for k in diff})}); "
                 "refit it with `retlink train` on this KB"
             )
         return cls(

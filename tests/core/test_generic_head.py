@@ -1,0 +1,86 @@
+"""A decision head fitted across benchmarks (`scope: embedders`) is bound to the embedders only:
+it loads on a KB it has never seen that the same embedders built, where a KB head is refused.
+
+Real parts: KBs built with the embedded models from fixture entity files (the demo's entities,
+a subset of them, and a small new KB), links made by the eval runner, the head fitted by
+`retlink train` and used by the agent."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retlink.core.config import GENERIC_HEAD
+from retlink.core.errors import ConfigError
+from retlink.train import load_train_config, train
+
+DEMO = Path("src/retlink/data/demo")
+
+
+def entities_file(path: Path, keep) -> Path:
+    lines = [line for line in (DEMO / "entities.jsonl").read_text().splitlines() if line.strip()]
+    path.write_text("\n".join(line for line in lines if keep(json.loads(line))) + "\n")
+    return path
+
+
+def golds() -> set[str]:
+    return {json.loads(line)["gold"] for line in (DEMO / "examples.jsonl").read_text().splitlines() if line.strip()}
+
+
+def eval_cfg(name: str, kb: Path, entities: Path, runs: Path) -> dict:
+    return {
+        "name": name,
+        "dataset": {"key": "demo", "split": "test", "limit": 4},
+        "kb": {"path": str(kb), "entities": str(entities)},
+        "pipelines": [{"name": "agent-retrieval", "kind": "agent", "overrides": {"reasoner": {"enabled": False}}}],
+        "output_dir": str(runs),
+    }
+
+
+def test_a_list_of_evals_needs_an_out_file_and_head_generic_is_a_name_not_a_path(tmp_path):
+    one = eval_cfg("a", tmp_path / "kb", DEMO / "entities.jsonl", tmp_path / "runs")
+    cfg = {"name": "g", "pipelines": ["agent-retrieval"], "scope": "embedders", "eval": [one, {**one, "name": "b"}]}
+    with pytest.raises(ConfigError, match="out: name the head's file"):
+        load_train_config(cfg)
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(one))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({**cfg, "eval": ["a.yaml", "a.yaml"], "out": "h.json"}))
+    train_cfg, evals = load_train_config(tmp_path / "train.yaml")  # a list of paths, relative to the file
+    assert len(evals) == 2 and train_cfg.out == tmp_path / "h.json"
+    from retlink.agent.config import load_config
+
+    (tmp_path / "agent.yaml").write_text(f"decision: {{head: {GENERIC_HEAD}}}\n")
+    assert load_config(tmp_path / "agent.yaml").decision.head == GENERIC_HEAD  # not resolved as a path
+
+
+@pytest.mark.slow
+def test_a_head_fitted_across_kbs_loads_on_a_new_kb_where_a_kb_head_is_refused(tmp_path):
+    from retlink import Linker
+
+    needed = golds()
+    full = entities_file(tmp_path / "full.jsonl", lambda e: True)
+    subset = entities_file(tmp_path / "subset.jsonl", lambda e: e["id"] in needed or zlib.crc32(e["id"].encode()) % 2)
+    assert full.read_text() != subset.read_text()
+    evals = [
+        eval_cfg("on-full", tmp_path / "kb-full", full, tmp_path / "runs"),
+        eval_cfg("on-subset", tmp_path / "kb-subset", subset, tmp_path / "runs"),
+    ]
+    base = {"pipelines": ["agent-retrieval"], "folds": 2}
+    with pytest.raises(ConfigError, match="KBs differ"):
+        train({**base, "name": "kb", "eval": evals, "out": str(tmp_path / "kb-both.json")})
+    path, head = train({**base, "name": "g", "scope": "embedders", "eval": evals, "out": str(tmp_path / "g.json")})
+    assert set(head.fingerprint) == {"text_model", "image_model", "scope"} and head.metrics["links"] == 8
+    kb_head, _ = train({**base, "name": "kb", "eval": evals[:1], "out": str(tmp_path / "kb-full.json")})
+
+    new_kb = tmp_path / "kb-new"  # a KB neither head saw: five of the demo's entities
+    new = entities_file(tmp_path / "new.jsonl", lambda e: e["id"] in {"moon", "luna_lovegood", "brick", "lego_brick", "retina"})
+    agent = {"kb": {"path": str(new_kb), "entities": str(new)}, "reasoner": {"enabled": False}}
+    result = Linker.from_config({**agent, "decision": {"head": str(path)}}).link(
+        DEMO / "images" / "moon.jpg", "Luna", "Through the telescope the craters of [Luna] look sharp and grey tonight."
+    )
+    assert result.decided_by == "head" and result.entity_id == "moon"
+    with pytest.raises(ConfigError, match="another KB or embedder"):
+        Linker.from_config({**agent, "decision": {"head": str(kb_head)}})
