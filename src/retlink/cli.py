@@ -252,12 +252,8 @@ def data_build(
 ) -> None:
     """Build a benchmark dataset (MIMIC layout + entities.jsonl + manifest.json) from a package's data."""
     from retlink.core.errors import ConfigError
-    from retlink.datasets.build.logos import (
-        BUILDERS,
-        COMMITTED_MANIFEST,
-        committed_view,
-        compare_manifests,
-    )
+    from retlink.datasets.build.common import committed_view, compare_manifests
+    from retlink.datasets.build.logos import BUILDERS, COMMITTED_MANIFEST
 
     if name not in BUILDERS:
         raise ConfigError(f"unknown dataset builder {name!r}; known: {', '.join(sorted(BUILDERS))}")
