@@ -47,7 +47,6 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -398,5 +397,3 @@ def build(
         started=started,
     )
 
-
-BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"logos": build}
