@@ -32,6 +32,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from retlink.core.errors import ConfigError
 from retlink.core.outdirs import (
     MARKER,
     check_out_dir,
@@ -63,6 +64,24 @@ def rng(seed: int, key: str) -> np.random.Generator:
 
 
 @dataclass(frozen=True)
+class Params:
+    """The knobs of a build (checked here, once for every builder); recorded in the manifest."""
+
+    seed: int
+    samples: int
+    distractors: int
+    limit: int | None
+    nil_share: float
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.distractors < 0 or (self.limit is not None and self.limit < 1) or not 0 <= self.nil_share < 0.5:
+            raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "samples": self.samples, "distractors": self.distractors, "limit": self.limit, "nil_share": self.nil_share}
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a build holds: the KB's ids (sorted), the (mention key, gold, n) samples with their
     split, every mention-sharing entity's split and the entities left out of the KB (NIL)."""
@@ -73,21 +92,15 @@ class Plan:
     nil: set[str]
 
 
-def plan_samples(
-    groups: dict[str, list[str]],
-    others: list[str],
-    *,
-    seed: int,
-    samples: int,
-    distractors: int,
-    limit: int | None,
-    nil_share: float,
-) -> Plan:
+def plan_samples(groups: dict[str, list[str]], others: list[str], params: Params) -> Plan:
     """Which entities go into the KB, which (mention, gold) samples exist, each gold entity's
     split, and the entities left out of the KB (their samples are NIL).
 
     `groups`: mention key -> the ids of the entities whose name has it (2+ each, sorted by key);
     `others`: the ids that share no mention word (distractor candidates, in a fixed order)."""
+    seed, samples, distractors, limit, nil_share = (
+        params.seed, params.samples, params.distractors, params.limit, params.nil_share
+    )
     keys = sorted(groups)
     if limit is not None:
         order = rng(seed, "groups").permutation(len(keys))
@@ -155,6 +168,15 @@ def leaks(text: str, secret: set[str]) -> bool:
     """Whether `text` contains a secret word (3+ letters): a clue must never name the entity."""
     low = text.lower()
     return any(len(s) >= 3 and s in low for s in secret)
+
+
+def parse_templates(text: str) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Templates written one a line as `clue kinds | sentence` (`| ...` for none), grouped by kinds."""
+    out: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for line in text.strip().splitlines():
+        kinds, _, template = line.partition("|")
+        out[tuple(kinds.split())].append(template.strip())
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def fill_template(

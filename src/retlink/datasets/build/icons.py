@@ -327,21 +327,20 @@ def describe(concept: Concept, sets: dict[str, IconSet], kb_prefix: str) -> str:
     return " ".join(parts)
 
 
-TEMPLATES: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): (
-        "The toolbar shows the {m} icon next to the search box.",
-        "Tap the {m} button to carry on.",
-        "The {m} symbol sits in the corner of the app's home screen.",
-        "The {m} pictogram was printed on the sign by the door.",
-        "The slide marked the point with the {m} icon.",
-        "Press the {m} icon in the top bar to open it.",
-    ),
-    ("category",): (
-        "In the {category} section of the menu, the {m} icon stands out.",
-        "The designer picked the {m} icon from the {category} group.",
-        "Among the {category} symbols on the screen was the {m} icon.",
-    ),
-}
+# Sentence templates by the clue they carry; {m} is the mention. None gives the concept away.
+TEMPLATES = common.parse_templates(
+    """
+    | The toolbar shows the {m} icon next to the search box.
+    | Tap the {m} button to carry on.
+    | The {m} symbol sits in the corner of the app's home screen.
+    | The {m} pictogram was printed on the sign by the door.
+    | The slide marked the point with the {m} icon.
+    | Press the {m} icon in the top bar to open it.
+    category | In the {category} section of the menu, the {m} icon stands out.
+    category | The designer picked the {m} icon from the {category} group.
+    category | Among the {category} symbols on the screen was the {m} icon.
+    """
+)
 
 
 def clue_values(concept: Concept, mention: str, sets: dict[str, IconSet]) -> dict[str, str]:
@@ -422,8 +421,7 @@ def build(
 ) -> dict[str, Any]:
     """Build the benchmark into `out` (replaced only when complete) from the icon sets in
     `sources` (default: where `make icons-sources` puts them); returns the manifest."""
-    if samples < 1 or distractors < 0 or (limit is not None and limit < 1) or not 0 <= nil_share < 0.5:
-        raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
+    params = common.Params(seed, samples, distractors, limit, nil_share)
     started = time.perf_counter()
     out = common.check_target(out)
     sets = load_sets(sources if sources is not None else default_sources())
@@ -432,15 +430,7 @@ def build(
     if len(candidates) < 3:
         raise ConfigError(f"only {len(candidates)} concepts are drawn by 2+ of the sets {sorted(by_prefix)}: too few for a benchmark")
     by_id = {c.id: c for c in candidates}
-    p = plan_samples(
-        mention_groups(candidates),
-        [c.id for c in candidates],
-        seed=seed,
-        samples=samples,
-        distractors=distractors,
-        limit=limit,
-        nil_share=nil_share,
-    )
+    p = plan_samples(mention_groups(candidates), [c.id for c in candidates], params)
     kb_concepts = [by_id[i] for i in p.kb_ids]
     groups = mention_groups(kb_concepts)
     kb_prefix = {c.id: kb_set(c, seed) for c in candidates}
@@ -482,7 +472,7 @@ def build(
         dataset="icons",
         source=source_view(sets),
         versions=common.library_versions(),
-        params={"seed": seed, "samples": samples, "distractors": distractors, "limit": limit, "nil_share": nil_share},
+        params=params.as_dict(),
         counts={
             "entities": len(kb_concepts),
             "candidate_concepts": len(candidates),

@@ -307,20 +307,10 @@ def render_mention_image(icon: Icon, rng: np.random.Generator, backgrounds: Back
 # -- the build -------------------------------------------------------------------------------------
 
 
-def plan(
-    icons: list[Icon], *, seed: int, samples: int, distractors: int, limit: int | None, nil_share: float = 0.0
-) -> tuple[list[Icon], list[dict[str, Any]], common.Plan]:
+def plan(icons: list[Icon], params: common.Params) -> tuple[list[Icon], list[dict[str, Any]], common.Plan]:
     """Which icons go into the KB and which (mention word, gold slug) samples exist (`common.plan_samples`)."""
     by_slug = {i.slug: i for i in icons}
-    p = plan_samples(
-        mention_groups(icons),
-        [i.slug for i in icons],
-        seed=seed,
-        samples=samples,
-        distractors=distractors,
-        limit=limit,
-        nil_share=nil_share,
-    )
+    p = plan_samples(mention_groups(icons), [i.slug for i in icons], params)
     records = [
         {
             **rec,
@@ -348,12 +338,11 @@ def build(
     console: Any = None,
 ) -> dict[str, Any]:
     """Build the benchmark into `out` (replaced only when complete); returns the manifest."""
-    if samples < 1 or distractors < 0 or (limit is not None and limit < 1) or not 0 <= nil_share < 0.5:
-        raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
+    params = common.Params(seed, samples, distractors, limit, nil_share)
     started = time.perf_counter()
     out = common.check_target(out)
     icons = load_icons()
-    kb_icons, records, p = plan(icons, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share)
+    kb_icons, records, p = plan(icons, params)
     by_slug = {i.slug: i for i in icons}
     groups = mention_groups(kb_icons)
 
@@ -392,7 +381,7 @@ def build(
         dataset="logos",
         source={"package": PACKAGE, "version": version(PACKAGE), "icons": len(icons)},
         versions=library_versions(),
-        params={"seed": seed, "samples": samples, "distractors": distractors, "limit": limit, "nil_share": nil_share},
+        params=params.as_dict(),
         counts={"entities": len(kb_icons), "mention_words": len(groups), **common.plan_counts(p, writer.by_split)},
         started=started,
     )
