@@ -37,7 +37,7 @@ icons-data: venv icons-sources
 
 ## The whole test suite, what CI runs: lint, the docs site (strict: a broken link fails), then every
 ## test, the real vLLM server included.
-test: venv vllm-venv browser
+test: venv vllm-venv browser icons-sources
 	@$(PY) -m ruff check .
 	@$(LINT_IMPORTS)
 	@# not `mkdocs build -q`: --quiet hides the warnings from the counter that --strict fails on

@@ -6,12 +6,18 @@
 # ($DEST/PREFIX/icons.json, info.json, metadata.json, package.json). Every set is pinned in
 # src/retlink/data/icons/sources.txt (version and the sha512 integrity the npm registry publishes);
 # a tarball whose sha512 differs is refused and nothing of it is kept. Idempotent: a set already
-# unpacked at the pinned version is left alone. Needs npm (Debian: apt-get install npm).
+# unpacked at the pinned version is left alone. Needs npm (Debian: apt-get install npm) and openssl.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pins="$here/src/retlink/data/icons/sources.txt"
 dest="${RETLINK_CACHE:-$HOME/.cache/retlink}/npm/iconify"
-command -v npm >/dev/null || { echo "retlink: npm is needed to fetch the icon sets (apt-get install npm)" >&2; exit 1; }
+# Without npm: say so and exit 0 outside CI (the icons tests that need the real sets then skip,
+# saying why); under CI=true fail, so a CI run never passes without them (like scripts/browser.sh).
+if ! command -v npm >/dev/null; then
+  echo "retlink: npm is needed to fetch the icon sets (apt-get install npm)" >&2
+  [ -n "${CI:-}" ] && exit 1
+  exit 0
+fi
 mkdir -p "$dest"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -122,6 +122,18 @@ def test_missing_sources_are_a_clear_error(tmp_path):
         icons.load_sets(tmp_path, sets=["tabler"])
 
 
+def test_default_sources_name_the_make_target_and_the_pins(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETLINK_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(app, ["data", "build", "icons", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "make icons-sources" in res.output and "tabler" in res.output, res.output
+    # a set fetched at another version than the pin is refused, not silently built from
+    for prefix in icons.pinned_sets():
+        shutil.copytree(FIXTURE_SETS / "alpha", icons.default_sources() / prefix)
+        (icons.default_sources() / prefix / "package.json").write_text('{"version": "0.0.1"}')
+    with pytest.raises(ConfigError, match=r"other versions than sources.txt pins.*make icons-sources"):
+        icons.load_sets(icons.default_sources())
+
+
 def test_malformed_icons_json_names_the_file(tmp_path):
     sources = tmp_path / "sets"
     shutil.copytree(FIXTURE_SETS, sources)

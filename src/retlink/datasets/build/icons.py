@@ -211,7 +211,8 @@ def load_set(folder: Path) -> IconSet:
 def load_sets(sources: Path, sets: list[str] | None = None) -> list[IconSet]:
     """The sets under `sources` (every subfolder with an icons.json, or the named ones), by prefix."""
     sources = Path(sources).expanduser()
-    if sources.resolve() == default_sources().resolve() and sets is None:
+    pinned = sources.resolve() == default_sources().resolve() and sets is None
+    if pinned:
         sets = sorted(pinned_sets())
     found = sorted(p.parent.name for p in sources.glob("*/icons.json")) if sources.is_dir() else []
     wanted = sets if sets is not None else found
@@ -219,7 +220,13 @@ def load_sets(sources: Path, sets: list[str] | None = None) -> list[IconSet]:
     if not wanted or missing:
         what = f"the icon sets {', '.join(missing)} are" if missing else "no Iconify icon set is"
         raise ConfigError(f"{what} not in {sources}: run `{MAKE_TARGET}` (scripts/icons.sh) to fetch the pinned packages")
-    return [load_set(sources / s) for s in sorted(wanted)]
+    loaded = [load_set(sources / s) for s in sorted(wanted)]
+    if pinned:  # the fetched folder must hold the pinned versions (the script replaces any other)
+        pins = pinned_sets()
+        stale = [f"{name} {s.version}" for name, s in zip(sorted(wanted), loaded, strict=True) if s.version != pins[name]["version"]]
+        if stale:
+            raise ConfigError(f"{sources} holds other versions than sources.txt pins ({', '.join(stale)}): run `{MAKE_TARGET}`")
+    return loaded
 
 
 # -- names -> concepts -----------------------------------------------------------------------------
