@@ -5,7 +5,7 @@ PY := .venv/bin/python
 # editable install of retlink points
 LINT_IMPORTS := PYTHONPATH=$(CURDIR)/src .venv/bin/lint-imports --no-logo
 
-.PHONY: venv vllm-venv browser demo data test test-fast fuzz lint docs bench vllm vllm-stop clean
+.PHONY: venv vllm-venv browser icons-sources demo data icons-data test test-fast fuzz lint docs bench vllm vllm-stop clean
 
 ## The main virtual environment (cached outside the clone; see scripts/venv.sh).
 venv:
@@ -19,6 +19,10 @@ vllm-venv:
 browser:
 	@scripts/browser.sh
 
+## The Iconify icon sets of the icons benchmark (npm pack, pinned versions and sha512; see scripts/icons.sh).
+icons-sources:
+	@scripts/icons.sh
+
 ## Build the demo KB (if missing or stale) and link the bundled examples on the embedded default.
 demo: venv
 	@$(PY) -m retlink.cli demo
@@ -27,9 +31,13 @@ demo: venv
 data: venv
 	@$(PY) -m retlink.cli data build logos
 
+## Build the icons benchmark into $RETLINK_CACHE/data/icons from the fetched icon sets (docs/datasets.md).
+icons-data: venv icons-sources
+	@$(PY) -m retlink.cli data build icons
+
 ## The whole test suite, what CI runs: lint, the docs site (strict: a broken link fails), then every
 ## test, the real vLLM server included.
-test: venv vllm-venv browser
+test: venv vllm-venv browser icons-sources
 	@$(PY) -m ruff check .
 	@$(LINT_IMPORTS)
 	@# not `mkdocs build -q`: --quiet hides the warnings from the counter that --strict fails on

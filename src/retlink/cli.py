@@ -5,7 +5,7 @@
     retlink kb query DIR "text"
     retlink demo
     retlink train CONFIG          (fit the decision head; see src/retlink/train.py)
-    retlink data build logos [--out DIR] [--seed N] [--check]
+    retlink data build logos|icons [--out DIR] [--seed N] [--sources DIR] [--check]
     retlink data corpus logos [--packages FILE]
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--attack] [--config CFG]
     retlink eval ... / retlink mate ...   (see src/retlink/eval/cli.py, src/retlink/mate/cli.py)
@@ -241,43 +241,48 @@ def demo(
 @data_app.command("build")
 @friendly_errors
 def data_build(
-    name: Annotated[str, typer.Argument(help="dataset to build: logos")],
+    name: Annotated[str, typer.Argument(help="dataset to build: logos or icons")],
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="dataset folder (default: $RETLINK_CACHE/data/NAME)")] = None,
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same files")] = 0,
     samples: Annotated[int, typer.Option(min=1, help="mention samples over all splits")] = 1200,
-    distractors: Annotated[int, typer.Option(min=0, help="KB entities that share no mention word")] = 1000,
+    distractors: Annotated[int | None, typer.Option(min=0, help="KB entities that share no mention word (default: logos 1000, icons 100)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="use only N mention words (a small subset)")] = None,
     nil_share: Annotated[float, typer.Option(min=0.0, max=0.49, help="share of mention-sharing entities left out of the KB (NIL samples)")] = 0.05,
+    sources: Annotated[Path | None, typer.Option(help="icons: the folder of Iconify sets (default: $RETLINK_CACHE/npm/iconify, filled by `make icons-sources`)")] = None,
     check: Annotated[bool, typer.Option("--check", help="fail unless the build matches the committed manifest")] = False,
 ) -> None:
     """Build a benchmark dataset (MIMIC layout + entities.jsonl + manifest.json) from a package's data."""
     from retlink.core.errors import ConfigError
-    from retlink.datasets.build.logos import (
-        BUILDERS,
-        COMMITTED_MANIFEST,
-        committed_view,
-        compare_manifests,
-    )
-
-    if name not in BUILDERS:
-        raise ConfigError(f"unknown dataset builder {name!r}; known: {', '.join(sorted(BUILDERS))}")
     from retlink.core.paths import cache_dir
+    from retlink.datasets.build import icons, logos
+    from retlink.datasets.build.common import committed_view, compare_manifests
 
+    builders = {"logos": logos, "icons": icons}
+    if name not in builders:
+        raise ConfigError(f"unknown dataset builder {name!r}; known: {', '.join(sorted(builders))}")
+    options: dict = {"seed": seed, "samples": samples, "limit": limit, "nil_share": nil_share}
+    if distractors is not None:
+        options["distractors"] = distractors
+    if sources is not None:
+        if name != "icons":
+            raise ConfigError(f"--sources is for the icons benchmark; {name} is built from its Python package")
+        options["sources"] = sources
     target = (out_dir or cache_dir() / "data" / name).expanduser()
-    manifest = BUILDERS[name](
-        target, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share, console=err
-    )
+    manifest = builders[name].build(target, console=err, **options)
     counts = manifest["counts"]
     out.print(
-        f"built [bold]{target}[/] in {manifest['build_seconds']}s: {counts['entities']} KB entities, "
+        f"built [bold]{markup_safe(str(target))}[/] in {manifest['build_seconds']}s: {counts['entities']} KB entities, "
         f"samples {counts['samples']}, sha256 {manifest['digests']['all'][:16]}"
     )
     if check:
-        reference = json.loads(COMMITTED_MANIFEST.read_text())
+        committed = builders[name].COMMITTED_MANIFEST
+        if not committed.is_file():
+            raise ConfigError(f"no committed manifest for {name} ({committed}) to check the build against")
+        reference = json.loads(committed.read_text())
         diffs = compare_manifests(committed_view(manifest), reference)
         if diffs:
-            raise ConfigError(f"the build differs from {COMMITTED_MANIFEST}: " + "; ".join(diffs))
-        out.print(f"identical to the committed manifest {COMMITTED_MANIFEST.name} (sha256 {reference['digests']['all'][:16]})")
+            raise ConfigError(f"the build differs from {committed}: " + "; ".join(diffs))
+        out.print(f"identical to the committed manifest {committed.name} (sha256 {reference['digests']['all'][:16]})")
 
 
 @data_app.command("corpus")

@@ -21,14 +21,12 @@ from retlink.cli import app
 from retlink.core.errors import ConfigError
 from retlink.core.types import NIL
 from retlink.datasets import load_dataset
+from retlink.datasets.build.common import SPLITS, committed_view, compare_manifests
 from retlink.datasets.build.logos import (
     COMMITTED_MANIFEST,
-    SPLITS,
     STOP_WORDS,
     build,
     colour_name,
-    committed_view,
-    compare_manifests,
     library_versions,
     mention_key,
     title_words,

@@ -43,53 +43,33 @@ it unchanged, plus `entities.jsonl` (what `retlink kb build` reads; with the ali
 from __future__ import annotations
 
 import colorsys
-import hashlib
-import io
-import json
 import logging
 import re
 import time
-import zlib
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
 from retlink.core.errors import ConfigError
-from retlink.core.outdirs import (
-    MARKER,
-    check_out_dir,
-    check_replaceable,
-    remove_partial,
-    swap_into_place,
-    write_marker,
-)
+from retlink.datasets.build import common
+from retlink.datasets.build.common import Backgrounds, BenchmarkWriter, place, plan_samples
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "simple-icons-pack"
-PREFIX = "WIKIMEL"
-SPLITS = ("train", "dev", "test")
-#: share of the entities (with samples) in each split
-SPLIT_SHARES = (0.5, 0.2, 0.3)
 KB_SIZE = 224
-MANIFEST = "manifest.json"
 #: the manifest of the default build (seed 0), committed so a rebuild can be checked as identical
 COMMITTED_MANIFEST = Path(__file__).resolve().parents[2] / "data" / "logos" / "manifest.json"
-ENTITIES = "entities.jsonl"
 #: title words that never make a mention (function words, URL and file-type fragments)
 STOP_WORDS = frozenset(
     ["the", "and", "for", "with", "from", "des", "der", "die", "das", "und", "les", "los", "las", "del", "com", "org", "net", "www", "app", "inc", "ltd"]
 )
-#: scikit-image sample images that ship inside the package (no download): backgrounds
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle")
-TEXTURES = ("brick", "grass", "gravel", "moon", "camera", "coins", "page")
 STYLES = ("sign_on_photo", "tile", "inverted", "mono_texture")
 
 
@@ -244,8 +224,7 @@ def clue_values(icon: Icon, mention: str) -> dict[str, str]:
     secret.add(icon.slug.lower())
 
     def safe(text: str) -> bool:
-        low = text.lower()
-        return not any(len(s) >= 3 and s in low for s in secret)
+        return not common.leaks(text, secret)
 
     clues = {"colour": colour_name(icon.hex)}
     src = domain(icon.source)
@@ -260,15 +239,7 @@ def clue_values(icon: Icon, mention: str) -> dict[str, str]:
 
 def sentence(icon: Icon, mention: str, rng: np.random.Generator) -> tuple[str, list[str]]:
     """A sentence with the mention and some honest clues (or none: a quarter need the image alone)."""
-    clues = clue_values(icon, mention)
-    options = [k for k in TEMPLATES if k and all(c in clues for c in k)]
-    if rng.random() < 0.25 or not options:
-        kind: tuple[str, ...] = ()
-    else:
-        kind = options[int(rng.integers(len(options)))]
-    templates = TEMPLATES[kind]
-    text = templates[int(rng.integers(len(templates)))].format(m=mention, **clues)
-    return text[0].upper() + text[1:], list(kind)
+    return common.fill_template(TEMPLATES, clue_values(icon, mention), mention, rng)
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -285,12 +256,8 @@ def _luminance(rgb: tuple[int, int, int]) -> float:
 
 def render_logo(icon: Icon, size: int, colour: tuple[int, int, int]) -> Image.Image:
     """The icon's SVG rendered by cairosvg at `size` px, in one colour, on a transparent background."""
-    import cairosvg
-
     fill = "#{:02X}{:02X}{:02X}".format(*colour)
-    svg = icon.svg.replace("<svg ", f'<svg fill="{fill}" ', 1)
-    png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
-    return Image.open(io.BytesIO(png)).convert("RGBA")
+    return common.svg_image(icon.svg.replace("<svg ", f'<svg fill="{fill}" ', 1), size)
 
 
 def render_kb_image(icon: Icon, size: int = KB_SIZE) -> Image.Image:
@@ -302,35 +269,6 @@ def render_kb_image(icon: Icon, size: int = KB_SIZE) -> Image.Image:
     offset = (size - logo.width) // 2
     canvas.paste(logo, (offset, offset), logo)
     return canvas
-
-
-class Backgrounds:
-    """Photos and textures from scikit-image's bundled samples, loaded once as RGB arrays."""
-
-    def __init__(self) -> None:
-        import skimage.data as data
-
-        def rgb(name: str) -> np.ndarray:
-            arr = getattr(data, name)()
-            if isinstance(arr, tuple):  # stereo_motorcycle: (left, right, disparity)
-                arr = arr[0]
-            arr = np.asarray(arr)
-            if arr.ndim == 2:
-                arr = np.stack([arr] * 3, axis=-1)
-            if arr.dtype != np.uint8:
-                arr = (255 * (arr.astype(np.float64) / max(float(arr.max()), 1e-9))).astype(np.uint8)
-            return arr[..., :3]
-
-        self.photos = [rgb(n) for n in PHOTOS]
-        self.textures = [rgb(n) for n in TEXTURES]
-
-    @staticmethod
-    def crop(arr: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image:
-        """A random square crop (at least half the short side), resized to `size`."""
-        h, w = arr.shape[:2]
-        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        return Image.fromarray(arr[y : y + side, x : x + side]).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def render_mention_image(icon: Icon, rng: np.random.Generator, backgrounds: Backgrounds) -> tuple[Image.Image, str]:
@@ -363,142 +301,29 @@ def render_mention_image(icon: Icon, rng: np.random.Generator, backgrounds: Back
         dark = _luminance(tuple(int(c) for c in np.asarray(canvas).reshape(-1, 3).mean(0))) > 0.5
         logo = render_logo(icon, logo_size, (15, 15, 15) if dark else (245, 245, 245))
 
-    logo = logo.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
-    pad = int(logo_size * 0.12)
-    span = canvas_size - logo.width - 2 * pad
-    x = pad + int(rng.integers(0, max(span, 0) + 1))
-    y = pad + int(rng.integers(0, max(span, 0) + 1))
-    if panel is not None:
-        plate = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
-        ImageDraw.Draw(plate).rounded_rectangle(
-            (x - pad, y - pad, x + logo.width + pad, y + logo.height + pad),
-            radius=pad,
-            fill=(*panel, int(rng.integers(215, 256))),
-        )
-        canvas = Image.alpha_composite(canvas.convert("RGBA"), plate).convert("RGB")
-    canvas.paste(logo, (x, y), logo)
-    if style == "inverted":
-        canvas = ImageOps.invert(canvas)
-    # crop up to 10% from each side, then to a square of 224-288 px (a different size than the KB's)
-    c = canvas_size
-    left, top = (int(rng.integers(0, c // 10 + 1)) for _ in range(2))
-    side = c - max(left, top) - int(rng.integers(0, c // 10 + 1))
-    canvas = canvas.crop((left, top, left + side, top + side))
-    out = int(rng.integers(224, 289))
-    return canvas.resize((out, out), Image.Resampling.BICUBIC), style
-
-
-def _jpeg(image: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+    return place(canvas, logo, rng, size=logo_size, angle=angle, panel=panel, invert=style == "inverted"), style
 
 
 # -- the build -------------------------------------------------------------------------------------
 
 
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(key.encode())])
-
-
-def plan(
-    icons: list[Icon], *, seed: int, samples: int, distractors: int, limit: int | None, nil_share: float = 0.0
-) -> tuple[list[Icon], list[dict[str, Any]], dict[str, str], set[str]]:
-    """Which icons go into the KB, which (mention, gold) samples exist, each gold entity's split,
-    and the entities left out of the KB (their samples are NIL)."""
+def plan(icons: list[Icon], params: common.Params) -> tuple[list[Icon], list[dict[str, Any]], common.Plan]:
+    """Which icons go into the KB and which (mention word, gold slug) samples exist (`common.plan_samples`)."""
     by_slug = {i.slug: i for i in icons}
-    groups = mention_groups(icons)
-    keys = sorted(groups)
-    if limit is not None:
-        order = _rng(seed, "groups").permutation(len(keys))
-        keys = sorted(keys[i] for i in order[:limit])
-    groups = {k: groups[k] for k in keys}
-    members = sorted({s for slugs in groups.values() for s in slugs})
-    others = [i.slug for i in icons if i.slug not in set(members)]
-    picked = _rng(seed, "distractors").permutation(len(others))[: min(distractors, len(others))]
-
-    # NIL: a few entities that share a mention word are left out of the KB, never one whose
-    # mention words would then name fewer than two KB entities (the mention stays ambiguous)
-    groups_of: dict[str, list[str]] = defaultdict(list)
-    for key, slugs in groups.items():
-        for slug in slugs:
-            groups_of[slug].append(key)
-    in_kb = {k: len(v) for k, v in groups.items()}
-    nil: set[str] = set()
-    for j in _rng(seed, "nil").permutation(len(members)):
-        if len(nil) >= round(nil_share * len(members)):
-            break
-        if all(in_kb[k] >= 3 for k in groups_of[members[j]]):
-            nil.add(members[j])
-            for k in groups_of[members[j]]:
-                in_kb[k] -= 1
-    kb_slugs = sorted([*(m for m in members if m not in nil), *(others[i] for i in picked)])
-
-    # entity-level split: a gold entity's samples all land in its split
-    order = _rng(seed, "split").permutation(len(members))
-    cut1 = round(SPLIT_SHARES[0] * len(members))
-    cut2 = cut1 + round(SPLIT_SHARES[1] * len(members))
-    split_of = {members[j]: SPLITS[0 if r < cut1 else 1 if r < cut2 else 2] for r, j in enumerate(order)}
-
-    pairs = [(k, s) for k in keys for s in groups[k]]
-    if samples >= len(pairs):
-        extra = _rng(seed, "extra").choice(len(pairs), size=samples - len(pairs), replace=True)
-        chosen = list(range(len(pairs))) + sorted(int(i) for i in extra)
-    else:
-        chosen = sorted(int(i) for i in _rng(seed, "pairs").choice(len(pairs), size=samples, replace=False))
-    records = []
-    seen: dict[tuple[str, str], int] = defaultdict(int)
-    for idx in chosen:
-        key, slug = pairs[idx]
-        n = seen[(key, slug)]
-        seen[(key, slug)] += 1
-        word = next(w for w in title_words(by_slug[slug].title) if mention_key(w) == key)
-        records.append({"key": f"{key}-{slug}-{n}", "mention": word, "slug": slug, "split": split_of[slug]})
-    return [by_slug[s] for s in kb_slugs], records, split_of, nil
+    p = plan_samples(mention_groups(icons), [i.slug for i in icons], params)
+    records = [
+        {
+            **rec,
+            "mention": next(w for w in title_words(by_slug[rec["id"]].title) if mention_key(w) == rec["mention_key"]),
+        }
+        for rec in p.records
+    ]
+    return [by_slug[s] for s in p.kb_ids], records, p
 
 
 def library_versions() -> dict[str, str]:
     """Versions whose output bytes the build depends on (a different one may change the sha256s)."""
-    import cairocffi
-
-    out = {p: version(p) for p in (PACKAGE, "cairosvg", "pillow", "numpy", "scikit-image")}
-    out["libcairo"] = cairocffi.cairo_version_string()
-    return out
-
-
-def digest_files(root: Path) -> dict[str, str]:
-    """sha256 of every file under root except the manifest, by relative path (sorted)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in (MANIFEST, MARKER))
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def summary_digests(files: dict[str, str]) -> dict[str, str]:
-    """One sha256 per top-level file and per folder (over its files' paths and hashes), and `all`."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for path, sha in files.items():
-        groups[path.split("/", 1)[0]].append(f"{path} {sha}\n")
-    out = {name: hashlib.sha256("".join(lines).encode()).hexdigest() for name, lines in sorted(groups.items())}
-    out["all"] = hashlib.sha256("".join(f"{p} {s}\n" for p, s in files.items()).encode()).hexdigest()
-    return out
-
-
-#: the marker kind of a built benchmark folder (`retlink.core.outdirs`)
-DATASET_KIND = "dataset"
-
-
-def _legacy_dataset(folder: Path) -> bool:
-    """A benchmark folder built before the marker: its manifest names this builder's layout."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("layout", {}).get("entities_jsonl") == ENTITIES
+    return common.library_versions(PACKAGE)
 
 
 def build(
@@ -513,138 +338,51 @@ def build(
     console: Any = None,
 ) -> dict[str, Any]:
     """Build the benchmark into `out` (replaced only when complete); returns the manifest."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if samples < 1 or distractors < 0 or (limit is not None and limit < 1) or not 0 <= nil_share < 0.5:
-        raise ConfigError("samples must be >= 1, distractors >= 0, limit >= 1 and nil_share in [0, 0.5)")
+    params = common.Params(seed, samples, distractors, limit, nil_share)
     started = time.perf_counter()
-    out = check_out_dir(out)
-    check_replaceable(out, DATASET_KIND, legacy=_legacy_dataset)
+    out = common.check_target(out)
     icons = load_icons()
-    kb_icons, records, split_of, nil = plan(
-        icons, seed=seed, samples=samples, distractors=distractors, limit=limit, nil_share=nil_share
-    )
+    kb_icons, records, p = plan(icons, params)
     by_slug = {i.slug: i for i in icons}
     groups = mention_groups(kb_icons)
 
-    work = out.with_name(out.name + ".partial")
-    remove_partial(work, DATASET_KIND)
-    write_marker(work, DATASET_KIND)
-    (work / "kb_image").mkdir(parents=True)
-    (work / "mention_image").mkdir()
+    writer = BenchmarkWriter(out, "LOGOS")
     backgrounds = Backgrounds()
-    index = {icon.slug: n for n, icon in enumerate(kb_icons)}
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, console=console, transient=False) as bar:
+    with common.progress_bar(progress, console) as bar:
         task = bar.add_task("KB images", total=len(kb_icons))
-        kb_records, jsonl_lines = [], []
         for icon in kb_icons:
-            name = f"{icon.slug}.png"
-            (work / "kb_image" / name).write_bytes(_png(render_kb_image(icon)))
             aliases = sorted(
                 {w for w in title_words(icon.title) if mention_key(w) in groups and w != icon.title},
                 key=str.lower,
             )
-            desc = describe(icon)
-            kb_records.append(
-                {"id": index[icon.slug], "type": "entity", "entity_name": quote(icon.title), "desc": desc, "image_list": [name]}
-            )
-            jsonl_lines.append(
-                json.dumps(
-                    {"id": icon.slug, "name": icon.title, "aliases": aliases, "description": desc, "image_paths": [f"kb_image/{name}"]},
-                    ensure_ascii=False,
-                )
-            )
+            writer.add_entity(icon.slug, icon.title, aliases, describe(icon), render_kb_image(icon))
             bar.advance(task)
 
         task = bar.add_task("mention images", total=len(records))
-        by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-        counters = dict.fromkeys(SPLITS, 0)
         for rec in records:
-            icon = by_slug[rec["slug"]]
-            rng = _rng(seed, rec["key"])
+            icon = by_slug[rec["id"]]
+            rng = common.rng(seed, rec["key"])
             text, clues = sentence(icon, rec["mention"], rng)
             image, style = render_mention_image(icon, rng, backgrounds)
-            split = rec["split"]
-            rid = f"LOGOS-{split}-{counters[split]}"
-            counters[split] += 1
-            (work / "mention_image" / f"{rid}.jpg").write_bytes(_jpeg(image, int(rng.integers(55, 91))))
-            by_split[split].append(
-                {
-                    "id": rid,
-                    "sentence": text,
-                    "mentions": quote(rec["mention"]),
-                    "imgPath": f"{rid}.jpg",
-                    "answer": "nil" if icon.slug in nil else icon.slug,
-                    "entities": icon.title,
-                    # extra fields (the loaders ignore them): what the sentence and image carry
-                    "clues": clues,
-                    "style": style,
-                }
+            writer.add_sample(
+                rec["split"],
+                image,
+                int(rng.integers(55, 91)),
+                sentence=text,
+                mention=rec["mention"],
+                answer="nil" if icon.slug in p.nil else icon.slug,
+                entities=icon.title,
+                # what the sentence and image carry
+                extra={"clues": clues, "style": style},
             )
             bar.advance(task)
 
-    _write_json_array(work / "kb_entity.json", kb_records)
-    (work / "qid2id.json").write_text(json.dumps({i.slug: index[i.slug] for i in kb_icons}) + "\n")
-    (work / ENTITIES).write_text("\n".join(jsonl_lines) + "\n", encoding="utf-8")
-    for split in SPLITS:
-        _write_json_array(work / f"{PREFIX}_{split}.json", by_split[split])
+    return writer.finish(
+        dataset="logos",
+        source={"package": PACKAGE, "version": version(PACKAGE), "icons": len(icons)},
+        versions=library_versions(),
+        params=params.as_dict(),
+        counts={"entities": len(kb_icons), "mention_words": len(groups), **common.plan_counts(p, writer.by_split)},
+        started=started,
+    )
 
-    files = digest_files(work)
-    manifest = {
-        "dataset": "logos",
-        "source": {"package": PACKAGE, "version": version(PACKAGE), "icons": len(icons)},
-        "versions": library_versions(),
-        "params": {"seed": seed, "samples": samples, "distractors": distractors, "limit": limit, "nil_share": nil_share},
-        "counts": {
-            "entities": len(kb_icons),
-            "mention_words": len(groups),
-            "entities_sharing_a_mention_word": len(split_of),
-            "samples": {s: len(by_split[s]) for s in SPLITS},
-            # of which NIL (gold left out of the KB; MIMIC's loaders skip them unless include_nil=True)
-            "nil_samples": {s: sum(r["answer"] == "nil" for r in by_split[s]) for s in SPLITS},
-            "gold_entities": {s: sum(1 for k, v in split_of.items() if v == s and k not in nil) for s in SPLITS},
-            "nil_entities": len(nil),
-        },
-        "layout": {
-            "entities_jsonl": ENTITIES,
-            "splits": {s: f"{PREFIX}_{s}.json" for s in SPLITS},
-            "loader": "logos (or wikimel, unchanged)",
-        },
-        "digests": summary_digests(files),
-        "files": files,
-    }
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-    swap_into_place(work, out, DATASET_KIND, legacy=_legacy_dataset)
-    manifest["build_seconds"] = round(time.perf_counter() - started, 1)
-    return manifest
-
-
-def _write_json_array(path: Path, records: list[dict[str, Any]]) -> None:
-    """One record a line inside a JSON array (MIMIC's files are arrays; a line each keeps errors locatable)."""
-    body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
-    path.write_text(f"[\n{body}\n]\n" if records else "[]\n", encoding="utf-8")
-
-
-def committed_view(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The part of a manifest worth committing: everything but the per-file list."""
-    return {k: v for k, v in manifest.items() if k not in ("files", "build_seconds")}
-
-
-def compare_manifests(built: dict[str, Any], reference: dict[str, Any]) -> list[str]:
-    """Differences between a build and a reference manifest (empty when identical), as readable lines."""
-    diffs = []
-    for key in ("params", "source", "versions", "counts", "digests"):
-        a, b = built.get(key), reference.get(key)
-        if a != b:
-            if isinstance(a, dict) and isinstance(b, dict):
-                for k in sorted(set(a) | set(b)):
-                    if a.get(k) != b.get(k):
-                        diffs.append(f"{key}.{k}: built {a.get(k)!r}, reference {b.get(k)!r}")
-            else:
-                diffs.append(f"{key}: built {a!r}, reference {b!r}")
-    return diffs
-
-
-BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"logos": build}
