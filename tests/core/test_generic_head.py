@@ -84,3 +84,27 @@ def test_a_head_fitted_across_kbs_loads_on_a_new_kb_where_a_kb_head_is_refused(t
     assert result.decided_by == "head" and result.entity_id == "moon"
     with pytest.raises(ConfigError, match="another KB or embedder"):
         Linker.from_config({**agent, "decision": {"head": str(kb_head)}})
+
+
+@pytest.mark.slow
+def test_the_shipped_generic_head_links_a_kb_it_never_saw_without_loading_the_llm(tmp_path):
+    """`decision: {head: generic}` on a KB built here from a fixture: the head the package ships
+    loads (its embedders are the embedded default's), decides, and the LLM is never loaded (the
+    reasoner's model points at a folder that does not exist)."""
+    from retlink import Linker
+    from retlink.agent.decision import DecisionHead, head_file
+    from retlink.agent.decision.features import FEATURES
+
+    shipped = json.loads(head_file(GENERIC_HEAD).read_text())
+    assert shipped["fingerprint"]["scope"] == "embedders" and shipped["reasoner_weight"] == 0
+    assert set(shipped["metrics"]["by_dataset"]) == {"logos", "icons"}  # fitted on DEV links only
+    assert shipped["metrics"]["split"] == "dev"
+    DecisionHead.load(GENERIC_HEAD, features=FEATURES)  # the name resolves to the packaged file
+
+    new = entities_file(tmp_path / "new.jsonl", lambda e: e["id"] in {"moon", "luna_lovegood", "luna_programme", "brick", "retina"})
+    cfg = {"kb": {"path": str(tmp_path / "kb"), "entities": str(new)}, "decision": {"head": GENERIC_HEAD},
+           "reasoner": {"llm": {"model": str(tmp_path / "no-such-model")}}}
+    linker = Linker.from_config(cfg)
+    assert linker.components.reasoner_llm is None
+    result = linker.link(DEMO / "images" / "moon.jpg", "Luna", "Through the telescope the craters of [Luna] look sharp and grey tonight.")
+    assert result.decided_by == "head" and result.entity_id == "moon"
