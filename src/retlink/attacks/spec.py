@@ -9,10 +9,11 @@ attack endpoint (its surrogate names). Validation checks against the attack regi
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from retlink.core.config import NAME, StrictModel, init_hints
 from retlink.core.networks import DEFAULT_NETWORK
@@ -51,6 +52,19 @@ def _number(value: Any) -> Any:
             raise ValueError(f"division by zero in {value!r}")
         return num / den
     return value
+
+
+def fraction_text(value: float) -> str:
+    """0.03137 -> '8/255' when it is a whole number of 255ths (how budgets are quoted; the
+    inverse of the parsing above)."""
+    f = Fraction(value * 255).limit_denominator(8)
+    if abs(float(f) - value * 255) < 1e-6 and f.denominator == 1:
+        return f"{f.numerator}/255"
+    return f"{value:.4g}"
+
+
+#: a budget a config may quote as a fraction ('8/255'), read like an attack's `params`
+Budget = Annotated[float, BeforeValidator(_number)]
 
 
 #: attacks an eval config names besides the registered ones (`retlink.attacks.ATTACKS`):

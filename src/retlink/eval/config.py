@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +31,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from retlink.agent.config import PRESET_DIR, load_config
 from retlink.agent.decision import head_file
 from retlink.attacks.spec import ATTACK_INTERNALS, AttackSpec
+from retlink.attacks.spec import fraction_text as fraction_text  # where the report looks for it
 from retlink.core.config import (
     NAME,
     PATH_KEYS,
@@ -107,7 +107,8 @@ class PipelineSpec(StrictModel):
     config: str | None = None
     #: agent: nested config keys merged over `config`, e.g. {search: {enabled: false}}
     overrides: dict[str, Any] = Field(default_factory=dict)
-    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool, image_backend)
+    #: baseline: `BaselineConfig` fields (text_weight, image_weight, top_k, pool, image_backend);
+    #: certified: `CertifiedConfig` fields (eps, size, max_candidates)
     options: dict[str, Any] = Field(default_factory=dict)
     #: this pipeline's own KB, built with the pipeline's own embedders when missing or stale;
     #: needed when its image embedder is not the default's (the KB stores image vectors).
@@ -462,7 +463,8 @@ def _number_problems(params: dict[str, Any], loc: tuple[Any, ...]) -> list[Probl
 
 def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem]:
     """An agent's `config` with its `overrides` merged in must be a valid agent config, and a
-    baseline's `options` a valid `BaselineConfig`; other kinds take neither."""
+    baseline's `options` a valid `BaselineConfig` (a certified one's a `CertifiedConfig`); other
+    kinds take neither."""
     from pydantic import ValidationError
 
     from retlink.agent.config import RetlinkConfig
@@ -489,6 +491,17 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
             problems = validation_lines(e, (*loc, "options"))
         if spec.overrides or spec.config:
             problems.append(((*loc,), "baseline pipelines take `options`, not `config` or `overrides`"))
+        return problems
+    if spec.kind == "certified":
+        from retlink.eval.certified import CertifiedConfig
+
+        problems = []
+        try:
+            CertifiedConfig.model_validate(spec.options)
+        except ValidationError as e:
+            problems = validation_lines(e, (*loc, "options"))
+        if spec.overrides or spec.config:
+            problems.append(((*loc,), "certified pipelines take `options`, not `config` or `overrides`"))
         return problems
     return []
 
@@ -518,11 +531,3 @@ def _relative_to_file(data: dict[str, Any], base: Path) -> dict[str, Any]:
             ],
         }
     return data
-
-
-def fraction_text(value: float) -> str:
-    """0.03137 -> '8/255' when it is a whole number of 255ths (how budgets are quoted)."""
-    f = Fraction(value * 255).limit_denominator(8)
-    if abs(float(f) - value * 255) < 1e-6 and f.denominator == 1:
-        return f"{f.numerator}/255"
-    return f"{value:.4g}"

@@ -7,7 +7,9 @@ The kinds cover every level of a defence evaluation:
 - `agent`: the LangGraph agent (`retlink.Linker`) from a preset or YAML file plus overrides, e.g.
   `{search: {enabled: false}}` for the agent without search;
 - `tagger` and `retrieval` (`retlink.eval.levels`): the captioner's classifier and KB image
-  retrieval alone, on the image the agent config's defences would let through.
+  retrieval alone, on the image the agent config's defences would let through;
+- `certified` (`retlink.eval.certified`): the mention's alias candidates ranked by image
+  thumbnail distance, each answer with its certified L-inf radius.
 Every pipeline of a run ranks the same KB: the run's `kb.path` replaces the agent config's, so a
 comparison never mixes knowledge bases. The one exception is a pipeline with its own `kb:` (the
 same entities embedded with another image embedder, e.g. EfficientNet-Lite1 for encoder
@@ -100,3 +102,11 @@ def build_retrieval(spec: Any, kb_path: Path) -> Pipeline:
     from retlink.eval.levels import RetrievalLevel
 
     return RetrievalLevel(spec, kb_path)
+
+
+@register_pipeline("certified")
+def build_certified(spec: Any, kb_path: Path) -> Pipeline:
+    """Alias candidates ranked by thumbnail distance, with a certificate (`retlink.eval.certified`)."""
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker
+
+    return CertifiedLinker.from_kb(kb_path, CertifiedConfig.model_validate(spec.options))

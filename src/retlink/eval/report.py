@@ -155,6 +155,28 @@ def detector_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, 
     return out
 
 
+def certified_stats(index: dict[tuple[str, str, str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per setting, pipeline whose records carry certificates (`certified_at`) and condition:
+    Hits@1 and, per eps, certified Hits@1, the share of samples answered right AND certified at
+    that eps (a failed link is neither). On the clean condition it is a lower bound on Hits@1
+    under any L-inf image attack of that eps."""
+    out: dict[str, Any] = {}
+    for (pipe, setting, attack), recs in sorted(index.items()):
+        if not any("certified_at" in r for r in recs.values()):
+            continue
+        ids = sorted(recs)
+        labels = list(dict.fromkeys(e for i in ids for e in recs[i].get("certified_at", {})))
+        out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {
+            "n": len(ids),
+            "hits@1": rounded(accuracy([bool(recs[i]["correct"]) for i in ids])),
+            "certified_hits@1": {
+                e: rounded(accuracy([bool(recs[i]["correct"]) and bool(recs[i].get("certified_at", {}).get(e)) for i in ids]))
+                for e in labels
+            },
+        }
+    return out
+
+
 def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The whole summary: per setting, per pipeline, per condition cell; norms; timing."""
     index: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -191,6 +213,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         spec["measured"] = norm_stats([r for r in records.values() if r["attack"] == a.name])
         attacks[a.name] = spec
     detectors = detector_stats(cfg, index)
+    certified = certified_stats(index)
     planned = len(meta.get("samples", []))
     expected = planned * sum(len(cfg.pipelines_in(s)) * len(cfg.attacks_in(s)) for s in cfg.settings)
     return {
@@ -205,6 +228,8 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         "settings": settings,
         "attacks": attacks,
         "detectors": detectors,
+        # only for runs with a pipeline that certifies its answers: other summaries keep their keys
+        **({"certified": certified} if certified else {}),
         "timing": timing_stats(list(records.values())),
     }
 
@@ -307,6 +332,8 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
                         f"{pct(d['detection_rate'])} | {d['n']} |"
                     )
         lines.append("")
+    if summary.get("certified"):
+        lines += _certified_lines(summary["certified"])
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     timing = summary["timing"]
@@ -325,6 +352,28 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
     if timing.get("attack_seconds_per_image") is not None:
         lines.append(f"\nAttacks: {_fmt(timing['attack_seconds_per_image'])} s per image.")
     return "\n".join(lines) + "\n"
+
+
+def _certified_lines(certified: dict[str, Any]) -> list[str]:
+    """The certified Hits@1 section: one table per set of eps, one row per pipeline and condition."""
+    lines = [
+        "## Certified Hits@1",
+        "",
+        "Pipelines that certify their answers: *cert@eps* is the share of samples answered right AND "
+        "certified at that L∞ budget (no image perturbation within it can change the answer, on the "
+        "pipeline's input pixels). On clean images it is a lower bound on Hits@1 under any such attack.",
+        "",
+    ]
+    for setting, pipes in certified.items():
+        labels = list(dict.fromkeys(e for conds in pipes.values() for c in conds.values() for e in c["certified_hits@1"]))
+        lines.append("| setting | pipeline | condition | Hits@1 | " + " | ".join(f"cert@{e}" for e in labels) + " | n |")
+        lines.append("|---|---|---|---|" + "---|" * len(labels) + "---|")
+        for pipe, conds in pipes.items():
+            for cond, c in conds.items():
+                cells = " | ".join(pct(c["certified_hits@1"].get(e)) for e in labels)
+                lines.append(f"| {setting} | {pipe} | {cond} | {pct(c['hits@1'])} | {cells} | {c['n']} |")
+        lines.append("")
+    return lines
 
 
 def _fmt(x: float | None) -> str:

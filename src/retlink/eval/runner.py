@@ -481,6 +481,10 @@ class Runner:
         if detect is not None:  # the pipeline runs a detector: its verdict and score
             rec["flagged"] = bool(result.perturbed)
             rec["detector_score"] = max(detect.detail["scores"].values())
+        cert = next((ev.detail for ev in result.trace if ev.node == "certify"), None)
+        if cert is not None:  # a certified pipeline: its radius and the eps it is certified at
+            rec["certified_radius_255"] = cert["radius_255"]
+            rec["certified_at"] = cert["certified"]
         return {
             **rec,
             "status": "ok",
