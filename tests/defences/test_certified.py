@@ -214,6 +214,8 @@ def test_bad_certified_options_are_refused_at_load(tmp_path):
         load_eval_config(_run_config(tmp_path, tmp_path, eps=["300/255"]))
     with pytest.raises(ConfigError, match=r"siz"):
         load_eval_config(_run_config(tmp_path, tmp_path, siz=8))
+    with pytest.raises(ConfigError, match=r"text_only removes the image.*certified"):
+        load_eval_config({**_run_config(tmp_path, tmp_path), "settings": ["text_only"]})
     bad = _run_config(tmp_path, tmp_path)
     bad["pipelines"][0]["overrides"] = {"kb": {"top_k": 3}}
     with pytest.raises(ConfigError, match=r"certified pipelines take `options`"):

@@ -94,8 +94,9 @@ class KBSpec(StrictModel):
         return v
 
 
-#: pipeline kinds that link from the image alone (no text_only setting for them)
-IMAGE_ONLY_KINDS = ("tagger", "retrieval")
+#: pipeline kinds that cannot link without the image (no text_only setting for them): the image
+#: levels, and `certified`, whose answer is decided by the image among the alias candidates
+IMAGE_ONLY_KINDS = ("tagger", "retrieval", "certified")
 
 
 class PipelineSpec(StrictModel):

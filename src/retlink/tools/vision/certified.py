@@ -31,6 +31,7 @@ reported as 1 (`MAX_RADIUS`): an L-inf ball of radius 1 already holds every imag
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -176,14 +177,15 @@ class KBThumbnails:
         return thumb
 
 
-_SHARED: dict[tuple[str, int], KBThumbnails] = {}
+_SHARED: dict[tuple[str, str, int], KBThumbnails] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def kb_thumbnails(kb: Any, size: int = DEFAULT_SIZE) -> KBThumbnails:
     """The process-wide thumbnail cache of a KB (`KBStore`) at one size: pipelines on the same KB
-    share it."""
-    key = (kb.where, size)
+    share it. Keyed by the manifest too, so a KB rebuilt in place (its images may differ) gets a
+    fresh cache."""
+    key = (kb.where, json.dumps(kb.manifest, sort_keys=True, default=str), size)
     with _SHARED_LOCK:
         if key not in _SHARED:
             _SHARED[key] = KBThumbnails(kb.image_file, size)
