@@ -125,10 +125,13 @@ class AliasTable:
                 con.execute(f"DELETE FROM alias WHERE entity_id IN ({','.join('?' * len(chunk))})", chunk)
 
     def lookup(self, mention: str, limit: int = 50) -> list[str]:
+        """The ids of the entities named `mention`, the first `limit` by id: ordered, so which
+        ones a common name keeps is the same on every machine and sqlite version (the primary
+        key's index serves the order)."""
         key = normalise_name(mention)
         if not key:
             return []
-        cur = self._connect().execute("SELECT entity_id FROM alias WHERE norm = ? LIMIT ?", (key, limit))
+        cur = self._connect().execute("SELECT entity_id FROM alias WHERE norm = ? ORDER BY entity_id LIMIT ?", (key, limit))
         return [r[0] for r in cur.fetchall()]
 
     def close(self) -> None:
