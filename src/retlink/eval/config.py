@@ -482,27 +482,18 @@ def _pipeline_problems(spec: PipelineSpec, loc: tuple[Any, ...]) -> list[Problem
         except ValidationError as e:
             return validation_lines(e, (*loc, "overrides"))
         return [((*loc, "options"), f"{spec.kind} pipelines take `overrides`, not `options`")] if spec.options else []
-    if spec.kind == "baseline":
+    if spec.kind in ("baseline", "certified"):  # pipelines configured by `options` alone
         from retlink.eval.baseline import BaselineConfig
-
-        problems: list[Problem] = []
-        try:
-            BaselineConfig.model_validate(spec.options)
-        except ValidationError as e:
-            problems = validation_lines(e, (*loc, "options"))
-        if spec.overrides or spec.config:
-            problems.append(((*loc,), "baseline pipelines take `options`, not `config` or `overrides`"))
-        return problems
-    if spec.kind == "certified":
         from retlink.eval.certified import CertifiedConfig
 
-        problems = []
+        options_model = BaselineConfig if spec.kind == "baseline" else CertifiedConfig
+        problems: list[Problem] = []
         try:
-            CertifiedConfig.model_validate(spec.options)
+            options_model.model_validate(spec.options)
         except ValidationError as e:
             problems = validation_lines(e, (*loc, "options"))
         if spec.overrides or spec.config:
-            problems.append(((*loc,), "certified pipelines take `options`, not `config` or `overrides`"))
+            problems.append(((*loc,), f"{spec.kind} pipelines take `options`, not `config` or `overrides`"))
         return problems
     return []
 
