@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from retlink.core.config import GENERIC_HEAD, StrictModel, UserPath, resolve_path
+from retlink.core.config import NAMED_PATHS, StrictModel, UserPath, resolve_path
 from retlink.core.networks import DEFAULT_NETWORK, ImageNetwork, canonical
 from retlink.core.paths import DEFAULT_CACHE
 
@@ -391,7 +391,7 @@ class DecisionConfig(StrictModel):
     @field_validator("head")
     @classmethod
     def _expand_head(cls, v: Path | str | None) -> Path | str | None:
-        return v if v is None or v == GENERIC_HEAD else Path(resolve_path(str(v), Path.cwd()))
+        return v if v is None or v in NAMED_PATHS["head"] else Path(resolve_path(str(v), Path.cwd()))
 
 
 class LimitsConfig(StrictModel):
