@@ -130,11 +130,6 @@ class FaultProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    @property
-    def base_urls(self) -> list[str]:
-        """Every replica's URL."""
-        return [f"http://127.0.0.1:{p}/v1" for p in self.ports]
-
     def _accept(self) -> None:
         while True:
             try:

@@ -56,6 +56,21 @@ class FaultyChatServer(FakeChatServer):
         self.send_body(503, "application/json", b'{"error": {"message": "injected fault", "type": "server_error"}}')
 
 
+class AnswersOnceThen503(CountingChat):
+    """Fault injection: a replica whose first request is held and answered, and every later one
+    gets 503 at once (it goes bad while it still owes an answer)."""
+
+    def do_POST(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.posts = getattr(srv, "posts", 0) + 1
+            first = srv.posts == 1
+        if first:
+            super().do_POST()
+        else:
+            FaultyChatServer.do_POST(self)
+
+
 class Replicas(LoopbackHTTP):
     """A listen backlog for bursts of connections (the default 5 drops SYNs, retried 1 s later)."""
 
@@ -172,6 +187,34 @@ def test_a_replica_killed_mid_run_is_left_out_and_every_request_completes():
         for _ in range(3):
             llm.generate(MESSAGES, max_tokens=8)
         assert chats(alive) == before + 3 and dead.failures == client.replicas[1].failures
+
+
+def test_a_late_answer_from_a_replica_that_has_since_failed_does_not_bring_it_back():
+    """The race behind a flaky failover: a replica answers a request it was sent before it failed
+    another one; that answer must not clear the failure's back-off."""
+    with Replicas(AnswersOnceThen503) as going_bad, Replicas(CountingChat) as good:
+        going_bad.delay = good.delay = 1.0
+        client = OpenAICompatClient(MODEL, urls([going_bad, good]), max_retries=1, replica_backoff_s=30)
+        out: list[str] = []
+
+        def one() -> None:
+            out.append(client.chat(MESSAGES, max_tokens=4).choices[0].message.content)
+
+        threads = []
+        for expected_in_flight in ([1, 0], [1, 1]):  # 1st to going_bad (in turn), 2nd to good (least busy)
+            threads.append(threading.Thread(target=one))
+            threads[-1].start()
+            deadline = time.monotonic() + 5
+            while [r.in_flight for r in client.replicas] != expected_in_flight and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert [r.in_flight for r in client.replicas] == expected_in_flight
+        one()  # a tie, going_bad first in turn: 503, left out, retried on good
+        for t in threads:
+            t.join(timeout=10)
+        assert len(out) == 3 and chats(going_bad) == 2 and chats(good) == 2
+        bad = client.replicas[0]
+        assert bad.served == 1 and bad.failures == 1  # its late answer counted, its failure kept
+        assert bad.down_until > time.monotonic() + 20  # still out for the back-off
 
 
 def test_an_injected_5xx_replica_is_backed_off_then_tried_again():

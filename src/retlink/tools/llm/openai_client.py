@@ -16,7 +16,10 @@ One job: turn a chat request into a response or a `BackendError` that says what 
   failure in a row, up to 8x) and the request is retried at once on another replica. The
   attempts stay bounded by `max_retries + 1` as for one server. When every replica is out, the
   one whose back-off ends first is tried after the usual retry delay, so one replica behaves
-  exactly as a single server did.
+  exactly as a single server did. Two races are closed: a request's retry goes to a replica it
+  has not failed on while one is up, and an answer to a request sent *before* a replica's last
+  failure does not clear that failure's back-off (a replica that goes down mid-run still
+  finishes the requests it had, and those late answers say nothing of its health now).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Replica:
     failures: int = 0
     #: `time.monotonic()` before which the replica is left out (while another is up)
     down_until: float = 0.0
+    #: `time.monotonic()` of its last failed attempt (an answer to an older request is no news)
+    failed_at: float = float("-inf")
     #: requests it answered
     served: int = 0
 
@@ -131,35 +136,44 @@ class OpenAICompatClient:
 
     # -- replica choice -----------------------------------------------------------------------
 
-    def _acquire(self) -> Replica:
-        """The replica for the next attempt, counted in flight: the least busy one that is up
-        (ties in turn), or, when all are out, the one whose back-off ends first."""
+    def _acquire(self, tried: set[int]) -> tuple[Replica, float]:
+        """The replica for the next attempt, counted in flight, and the attempt's start time: the
+        least busy one that is up and not in `tried` (the indices this request failed on), else the
+        least busy one up, or, when all are out, the one whose back-off ends first."""
         with self._lock:
             now = time.monotonic()
             n = len(self.replicas)
-            order = [self.replicas[(self._turn + i) % n] for i in range(n)]
+            order = [(self._turn + i) % n for i in range(n)]
             self._turn = (self._turn + 1) % n
-            up = [r for r in order if r.up(now)]
-            replica = min(up, key=lambda r: r.in_flight) if up else min(order, key=lambda r: r.down_until)
+            up = [i for i in order if self.replicas[i].up(now)]
+            fresh = [i for i in up if i not in tried]
+            pool = fresh or up
+            if pool:
+                replica = min((self.replicas[i] for i in pool), key=lambda r: r.in_flight)
+            else:
+                replica = min((self.replicas[i] for i in order), key=lambda r: r.down_until)
             replica.in_flight += 1
-            return replica
+            return replica, now
 
-    def _release(self, replica: Replica, outcome: str) -> bool:
+    def _release(self, replica: Replica, outcome: str, started: float, tried: set[int]) -> bool:
         """Record an attempt's outcome ("ok", "answered": an error reply that says nothing of its
-        health, "failed"); True when another replica is up to retry on."""
+        health, "failed"); True when a replica this request has not failed on is up to retry on."""
         with self._lock:
             replica.in_flight -= 1
             if outcome != "failed":
-                replica.failures, replica.down_until = 0, 0.0
+                if started >= replica.failed_at:  # an older request's answer is no news of its health
+                    replica.failures, replica.down_until = 0, 0.0
                 replica.served += outcome == "ok"
                 return False
             self._back_off(replica)
+            tried.add(self.replicas.index(replica))
             now = time.monotonic()
-            return any(r.up(now) for r in self.replicas if r is not replica)
+            return any(r.up(now) for i, r in enumerate(self.replicas) if i not in tried)
 
     def _back_off(self, replica: Replica) -> None:
         """Leave a failing replica out for a while (call under the lock)."""
         replica.failures += 1
+        replica.failed_at = time.monotonic()
         factor = min(2 ** (replica.failures - 1), MAX_BACKOFF_FACTOR)
         replica.down_until = time.monotonic() + self.replica_backoff_s * factor
         if len(self.replicas) > 1:
@@ -218,9 +232,10 @@ class OpenAICompatClient:
         """One chat completion (a `ChatCompletion`), retried within the bound (on another
         replica at once when one is up)."""
         attempt = 0
+        tried: set[int] = set()  # the replicas this request failed on
         while True:
             with self._slots:
-                replica = self._acquire()
+                replica, started = self._acquire(tried)
                 outcome = "answered"
                 try:
                     out = checked_reply(
@@ -243,7 +258,7 @@ class OpenAICompatClient:
                 except openai.APIStatusError as e:
                     raise BackendError(f"model server at {replica.base_url} answered {e.status_code}: {e}") from None
                 finally:
-                    other_up = self._release(replica, outcome)
+                    other_up = self._release(replica, outcome, started, tried)
             # a retryable failure (the slot is free again while we wait)
             if attempt >= self.max_retries:
                 kind = "timed out" if isinstance(error, openai.APITimeoutError) else "failed"
