@@ -37,6 +37,8 @@ from retlink.core.types import NIL
 
 log = logging.getLogger(__name__)
 
+#: pipeline kinds that decide with a head and record its features
+HEAD_KINDS = ("agent", "certified")
 
 
 class TrainConfig(StrictModel):
@@ -47,9 +49,10 @@ class TrainConfig(StrictModel):
     #: an eval runner config (YAML path, relative to this file, or inline mapping) over the
     #: split to fit on, or a list of them (one per benchmark); `record_features` is switched on
     eval: Any
-    #: which of its pipelines' links to fit on (`agent` pipelines; several, e.g. with and
-    #: without purification, so the head learns how each defence changes the signals); every
-    #: eval config of a list must have them
+    #: which of its pipelines' links to fit on (`agent` pipelines, or `certified` ones for a head
+    #: whose answers carry a certificate; several, e.g. with and without purification, so the
+    #: head learns how each defence changes the signals); every eval config of a list must have
+    #: them, and they must compute the same features
     pipelines: list[str] = Field(min_length=1)
     #: `kb`: bound to the one KB it is fitted on; `embedders`: bound to the embedders only, for
     #: any KB they built (fit it on several benchmarks)
@@ -90,8 +93,11 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
         for name in cfg.pipelines:
             if name not in kinds:
                 raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: no pipeline named {name!r} in {where}")
-            if kinds[name] != "agent":
-                raise ConfigError(f"invalid configuration ({origin}):\n  pipelines: {name!r} is a {kinds[name]}, not an agent")
+            if kinds[name] not in HEAD_KINDS:
+                raise ConfigError(
+                    f"invalid configuration ({origin}):\n  pipelines: {name!r} is a {kinds[name]}; a head is fitted on "
+                    f"the links of {' or '.join(HEAD_KINDS)} pipelines"
+                )
         if ecfg.dataset.split is None:
             raise ConfigError(f"invalid configuration ({origin}):\n  {where}.dataset.split: name the split to fit on (dev or train)")
         ecfgs.append(ecfg)
@@ -126,6 +132,24 @@ def groups_from_records(
         if reasoner_out is not None and feats.get("reasoner"):
             reasoner_out.append((group, feats))
     return groups, sample_ids, skipped
+
+
+def feature_names_of(
+    records: list[dict[str, Any]], pipelines: list[str], default: tuple[list[str], list[str]]
+) -> tuple[list[str], list[str]]:
+    """The candidate and NIL feature names the pipelines' records carry (one set: a head has one
+    feature list); `default` when no record names its NIL row (the agent's)."""
+    found = {
+        (tuple(f["names"]), tuple(f.get("nil_names") or default[1]))
+        for rec in records
+        if rec.get("pipeline") in pipelines and (f := rec.get("features"))
+    }
+    if len(found) > 1:
+        raise ConfigError(f"pipelines {pipelines} record different features ({sorted(found)}); fit one head per feature set")
+    if not found:
+        return default
+    names, nil_names = found.pop()
+    return list(names), list(nil_names)
 
 
 def cross_validate(
@@ -193,7 +217,8 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
     groups, sample_ids, skipped = groups_from_records(records, cfg.pipelines, answered)
     if not groups:
         raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {[str(r.dir) for r in runners]} ({dict(skipped)})")
-    head = DecisionHead.fit(groups, list(FEATURES), list(NIL_FEATURES), l2=cfg.l2, fingerprint=fingerprint)
+    features, nil_features = feature_names_of(records, cfg.pipelines, (list(FEATURES), list(NIL_FEATURES)))
+    head = DecisionHead.fit(groups, features, nil_features, l2=cfg.l2, fingerprint=fingerprint)
     if answered:  # the reasoner earns the weight its answers earn on these links, 0 included
         head.fit_reasoner_weight(
             [g for g, _ in answered],
@@ -216,7 +241,7 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         "reasoner_links": len(answered),
         "reasoner_weight": head.reasoner_weight,
         "in_sample": head.evaluate(groups),
-        "cross_validated": cross_validate(groups, sample_ids, list(FEATURES), list(NIL_FEATURES), cfg.l2, cfg.folds),
+        "cross_validated": cross_validate(groups, sample_ids, features, nil_features, cfg.l2, cfg.folds),
         "eval_fingerprint": ",".join(e.fingerprint() for e in ecfgs),
     }
     path = cfg.out or default_head_path(ecfgs[0].kb.path, cfg.name)

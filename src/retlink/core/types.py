@@ -102,6 +102,8 @@ class PoolFeatures(BaseModel):
     ids: list[str]
     rows: list[list[float]]
     nil: list[float] = Field(default_factory=list)
+    #: the NIL row's feature names (None: the agent's `NIL_FEATURES`)
+    nil_names: list[str] | None = None
     #: the reasoner's probabilities over the options it saw (the kept top_k and NIL), when it
     #: answered: what `retlink train` fits the reasoner's weight on
     reasoner: dict[str, float] | None = None

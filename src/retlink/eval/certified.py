@@ -1,4 +1,4 @@
-"""The `certified` pipeline: alias candidates ranked by thumbnail distance, with a certificate.
+"""The `certified` pipeline: candidates the image cannot change, decided with a certificate.
 
 Candidates come from the side an image attacker cannot touch: the KB entities whose name or alias
 matches the mention (the alias table), so the candidate set is fixed under any image attack. They
@@ -6,6 +6,14 @@ are ranked by the distance of their KB image's thumbnail to the query's
 (`retlink.tools.vision.certified`), and the answer, the nearest, carries its certified L-inf
 radius: no image perturbation below it can change the answer. A mention with no alias match (or
 whose matches have no readable image) is NIL, and NIL then does not depend on the image at all.
+
+With a decision head (`head:`, fitted by `retlink train` on this pipeline's links, as the agent's
+is), the text side joins in: the candidates are the alias matches plus the mention's nearest KB
+texts (`text_candidates`, still untouched by an image attacker), each scored by the head over
+exact text features, the thumbnail distance and, with `deep: true`, the KB image embedder's
+similarity; the certificate is then the head's (`retlink.agent.decision.bounds`): exact for the
+text, the thumbnail's bounded swing, and the deep similarity's whole range, so the trace says
+which evidence carried it.
 
 The result's trace has a `certify` event whose detail the runner copies into the record
 (`certified_radius_255`, in 1/255 units, and `certified_at`, eps label -> certified), which the
@@ -21,14 +29,32 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from retlink.agent.decision import DecisionHead, kb_fingerprint
+from retlink.agent.decision.bounds import BoundedPool, certify_head
+from retlink.agent.nodes.retriever import mention_text
 from retlink.attacks.spec import Budget, fraction_text
 from retlink.core.config import StrictModel
-from retlink.core.types import Candidate, LinkResult, TraceEvent
+from retlink.core.networks import DEFAULT_NETWORK
+from retlink.core.schema import ImageBackend
+from retlink.core.types import NIL, Candidate, Entity, LinkResult, PoolFeatures, TraceEvent
 from retlink.eval.pipeline_base import top_ranked
 from retlink.tools.vision.certified import DEFAULT_SIZE, MAX_RADIUS, certify, image_thumbnail, kb_thumbnails
 
 #: the trace node whose detail carries the certificate (read by the runner)
 CERTIFY_NODE = "certify"
+#: the head's candidate features: exact (text, alias, has_image), then the bounded thumbnail
+EXACT_FEATURES: tuple[str, ...] = ("mention", "mention_rank", "alias", "has_image")
+THUMB_FEATURE = "thumb"
+#: the deep image similarity (cosine: an attacker may put it anywhere in [-1, 1])
+DEEP_FEATURE = "image"
+DEEP_RANGE = (-1.0, 1.0)
+#: the NIL row: exact features only, so NIL's logit never moves
+NIL_FEATURES: tuple[str, ...] = ("best_mention", "any_alias")
+
+
+def feature_names(deep: bool) -> list[str]:
+    """The head's candidate features for a pipeline with or without the deep similarity."""
+    return [*EXACT_FEATURES, THUMB_FEATURE, *((DEEP_FEATURE,) if deep else ())]
 
 
 class CertifiedConfig(StrictModel):
@@ -40,6 +66,22 @@ class CertifiedConfig(StrictModel):
     size: int = Field(DEFAULT_SIZE, ge=1, le=64)
     #: alias matches considered (the alias table's own limit)
     max_candidates: int = Field(50, ge=1, le=1000)
+    #: the mention's nearest KB texts added to the alias candidates (0: alias matches only)
+    text_candidates: int = Field(0, ge=0, le=200)
+    #: add the KB image embedder's similarity as a feature (a head weighs it; the certificate
+    #: gives it its whole range)
+    deep: bool = False
+    #: the image embedder the KB was built with (for `deep`)
+    image_backend: ImageBackend = DEFAULT_NETWORK.value
+    #: a decision head fitted by `retlink train` on this pipeline's links (None: the nearest
+    #: thumbnail decides)
+    head: Path | None = None
+    @field_validator("head")
+    @classmethod
+    def _head_path(cls, v: Path | None) -> Path | None:
+        import os
+
+        return None if v is None else Path(os.path.expandvars(str(v))).expanduser()
 
     @field_validator("eps")
     @classmethod
@@ -61,44 +103,106 @@ class CertifiedLinker:
         self.kb = kb
         self.config = config or CertifiedConfig()
         self.thumbs = kb_thumbnails(kb, self.config.size)
+        self.features = feature_names(self.config.deep)
+        self.head = (
+            DecisionHead.load(self.config.head, features=self.features, fingerprint=kb_fingerprint(kb.manifest))
+            if self.config.head is not None
+            else None
+        )
 
     @classmethod
     def from_kb(cls, kb_path: Path, config: CertifiedConfig | None = None) -> CertifiedLinker:
-        """Open the KB for its alias table and entities only (no image vectors are read)."""
-        from retlink.tools.kb.embedders import shared_text_embedder
+        """Open the KB for its alias table, entities and texts (its image vectors only with `deep`)."""
+        from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
         from retlink.tools.kb.store import KBStore
 
-        return cls(KBStore(Path(kb_path), shared_text_embedder(), None), config)
+        cfg = config or CertifiedConfig()
+        image = shared_image_embedder(cfg.image_backend) if cfg.deep else None
+        return cls(KBStore(Path(kb_path), shared_text_embedder(), image), cfg)
+
+    def _candidates(self, mention: str, context: str) -> tuple[list[str], set[str], np.ndarray | None]:
+        """Candidate ids (alias matches, then the mention's nearest texts), the alias matches,
+        and the mention's text vector: all independent of the image."""
+        alias = sorted(self.kb.aliases.lookup(mention, self.config.max_candidates)) if mention else []
+        query = mention_text(mention, context)
+        text_vec = self.kb.text_embedder.embed([query])[0] if query.strip() else None
+        ids = dict.fromkeys(alias)
+        if self.config.text_candidates and text_vec is not None:
+            ids.update(dict.fromkeys(eid for eid, _ in self.kb.query_text(text_vec, self.config.text_candidates)))
+        return list(ids), set(alias), text_vec
+
+    def _features(
+        self, image: Any, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray,
+        alias: set[str], text_vec: np.ndarray | None,
+    ) -> PoolFeatures:
+        """The head's rows: exact text features, the thumbnail and (with `deep`) the KB image similarity."""
+        from retlink.agent.decision.features import reciprocal_ranks
+
+        ids = [e.id for e in entities]
+        text_sim = self.kb.text_similarity(text_vec, ids) if text_vec is not None else {}
+        mention = np.array([text_sim.get(i, 0.0) for i in ids])
+        cols: dict[str, np.ndarray] = {
+            "mention": mention,
+            "mention_rank": reciprocal_ranks(mention),
+            "alias": np.array([i in alias for i in ids], dtype=float),
+            "has_image": np.array([t is not None for t in thumbs], dtype=float),
+            THUMB_FEATURE: np.array([-float(((t - query) ** 2).mean()) if t is not None else 0.0 for t in thumbs]),
+        }
+        if self.config.deep:
+            from retlink.tools.images import load_image
+
+            vec = self.kb.image_embedder.embed_images([load_image(image)])[0]
+            sim = self.kb.image_similarity(vec, ids)
+            cols[DEEP_FEATURE] = np.array([sim.get(i, 0.0) if t is not None else 0.0 for i, t in zip(ids, thumbs, strict=True)])
+        rows = np.stack([cols[n] for n in self.features], axis=1) if ids else np.zeros((0, len(self.features)))
+        nil = [float(mention.max()) if ids else 0.0, float(bool(alias))]
+        return PoolFeatures(names=list(self.features), nil_names=list(NIL_FEATURES), ids=ids, rows=rows.tolist(), nil=nil)
 
     def link(self, image: Any, mention: str, context: str = "") -> LinkResult:
-        """Rank the mention's alias candidates by thumbnail distance; the trace's `certify` event
-        gives the radius (1/255 units) and the certificate at each configured eps."""
+        """Decide among the image-independent candidates (nearest thumbnail, or the head); the
+        trace's `certify` event gives the radius (1/255 units) and the certificate at each eps."""
         from retlink.core.errors import InvalidImageError
 
         if image is None:
             raise InvalidImageError("the certified pipeline links images only; this sample has none")
         started = time.perf_counter()
         query = image_thumbnail(image, self.config.size)
-        ids = sorted(self.kb.aliases.lookup(mention, self.config.max_candidates)) if mention else []
-        entities, thumbs, no_image = [], [], []
-        for entity in self.kb.get(ids):
-            thumb = self.thumbs.get(entity)
-            if thumb is None:
-                no_image.append(entity.id)
-            else:
-                entities.append(entity)
-                thumbs.append(thumb)
+        ids, alias, text_vec = self._candidates(mention, context)
+        entities = self.kb.get(ids)
+        thumbs = [self.thumbs.get(e) for e in entities]
+        if self.head is None:  # the nearest thumbnail decides: entities without an image cannot win
+            keep = [k for k, t in enumerate(thumbs) if t is not None]
+            no_image = [entities[k].id for k in range(len(entities)) if thumbs[k] is None]
+            entities, thumbs = [entities[k] for k in keep], [thumbs[k] for k in keep]
+        else:
+            no_image = [e.id for e, t in zip(entities, thumbs, strict=True) if t is None]
+        features = self._features(image, entities, thumbs, query, alias, text_vec)
         detail: dict[str, Any] = {"size": self.config.size, "candidates": len(entities)}
         if no_image:
             detail["without_image"] = no_image
         if not entities:
             # NIL whatever the image: certified at every budget
-            detail["nil"] = "no alias match" if not ids else "no alias match has a readable image"
+            none = "no alias match" + (" and no text neighbour" if self.config.text_candidates else "")
+            detail["nil"] = none if not ids else "no candidate has a readable image"
             detail["radius_255"] = round(MAX_RADIUS * 255, 4)
             detail["certified"] = {fraction_text(e): True for e in self.config.eps}
             trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
-            return top_ranked([], f"certified: {detail['nil']}", trace, mention=mention)
-        cands = np.stack(thumbs)
+            result = top_ranked([], f"certified: {detail['nil']}", trace, mention=mention)
+            return result.model_copy(update={"features": features})
+        if self.head is None:
+            ranked, rationale = self._nearest(entities, thumbs, query, alias, detail)
+        else:
+            ranked, rationale = self._decide(entities, thumbs, query, features, detail)
+        trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
+        result = top_ranked(ranked, rationale, trace, mention=mention)
+        return result.model_copy(update={"features": features})
+
+    def _nearest(
+        self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, alias: set[str],
+        detail: dict[str, Any],
+    ) -> tuple[list[Candidate], str]:
+        """The nearest thumbnail first, with `certify`'s certificate."""
+        cands = np.stack([t for t in thumbs if t is not None])
         dist = ((cands - query) ** 2).mean(axis=1)  # mean squared cell difference, in [0, 1]
         certs = {fraction_text(e): certify(query, cands, e) for e in self.config.eps}
         first = next(iter(certs.values()))
@@ -106,13 +210,42 @@ class CertifiedLinker:
         ranked = [
             Candidate(
                 entity=entities[i], score=round(1.0 - float(dist[i]), 4), image_score=round(1.0 - float(dist[i]), 4),
-                alias_match=True,
+                alias_match=entities[i].id in alias,
             )
             for i in order
         ]
         detail["radius_255"] = round(first.radius * 255, 4)
         detail["certified"] = {label: c.certified for label, c in certs.items()}
-        trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
-        return top_ranked(
-            ranked, f"certified: nearest thumbnail of {len(entities)} alias candidates", trace, mention=mention
-        )
+        return ranked, f"certified: nearest thumbnail of {len(entities)} candidates"
+
+    def _decide(
+        self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, features: PoolFeatures,
+        detail: dict[str, Any],
+    ) -> tuple[list[Candidate], str]:
+        """The head's answer (NIL: an empty ranking), with the head's certificate at each eps."""
+        assert self.head is not None
+        rows = np.asarray(features.rows, dtype=np.float64)
+        nil = np.asarray(features.nil, dtype=np.float64)
+        deep = {self.features.index(DEEP_FEATURE): DEEP_RANGE} if self.config.deep else {}
+        pool = BoundedPool(rows, nil, self.features.index(THUMB_FEATURE), deep, query, thumbs)
+        certs = {fraction_text(e): certify_head(self.head, pool, e) for e in self.config.eps}
+        first = next(iter(certs.values()))
+        detail["radius_255"] = round(first.radius * 255, 4)
+        detail["certified"] = {label: c.certified for label, c in certs.items()}
+        # which evidence the decisive margin rests on, at the largest eps asked
+        detail["margin_at_" + list(certs)[-1]] = list(certs.values())[-1].parts
+        dist = self.head.distribution(features.ids, rows, nil)
+        if first.answer == len(entities):
+            detail["nil"] = "the head chose NIL"
+            return [], f"certified head: NIL over {len(entities)} candidates"
+        cols = {n: k for k, n in enumerate(self.features)}
+        order = sorted(range(len(entities)), key=lambda i: (i != first.answer, -dist[entities[i].id], entities[i].id))
+        ranked = [
+            Candidate(
+                entity=entities[i], score=round(dist[entities[i].id], 4), text_score=round(float(rows[i, cols["mention"]]), 4),
+                image_score=round(float(rows[i, cols[DEEP_FEATURE]]), 4) if self.config.deep and thumbs[i] is not None else None,
+                alias_match=bool(rows[i, cols["alias"]]),
+            )
+            for i in order
+        ]
+        return ranked, f"certified head: {len(entities)} candidates, NIL p={dist[NIL]:.2f}"

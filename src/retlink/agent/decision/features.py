@@ -38,7 +38,7 @@ FEATURES: tuple[str, ...] = (
 NIL_FEATURES: tuple[str, ...] = ("best_mention", "best_image", "any_alias", "best_fused")
 
 
-def _reciprocal_ranks(values: np.ndarray) -> np.ndarray:
+def reciprocal_ranks(values: np.ndarray) -> np.ndarray:
     order = np.argsort(-values, kind="stable")
     ranks = np.empty(len(values))
     ranks[order] = np.arange(len(values))
@@ -63,10 +63,10 @@ def pool_features(
     cols = {
         "mention": text,
         "mention_gap": text - text.max(),
-        "mention_rank": _reciprocal_ranks(text),
+        "mention_rank": reciprocal_ranks(text),
         "image": image,
         "image_gap": image_gap,
-        "image_rank": np.where(has_image > 0, _reciprocal_ranks(np.where(has_image > 0, image, -1.0)), 0.0),
+        "image_rank": np.where(has_image > 0, reciprocal_ranks(np.where(has_image > 0, image, -1.0)), 0.0),
         "has_image": has_image,
         "alias": alias,
         "caption": caption,

@@ -1,0 +1,173 @@
+"""Exact worst-case bounds of a linear decision head's choice under an L-inf image attack.
+
+A `DecisionHead` scores each candidate by a linear function of its features and NIL by a linear
+function of the link's NIL row. When the features split into three kinds by how an image
+perturbation of L-inf size eps can move them, the worst case of every margin the decision rests
+on can be computed exactly, which turns the head's answer into a certificate:
+
+- *exact* features do not depend on the image at all (the mention's text similarity, its rank in
+  a candidate pool drawn from text and aliases only, an alias match, whether the KB entity has an
+  image): they never move;
+- the *thumbnail* feature, thumb_j = -||x - b_j||^2 / D for the query's pooled thumbnail x (D
+  cells, each a mean of pixels, so each moves by at most eps; `retlink.tools.vision.certified`)
+  and the candidate's b_j. Between two candidates with thumbnails the quadratic terms cancel:
+  thumb_a - thumb_j moves by 2 delta . (b_a - b_j) / D, at most 2 eps ||b_a - b_j||_1 / D (tight
+  on the thumbnail); for one candidate alone ||x + delta - b||^2 lies between
+  sum_i max(|x_i - b_i| - eps, 0)^2 and sum_i (|x_i - b_i| + eps)^2 (per cell, exact);
+- *deep* features (a neural network's similarity) have no useful bound under any eps > 0: the
+  attacker is assumed to set them anywhere in their range ([-1, 1] for a cosine similarity).
+
+So the answer is certified at eps when, for every rival, its margin under the worst case of each
+kind stays positive: the exact part carries the decision, the thumbnail's bounded swing and the
+deep features' full range are what it must outweigh. `margin_parts` reports the three parts of
+the decisive margin so a user sees which evidence carries the certificate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from retlink.agent.decision.head import DecisionHead
+
+#: every image in [0, 1] lies within L-inf 1 of any other: a larger radius says nothing more
+MAX_RADIUS = 1.0
+#: bisection steps for the radius (1 / 2^20 of the range: far below one 8-bit level)
+_BISECT_STEPS = 20
+
+
+@dataclass(frozen=True)
+class BoundedPool:
+    """One link's pool as the bounds see it.
+
+    `rows` are the head's feature rows (clean image), `nil` its NIL row (exact features only);
+    `thumb_col` the index of the thumbnail feature (None: the head has none), `deep` maps a
+    column index to that feature's (low, high) range; `query` (D,) is the clean query thumbnail
+    and `thumbs[j]` candidate j's thumbnail (None: the entity has no image, so its thumbnail
+    and deep features are constants)."""
+
+    rows: np.ndarray
+    nil: np.ndarray
+    thumb_col: int | None
+    deep: dict[int, tuple[float, float]]
+    query: np.ndarray
+    thumbs: list[np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class HeadCertificate:
+    """The head's answer (index into the pool, `len(pool)` = NIL), whether it is certified at
+    the eps asked, its radius, and the decisive margin split by evidence kind."""
+
+    answer: int
+    certified: bool
+    radius: float
+    #: the closest rival's clean margin, and how much of it the thumbnail and the deep features
+    #: can take away at this eps (the rival whose worst-case margin is lowest)
+    parts: dict[str, float]
+
+
+def _coefficients(head: DecisionHead) -> np.ndarray:
+    """Per-feature weights on the raw (unstandardised) scale."""
+    return np.asarray(head.weights, dtype=np.float64) / np.asarray(head.scale, dtype=np.float64)
+
+
+def _distance_range(query: np.ndarray, thumb: np.ndarray, eps: float) -> tuple[float, float]:
+    """min and max of ||x + delta - b||^2 over ||delta||_inf <= eps (per cell, exact)."""
+    diff = np.abs(np.asarray(query, np.float64) - np.asarray(thumb, np.float64))
+    return float((np.maximum(diff - eps, 0.0) ** 2).sum()), float(((diff + eps) ** 2).sum())
+
+
+def _swing(c: float, value: float, lo: float, hi: float) -> tuple[float, float]:
+    """How far c * f can move below and above its clean value c * value for f in [lo, hi]."""
+    ends = (c * lo, c * hi)
+    return min(ends) - c * value, max(ends) - c * value
+
+
+def _candidate_swing(pool: BoundedPool, coef: np.ndarray, j: int, eps: float) -> tuple[float, float, float, float]:
+    """(thumb down, thumb up, deep down, deep up): how far candidate j's logit can move, each
+    kind alone (used against NIL, whose logit is exact)."""
+    t_down = t_up = d_down = d_up = 0.0
+    thumb = pool.thumbs[j]
+    if thumb is None:
+        return t_down, t_up, d_down, d_up
+    if pool.thumb_col is not None:
+        dim = len(pool.query)
+        dmin, dmax = _distance_range(pool.query, thumb, eps)
+        value = float(pool.rows[j, pool.thumb_col])
+        t_down, t_up = _swing(float(coef[pool.thumb_col]), value, -dmax / dim, -dmin / dim)
+    for col, (lo, hi) in pool.deep.items():
+        down, up = _swing(float(coef[col]), float(pool.rows[j, col]), lo, hi)
+        d_down, d_up = d_down + down, d_up + up
+    return t_down, t_up, d_down, d_up
+
+
+def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float) -> tuple[float, float]:
+    """(thumb, deep): the most the margin logit_a - logit_j can fall, each kind (<= 0)."""
+    ta, tj = pool.thumbs[a], pool.thumbs[j]
+    thumb = 0.0
+    if pool.thumb_col is not None and ta is not None and tj is not None:
+        # the quadratic terms cancel: the margin moves by c * 2 delta . (b_a - b_j) / D
+        c = float(coef[pool.thumb_col])
+        thumb = -abs(c) * 2.0 * eps * float(np.abs(np.asarray(ta) - np.asarray(tj)).sum()) / len(pool.query)
+    else:
+        a_down = _candidate_swing(pool, coef, a, eps)
+        j_up = _candidate_swing(pool, coef, j, eps)
+        thumb = a_down[0] - j_up[1]
+    deep = 0.0
+    for col, (lo, hi) in pool.deep.items():
+        c = float(coef[col])
+        down_a = _swing(c, float(pool.rows[a, col]), lo, hi)[0] if ta is not None else 0.0
+        up_j = _swing(c, float(pool.rows[j, col]), lo, hi)[1] if tj is not None else 0.0
+        deep += down_a - up_j
+    return thumb, deep
+
+
+def _worst(head: DecisionHead, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float) -> tuple[float, dict[str, float]]:
+    """The lowest worst-case margin of `answer` over every rival option, and its parts."""
+    coef = _coefficients(head)
+    n = len(pool.rows)
+    worst, parts = float("inf"), {}
+    for j in range(n + 1):
+        if j == answer:
+            continue
+        clean = float(logits[answer] - logits[j])
+        if answer < n and j < n:
+            thumb, deep = _pair_swing(pool, coef, answer, j, eps)
+        elif answer < n:  # the answer against NIL (exact): the answer's logit falls
+            t_down, _, d_down, _ = _candidate_swing(pool, coef, answer, eps)
+            thumb, deep = t_down, d_down
+        else:  # NIL against candidate j: j's logit rises
+            _, t_up, _, d_up = _candidate_swing(pool, coef, j, eps)
+            thumb, deep = -t_up, -d_up
+        margin = clean + thumb + deep
+        if margin < worst:
+            worst, parts = margin, {"clean_margin": clean, "thumbnail": thumb, "deep": deep}
+    return worst, parts
+
+
+def certify_head(head: DecisionHead, pool: BoundedPool, eps: float) -> HeadCertificate:
+    """The head's answer on the clean pool and its certificate at `eps`, with its radius (the
+    largest eps it is certified at, by bisection: the bounds grow with eps)."""
+    logits = head.logits(pool.rows, pool.nil)
+    answer = int(np.argmax(logits))
+    n = len(pool.rows)
+    if n == 0:  # NIL with no candidate: nothing an image could change
+        return HeadCertificate(answer, True, MAX_RADIUS, {})
+    worst, parts = _worst(head, pool, answer, logits, eps)
+
+    def holds(e: float) -> bool:
+        return _worst(head, pool, answer, logits, e)[0] > 0.0
+
+    if holds(MAX_RADIUS):
+        radius = MAX_RADIUS
+    elif not holds(1e-9):
+        radius = 0.0
+    else:
+        lo, hi = 1e-9, MAX_RADIUS
+        for _ in range(_BISECT_STEPS):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if holds(mid) else (lo, mid)
+        radius = lo
+    return HeadCertificate(answer, worst > 0.0, radius, {k: round(v, 6) for k, v in parts.items()})
