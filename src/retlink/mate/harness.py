@@ -7,7 +7,8 @@ agent), one durable record per (question, model, prompt), resumable like `retlin
     models:
       - {name: qwen2.5-vl-7b, kind: openai, model: Qwen/Qwen2.5-VL-7B-Instruct, base_url: http://127.0.0.1:8000/v1}
       - {name: binding, kind: binding_agent}
-    prompts: [{name: 0shot}, {name: 2shot, shots: 2}, {name: 2shot-cot, shots: 2, cot: true}]
+    prompts: [{name: 0shot}, {name: 2shot, shots: 2}, {name: 2shot-cot, shots: 2, cot: true},
+              {name: 0shot-xml, text_format: xml}, {name: 0shot-reflect, reflect: true}]
     attacks:                               # optional: every model also answers on attacked scenes
       - {name: square-perception, attack: square, target: perception}
       - {name: pgd-transfer, attack: pgd, target: embedding_away, surrogate: efficientnet_lite0}

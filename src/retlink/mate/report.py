@@ -4,8 +4,10 @@ the same files and the same way as `retlink eval report`.
 Per (model, prompt): exact-match accuracy with a bootstrap CI for each task (img2data,
 data2img, their mean as "cross-modal", and the img2img / data2data controls), accuracy by object
 count for each direction, by the number of linking attributes, and the out-of-scene error rate
-(the share of cross-modal answers that name no value of any object in the scene). The published
-numbers of the paper come along as reference rows, marked as such.
+(the share of cross-modal answers that name no value of any object in the scene); the random
+baseline of the questions asked (mean of each record's `chance`) and the attribute-combination
+table (`unique_by`, both from `retlink.mate.analysis`). The published numbers of the paper come
+along as reference rows, marked as such.
 """
 
 from __future__ import annotations
