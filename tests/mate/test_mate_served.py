@@ -88,3 +88,16 @@ def test_every_bundled_config_dry_runs_on_the_fixture_set(path, tmp_path, mate_s
     for m in cfg.models:
         assert m.name in result.output
     assert not (tmp_path / "run").exists()  # a plan writes nothing
+
+
+def test_a_dry_run_builds_nothing_and_contacts_no_server(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "name: plan\ndata: {path: missing-set}\nbuild: {n: 100, n_controls: 20, seed: 0, first: 60}\nsplits: [cross]\n"
+        "models: [{name: vlm, kind: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}, {name: agent, kind: binding_agent}]\n"
+        "prompts: [{name: a}, {name: b, text_format: xml, reflect: true}]\n"
+    )
+    result = CliRunner().invoke(app, ["mate", "run", str(path), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "about 50 questions" in result.output  # 60 of 120 sampled, 100 of them cross-modal
+    assert "tools-xml" in result.output and not (tmp_path / "missing-set").exists()

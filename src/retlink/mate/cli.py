@@ -11,7 +11,7 @@ exit code 2 by `retlink.core.errors.friendly_errors`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from retlink.core.errors import friendly_errors
 from retlink.eval.runs import pct
+
+if TYPE_CHECKING:
+    from retlink.mate.harness import MateRunner
 
 mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
 out = Console()
@@ -87,7 +90,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="MATE run folder")])
     out.print(f"report: [bold]{run_dir / REPORT}[/]")
 
 
-def _print_plan(runner, limit: int | None) -> None:
+def _print_plan(runner: MateRunner, limit: int | None) -> None:
     """What `mate run` would do: answers per model, prompt (with its text format) and attack, over
     the set's questions when it exists, else the size `build:` would make. Contacts no server."""
     from retlink.mate.build import MateSet
@@ -99,7 +102,9 @@ def _print_plan(runner, limit: int | None) -> None:
         where = f"{n} questions of {root}"
     elif cfg.build is not None:
         b = cfg.build
-        n = b.first or b.n + (b.n_controls if b.n_controls is not None else b.n // 5)
+        controls = b.n_controls if b.n_controls is not None else b.n // 5
+        chosen = b.n * ("cross" in cfg.splits) + controls * ("control" in cfg.splits)
+        n = round(chosen * b.first / (b.n + controls)) if b.first else chosen  # `first` samples both splits
         where = f"about {n} questions of a set built in {root} (n={b.n}, seed={b.seed})"
     else:
         n, where = 0, f"no set at {root} and no build: section (the run would fail)"
