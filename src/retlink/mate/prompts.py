@@ -128,14 +128,24 @@ _REFLECT = (
 )
 
 
+_REFLECT_CONTROL = (
+    "Check your answer before you commit to it: find the object again in the {first}, make sure the answer is "
+    "its own {target}, and correct it if it is not. End your reply with the final answer in this format: {slot}"
+)
+
+
 def reflection(q: Question, text_format: str = "json") -> str:
-    """The self-reflection turn: after its first reply the model is asked to verify the link and
-    answer again (the second reply is the one scored)."""
+    """The self-reflection turn: after its first reply the model is asked to verify the link (or,
+    in a unimodal control, the object) and answer again (the second reply is the one scored)."""
     doc = NOUN[text_format]
-    image, text = "image", doc
-    first, second = {"img2data": (image, text), "data2img": (text, image), "img2img": (image, image)}.get(q.task, (text, text))
     slot = '{"answer": ' + _ANSWER_SLOT[q.target["attribute"]] + "}"
-    return _REFLECT.format(first=first, second=second, slot=slot)
+    if q.task == "img2data":
+        return _REFLECT.format(first="image", second=doc, slot=slot)
+    if q.task == "data2img":
+        return _REFLECT.format(first=doc, second="image", slot=slot)
+    target = q.target["attribute"]
+    first = "image" if q.task == "img2img" else doc
+    return _REFLECT_CONTROL.format(first=first, target=_TARGET_NAME.get(target, target), slot=slot)
 
 
 def messages(
