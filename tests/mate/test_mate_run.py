@@ -84,3 +84,38 @@ def test_bad_configs_and_a_dead_server_are_clear_errors(tmp_path, mate_set_dir):
         MateRunner(dead).run(progress=False)
     result = CliRunner().invoke(app, ["mate", "run", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "config file not found" in result.output
+
+
+FORMATS = ["json", "yaml", "xml", "sentences"]
+
+
+def test_the_agent_answers_every_text_format_alike(tmp_path, mate_set_dir):
+    prompts = [{"name": f, "text_format": f} for f in FORMATS]
+    cfg = load_mate_config(_config(tmp_path, mate_set_dir, limit=8, splits=["cross"], prompts=prompts))
+    assert [p.name for p in cfg.agent_prompts()] == ["tools", "tools-yaml", "tools-xml", "tools-sentences"]
+    assert MateRunner(cfg).run(progress=False)["ran"] == 32
+    records = list(read_records(cfg.run_dir() / RESULTS).values())
+    assert {r["text_format"] for r in records} == set(FORMATS)
+    answers = {f: {r["question_id"]: r["prediction"] for r in records if r["text_format"] == f} for f in FORMATS}
+    assert all(answers[f] == answers["json"] for f in FORMATS)  # the same reading of each format
+    summary = write_report(cfg.run_dir())
+    assert set(summary["rows"]) == {"agent · tools", "agent · tools-yaml", "agent · tools-xml", "agent · tools-sentences"}
+    for row in summary["rows"].values():
+        assert row["chance"]["cross_modal"] == pytest.approx(
+            sum(r["chance"] for r in records if r["text_format"] == "json") / 8, abs=1e-4)
+    table = summary["combinations"]
+    assert table["questions"] == 8 and len(table["rows"]) == 25
+    report = (cfg.run_dir() / "report.md").read_text()
+    assert "| random |" in report and "## Linking attributes" in report and "| color + material + position |" in report
+
+
+def test_an_unknown_text_format_names_its_key(tmp_path, mate_set_dir):
+    with pytest.raises(ConfigError, match=r"prompts\[1\]\.text_format.*'json', 'yaml', 'xml' or 'sentences'"):
+        load_mate_config(_config(tmp_path, mate_set_dir, prompts=[{"name": "a"}, {"name": "b", "text_format": "toml"}]))
+
+
+def test_default_options_keep_the_fingerprint_of_older_runs(tmp_path, mate_set_dir):
+    plain = load_mate_config(_config(tmp_path, mate_set_dir, prompts=[{"name": "p"}]))
+    explicit = load_mate_config(_config(tmp_path, mate_set_dir, prompts=[{"name": "p", "text_format": "json", "reflect": False}]))
+    other = load_mate_config(_config(tmp_path, mate_set_dir, prompts=[{"name": "p", "text_format": "xml"}]))
+    assert plain.fingerprint() == explicit.fingerprint() != other.fingerprint()

@@ -37,3 +37,16 @@ def test_chain_of_thought_examples_show_the_linking_steps():
     assert shot["link"]["name"] in cot.split("The JSON of the scene:")[1].split("Question:")[1]
     assert json.dumps(shot["answer"]) in plain or str(shot["answer"]) in plain
     assert build_prompt(q, scene.text(), shots=0).endswith(q.question)
+
+
+def test_the_reflection_turn_names_the_modalities_it_links():
+    from retlink.mate.prompts import reflection
+
+    img2data, _ = _first_of("img2data")
+    data2img, _ = _first_of("data2img")
+    control, _ = _first_of("data2data")
+    assert "again in the image" in reflection(img2data) and "linked it to in the XML is" in reflection(img2data, "xml")
+    assert "again in the YAML" in reflection(data2img, "yaml") and "linked it to in the image is" in reflection(data2img)
+    assert "again in the JSON" in reflection(control) and "linked" not in reflection(control)
+    assert reflection(img2data).endswith('{"answer": ' + {"name": '"NAME"', "3d_coords": "[X, Y, Z]", "rotation": "ROTATION",
+                                                           "size": "SIZE"}[img2data.target["attribute"]] + "}")

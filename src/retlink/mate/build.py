@@ -200,8 +200,13 @@ class MateSet:
         return self.root / "scenes" / f"{q.scene}.png"
 
     def text(self, q: Question) -> str:
-        """The textual modality of the question's scene, as the model sees it."""
+        """The textual modality of the question's scene as the set stores it (JSON; the harness
+        rewrites it in a prompt's `text_format`, `retlink.mate.scene_text.convert`)."""
         return (self.root / "scenes" / f"{q.scene}.json").read_text().strip()
+
+    def has_truth(self, q: Question) -> bool:
+        """Whether the set keeps the renderer's ground truth of `q`'s scene (a blind copy does not)."""
+        return (self.root / "truth" / f"{q.scene}.json").is_file()
 
     def truth(self, q: Question) -> Scene:
         """The renderer's ground truth (tests and analysis only)."""

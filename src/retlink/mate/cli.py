@@ -1,7 +1,7 @@
 """`retlink mate ...`: build the MATE set, run a model on it, rebuild a run's report.
 
     retlink mate build --out DIR [--n 5500] [--controls N] [--seed S] [--first K] [--workers W]
-    retlink mate run CONFIG.yaml [--limit N] [--out RUN_DIR]
+    retlink mate run CONFIG.yaml [--limit N] [--out RUN_DIR] [--dry-run]
     retlink mate report RUN_DIR
 
 Heavy imports happen inside the commands; errors are `RetlinkError`s, printed as one line with
@@ -11,7 +11,7 @@ exit code 2 by `retlink.core.errors.friendly_errors`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from retlink.core.errors import friendly_errors
 from retlink.eval.runs import pct
+
+if TYPE_CHECKING:
+    from retlink.mate.harness import MateRunner
 
 mate_app = typer.Typer(help="MATE: cross-modal entity linking on synthetic 3D scenes.", no_args_is_help=True)
 out = Console()
@@ -59,6 +62,7 @@ def run_cmd(
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N questions only")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default: output_dir/name)")] = None,
     report: Annotated[bool, typer.Option(help="write the report when the run ends")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate CONFIG, print the plan and exit (no server, no build)")] = False,
 ) -> None:
     """Run (or resume) CONFIG: answers in RUN_DIR/results.jsonl, then the report."""
     from retlink.eval.runs import REPORT
@@ -66,6 +70,9 @@ def run_cmd(
     from retlink.mate.report import write_report
 
     runner = MateRunner(load_mate_config(config), out_dir)
+    if dry_run:
+        _print_plan(runner, limit)
+        return
     runner.run(limit)
     if report:
         _print(write_report(runner.dir))
@@ -83,14 +90,45 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="MATE run folder")])
     out.print(f"report: [bold]{run_dir / REPORT}[/]")
 
 
+def _print_plan(runner: MateRunner, limit: int | None) -> None:
+    """What `mate run` would do: answers per model, prompt (with its text format) and attack, over
+    the set's questions when it exists, else the size `build:` would make. Contacts no server."""
+    from retlink.mate.build import MateSet
+
+    cfg = runner.config
+    root = cfg.data.path
+    if (root / "manifest.json").exists():
+        n = len(runner.questions(MateSet(root)))
+        where = f"{n} questions of {root}"
+    elif cfg.build is not None:
+        b = cfg.build
+        controls = b.n_controls if b.n_controls is not None else b.n // 5
+        chosen = b.n * ("cross" in cfg.splits) + controls * ("control" in cfg.splits)
+        n = round(chosen * b.first / (b.n + controls)) if b.first else chosen  # `first` samples both splits
+        where = f"about {n} questions of a set built in {root} (n={b.n}, seed={b.seed})"
+    else:
+        n, where = 0, f"no set at {root} and no build: section (the run would fail)"
+    n = min(x for x in (n, cfg.limit, limit) if x is not None)
+    table = Table("model", "kind", "prompt", "text format", "shots", "cot", "reflect", "answers",
+                  title=f"MATE {cfg.name}: plan over {where}; run folder {runner.dir}")
+    for m in cfg.models:
+        for p in cfg.prompts if m.kind == "openai" else cfg.agent_prompts():
+            table.add_row(m.name, m.kind, p.name, p.text_format, str(p.shots), str(p.cot), str(p.reflect),
+                          str(n * (1 + len(cfg.attacks))))
+    out.print(table)
+    if cfg.attacks:
+        out.print("attacks: " + ", ".join(a.name for a in cfg.attacks))
+
+
 def _print(summary: dict) -> None:
-    table = Table("model · prompt", "img2data", "data2img", "img2img", "data2data", "OSE", title=f"MATE {summary['name']}: exact match (%)")
+    table = Table("model · prompt", "img2data", "data2img", "img2img", "data2data", "OSE", "random (cross)",
+                  title=f"MATE {summary['name']}: exact match (%)")
     for name, r in summary["rows"].items():
         cells = []
         for t in ("img2data", "data2img", "img2img", "data2data"):
             c = r["tasks"].get(t)
             cells.append(pct(c["accuracy"]) if c else "–")
-        table.add_row(name, *cells, pct(r.get("out_of_scene")))
+        table.add_row(name, *cells, pct(r.get("out_of_scene")), pct(r.get("chance", {}).get("cross_modal")))
     out.print(table)
     if summary.get("robustness"):
         rob = Table("model · prompt", "attack", "clean", "attacked", "drop", "DR", title="MATE robustness: cross-modal exact match (%)")

@@ -7,7 +7,8 @@ agent), one durable record per (question, model, prompt), resumable like `retlin
     models:
       - {name: qwen2.5-vl-7b, kind: openai, model: Qwen/Qwen2.5-VL-7B-Instruct, base_url: http://127.0.0.1:8000/v1}
       - {name: binding, kind: binding_agent}
-    prompts: [{name: 0shot}, {name: 2shot, shots: 2}, {name: 2shot-cot, shots: 2, cot: true}]
+    prompts: [{name: 0shot}, {name: 2shot, shots: 2}, {name: 2shot-cot, shots: 2, cot: true},
+              {name: 0shot-xml, text_format: xml}, {name: 0shot-reflect, reflect: true}]
     attacks:                               # optional: every model also answers on attacked scenes
       - {name: square-perception, attack: square, target: perception}
       - {name: pgd-transfer, attack: pgd, target: embedding_away, surrogate: efficientnet_lite0}
@@ -52,9 +53,11 @@ from retlink.eval.runs import (
     run_dir,
     write_meta,
 )
+from retlink.mate.analysis import chance, gold_object, unique_by
 from retlink.mate.build import MateSet, build
-from retlink.mate.prompts import messages
+from retlink.mate.prompts import messages, reflection
 from retlink.mate.questions import Question, exact_match, extract_answer, out_of_scene
+from retlink.mate.scene_text import TextFormat, convert
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,12 @@ class PromptSpec(StrictModel):
     name: str = Field(min_length=1)
     shots: int = Field(0, ge=0, le=2)
     cot: bool = False
+    #: how the scene text is written (the paper's format ablation): json, yaml, xml or sentences;
+    #: the binding agent reads the scene in every format its config's prompts name
+    text_format: TextFormat = "json"
+    #: self-reflection: a second turn shows the model its reply and asks it to check the link and
+    #: answer again; the second reply is scored (the first is kept in the record)
+    reflect: bool = False
     #: reply budget; None: 48 tokens, 500 with chain of thought (the paper's CoT budget)
     max_tokens: int | None = Field(None, ge=1)
 
@@ -166,7 +175,17 @@ class MateRunConfig(StrictModel):
         for m in data["models"]:  # connection details do not change answers
             for k in ("base_url", "api_key", "timeout_s", "max_retries", "max_concurrency"):
                 m.pop(k, None)
+        for p in data["prompts"]:  # options at their defaults: runs made before they existed resume
+            for k, default in (("text_format", "json"), ("reflect", False)):
+                if p.get(k) == default:
+                    p.pop(k)
         return fingerprint(data)
+
+    def agent_prompts(self) -> list[PromptSpec]:
+        """The binding agent's 'prompts': it takes no wording, only the scene text, so one per
+        text format the prompts name (`tools` for JSON, `tools-yaml` and the like for the rest)."""
+        formats = dict.fromkeys(p.text_format for p in self.prompts)
+        return [PromptSpec(name=AGENT_PROMPT if f == "json" else f"{AGENT_PROMPT}-{f}", text_format=f) for f in formats]
 
     def run_dir(self, out: Path | None = None) -> Path:
         return run_dir(self.output_dir, self.name, out)
@@ -206,14 +225,24 @@ class Answerer:
     def answer(self, q: Question, prompt: PromptSpec, image: Path | None = None) -> tuple[str, dict[str, Any]]:
         """Reply to `q` seeing `image` (an attacked scene) or, when None, the clean scene."""
         image = image or self.data.image_path(q)
+        text = convert(self.data.text(q), prompt.text_format)
         if self.spec.kind == "binding_agent":
-            result = self.agent.answer(image, self.data.text(q), q.question)
+            result = self.agent.answer(image, text, q.question, prompt.text_format)
             return json.dumps({"answer": result["answer"]}), {"trace": result["trace"]}
         uri = image_uri(image)
-        msgs = messages(q, self.data.text(q), uri, shots=prompt.shots, cot=prompt.cot)
-        response = self.client.chat(msgs, max_tokens=prompt.tokens, temperature=self.spec.temperature)
+        msgs = messages(q, text, uri, shots=prompt.shots, cot=prompt.cot, text_format=prompt.text_format)
+        reply, extra = self._chat(msgs, prompt)
+        if prompt.reflect:
+            msgs = [*msgs, {"role": "assistant", "content": reply}, {"role": "user", "content": reflection(q, prompt.text_format)}]
+            first = {"first_reply": reply, "first_reasoning": extra["reasoning"]}
+            reply, extra = self._chat(msgs, prompt)
+            extra.update(first)
+        return reply, extra
+
+    def _chat(self, msgs: list[dict], prompt: PromptSpec) -> tuple[str, dict[str, Any]]:
         from retlink.tools.llm.openai_client import message_reasoning
 
+        response = self.client.chat(msgs, max_tokens=prompt.tokens, temperature=self.spec.temperature)
         message = response.choices[0].message
         return message.content or "", {"reasoning": message_reasoning(message)}
 
@@ -244,7 +273,7 @@ class MateRunner:
         out = []
         for attack in [CLEAN, *(a.name for a in self.config.attacks)]:
             for m in self.config.models:
-                prompts = self.config.prompts if m.kind == "openai" else [PromptSpec(name=AGENT_PROMPT)]
+                prompts = self.config.prompts if m.kind == "openai" else self.config.agent_prompts()
                 out += [Job(q, m, p, attack) for p in prompts for q in questions]
         return out
 
@@ -286,7 +315,7 @@ class MateRunner:
                         seen, made = self._attacked_images(data, attack, group)
                         images += made
                     bar.update(task, description=f"MATE answering ({attack})")
-                    futures = [pool.submit(self._one, answerers[j.model.name], j, seen.get(j.question.scene)) for j in group]
+                    futures = [pool.submit(self._one, answerers[j.model.name], j, seen.get(j.question.scene), data) for j in group]
                     for fut in as_completed(futures):
                         records.add(fut.result())
                         bar.update(task, advance=1, failed=records.failed)
@@ -311,7 +340,7 @@ class MateRunner:
         return {s: attacked_png(store, s) for s in needed if store.has(s)}, made
 
     @staticmethod
-    def _one(answerer: Answerer, job: Job, image: Path | None) -> dict[str, Any]:
+    def _one(answerer: Answerer, job: Job, image: Path | None, data: MateSet) -> dict[str, Any]:
         q, m, p = job.question, job.model, job.prompt
         rec: dict[str, Any] = {
             "key": job.key,
@@ -325,7 +354,9 @@ class MateRunner:
             "pointer": q.pointer["attribute"],
             "target": q.target["attribute"],
             "linking": q.linking,
+            "text_format": p.text_format,
             "answer": q.answer,
+            **analysis_fields(q, data),
         }
         start = time.perf_counter()
         try:
@@ -352,6 +383,19 @@ class MateRunner:
             )
         rec["seconds"] = round(time.perf_counter() - start, 4)
         return rec
+
+
+def analysis_fields(q: Question, data: MateSet) -> dict[str, Any]:
+    """What the report's analyses need of a question (`retlink.mate.analysis`): its chance of a
+    uniform guess, and, where the set keeps its ground truth, the attribute combinations that
+    single its object out (absent when `truth/` is not there)."""
+    out: dict[str, Any] = {"chance": round(chance(q), 6)}
+    if data.has_truth(q):
+        scene = data.truth(q)
+        gold = gold_object(q, scene)
+        if gold is not None:
+            out["unique_by"] = unique_by(gold, scene)
+    return out
 
 
 @dataclass(frozen=True)

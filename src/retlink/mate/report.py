@@ -4,8 +4,10 @@ the same files and the same way as `retlink eval report`.
 Per (model, prompt): exact-match accuracy with a bootstrap CI for each task (img2data,
 data2img, their mean as "cross-modal", and the img2img / data2data controls), accuracy by object
 count for each direction, by the number of linking attributes, and the out-of-scene error rate
-(the share of cross-modal answers that name no value of any object in the scene). The published
-numbers of the paper come along as reference rows, marked as such.
+(the share of cross-modal answers that name no value of any object in the scene); the random
+baseline of the questions asked (mean of each record's `chance`) and the attribute-combination
+table (`unique_by`, both from `retlink.mate.analysis`). The published numbers of the paper come
+along as reference rows, marked as such.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from retlink.eval.runs import (
     save_plot,
     write_report_files,
 )
+from retlink.mate.analysis import COMBINATIONS
 from retlink.mate.harness import MateRunConfig
 from retlink.mate.questions import CONTROL_TASKS, CROSS_TASKS, OBJECT_COUNTS
 
@@ -74,6 +77,7 @@ def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, d
         if cross:
             row["cross_modal"] = _cell([float(r["correct"]) for r in cross], cfg, 1)
             row["out_of_scene"] = round(float(np.mean([bool(r["out_of_scene"]) for r in cross])), 4)
+        row["chance"] = random_baseline(recs)
         row["by_objects"] = {
             t: {str(n): _cell([float(r["correct"]) for r in recs if r["task"] == t and r["n_objects"] == n], cfg, 2)
                 for n in OBJECT_COUNTS if any(r["task"] == t and r["n_objects"] == n for r in recs)}
@@ -91,6 +95,7 @@ def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, d
         robustness[f"{model} · {prompt}"] = {a: robustness_cell(recs, clean, cfg) for a, recs in by_attack.items()}
     return {
         "name": cfg.name,
+        "combinations": combination_table(groups, cfg),
         "fingerprint": meta.get("fingerprint"),
         "data": meta.get("data"),
         "questions_sha256": meta.get("questions_sha256"),
@@ -100,6 +105,44 @@ def build_summary(cfg: MateRunConfig, meta: dict[str, Any], records: dict[str, d
         "robustness": robustness,
         "published": PUBLISHED,
     }
+
+
+def random_baseline(recs: list[dict[str, Any]]) -> dict[str, float]:
+    """The expected accuracy of uniform guessing on the questions these records asked (the mean of
+    each question's `chance`, `retlink.mate.analysis`), cross-modal and per task; records made
+    before questions carried a chance are left out (no key when none has one)."""
+    out: dict[str, float] = {}
+    for key, tasks in (("cross_modal", CROSS_TASKS), *((t, (t,)) for t in (*CROSS_TASKS, *CONTROL_TASKS))):
+        values = [r["chance"] for r in recs if r["task"] in tasks and r.get("chance") is not None]
+        if values:
+            out[key] = round(float(np.mean(values)), 4)
+    return out
+
+
+def combination_table(groups: dict[tuple[str, str], list[dict[str, Any]]], cfg: MateRunConfig) -> dict[str, Any]:
+    """The linking-attribute analysis over the clean cross-modal questions whose records know
+    which attribute combinations single their object out (`unique_by`): per combination, the
+    share of those questions it disambiguates and each model · prompt's accuracy on them."""
+    unique: dict[str, list[str]] = {}
+    for recs in groups.values():
+        for r in recs:
+            if r["task"] in CROSS_TASKS and r.get("unique_by") is not None:
+                unique[r["question_id"]] = r["unique_by"]
+    if not unique:
+        return {}
+    rows = {}
+    for combo in COMBINATIONS:
+        ids = {q for q, by in unique.items() if combo in by}
+        rows[combo] = {
+            "n": len(ids),
+            "share": round(len(ids) / len(unique), 4),
+            "accuracy": {
+                f"{model} · {prompt}": _cell([float(r["correct"]) for r in recs if r["question_id"] in ids], cfg, 5)
+                for (model, prompt), recs in sorted(groups.items())
+                if ids and any(r["question_id"] in ids for r in recs)
+            },
+        }
+    return {"questions": len(unique), "rows": rows}
 
 
 def describe_attack(a: Any) -> str:
@@ -153,20 +196,22 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
         f"Set `{summary['data']}`; {summary['records']} answers recorded. Config fingerprint "
         f"`{summary['fingerprint']}`. Cells: exact-match accuracy in % with its {level}% bootstrap CI "
         "(failed answers count as wrong). OSE: out-of-scene errors, the share of cross-modal answers that are "
-        "no object's value in the scene.",
+        "no object's value in the scene. Random: the expected cross-modal accuracy of guessing uniformly among each "
+        "question's admissible answers (the listed colours or shapes, or the scene's values of a textual target), "
+        "averaged over the questions asked.",
         "",
-        "| model · prompt | img2data | data2img | cross-modal | img2img | data2data | OSE | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model · prompt | img2data | data2img | cross-modal | random | img2img | data2data | OSE | n |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["rows"].items():
         t = r["tasks"]
         ose = pct(r.get("out_of_scene"))
         lines.append(
             f"| {name} | {cell_text(t.get('img2data'))} | {cell_text(t.get('data2img'))} | {cell_text(r.get('cross_modal'))} | "
-            f"{cell_text(t.get('img2img'))} | {cell_text(t.get('data2data'))} | {ose} | {r['n']} |"
+            f"{pct(r.get('chance', {}).get('cross_modal'))} | {cell_text(t.get('img2img'))} | {cell_text(t.get('data2data'))} | {ose} | {r['n']} |"
         )
     for who, acc in summary["published"].items():
-        lines.append(f"| {who} (published, arXiv 2503.03854) | | | {acc:.1f} | | | | |")
+        lines.append(f"| {who} (published, arXiv 2503.03854) | | | {acc:.1f} | | | | | |")
     if summary.get("robustness"):
         lines += [
             "",
@@ -209,9 +254,34 @@ def markdown(summary: dict[str, Any], cfg: MateRunConfig, plots: list[str]) -> s
     ]
     for name, r in summary["rows"].items():
         lines.append(f"| {name} | " + " | ".join(cell_text(r["by_linking"].get(str(k))) for k in (0, 1, 2)) + " |")
+    lines += combination_markdown(summary)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def combination_markdown(summary: dict[str, Any]) -> list[str]:
+    """The linking-attribute table: one row per attribute combination, one column per model · prompt."""
+    table = summary.get("combinations") or {}
+    if not table:
+        return []
+    names = list(summary["rows"])
+    lines = [
+        "",
+        "## Linking attributes: combinations of up to three (cross-modal)",
+        "",
+        f"Over {table['questions']} cross-modal questions whose scene's ground truth the set keeps: how often a "
+        "combination of attributes is unique to the question's object in its scene (*unique*), and the accuracy on "
+        "those questions. Size is the small / large class; position is the ninth of the ground the object stands on "
+        "(depth and side in thirds: exact coordinates and names are unique by construction).",
+        "",
+        "| attributes | unique | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for combo, c in table["rows"].items():
+        cells = [cell_text(c["accuracy"].get(n)) for n in names]
+        lines.append(f"| {combo.replace('+', ' + ')} | {pct(c['share'])} ({c['n']}) | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(summary: dict[str, Any], out_dir: Path) -> list[str]:

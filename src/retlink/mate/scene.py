@@ -20,7 +20,6 @@ which the renderer's own object-id buffer then confirms.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -173,10 +172,12 @@ class Scene:
     objects: list[SceneObject]
     camera: Camera = field(default_factory=Camera)
 
-    def text(self) -> str:
-        """The textual modality: the scene as JSON without the visual-only attributes."""
-        rows = ",\n".join("    " + json.dumps(o.text_record()) for o in self.objects)
-        return '{\n  "objects": [\n' + rows + "\n  ]\n}"
+    def text(self, fmt: str = "json") -> str:
+        """The textual modality: the scene without the visual-only attributes, as JSON (what a
+        set stores) or another format of `retlink.mate.scene_text`."""
+        from retlink.mate.scene_text import write
+
+        return write([o.text_record() for o in self.objects], fmt)
 
     def ground_truth(self) -> dict:
         """Every attribute of every object plus the camera (for tests and analysis, never for a solver)."""

@@ -24,6 +24,8 @@ from retlink.mate.scene import Camera
 class BindingState(TypedDict, total=False):
     image_path: str
     scene_json: str
+    #: the scene text's format (`retlink.mate.scene_text.FORMATS`)
+    text_format: str
     question: str
     target: str
     pointer: tuple[str, str]
@@ -58,7 +60,10 @@ class BindingAgent:
         self.camera = camera
         self.graph = build_graph(camera)
 
-    def answer(self, image_path: str | Path, scene_json: str, question: str) -> dict[str, Any]:
-        state = self.graph.invoke({"image_path": str(image_path), "scene_json": scene_json, "question": question, "trace": []})
+    def answer(self, image_path: str | Path, scene_text: str, question: str, text_format: str = "json") -> dict[str, Any]:
+        """The answer to `question` from the PNG and the scene text (written in `text_format`)."""
+        state = self.graph.invoke(
+            {"image_path": str(image_path), "scene_json": scene_text, "text_format": text_format, "question": question, "trace": []}
+        )
         trace = [{"node": e.node, "seconds": e.seconds, "skipped": e.skipped, **(e.detail or {})} for e in state["trace"]]
         return {"answer": state.get("answer"), "trace": trace}

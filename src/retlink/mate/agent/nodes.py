@@ -15,7 +15,6 @@ and a cylinder of a given size look like: that is the model it projects the text
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -27,6 +26,7 @@ from retlink.mate.questions import normalise
 from retlink.mate.render import silhouette
 from retlink.mate.scene import COLOURS, SHAPES, Camera, SceneObject
 from retlink.mate.scene_parse import iou, segment
+from retlink.mate.scene_text import read as scene_text_read
 
 _TARGETS = {
     "What is the name": "name",
@@ -108,17 +108,15 @@ def match(regions: list[Any], hyps: list[Hypothesis], n_objects: int) -> tuple[d
     return links, {i: shapes[i, j] for i, j in links.items()}, mean
 
 
-def scene_objects(scene_json: str) -> list[dict[str, Any]]:
-    """The objects of MATE's JSON text; a typed error for anything else."""
-    try:
-        return json.loads(scene_json)["objects"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RetlinkError(f"the scene text is not MATE's JSON: {e}") from None
+def scene_objects(scene_text: str, fmt: str = "json") -> list[dict[str, Any]]:
+    """The objects of MATE's scene text in any of its formats (`retlink.mate.scene_text`); a
+    typed error for anything else."""
+    return scene_text_read(scene_text, fmt)
 
 
 def link(state: dict[str, Any], *, camera: Camera) -> dict[str, Any]:
     """Match regions and text objects by silhouette overlap, read shapes."""
-    objects = scene_objects(state["scene_json"])
+    objects = scene_objects(state["scene_json"], state.get("text_format", "json"))
     links, region_shapes, mean_iou = match(state["regions"], hypotheses(objects, camera), len(objects))
     return {
         "objects": objects,
