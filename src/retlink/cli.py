@@ -312,7 +312,7 @@ def data_corpus(
 @app.command()
 @friendly_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="train config YAML (see eval/configs/*-train.yaml)")],
+    config: Annotated[Path, typer.Argument(help="train config YAML (see src/retlink/eval/configs/train/)")],
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
 ) -> None:
     """Fit the decision head on a dataset's dev split (links made by the eval runner, resumable)."""
@@ -322,7 +322,7 @@ def train(
     table = Table(title=f"decision head: {path}")
     table.add_column("metric")
     table.add_column("value")
-    for key in ("links", "samples", "left_out", "in_sample", "cross_validated"):
+    for key in ("links", "samples", "left_out", "l2", "prior", "in_sample", "cross_validated"):
         table.add_row(key, json.dumps(head.metrics.get(key)))
     out.print(table)
     out.print("use it with [bold]decision: {head: " + str(path) + "}[/] in the agent's config")

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from retlink.agent.decision import DecisionHead, Group, embedder_fingerprint, kb_fingerprint
+from retlink.agent.decision.head import FALLBACK_FEATURE
 from retlink.core.config import StrictModel, read_yaml, validate_config
 from retlink.core.errors import ConfigError, DatasetError
 from retlink.core.types import NIL
@@ -57,8 +58,23 @@ class TrainConfig(StrictModel):
     #: `kb`: bound to the one KB it is fitted on; `embedders`: bound to the embedders only, for
     #: any KB they built (fit it on several benchmarks)
     scope: Literal["kb", "embedders"] = "kb"
-    l2: float = Field(1e-2, ge=0)
+    #: the penalty's strength, or a list to choose from on the training links themselves: by
+    #: leaving each benchmark out in turn when the links come from several (the strength whose
+    #: worst held-out benchmark gains most over the agent's own ranking), else by sample folds
+    l2: float | list[float] = 1e-2
+    #: what the penalty pulls the weights toward: zero (`none`), or the head that ranks by the
+    #: agent's own fused score (`fallback`; agent links only): with little data the head stays
+    #: the ranking that does not lose to the baseline
+    prior: Literal["none", "fallback"] = "none"
     folds: int = Field(5, ge=2, le=20)
+
+    @field_validator("l2")
+    @classmethod
+    def _l2(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not values or any(x < 0 for x in values):
+            raise ValueError("give one strength >= 0 or a non-empty list of them")
+        return v
     #: where to write the head; required for a list of evals (no one KB to write it beside)
     out: Path | None = None
 
@@ -152,8 +168,51 @@ def feature_names_of(
     return list(names), list(nil_names)
 
 
+def fallback_accuracy(groups: list[Group], features: list[str]) -> float:
+    """Accuracy of the agent's own ranking on `groups`: the top `fused_gap` (it never says NIL)."""
+    k = features.index(FALLBACK_FEATURE)
+    hits = [len(g.rows) > 0 and int(np.argmax(g.rows[:, k])) == g.gold for g in groups]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def choose_l2(
+    groups: list[Group], sample_ids: list[str], features: list[str], nil_features: list[str], cfg: TrainConfig
+) -> tuple[float, dict[str, Any]]:
+    """The penalty strength of `cfg.l2` (a list) that does best on links it was not fitted on.
+
+    Several benchmarks: each is held out in turn and the head fitted on the rest; a strength
+    scores the smallest gain over the own ranking among the held-out benchmarks (a generic head
+    must not lose on the KB it has never seen). One benchmark: cross-validated accuracy."""
+    values = cfg.l2 if isinstance(cfg.l2, list) else [cfg.l2]
+    if len(values) == 1:
+        return values[0], {}
+    bench = [s.split(":", 1)[0] for s in sample_ids]
+    names = sorted(set(bench))
+    scores: dict[str, Any] = {}
+    for l2 in values:
+        if len(names) > 1:
+            gains = {}
+            for name in names:
+                train = [g for g, b in zip(groups, bench, strict=True) if b != name]
+                held = [g for g, b in zip(groups, bench, strict=True) if b == name]
+                head = DecisionHead.fit(train, features, nil_features, l2=l2, prior=_prior(cfg))
+                base = fallback_accuracy(held, features) if FALLBACK_FEATURE in features else 0.0
+                gains[name] = round(head.evaluate(held)["accuracy"] - base, 4)
+            scores[str(l2)] = {"held_out_gain": gains, "score": min(gains.values())}
+        else:
+            cv = cross_validate(groups, sample_ids, features, nil_features, l2, cfg.folds, prior=_prior(cfg))
+            scores[str(l2)] = {"cross_validated": cv, "score": cv.get("accuracy", 0.0)}
+    best = max(values, key=lambda v: (scores[str(v)]["score"], v))  # ties: the stronger penalty
+    return best, scores
+
+
+def _prior(cfg: TrainConfig) -> str | None:
+    return None if cfg.prior == "none" else cfg.prior
+
+
 def cross_validate(
-    groups: list[Group], sample_ids: list[str], features: list[str], nil_features: list[str], l2: float, folds: int
+    groups: list[Group], sample_ids: list[str], features: list[str], nil_features: list[str], l2: float, folds: int,
+    prior: str | None = None,
 ) -> dict[str, float]:
     """Held-out metrics over `folds` folds split by sample id."""
     fold_of = [zlib.crc32(s.encode()) % folds for s in sample_ids]
@@ -164,7 +223,7 @@ def cross_validate(
         test = [g for g, f in zip(groups, fold_of, strict=True) if f == k]
         if not train or not test:
             continue
-        head = DecisionHead.fit(train, features, nil_features, l2=l2)
+        head = DecisionHead.fit(train, features, nil_features, l2=l2, prior=prior)
         held += test
         preds.append({**head.evaluate(test)})
     if not preds:
@@ -218,7 +277,10 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
     if not groups:
         raise DatasetError(f"no usable links of pipelines {cfg.pipelines} in {[str(r.dir) for r in runners]} ({dict(skipped)})")
     features, nil_features = feature_names_of(records, cfg.pipelines, (list(FEATURES), list(NIL_FEATURES)))
-    head = DecisionHead.fit(groups, features, nil_features, l2=cfg.l2, fingerprint=fingerprint)
+    if cfg.prior == "fallback" and FALLBACK_FEATURE not in features:
+        raise ConfigError(f"prior: 'fallback' needs the agent's {FALLBACK_FEATURE!r} feature; pipelines {cfg.pipelines} record {features}")
+    l2, l2_scores = choose_l2(groups, sample_ids, features, nil_features, cfg)
+    head = DecisionHead.fit(groups, features, nil_features, l2=l2, fingerprint=fingerprint, prior=_prior(cfg))
     if answered:  # the reasoner earns the weight its answers earn on these links, 0 included
         head.fit_reasoner_weight(
             [g for g, _ in answered],
@@ -241,7 +303,10 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         "reasoner_links": len(answered),
         "reasoner_weight": head.reasoner_weight,
         "in_sample": head.evaluate(groups),
-        "cross_validated": cross_validate(groups, sample_ids, features, nil_features, cfg.l2, cfg.folds),
+        "l2": l2,
+        "prior": cfg.prior,
+        **({"l2_selection": l2_scores} if l2_scores else {}),
+        "cross_validated": cross_validate(groups, sample_ids, features, nil_features, l2, cfg.folds, prior=_prior(cfg)),
         "eval_fingerprint": ",".join(e.fingerprint() for e in ecfgs),
     }
     path = cfg.out or default_head_path(ecfgs[0].kb.path, cfg.name)

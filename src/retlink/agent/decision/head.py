@@ -79,6 +79,26 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum())
 
 
+#: the feature the agent's own ranking sorts by (fused similarity plus the alias bonus, as a gap)
+FALLBACK_FEATURE = "fused_gap"
+
+
+def _fallback_prior(
+    groups: list[Group], features: list[str], nil_features: list[str], mean: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised weights of the head that ranks by the fused score alone: `fused_gap`'s
+    weight and the NIL row's, fitted on `groups` with every other weight held at zero."""
+    if FALLBACK_FEATURE not in features:
+        raise ValueError(f"prior 'fallback' needs the {FALLBACK_FEATURE!r} feature (the agent's); these links have {features}")
+    k = features.index(FALLBACK_FEATURE)
+    sub = [Group(g.rows[:, [k]], g.nil, g.gold, g.weight) for g in groups]
+    one = DecisionHead.fit(sub, [FALLBACK_FEATURE], nil_features, l2=1e-4)
+    w0 = np.zeros(len(features))
+    # the one-feature fit standardised the same column the same way
+    w0[k] = float(one.weights[0]) * float(scale[k]) / float(one.scale[0])
+    return w0, np.asarray(one.nil_weights, dtype=np.float64)
+
+
 @dataclass
 class DecisionHead:
     features: list[str]
@@ -135,8 +155,14 @@ class DecisionHead:
         *,
         l2: float = 1e-2,
         fingerprint: dict[str, Any] | None = None,
+        prior: str | None = None,
     ) -> DecisionHead:
-        """Maximum likelihood with an L2 penalty (standardised features), by L-BFGS."""
+        """Maximum likelihood with an L2 penalty (standardised features), by L-BFGS.
+
+        The penalty pulls the weights toward zero, or, with `prior="fallback"`, toward the head
+        that ranks by the agent's own fused score alone (`fused_gap`, its sharpness and NIL's
+        weights fitted on these links first): a head fitted on a few benchmarks then departs
+        from the ranking that never loses to the baseline only as far as its data pushes it."""
         from scipy.optimize import minimize
 
         if not groups:
@@ -148,6 +174,11 @@ class DecisionHead:
         scale[scale < 1e-6] = 1.0
         xs = [(g.rows - mean) / scale for g in groups]
         total = sum(g.weight for g in groups)
+        w0, v0 = np.zeros(d), np.zeros(m)
+        if prior == "fallback":
+            w0, v0 = _fallback_prior(groups, features, nil_features, mean, scale)
+        elif prior is not None:
+            raise ValueError(f"unknown prior {prior!r} (none or 'fallback')")
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b, v = theta[:d], theta[d], theta[d + 1 :]
@@ -163,14 +194,14 @@ class DecisionHead:
                 grad[:d] += x.T @ err[:-1]
                 grad[d] += err[-1]
                 grad[d + 1 :] += err[-1] * g.nil
-            loss = loss / total + l2 * float(w @ w + v @ v)
+            dw, dv = w - w0, v - v0
+            loss = loss / total + l2 * float(dw @ dw + dv @ dv)
             grad = grad / total
-            grad[:d] += 2 * l2 * w
-            grad[d + 1 :] += 2 * l2 * v
+            grad[:d] += 2 * l2 * dw
+            grad[d + 1 :] += 2 * l2 * dv
             return loss, grad
 
-        theta0 = np.zeros(d + 1 + m)
-        theta0[d] = -2.0
+        theta0 = np.concatenate([w0, [-2.0], v0])
         res = minimize(objective, theta0, jac=True, method="L-BFGS-B")
         theta = res.x
         return cls(
