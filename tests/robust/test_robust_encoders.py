@@ -218,3 +218,20 @@ def test_retlink_train_runs_an_encoder_config(bench, tmp_path):
     assert "image_weights: " in result.output and read_weights(tmp_path / "w.pt")["fingerprint"]["objective"] == "fare"
     refused = CliRunner().invoke(app, ["train", str(path), "--limit", "3"])
     assert refused.exit_code != 0 and "--limit is for the decision head" in refused.output
+
+
+def test_the_probe_compares_original_and_tuned_weights_paired(bench, tmp_path):
+    from retlink.eval.experiments.robust_encoder_probe import compare
+
+    data, base = bench
+    items = training_items(load_encoder_config(_config(data, base, tmp_path / "x.pt", "mat", split="train")))
+    kb = list(load_batch([g for _, g in items], SIZE))
+    x, y = load_batch([p for p, _ in items][:4], SIZE), torch.arange(4)
+    tuned = train_encoder(_config(data, base, tmp_path / "t.pt", "fare", max_steps=1), progress=False)
+    report = compare({"original": build_tuned(base), "tuned": build_tuned(tuned["path"])}, kb, (x, y), eps_list=[8 / 255], steps=2)
+    assert report["n_test"] == 4 and report["n_kb"] == 12
+    for key in ("original_clean", "tuned_clean", "original_pgd-8", "tuned_pgd-8", "diff_tuned_clean", "diff_tuned_pgd-8"):
+        value, lo, hi = report[key]
+        assert lo <= value <= hi
+    # white box: the attack on each network never raises its own Hits@1 above clean
+    assert report["original_pgd-8"][0] <= report["original_clean"][0]
