@@ -235,3 +235,37 @@ def test_the_probe_compares_original_and_tuned_weights_paired(bench, tmp_path):
         assert lo <= value <= hi
     # white box: the attack on each network never raises its own Hits@1 above clean
     assert report["original_pgd-8"][0] <= report["original_clean"][0]
+
+
+@pytest.mark.slow  # builds the demo KB twice (packaged and tuned weights) and attacks 2 photos at 224 px
+def test_the_eval_report_labels_attacks_on_other_weights_as_transfer(bench, tmp_path, demo_kb_path):
+    from retlink.eval.config import load_eval_config
+    from retlink.eval.report import write_report
+    from retlink.eval.runner import Runner
+    from tests.conftest import DEMO
+
+    _, base = bench  # the pipeline's own image weights: a random Lite0 checkpoint
+    cfg = load_eval_config({
+        "name": "robust",
+        "dataset": {"key": "demo", "split": "test", "limit": 2},
+        "kb": {"path": str(demo_kb_path)},
+        "pipelines": [{
+            "name": "tuned-retrieval", "kind": "retrieval",
+            "overrides": {"embedder": {"image_weights": str(base)}},
+            "kb": {"path": str(tmp_path / "kb-tuned"), "entities": str(DEMO / "entities.jsonl")},
+        }],
+        "attacks": [
+            {"name": "pgd-own", "attack": "pgd", "params": {"eps": "8/255", "steps": 2}, "surrogate": "lite0", "pretrained": str(base)},
+            {"name": "pgd-packaged", "attack": "pgd", "params": {"eps": "8/255", "steps": 2}},
+        ],
+        "output_dir": str(tmp_path / "runs"),
+    })
+    runner = Runner(cfg)
+    runner.run(progress=False)
+    assert runner.pipeline("tuned-retrieval").kb.manifest["image_weights"]["weights_sha256"] == read_weights(base)["weights_sha256"]
+    summary = write_report(runner.dir, plots=False)
+    row = next(iter(summary["settings"].values()))["pipelines"]["tuned-retrieval"]
+    assert not row["pgd-own"].get("transfer") and row["pgd-packaged"]["transfer"] is True
+    assert summary["attacks"]["pgd-own"]["made_on"].startswith("efficientnet_lite0@")
+    report = (runner.dir / "report.md").read_text()
+    assert "*transfer*" in report
