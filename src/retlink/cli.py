@@ -4,7 +4,7 @@
     retlink kb build ENTITIES.jsonl --out DIR
     retlink kb query DIR "text"
     retlink demo
-    retlink train CONFIG          (fit the decision head; see src/retlink/train.py)
+    retlink train CONFIG          (fit the decision head, or kind: encoder; see src/retlink/train/)
     retlink data build logos|icons [--out DIR] [--seed N] [--sources DIR] [--check]
     retlink data corpus logos [--packages FILE]
     retlink serve [--host H] [--port P] [--api-key K] [--keep-alive S] [--attack] [--config CFG]
@@ -169,7 +169,7 @@ def kb_build(
         entities,
         location,
         shared_text_embedder(emb.text_model, cfg.device),
-        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device, emb.image_weights),
         batch_size=batch_size,
     )
     out.print(f"built [bold]{markup_safe(str(location))}[/]: {manifest['count']} entities, {manifest['image_count']} images in {manifest['build_seconds']}s")
@@ -199,7 +199,7 @@ def kb_query(
     store = KBStore(
         kb_location(kb_dir, auth_headers(cfg.kb)),
         shared_text_embedder(emb.text_model, cfg.device),
-        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device, emb.image_weights),
     )
     table = Table("id", "name", "similarity", "alias match")
     aliases = set(store.aliases.lookup(text))
@@ -315,9 +315,26 @@ def train(
     config: Annotated[Path, typer.Argument(help="train config YAML (see src/retlink/eval/configs/train/)")],
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="first N samples only")] = None,
 ) -> None:
-    """Fit the decision head on a dataset's dev split (links made by the eval runner, resumable)."""
+    """Fit the decision head on a dataset's dev split (links made by the eval runner, resumable),
+    or, for a config with `kind: encoder`, adversarially fine-tune the image embedder (FARE, MAT)."""
+    from retlink.core.errors import ConfigError
+    from retlink.train import config_kind
     from retlink.train import train as fit
 
+    if config_kind(config) == "encoder":
+        from retlink.train.encoder import train_encoder
+
+        if limit is not None:
+            raise ConfigError("--limit is for the decision head; an encoder config has `limit:`")
+        done = train_encoder(config, console=err)
+        table = Table(title=f"image weights: {done['path']}")
+        table.add_column("")
+        table.add_column("value")
+        for key in ("weights_sha256", "updates", "images", "first_loss", "last_loss", "seconds"):
+            table.add_row(key, json.dumps(done[key]))
+        out.print(table)
+        out.print("use them with [bold]embedder: {image_weights: " + done["path"] + "}[/] (rebuild the KB with that config)")
+        return
     path, head = fit(config, limit=limit)
     table = Table(title=f"decision head: {path}")
     table.add_column("metric")

@@ -34,8 +34,13 @@ def test_the_configs_are_found():
 def test_bundled_config_validates(path: Path):
     which = kind(path)
     if which == "train":
-        from retlink.train import load_train_config
+        from retlink.train import config_kind, load_train_config
 
+        if config_kind(path) == "encoder":
+            from retlink.train.encoder import load_encoder_config
+
+            assert load_encoder_config(path).objective in ("fare", "mat")
+            return
         train, evals = load_train_config(path)
         assert evals and all(e.pipelines for e in evals) and train is not None
     elif which == "mate":

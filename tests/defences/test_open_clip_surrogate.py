@@ -65,8 +65,8 @@ def test_open_clip_surrogate_config_checks(tmp_path, demo_kb_path):
     base = _config(tmp_path, demo_kb_path)
     with pytest.raises(ConfigError, match="classifier needs an ImageNet surrogate"):
         load_eval_config({**base, "attacks": [{"name": "p", "attack": "pgd", "target": "classifier", "surrogate": f"open_clip:{TINY}"}]})
-    with pytest.raises(ConfigError, match="pretrained is for an open_clip"):
-        load_eval_config({**base, "attacks": [{"name": "p", "attack": "pgd", "pretrained": "w.pt"}]})
+    with pytest.raises(ConfigError, match="not the ensemble"):
+        load_eval_config({**base, "attacks": [{"name": "p", "attack": "pgd", "surrogate": "lite0+lite1", "pretrained": "w.pt"}]})
     with pytest.raises(ConfigError, match="names no model"):
         load_eval_config({**base, "attacks": [{"name": "p", "attack": "pgd", "surrogate": "open_clip:"}]})
     with pytest.raises(ConfigError, match="weights not found"):

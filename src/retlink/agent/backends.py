@@ -106,7 +106,7 @@ def _kb_for(cfg_json: str) -> KBStore:
     return ensure_kb(
         cfg,
         shared_text_embedder(emb.text_model, cfg.device),
-        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device, emb.image_weights),
     )
 
 
@@ -133,7 +133,7 @@ def build_components(source: Any = None) -> Components:
     cfg = load_config(source)
     emb = cfg.embedder
     text_embedder = shared_text_embedder(emb.text_model, cfg.device)
-    image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device)
+    image_embedder = shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device, emb.image_weights)
     kb = open_kb(cfg)
     head = load_head(cfg, kb)
     # no reasoner, or a head that gives it weight 0: the graph never reaches search, enhancer or

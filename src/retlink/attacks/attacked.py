@@ -129,13 +129,25 @@ def surrogate(name: str, pretrained: str | Path | None = None) -> nn.Module:
     `efficientnet_lite0` is the network of the embedded default's captioner and image embedder
     (white box); `efficientnet_lite1` the other image embedder; `a+b` attacks both at once
     (`FeatureEnsemble`: the mean of the members' feature cosines and of their logits);
-    `open_clip:MODEL` an open_clip image tower with the weights of the file `pretrained`."""
+    `open_clip:MODEL` an open_clip image tower with the weights of the file `pretrained`. A
+    single network with `pretrained` is that network fine-tuned (`retlink.tools.vision.weights`:
+    the checkpoint must be of the named network)."""
     if name.startswith("open_clip:"):
         return _open_clip(name.split(":", 1)[1], str(pretrained) if pretrained is not None else None)
     try:
         parts = tuple(network(p) for p in name.split("+"))
     except ValueError as e:
         raise ValueError(f"unknown surrogate {name!r}: {e}") from None
+    if pretrained is not None:
+        if len(parts) > 1:
+            raise ValueError(f"pretrained names one network's weights, not the ensemble {name!r}")
+        from retlink.core.errors import ConfigError
+        from retlink.tools.vision.weights import shared_tuned
+
+        model = shared_tuned(pretrained)
+        if model.network != parts[0]:
+            raise ConfigError(f"surrogate weights {pretrained} are fine-tuned from {model.network.value}, not {parts[0].value}")
+        return model
     return shared_network(parts[0]) if len(parts) == 1 else _ensemble(parts)
 
 

@@ -102,8 +102,10 @@ class AttackSpec(StrictModel):
     #: the network the attack optimises against: the pipeline's own (white box) or another one
     #: (a transfer attack), or the ensemble of both (an attacker who does not know which one)
     surrogate: SurrogateName = DEFAULT_NETWORK.value
-    #: an `open_clip:MODEL` surrogate's weights: a local checkpoint file (nothing is downloaded;
-    #: relative to the YAML file). None with an open_clip surrogate: random weights (tests only)
+    #: the surrogate's weights, a local file (nothing is downloaded; relative to the YAML file).
+    #: With a network surrogate: a fine-tuned checkpoint of it (`retlink train`, `kind: encoder`),
+    #: the pipeline's own when its `embedder.image_weights` names the same file (white box); None:
+    #: the packaged weights. With `open_clip:MODEL`: its checkpoint; None: random weights (tests only)
     pretrained: Path | None = None
     batch_size: int = Field(8, ge=1, le=256)
 
@@ -125,8 +127,8 @@ class AttackSpec(StrictModel):
         if self.surrogate.startswith(OPEN_CLIP):
             if self.target == "classifier":
                 raise ValueError(f"target classifier needs an ImageNet surrogate; {self.surrogate} has no classes")
-        elif self.pretrained is not None:
-            raise ValueError(f"pretrained is for an open_clip:MODEL surrogate, not {self.surrogate}")
+        elif self.pretrained is not None and "+" in self.surrogate:
+            raise ValueError(f"pretrained names one network's fine-tuned weights, not the ensemble {self.surrogate}")
         allowed = attack_parameters(self.image_attack) | COMPOSITE_ATTACKS.get(self.attack, ("", frozenset()))[1]
         bad = sorted(set(self.params) - allowed)
         if bad:

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from retlink.core.errors import ConfigError
 from retlink.core.paths import cache_dir
 
-PATH_KEYS = {"path", "entities", "cache_dir", "head"}
+PATH_KEYS = {"path", "entities", "cache_dir", "head", "image_weights"}
 #: `decision.head`'s name for the head the package ships (`retlink.agent.decision.head_file`)
 GENERIC_HEAD = "generic"
 #: path keys whose value may instead be one of these names (left as written, not resolved)

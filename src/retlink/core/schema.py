@@ -164,7 +164,17 @@ class EmbedderConfig(StrictModel):
     image_backend: ImageBackend = DEFAULT_NETWORK.value
     open_clip_model: str = "ViT-B-32"
     open_clip_pretrained: str | None = None
+    #: fine-tuned weights of the EfficientNet image backend (a checkpoint of `retlink train` with
+    #: `kind: encoder`; relative to the YAML file). A KB records which weights embedded its images
+    #: and is refused with others: rebuild it (`retlink kb build`) with this config to re-embed.
+    image_weights: Path | None = None
     batch_size: int = 32
+
+    @model_validator(mode="after")
+    def _weights_need_a_network(self) -> EmbedderConfig:
+        if self.image_weights is not None and self.image_backend in ("open_clip", "none"):
+            raise ValueError(f"image_weights is for an EfficientNet image_backend, not {self.image_backend!r}")
+        return self
 
 
 #: a KB's name on a chroma server: its collections are NAME-text, NAME-image and NAME-meta

@@ -60,5 +60,5 @@ def agent_embedders(cfg: Any) -> tuple[Any, Any]:
     emb = cfg.embedder
     return (
         shared_text_embedder(emb.text_model, cfg.device),
-        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device),
+        shared_image_embedder(emb.image_backend, emb.open_clip_model, emb.open_clip_pretrained, cfg.device, emb.image_weights),
     )

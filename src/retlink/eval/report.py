@@ -183,6 +183,10 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
     for r in records.values():
         index[(r["pipeline"], r["setting"], r["attack"])][r["sample_id"]] = r
     ref = cfg.reference_pipeline()
+    from retlink.eval.pipelines import attack_encoder, is_transfer, pipeline_image_encoder
+
+    encoders = {p.name: pipeline_image_encoder(p) for p in cfg.pipelines}
+    made_on = {a.name: attack_encoder(a) for a in cfg.attacks}
     settings: dict[str, Any] = {}
     for s in cfg.settings:
         conditions = cfg.attacks_in(s)
@@ -198,6 +202,9 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
                 clean = index.get((p.name, s.name, CLEAN)) if a != CLEAN else None
                 reference = index.get((ref, s.name, a)) if ref and ref != p.name else None
                 row[a] = cell_stats(recs, clean, reference, cfg)
+                if a in made_on and is_transfer(encoders[p.name], made_on[a]):
+                    # made on other weights than the pipeline's image encoder: not white box
+                    row[a]["transfer"] = True
             rows[p.name] = row
         settings[s.name] = {"setting": s.setting, "conditions": conditions, "pipelines": rows}
     attacks = {}
@@ -207,6 +214,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
             "preset": a.preset,
             "target": a.target,
             "surrogate": a.surrogate,
+            "made_on": made_on[a.name],
             "eps": a.eps,
             "params": a.resolved_params(),
         }
@@ -252,6 +260,8 @@ def format_cell(c: dict[str, Any], is_reference: bool) -> str:
         extra.append(f"rec {pct_delta(c['recovery'])}")
     if c["failed"]:
         extra.append(f"{c['failed']} failed")
+    if c.get("transfer"):
+        extra.append("*transfer*")
     return text + ("<br>" + " · ".join(extra) if extra else "")
 
 
@@ -270,7 +280,9 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
         "pipeline; *DR*: drop ratio, (clean - attacked) / clean, lower is better; *ASR*: attack success rate, "
         "the share of the clean-correct samples the attack breaks; "
         f"*rec*: Hits@1 minus the reference pipeline's (`{summary['reference']}`) under the same "
-        "attack. Drop and recovery are paired over samples. Failed links count as misses.",
+        "attack. Drop and recovery are paired over samples. Failed links count as misses. *transfer*: the attack "
+        "was made on other image weights than the pipeline's image embedder (not white box; see the attacks' "
+        "*made on* below).",
         "",
     ]
     for name, st in summary["settings"].items():
@@ -298,7 +310,7 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
             "L∞ in 1/255 units and L2 of attacked − clean over the 224×224 inputs; *8-bit*: after rounding "
             "to the PNG grid (what the pipelines receive).",
             "",
-            "| attack | method | target (surrogate) | budget | L∞ mean / max | L∞ 8-bit max | L2 mean |",
+            "| attack | method | target (made on) | budget | L∞ mean / max | L∞ 8-bit max | L2 mean |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, a in summary["attacks"].items():
@@ -307,7 +319,7 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
             steps = a["params"].get("steps")
             method = f"{a['attack']}" + (f", {steps} steps" if steps else "")
             lines.append(
-                f"| {name} | {method} | {a['target']} ({a['surrogate']}) | {budget} | "
+                f"| {name} | {method} | {a['target']} ({a.get('made_on', a['surrogate'])}) | {budget} | "
                 f"{_fmt(m.get('norms.linf_255.mean'))} / {_fmt(m.get('norms.linf_255.max'))} | "
                 f"{_fmt(m.get('norms_png.linf_255.max'))} | {_fmt(m.get('norms.l2.mean'))} |"
             )

@@ -148,7 +148,8 @@ def compare(
     return report
 
 
-def _load(dataset: str, split: str, limit: int, index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(dataset: str, split: str, limit: int, index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` samples of a split with an image and a KB gold: images and gold indices."""
     from retlink.datasets import load_dataset
 
     xs, ys = [], []
@@ -183,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     index = {e.id: i for i, e in enumerate(entities)}
     kb_images = [image_tensor(Path(e.image_paths[0])) for e in entities]
     report = compare(
-        network, kb_images, _load(args.dataset, "dev", args.train, index), _load(args.dataset, "test", args.test, index),
+        network, kb_images, load_split(args.dataset, "dev", args.train, index), load_split(args.dataset, "test", args.test, index),
         epochs=args.epochs,
     )
     Console().print_json(json.dumps(report))

@@ -278,6 +278,9 @@ def _build_kb(
         "image_count": image_col.count(),
         "text_model": text_embedder.name,
         "image_model": image_embedder.name if image_embedder is not None else None,
+        # fine-tuned image weights (`embedder.image_weights`): their fingerprint and hash; the
+        # `@hash` in image_model is what a load checks, this says how they were made
+        "image_weights": getattr(image_embedder, "weights_info", None),
         "build_seconds": round(seconds, 2),
         "entities_per_second": round(stats["entities"] / max(seconds, 1e-9), 1),
         **stats,

@@ -143,11 +143,18 @@ class EfficientNetImageEmbedder:
 
     `network` is a name of `retlink.core.networks`; `name` is the one its row says a KB
     records (Lite0: "efficientnet", as KBs always have), so a KB built with one network is
-    refused by the other."""
+    refused by the other.
+
+    `weights`: a fine-tuned checkpoint of that network (`retlink.tools.vision.weights`, made by
+    `retlink train` with `kind: encoder`). The name then ends in `@` and the weights' short hash,
+    so a KB embedded with other weights (the packaged ones included) is refused at load, and
+    `weights_info` (its fingerprint) goes into the KB manifest as `image_weights`."""
 
     dim = 1280
 
-    def __init__(self, device: str = "cpu", batch_size: int = 16, network: str = DEFAULT_NETWORK) -> None:
+    def __init__(
+        self, device: str = "cpu", batch_size: int = 16, network: str = DEFAULT_NETWORK, weights: str | None = None
+    ) -> None:
         from retlink.tools.vision.efficientnet import shared_model
 
         try:
@@ -157,7 +164,22 @@ class EfficientNetImageEmbedder:
         self.name = NETWORKS[self.network].kb_name
         self.device = device
         self.batch_size = batch_size
-        self.model = shared_model(device, self.network)
+        #: the checkpoint's manifest entry (None: the packaged weights)
+        self.weights_info: dict | None = None
+        if weights is None:
+            self.model = shared_model(device, self.network)
+        else:
+            from retlink.tools.vision.weights import shared_tuned, short_id, weights_info
+
+            self.weights_info = {**weights_info(weights), "path": str(weights)}
+            if network_of(self.weights_info["network"]) != self.network:
+                raise ConfigError(
+                    f"embedder.image_weights {weights} are fine-tuned from {self.weights_info['network']}, "
+                    f"but embedder.image_backend is {self.network.value}"
+                )
+            self.model = shared_tuned(weights, device)
+            self.name = f"{self.name}@{short_id(self.weights_info['weights_sha256'])}"
+            self.dim = int(self.model.net.num_features)
 
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
@@ -200,19 +222,29 @@ def shared_text_embedder(model: str = EMBEDDED_MINILM, device: str = "cpu") -> S
 
 
 def shared_image_embedder(
-    backend: str = DEFAULT_NETWORK, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu"
+    backend: str = DEFAULT_NETWORK,
+    model: str = "ViT-B-32",
+    pretrained: str | None = None,
+    device: str = "cpu",
+    weights: str | Path | None = None,
 ) -> ImageEmbedder | None:
     """Process-wide image embedder per configuration (a network of `networks.NETWORKS` by any of
-    its names, "open_clip" or "none"); None when the backend is "none"."""
-    return _shared_image_embedder(str(canonical(backend)), model, pretrained, device)
+    its names, "open_clip" or "none"); None when the backend is "none". `weights`: a fine-tuned
+    checkpoint of the network (`embedder.image_weights`)."""
+    backend = str(canonical(backend))
+    if weights is not None and backend not in _NETWORK_NAMES:
+        raise ConfigError(f"embedder.image_weights is for an EfficientNet image backend, not {backend!r}")
+    return _shared_image_embedder(backend, model, pretrained, device, str(weights) if weights is not None else None)
 
 
 @lru_cache(maxsize=4)
-def _shared_image_embedder(backend: str, model: str, pretrained: str | None, device: str) -> ImageEmbedder | None:
+def _shared_image_embedder(
+    backend: str, model: str, pretrained: str | None, device: str, weights: str | None = None
+) -> ImageEmbedder | None:
     if backend == "none":
         return None
     if backend in _NETWORK_NAMES:
-        return EfficientNetImageEmbedder(device, network=backend)
+        return EfficientNetImageEmbedder(device, network=backend, weights=weights)
     if backend == "open_clip":
         return OpenClipImageEmbedder(model, pretrained, device)
     raise ConfigError(f"unknown image embedder backend {backend!r}")

@@ -48,6 +48,16 @@ def _kb_method(method):
     return wrapper
 
 
+def _weights_hint(built: str | None, configured: str) -> str:
+    """Say in words which side has fine-tuned weights (an `@hash` name: `embedder.image_weights`)."""
+    def side(name: str | None) -> str:
+        return f"fine-tuned weights {name.split('@', 1)[1]}" if name and "@" in name else "the packaged weights"
+
+    if built and built.split("@")[0] == configured.split("@")[0]:
+        return f" (the same network, but the KB was embedded with {side(built)} and the config loads {side(configured)})"
+    return ""
+
+
 class KBStore:
     """Read access to a built KB: entities by id, text/image nearest neighbours, alias lookup.
 
@@ -83,7 +93,8 @@ class KBStore:
         if self.has_images and built_image != image_embedder.name:
             raise KBError(
                 f"the KB at {self.where} has image vectors from {built_image!r}, but the config's image "
-                f"embedder is {image_embedder.name!r}; rebuild the KB or change the config"
+                f"embedder is {image_embedder.name!r}{_weights_hint(built_image, image_embedder.name)}; "
+                "rebuild the KB or change the config"
             )
         with kb_errors(self.where):
             self._text, self._image, self.aliases = self.location.open(text_embedder)

@@ -1,5 +1,6 @@
 """`retlink train CONFIG`: fit the decision head on the dev (or train) split of one dataset, or
-of several (a generic head).
+of several (a generic head); a config with `kind: encoder` adversarially fine-tunes the image
+embedder instead (`retlink.train.encoder`).
 
 The links come from the one evaluation runner (`retlink.eval.runner`), so training data is made
 exactly as evaluation data is: the same pipelines, stored attacked images (PGD, the adaptive
@@ -43,8 +44,11 @@ HEAD_KINDS = ("agent", "certified")
 
 
 class TrainConfig(StrictModel):
-    """What `retlink train` reads."""
+    """What `retlink train` reads for the decision head (`kind: head`, the default)."""
 
+    #: `head` (this) or `encoder` (`retlink.train.encoder`: adversarial fine-tuning of the image
+    #: embedder)
+    kind: Literal["head"] = "head"
     #: the head's name (its default file is `<kb path>.<name>.head.json`, beside the KB)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     #: an eval runner config (YAML path, relative to this file, or inline mapping) over the
@@ -77,6 +81,16 @@ class TrainConfig(StrictModel):
         return v
     #: where to write the head; required for a list of evals (no one KB to write it beside)
     out: Path | None = None
+
+
+def config_kind(source: str | Path | dict[str, Any]) -> str:
+    """What a train config fits: `head` (the default) or `encoder`; read before validation so
+    each kind's model validates it completely."""
+    data = source if isinstance(source, dict) else read_yaml(Path(source), set())
+    kind = data.get("kind", "head")
+    if kind not in ("head", "encoder"):
+        raise ConfigError(f"invalid configuration ({source if not isinstance(source, dict) else 'dict'}):\n  kind: {kind!r}, expected head or encoder")
+    return kind
 
 
 def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig, list[Any]]:

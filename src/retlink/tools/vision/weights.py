@@ -1,0 +1,128 @@
+"""Fine-tuned image weights (`retlink train` with `kind: encoder`): one file, its fingerprint inside.
+
+A checkpoint is what the trainer saves and what the image embedder (`embedder.image_weights`) and
+an attack surrogate (`pretrained:` beside a network surrogate) load. It carries:
+
+- `network`: the base network's config name (`retlink.core.networks`) and `arch_kwargs`, the
+  timm arguments the architecture was built with ({} for the real networks; tests build tiny
+  ones), so loading needs nothing but the file;
+- `fingerprint`: how it was made (objective, data fingerprint, eps, PGD steps, ...);
+- `weights_sha256`: a hash of every tensor of the state dict, checked on load, so a KB or a
+  report can name the exact weights (`short_id`) and a renamed or edited file cannot pass for
+  another.
+
+Written atomically (`retlink.tools.atomic`): an interrupted save leaves the previous file or
+none, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retlink.core.errors import ConfigError
+from retlink.core.networks import network
+from retlink.tools.atomic import write_atomic
+
+FORMAT = "retlink-image-weights/1"
+#: how many hex digits of the weights hash name them (in KB manifests, embedder names, reports)
+SHORT = 16
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in the state dict's order."""
+    h = hashlib.sha256()
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def short_id(sha256: str) -> str:
+    """The name weights go by in embedder names and reports."""
+    return sha256[:SHORT]
+
+
+def save_weights(path: Path, model: torch.nn.Module, fingerprint: dict[str, Any], arch_kwargs: dict[str, Any] | None = None) -> str:
+    """Write a wrapped network's (`EfficientNetLite`) weights with their fingerprint; the hash."""
+    state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
+    digest = weights_sha256(state)
+    payload = {
+        "format": FORMAT,
+        "network": str(model.network.value),
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "fingerprint": dict(fingerprint),
+        "weights_sha256": digest,
+        "state_dict": state,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(Path(path), lambda fh: fh.write(buf.getvalue()))
+    return digest
+
+
+def read_weights(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, its hash verified; ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"image weights not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn, foreign or non-torch file: one clear line
+        raise ConfigError(f"image weights {path} are not a readable checkpoint: {e.__class__.__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a retlink image-weights file (made by `retlink train` with kind: encoder)")
+    if weights_sha256(payload["state_dict"]) != payload.get("weights_sha256"):
+        raise ConfigError(f"image weights {path}: the tensors do not match the hash the file records (edited or corrupt)")
+    return payload
+
+
+def weights_info(path: str | Path) -> dict[str, Any]:
+    """What a KB manifest or a report records about a checkpoint: everything but the tensors."""
+    payload = read_weights(path)
+    return {k: v for k, v in payload.items() if k not in ("state_dict", "format")}
+
+
+def build_tuned(path: str | Path, device: str = "cpu", expect_network: str | None = None) -> torch.nn.Module:
+    """The wrapped network (`EfficientNetLite`, eval mode, frozen) with the checkpoint's weights.
+    `expect_network`: refuse a checkpoint of another base network (a config naming both)."""
+    import timm
+
+    from retlink.core.networks import NETWORKS
+    from retlink.tools.vision.efficientnet import EfficientNetLite
+
+    payload = read_weights(path)
+    name = network(payload["network"])
+    if expect_network is not None and network(expect_network) != name:
+        raise ConfigError(f"image weights {path} are fine-tuned from {name.value}, not {network(expect_network).value}")
+    net = timm.create_model(NETWORKS[name].architecture, pretrained=False, **payload["arch_kwargs"])
+    net.load_state_dict(payload["state_dict"])
+    model = EfficientNetLite(net, name).eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.weights_sha256 = payload["weights_sha256"]
+    return model
+
+
+_LOCK = threading.Lock()
+
+
+def shared_tuned(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """One instance per (file, its hash, device): a checkpoint rewritten in place loads again."""
+    resolved = Path(path).resolve()
+    stamp = resolved.stat().st_mtime_ns if resolved.exists() else 0
+    return _shared(str(resolved), stamp, str(device))
+
+
+@lru_cache(maxsize=4)
+def _shared(path: str, stamp: int, device: str) -> torch.nn.Module:
+    del stamp  # part of the cache key only
+    with _LOCK:
+        return build_tuned(path, device)
