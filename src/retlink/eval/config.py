@@ -296,7 +296,8 @@ class EvalConfig(StrictModel):
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
             if p.get("kb") is None:
                 p.pop("kb", None)
-            head = ((p.get("overrides") or {}).get("decision") or {}).get("head")
+            # an agent's `decision.head`, a certified pipeline's `options.head`
+            head = ((p.get("overrides") or {}).get("decision") or {}).get("head") or (p.get("options") or {}).get("head")
             if head:  # a retrained head is another experiment, though its path is the same
                 p["head_sha256"] = _file_sha256(head_file(head))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
