@@ -175,13 +175,23 @@ def _description_store(cfg: RetlinkConfig):
 
 
 def load_head(cfg: RetlinkConfig, kb: KBStore):
-    """The decision head the config names, checked against the KB it will rank."""
+    """The decision head the config names, checked against the KB it will rank. `auto` is the
+    shipped head where the KB's embedders are the ones it was fitted for, else no head: a KB
+    built with other embedders still links, by the hand-set blend, and the log says why."""
     if cfg.decision.head is None:
         return None
     from retlink.agent.decision import DecisionHead, kb_fingerprint
     from retlink.agent.decision.features import FEATURES
+    from retlink.core.config import AUTO_HEAD
 
-    return DecisionHead.load(cfg.decision.head, features=FEATURES, fingerprint=kb_fingerprint(kb.manifest))
+    fingerprint = kb_fingerprint(kb.manifest)
+    if cfg.decision.head == AUTO_HEAD:
+        try:
+            return DecisionHead.load(AUTO_HEAD, features=FEATURES, fingerprint=fingerprint)
+        except ConfigError as e:
+            log.info("decision.head auto: no head for this KB (%s); the hand-set blend decides", e)
+            return None
+    return DecisionHead.load(cfg.decision.head, features=FEATURES, fingerprint=fingerprint)
 
 
 def _detector(cfg: RetlinkConfig):

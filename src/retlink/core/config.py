@@ -22,8 +22,11 @@ from retlink.core.paths import cache_dir
 PATH_KEYS = {"path", "entities", "cache_dir", "head", "image_weights"}
 #: `decision.head`'s name for the head the package ships (`retlink.agent.decision.head_file`)
 GENERIC_HEAD = "generic"
+#: `decision.head`'s default: the shipped head where the KB's embedders are the ones it was
+#: fitted for, else no head (`retlink.agent.backends.load_head`)
+AUTO_HEAD = "auto"
 #: path keys whose value may instead be one of these names (left as written, not resolved)
-NAMED_PATHS = {"head": {GENERIC_HEAD}}
+NAMED_PATHS = {"head": {GENERIC_HEAD, AUTO_HEAD}}
 #: names in run configs become file and folder names and JSONL keys: keep them boring
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 

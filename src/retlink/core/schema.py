@@ -382,17 +382,21 @@ class ReasonerConfig(StrictModel):
 class DecisionConfig(StrictModel):
     """How the final answer is chosen from the candidates (`agent/nodes/decide.py`).
 
-    With a trained head (`retlink train`), the head's calibrated distribution over the pool and
-    NIL decides, the reasoner's answer weighted as much as the dev data gave it. Without one, the
+    With a trained head (`retlink train`, or by default the one the package ships), the head's
+    calibrated distribution over the pool and NIL decides, the reasoner's answer weighted as much
+    as the dev data gave it (the shipped head gives it 0: the LLM is not loaded). Without one, the
     hand-set blend of `reasoner.llm_weight` decides, under one guard: a clear retrieval winner
     (fused-score margin at least `clear_margin`) is never replaced by NIL or another candidate
     unless search evidence was assigned to that other candidate.
     """
 
-    #: a head JSON written by `retlink train` (refused if fitted for another KB or embedder), or
+    #: a head JSON written by `retlink train` (refused if fitted for another KB or embedder);
     #: `generic`: the head the package ships, fitted on several benchmarks' dev splits and bound
-    #: only to the embedded default's embedders (`retlink/data/heads/generic.head.json`)
-    head: Literal["generic"] | Path | None = None
+    #: only to the embedded default's embedders (`retlink/data/heads/generic.head.json`), refused
+    #: on a KB other embedders built; `auto` (the default): that head where it fits the KB's
+    #: embedders, else none (said in the log); None: no head, the hand-set blend of
+    #: `reasoner.llm_weight` decides
+    head: Literal["auto", "generic"] | Path | None = "auto"
     clear_margin: float = Field(0.05, ge=0, le=1)
     #: with a head: a top probability at or above this skips search, enhancer and reasoner
     #: (None: never skip)

@@ -34,6 +34,7 @@ from retlink.attacks.spec import ATTACK_INTERNALS, AttackSpec
 from retlink.attacks.spec import fraction_text as fraction_text  # where the report looks for it
 from retlink.core.config import (
     NAME,
+    NAMED_PATHS,
     PATH_KEYS,
     StrictModel,
     UserPath,
@@ -312,6 +313,10 @@ class EvalConfig(StrictModel):
         for p, spec in zip(data["pipelines"], self.pipelines, strict=True):
             if spec.kind in AGENT_CONFIG_KINDS:  # what `config` names resolves to, not its name:
                 p["base"] = resolved_base(spec.config)  # a preset (or the default) can change
+                decision = (spec.overrides.get("decision") or {}) if isinstance(spec.overrides, dict) else {}
+                head = decision["head"] if "head" in decision else p["base"]["decision"]["head"]
+                if head in NAMED_PATHS["head"]:  # the shipped head: refitted, it is another agent
+                    p["head_sha256"] = _file_sha256(head_file(head))
         return fingerprint(data)
 
     def on_ray(self, address: str | None = None) -> EvalConfig:

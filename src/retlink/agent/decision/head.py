@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from retlink.core.config import GENERIC_HEAD
+from retlink.core.config import AUTO_HEAD, GENERIC_HEAD
 from retlink.core.errors import ConfigError
 
 #: the NIL option's key in distributions (matches retlink.core.types.NIL)
@@ -55,8 +55,8 @@ def kb_fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def head_file(head: Path | str) -> Path:
-    """The file `decision.head` names: a path, or `generic` for the head the package ships."""
-    if str(head) == GENERIC_HEAD:
+    """The file `decision.head` names: a path, or `generic` (and `auto`) for the head the package ships."""
+    if str(head) in (GENERIC_HEAD, AUTO_HEAD):
         return Path(str(files("retlink") / "data" / "heads" / f"{GENERIC_HEAD}.head.json"))
     return Path(head)
 
