@@ -151,3 +151,31 @@ def test_joint_attack_moves_both_halves_on_one_objective(encoder):
     joint0 = JointMultimodalAttack(pgd, text_only, encoder, neighbour_proposer(encoder, 6), rounds=2)
     _, (rec0,) = joint0(x[:1], refs, has, [state(encoder)])
     assert rec0["substitutions"] == alone["substitutions"]
+
+
+def test_eval_configs_check_both_halves_at_load(tmp_path):
+    from retlink.core.errors import ConfigError
+    from retlink.eval.config import load_eval_config
+
+    base = {
+        "name": "t",
+        "dataset": {"key": "demo"},
+        "kb": {"path": str(tmp_path / "kb")},
+        "pipelines": [{"name": "baseline", "kind": "baseline"}],
+    }
+    ok = load_eval_config({**base, "attacks": [
+        {"name": "t", "attack": "text", "preset": "strong", "params": {"candidates": "embedding_neighbours"}},
+        {"name": "m", "attack": "multimodal", "preset": "mat", "params": {"max_substitutions": 2, "rounds": 2}},
+    ]})
+    assert ok.attack("t").resolved_params()["max_substitutions"] == 3
+    assert ok.attack("m").image_params() == {}  # the text keys are not PGD's
+    for params, message in (
+        ({"candidats": "lm"}, "unknown parameter(s) candidats"),
+        ({"candidates": "bert"}, "candidates 'bert'"),
+        ({"max_substitutions": "2"}, "attacks[0].params.max_substitutions"),
+    ):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+            load_eval_config({**base, "attacks": [{"name": "t", "attack": "text", "params": params}]})
+    for params, message in (({"rounds": 0}, "rounds"), ({"min_similarity": 2.0}, "no cosine"), ({"neighbour": 3}, "neighbour")):
+        with pytest.raises(ConfigError, match=message):
+            load_eval_config({**base, "attacks": [{"name": "m", "attack": "multimodal", "params": params}]})
