@@ -270,7 +270,7 @@ def make_chunk(
 
     `target` replaces the config-named target on the surrogate, and `label_of(sample)` gives each
     sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
-    distractors) is only needed by `embedding_toward_distractor` and `multimodal`."""
+    distractors, its KB) is only needed by `embedding_toward_distractor`, `text` and `multimodal`."""
     from retlink.attacks import build_attack
     from retlink.attacks.projections import perturbation_norms
 
