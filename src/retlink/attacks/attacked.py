@@ -372,7 +372,7 @@ def _sentence(kb: Any, encoder: Any, sample: Any, image: torch.Tensor, text: Any
     """A sample's `SentenceState`: its candidate entities (gold first, then the wrong entities the
     pipelines' fused score ranks highest on the clean input) and their text embeddings; the
     image's similarities in the KB's own image space (what the pipelines compare). None when the
-    gold entity is not in the KB or the sample has no sentence."""
+    gold entity is not in the KB, the KB holds no other entity or the sample has no sentence."""
     from retlink.attacks.text_attack import SentenceState, fused, query_text
     from retlink.tools.images import load_image
 
@@ -387,6 +387,8 @@ def _sentence(kb: Any, encoder: Any, sample: Any, image: torch.Tensor, text: Any
         image_vec = kb.image_embedder.embed_images([load_image(image)])[0]
         pool |= {eid for eid, _ in kb.query_image(image_vec, wanted)}
     pool.discard(sample.gold_id)
+    if not pool:  # a KB of the gold entity alone: no wrong entity to push toward
+        return None
     ids = [sample.gold_id, *sorted(pool)]
     tsim = kb.text_similarity(query, ids)
     isim = kb.image_similarity(image_vec, ids) if image_vec is not None else {}
