@@ -303,6 +303,8 @@ class EvalConfig(StrictModel):
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
+            if a["attack"] == "multimodal":  # now one joint objective, LM candidates: another attack
+                a["definition"] = "joint"
         for s in data["settings"]:
             if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
                 s["text"].pop("llm", None)
@@ -419,6 +421,8 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
 
     params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
     problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)
+    if spec.attack == "multimodal":  # its text half's keys: the text attack's, typed and built
+        problems += _text_half_problems(spec, loc)
     problems += _number_problems(spec.resolved_params(), (*loc, "params"))
     if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
         try:
@@ -432,6 +436,27 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
         build_attack(spec.image_attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
     except (TypeError, ValueError) as e:
         problems.append(((*loc, "params"), str(e).splitlines()[0]))
+    return problems
+
+
+def _text_half_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """A multimodal attack's text parameters, checked as `attack: text` checks its own."""
+    from torch import nn
+
+    from retlink.attacks import ATTACKS, build_attack
+    from retlink.attacks.attacked import build_target
+    from retlink.attacks.spec import TEXT_ATTACK_PARAMS
+
+    text = {k: v for k, v in spec.params.items() if k in TEXT_ATTACK_PARAMS}
+    problems = _kwargs_problems([ATTACKS["text"]], text, (*loc, "params"), skip=ATTACK_INTERNALS)
+    rounds = spec.params.get("rounds", 2)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        problems.append(((*loc, "params", "rounds"), f"must be a whole number of at least 1, not {rounds!r}"))
+    if not problems:
+        try:
+            build_attack("text", build_target(spec.target, nn.Identity()), "normal", **text)
+        except (TypeError, ValueError) as e:
+            problems.append(((*loc, "params"), str(e).splitlines()[0]))
     return problems
 
 
