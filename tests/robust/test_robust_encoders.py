@@ -269,3 +269,14 @@ def test_the_eval_report_labels_attacks_on_other_weights_as_transfer(bench, tmp_
     assert summary["attacks"]["pgd-own"]["made_on"].startswith("efficientnet_lite0@")
     report = (runner.dir / "report.md").read_text()
     assert "*transfer*" in report
+
+
+def test_a_checkpoint_rewritten_in_place_is_loaded_again(tmp_path):
+    from retlink.tools.kb.embedders import shared_image_embedder
+
+    path = random_checkpoint(tmp_path / "w.pt", seed=0)
+    first = shared_image_embedder("lite0", weights=path)
+    assert shared_image_embedder("lite0", weights=path) is first  # shared while the file is unchanged
+    random_checkpoint(path, seed=1)  # retrained to the same path
+    second = shared_image_embedder("lite0", weights=path)
+    assert second.name != first.name and second.name.startswith("efficientnet@")
