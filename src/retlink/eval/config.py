@@ -300,9 +300,14 @@ class EvalConfig(StrictModel):
             head = ((p.get("overrides") or {}).get("decision") or {}).get("head") or (p.get("options") or {}).get("head")
             if head:  # a retrained head is another experiment, though its path is the same
                 p["head_sha256"] = _file_sha256(head_file(head))
+            weights = ((p.get("overrides") or {}).get("embedder") or {}).get("image_weights")
+            if weights:  # likewise retrained image weights (`retlink train`, kind: encoder)
+                p["image_weights_sha256"] = _file_sha256(Path(weights))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
+            elif not a["surrogate"].startswith("open_clip:"):  # a network's fine-tuned checkpoint
+                a["pretrained_sha256"] = _file_sha256(Path(a["pretrained"]))
             if a["attack"] == "multimodal":  # now one joint objective, LM candidates: another attack
                 a["definition"] = "joint"
         for s in data["settings"]:
@@ -340,7 +345,11 @@ def resolved_base(config: str | None) -> dict[str, Any]:
     folders.setdefault(str(Path.home()), "~")
     for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another
         text = text.replace(folder, folders[folder])
-    return json.loads(text)
+    base = json.loads(text)
+    embedder = base.get("embedder") or {}
+    if embedder.get("image_weights") is None:  # the packaged weights: hashes as before the option
+        embedder.pop("image_weights", None)
+    return base
 
 
 def _file_sha256(path: Path) -> str:
