@@ -25,6 +25,13 @@ def kind(path: Path) -> str:
     return "mate" if "data" in yaml.safe_load(path.read_text()) else "eval"
 
 
+@pytest.fixture(autouse=True)
+def data_folder(monkeypatch):
+    """The published datasets' configs read `$RETLINK_DATA` (unset, loading them is an error that
+    says so: tests/evalrun/test_paper_table.py); the fixtures' folder stands in."""
+    monkeypatch.setenv("RETLINK_DATA", str(PACKAGE.parents[1] / "tests" / "fixtures" / "datasets"))
+
+
 def test_the_configs_are_found():
     assert len(CONFIGS) >= 30 and len(PRESETS) >= 3
     assert {kind(p) for p in CONFIGS} == {"eval", "train", "mate"}

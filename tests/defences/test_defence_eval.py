@@ -215,23 +215,30 @@ def test_cli_defences_runs_a_runner_config(tmp_path, demo_kb_path):
     assert bad.exit_code == 2 and "not found" in bad.output
 
 
-@pytest.mark.slow  # MAT's 2-step PGD plus ~100 text embeddings per sample (about 20 s on 2 cores)
-def test_multimodal_attack_edits_one_word_against_the_text_encoder(tmp_path, demo_kb_path):
+@pytest.mark.slow  # MAT's 2-step PGD, the in-process SmolLM2 proposing words, MiniLM scoring them
+def test_text_and_multimodal_attacks_edit_the_sentence_in_a_run(tmp_path, demo_kb_path):
     cfg = {
         **levels_config(demo_kb_path, tmp_path),
         "pipelines": [{"name": "baseline", "kind": "baseline"}],
-        "attacks": [{"name": "mat", "attack": "multimodal", "preset": "mat"}],
+        "attacks": [
+            {"name": "text", "attack": "text"},  # LM candidates, one substitution
+            {"name": "mat", "attack": "multimodal", "preset": "mat"},
+        ],
     }
     runner = Runner(load_eval_config(cfg), tmp_path / "run")
     runner.run(progress=False)
     recs = {(r["attack"], r["sample_id"]): r for r in _records(runner.dir)}
     samples = {s.id: s for s in runner.samples()}
-    for sid, s in samples.items():
-        rec = recs[("mat", sid)]
-        sub = rec["substitution"]
-        assert rec["status"] == "ok" and rec["norms"]["linf_255"] <= 2 + 1e-3  # MAT's 2/255 budget
-        _, meta = AttackedStore(runner.dir, "mat").load(sid)
-        before, after = s.context.split(), meta["context"].split()
-        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
-        assert changed == [sub["position"]] and before[changed[0]] == sub["original"]
-        assert meta["text_similarity"]["attacked"] < meta["text_similarity"]["clean"]
+    for attack, budget in (("text", 0), ("mat", 2)):
+        for sid, s in samples.items():
+            rec = recs[(attack, sid)]
+            subs = rec["substitutions"]
+            assert rec["status"] == "ok" and rec["norms"]["linf_255"] <= budget + 1e-3  # text: the image untouched
+            _, meta = AttackedStore(runner.dir, attack).load(sid)
+            before, after = s.context.split(), meta["context"].split()
+            changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+            assert changed == [e["position"] for e in subs] and len(subs) <= 1
+            assert all(before[e["position"]] == e["original"] for e in subs)
+            assert rec["margin"]["attacked"] >= rec["margin"]["clean"]  # greedy: never worse for the attacker
+            assert meta["sentence_similarity"] >= 0.7 - 1e-6  # BERT-Attack's filter, the default threshold
+        assert any(recs[(attack, sid)]["substitutions"] for sid in samples)

@@ -19,12 +19,16 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "retlink"
 CONFIGS = PACKAGE / "eval" / "configs" / "benchmarks"
 
 
-def test_bundled_configs_validate():
-    # other eval tools keep their own configs in this folder too: check the runner's six
+def test_bundled_configs_validate(monkeypatch):
+    # other eval tools keep their own configs in this folder too: check the runner's six; the
+    # published datasets' roots are under $RETLINK_DATA
+    monkeypatch.setenv("RETLINK_DATA", "/datasets")
     for name in ("demo", "m3el", "richpediamel", "wikidiverse", "wikimel", "wikiperson"):
         path = CONFIGS / f"{name}.yaml"
         cfg = load_eval_config(path)
         assert cfg.name == path.stem and cfg.reference_pipeline() == "baseline"
+        if name != "demo":
+            assert cfg.dataset.root == Path("/datasets") / name
     demo = load_eval_config(CONFIGS / "demo.yaml")
     assert demo.kb.entities == (PACKAGE / "data" / "demo" / "entities.jsonl").resolve()
     assert demo.attack("pgd-8").eps == pytest.approx(8 / 255)

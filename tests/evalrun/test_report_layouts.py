@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from retlink.cli import app
 from retlink.eval.config import load_eval_config
-from retlink.eval.report import paper_table, write_report
+from retlink.eval.paper import paper_table
+from retlink.eval.report import write_report
 from retlink.eval.runs import RESULTS, RUN_META, bootstrap_ci, record_key
 
 #: per (pipeline, setting, attack): correctness of samples s0..s3
@@ -89,12 +90,14 @@ def test_drop_ratio_and_attack_success_rate_in_summary_and_report(run_dir):
 
 
 def test_paper_layout(run_dir):
-    summary = write_report(run_dir, plots=False)
-    table = paper_table(summary, load_eval_config(json.loads((run_dir / RUN_META).read_text())["config"]))
-    row = next(line for line in table.splitlines() if line.startswith("| demo | pgd-8 |"))
-    # I2T: baseline clean 50, attacked 0, agent attacked 25 (+25); IT2T: 100, 25, 75 (+50)
-    assert row == "| demo | pgd-8 | 50.0 | 0.0 | 25.0 (+25.0) | 100.0 | 25.0 | 75.0 (+50.0) |"
-    res = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--layout", "paper"], env={"COLUMNS": "200"})
-    assert res.exit_code == 0 and "75.0 (+50.0)" in res.output
+    table = paper_table([run_dir])
+    assert table.header[2:6] == ["demo I2T clean", "demo I2T attacked", "demo I2T +RE (rec)", "demo I2T agent clean"]
+    (row,) = table.rows  # the agent is the enhanced pipeline: one row, the baseline under PGD
+    # I2T: baseline clean 50, attacked 0, agent attacked 25 (+25), agent clean 50; IT2T: 100, 25, 75 (+50), 75
+    assert [cell.split(" [")[0] for cell in row] == ["baseline", "pgd-8", "50.0", "0.0", "25.0", "50.0", "100.0", "25.0", "75.0", "75.0"]
+    assert row[8].endswith(" (+50.0 [+0, +100])")  # the paired recovery [0, 1, 1, 0] and its interval
+    assert bootstrap_ci([0, 1, 1, 0], n_resamples=50, seed=2) == (0.0, 1.0)
+    res = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--layout", "paper"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "(+50.0" in res.output and "IT2T agent" in res.output
     bad = CliRunner().invoke(app, ["eval", "report", str(run_dir), "--layout", "papers"])
     assert bad.exit_code == 2 and "--layout" in bad.output

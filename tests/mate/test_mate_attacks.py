@@ -129,6 +129,7 @@ def test_a_served_vlm_is_sent_the_attacked_png(tmp_path, mate_set_dir):
         ({"name": "p", "attack": "pgd", "target": "perception"}, "no gradient"),
         ({"name": "p", "attack": "pgd", "target": "embedding_toward_distractor"}, "target"),
         ({"name": "a", "attack": "adaptive", "target": "embedding_away"}, "not available on MATE"),
+        ({"name": "t", "attack": "text", "target": "embedding_away"}, "not available on MATE"),
         ({"name": "clean", "attack": "square"}, "cannot be named 'clean'"),
         ({"name": "s", "attack": "square", "params": {"steps": 3}}, "unknown parameter"),
         ({"name": "s", "attack": "square", "preset": "mat"}, "no preset"),

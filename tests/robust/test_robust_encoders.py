@@ -269,3 +269,30 @@ def test_the_eval_report_labels_attacks_on_other_weights_as_transfer(bench, tmp_
     assert summary["attacks"]["pgd-own"]["made_on"].startswith("efficientnet_lite0@")
     report = (runner.dir / "report.md").read_text()
     assert "*transfer*" in report
+
+
+def test_a_checkpoint_rewritten_in_place_is_loaded_again(tmp_path):
+    from retlink.tools.kb.embedders import shared_image_embedder
+
+    path = random_checkpoint(tmp_path / "w.pt", seed=0)
+    first = shared_image_embedder("lite0", weights=path)
+    assert shared_image_embedder("lite0", weights=path) is first  # shared while the file is unchanged
+    random_checkpoint(path, seed=1)  # retrained to the same path
+    second = shared_image_embedder("lite0", weights=path)
+    assert second.name != first.name and second.name.startswith("efficientnet@")
+
+
+def test_retrained_weights_at_the_same_path_are_another_experiment(tmp_path):
+    from retlink.eval.config import load_eval_config
+
+    weights = random_checkpoint(tmp_path / "w.pt", seed=0)
+    cfg = {
+        "name": "fp", "dataset": {"key": "demo", "split": "test"}, "kb": {"path": str(tmp_path / "kb")},
+        "pipelines": [{"name": "r", "kind": "retrieval", "overrides": {"embedder": {"image_weights": str(weights)}},
+                       "kb": {"path": str(tmp_path / "kb-w")}}],
+        "attacks": [{"name": "p", "attack": "pgd", "surrogate": "lite0", "pretrained": str(weights)}],
+    }
+    before = load_eval_config(cfg).fingerprint()
+    assert load_eval_config(cfg).fingerprint() == before
+    random_checkpoint(weights, seed=1)
+    assert load_eval_config(cfg).fingerprint() != before  # a resumed run refuses to mix the two

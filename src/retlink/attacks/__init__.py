@@ -1,4 +1,4 @@
-"""Image attacks on a small shared base, one attack a file, and the targets they attack.
+"""Image attacks (and the text attack) on a small shared base, one attack a file, and the targets they attack.
 
     from retlink.attacks import build_attack, ClassifierTarget
     attack = build_attack("pgd", ClassifierTarget(model), preset="strong", steps=20, seed=1)
@@ -30,6 +30,7 @@ from retlink.attacks.targets import (
     TextAlignmentTarget,
     ZeroShotClassifier,
 )
+from retlink.attacks.text_attack import TextAttack
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, PGDL2, APGD, APGDL2, CW)}
 # score-based (black box): needs the target's loss only, so it attacks non-differentiable targets
@@ -38,6 +39,8 @@ ATTACKS[Square.name] = Square
 ATTACKS[GaussianNoise.name] = GaussianNoise
 # adaptive attacks through the pipeline's defences (BPDA, EOT, detector-aware): see adaptive.py
 ATTACKS.update({cls.name: cls for cls in (PGDBPDA, PGDEOT, PGDDetectorAware)})
+# word substitutions in the sentence, the image untouched (BERT-Attack style; see text_attack.py)
+ATTACKS[TextAttack.name] = TextAttack
 # not an attack: random views for training-time one-to-many augmentation (see augment.py)
 ATTACKS[Augment.name] = Augment
 
@@ -74,6 +77,7 @@ __all__ = [
     "Square",
     "Target",
     "TextAlignmentTarget",
+    "TextAttack",
     "ZeroShotClassifier",
     "build_attack",
     "frozen",

@@ -282,7 +282,7 @@ def make_chunk(
 
     `target` replaces the config-named target on the surrogate, and `label_of(sample)` gives each
     sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
-    distractors) is only needed by `embedding_toward_distractor` and `multimodal`."""
+    distractors, its KB) is only needed by `embedding_toward_distractor`, `text` and `multimodal`."""
     from retlink.attacks import build_attack
     from retlink.attacks.projections import perturbation_norms
 
@@ -301,7 +301,8 @@ def make_chunk(
     y = None
     if target is None:
         target = build_target(spec.target, surrogate(spec.surrogate, spec.pretrained))
-        if spec.target == "embedding_toward_distractor":
+        if spec.target == "embedding_toward_distractor" and spec.attack not in ("text", "multimodal"):
+            # (the text and multimodal attacks choose their wrong entities themselves)
             y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
     if label_of is not None:
         y = [label_of(s) for s in ok]
@@ -312,8 +313,8 @@ def make_chunk(
         **{**spec.image_params(), "seed": chunk_seed(seed, attack_index, chunk), "batch_size": spec.batch_size},
     )
     texts: list[dict[str, Any]] = [{} for _ in ok]
-    if spec.attack == "multimodal":
-        adv, texts = _multimodal(spec, attack, x, y, ok, labels.kb, chunk_seed(seed, attack_index, chunk))
+    if spec.attack in ("text", "multimodal"):
+        adv, texts = _with_text(spec, attack, x, ok, labels, chunk_seed(seed, attack_index, chunk))
     else:
         adv = attack(x, y)
     seconds = (time.perf_counter() - started) / len(ok)
@@ -337,28 +338,76 @@ def make_chunk(
     return stored
 
 
-def _multimodal(
-    spec: Any, image_attack: Any, x: torch.Tensor, y: Any, samples: Sequence[Any], kb: Any, seed: int
+def _with_text(
+    spec: Any, attack: Any, x: torch.Tensor, samples: Sequence[Any], labels: LabelMaker, seed: int
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """MAT's multimodal attack on one chunk: the image attack, plus per sample the one-token
-    substitution in its sentence that most lowers cos(text encoder(mention + sentence), the gold
-    entity's KB text), candidates being the encoder's own vocabulary neighbours of each word
-    (`retlink.attacks.text.token_neighbours`). The edited sentence is stored with the image (`context`)."""
-    from retlink.attacks.multimodal import LinkInput, MultimodalAttack
-    from retlink.attacks.text import token_neighbours
+    """The text attack (`attack: text`, image unchanged) or the joint multimodal attack on one
+    chunk. Per sample, the candidate entities are the gold one and the `distractors` wrong ones
+    the pipelines' fused score ranks highest on the clean input; the edited sentence and its
+    edits are stored with the image (`context`, `substitutions`, `margin`, ...). A sample whose
+    gold entity is not in the KB keeps its sentence."""
+    from retlink.attacks import ATTACKS
+    from retlink.attacks.multimodal import JointMultimodalAttack
+    from retlink.attacks.spec import TEXT_ATTACK_PARAMS
+    from retlink.attacks.text_attack import TextAttack, attack_sentence
+    from retlink.attacks.word_candidates import proposer
 
+    text_params = {k: v for k, v in spec.params.items() if k in TEXT_ATTACK_PARAMS}
+    text = attack if isinstance(attack, TextAttack) else ATTACKS["text"].from_preset(attack.target, "normal", **text_params)
+    kb = labels.kb
     encoder = kb.text_embedder
-    neighbours = int(spec.params.get("neighbours", 8))
-    golds = {e.id: e for e in kb.get([s.gold_id for s in samples])}
-    refs = encoder.embed([golds[s.gold_id].text() if s.gold_id in golds else s.mention for s in samples])
-    attack = MultimodalAttack(image_attack, encoder, candidates=token_neighbours(encoder, neighbours), seed=seed)
-    out, edits = attack([LinkInput(x[i], s.mention, s.context) for i, s in enumerate(samples)], refs, y)
-    texts = [
-        {
-            "context": e.text,
-            "substitution": {"original": e.original, "replacement": e.replacement, "position": e.position},
-            "text_similarity": {"clean": round(e.similarity_clean, 4), "attacked": round(e.similarity_attacked, 4)},
-        }
-        for e in edits
-    ]
-    return torch.stack([o.image for o in out]), texts
+    propose = proposer(text.candidates, encoder=encoder, k=text.neighbours, lm=text.lm)
+    states = [_sentence(kb, encoder, s, x[i], text) for i, s in enumerate(samples)]
+    if spec.attack == "text":
+        records = [attack_sentence(st, encoder, propose, text) if st is not None else {} for st in states]
+        return x.clone(), records
+    # the joint attack: every sample against the same number of entities (rows without an image
+    # or padding are masked), surrogate features from the label maker
+    k = max(2, *(len(st.refs) for st in states if st is not None))
+    dim = labels._features(x[:1]).shape[-1]
+    feats = torch.zeros(len(samples), k, dim)
+    has = torch.zeros(len(samples), k, dtype=torch.bool)
+    clean = labels._features(x)
+    for b, st in enumerate(states):
+        ids = st.entity_ids if st is not None else [samples[b].gold_id]
+        for j, eid in enumerate(ids):
+            f = labels.entity_features(eid)
+            if f is None and j == 0:  # a gold entity without an image: the clean image stands in
+                f = clean[b]
+            if f is not None:
+                feats[b, j], has[b, j] = f, True
+    joint = JointMultimodalAttack(attack, text, encoder, propose, rounds=int(spec.params.get("rounds", 2)))
+    return joint(x, feats, has, states)
+
+
+def _sentence(kb: Any, encoder: Any, sample: Any, image: torch.Tensor, text: Any) -> Any:
+    """A sample's `SentenceState`: its candidate entities (gold first, then the wrong entities the
+    pipelines' fused score ranks highest on the clean input) and their text embeddings; the
+    image's similarities in the KB's own image space (what the pipelines compare). None when the
+    gold entity is not in the KB, the KB holds no other entity or the sample has no sentence."""
+    from retlink.attacks.text_attack import SentenceState, fused, query_text
+    from retlink.tools.images import load_image
+
+    if not sample.context.strip() or not kb.get([sample.gold_id]):
+        return None
+    words = sample.context.split()
+    query = encoder.embed([query_text(sample.mention, words)])[0]
+    wanted = text.distractors + 1
+    pool = {eid for eid, _ in kb.query_text(query, wanted)}
+    image_vec = None
+    if getattr(kb, "has_images", False) and text.image_weight > 0:
+        image_vec = kb.image_embedder.embed_images([load_image(image)])[0]
+        pool |= {eid for eid, _ in kb.query_image(image_vec, wanted)}
+    pool.discard(sample.gold_id)
+    if not pool:  # a KB of the gold entity alone: no wrong entity to push toward
+        return None
+    ids = [sample.gold_id, *sorted(pool)]
+    tsim = kb.text_similarity(query, ids)
+    isim = kb.image_similarity(image_vec, ids) if image_vec is not None else {}
+    img = np.array([isim.get(e, np.nan) for e in ids]) if image_vec is not None else None
+    scores = fused(np.array([[tsim.get(e, -1.0) for e in ids]]), img, text.text_weight, text.image_weight)[0]
+    order = [0, *(1 + np.argsort(-scores[1:], kind="stable"))[: text.distractors].tolist()]
+    ids = [ids[i] for i in order]
+    ents = {e.id: e for e in kb.get(ids)}
+    refs = np.asarray(encoder.embed([ents[e].text() for e in ids]), dtype=np.float32)
+    return SentenceState(sample.mention, words, refs, img[order] if img is not None else None, entity_ids=ids)

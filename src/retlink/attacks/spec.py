@@ -67,6 +67,12 @@ def fraction_text(value: float) -> str:
 Budget = Annotated[float, BeforeValidator(_number)]
 
 
+#: the text half's parameters (`retlink.attacks.text_attack.TextAttack`'s own): `attack: text`
+#: takes them as any registered attack's, and `multimodal` takes them beside PGD's, with `rounds`
+TEXT_ATTACK_PARAMS = frozenset(
+    {"max_substitutions", "candidates", "neighbours", "lm", "min_similarity", "distractors", "text_weight", "image_weight"}
+)
+
 #: attacks an eval config names besides the registered ones (`retlink.attacks.ATTACKS`):
 #: name -> (the image attack underneath, the extra parameters it takes)
 COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
@@ -74,9 +80,9 @@ COMPOSITE_ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
     # through its purifier, detector-aware with its detector's threshold and network); a sample
     # counts as broken when any of them breaks it
     "adaptive": ("pgd", frozenset({"eot_samples"})),
-    # MAT's multimodal attack: image PGD plus a one-token substitution in the sentence chosen
-    # against the run's text encoder (`neighbours`: candidate tokens per word)
-    "multimodal": ("pgd", frozenset({"neighbours"})),
+    # MAT's multimodal attack, optimised jointly: image PGD steps alternating with word
+    # substitutions in the sentence on the pipelines' fused score (`retlink.attacks.multimodal`)
+    "multimodal": ("pgd", TEXT_ATTACK_PARAMS | {"rounds"}),
 }
 
 

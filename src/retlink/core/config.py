@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from retlink.core.errors import ConfigError
-from retlink.core.paths import cache_dir
+from retlink.core.paths import DATA_ENV, cache_dir, data_dir
 
 PATH_KEYS = {"path", "entities", "cache_dir", "head", "image_weights"}
 #: `decision.head`'s name for the head the package ships (`retlink.agent.decision.head_file`)
@@ -99,8 +99,21 @@ def read_yaml(path: Path, path_keys: frozenset[str] | set[str] = PATH_KEYS) -> d
 
 
 def resolve_path(value: str, base: Path) -> str:
-    """`$RETLINK_CACHE` and `~` expand; a relative path is relative to the config file."""
+    """`$RETLINK_CACHE`, `$RETLINK_DATA` and `~` expand; a relative path is relative to the
+    config file. `$RETLINK_DATA` (where the published datasets are) has no default: a path that
+    names it while it is unset is a ConfigError saying what to set, at load (so `--dry-run` says
+    it), rather than a missing-folder error from a loader mid-run."""
     value = value.replace("$RETLINK_CACHE", str(cache_dir())).replace("${RETLINK_CACHE}", str(cache_dir()))
+    for token in (f"${{{DATA_ENV}}}", f"${DATA_ENV}"):
+        if token in value:
+            data = data_dir()
+            if data is None:
+                raise ConfigError(
+                    f"{value!r} reads the environment variable {DATA_ENV}, which is not set: set it to the "
+                    f"folder that holds the datasets (e.g. `export {DATA_ENV}=/data/mel`, with wikimel/, "
+                    "richpediamel/, wikidiverse/, wikiperson/, m3el/ in it), or write the path into the config"
+                )
+            value = value.replace(token, str(data))
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
 

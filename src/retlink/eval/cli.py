@@ -1,7 +1,7 @@
 """`retlink eval ...`: run a YAML-scripted robustness evaluation, report, export, compare.
 
     retlink eval run CONFIG.yaml [--limit N] [--dry-run] [--out DIR] [--ray] [--ray-address ADDRESS]
-    retlink eval report RUN_DIR
+    retlink eval report RUN_DIR... [--layout paper] [--enhanced PIPE] [--out FILE.md]
     retlink eval export RUN_DIR [--out DIR]
     retlink eval compare RUN_A RUN_B [--out FILE.md]
     retlink eval defences [CONFIG] [--limit N]   # `eval run` of the bundled defences config
@@ -59,28 +59,45 @@ def run(
 @eval_app.command("report")
 @friendly_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="run folder(s); several for --layout paper")],
     layout: Annotated[
-        str, typer.Option("--layout", help="standard, or paper: LLM-RetLink's datasets x {I2T, IT2T} table")
+        str, typer.Option("--layout", help="standard, or paper: LLM-RetLink's datasets x {I2T, IT2T} table across runs")
     ] = "standard",
+    enhanced: Annotated[
+        str | None,
+        typer.Option(
+            "--enhanced", metavar="PIPE",
+            help="paper: the retrieval-enhanced pipeline (default: each run's last agent that is not its reference)",
+        ),
+    ] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="paper: also write the table as Markdown")] = None,
 ) -> None:
-    """Rebuild summary.json, report.md and the plots of RUN_DIR from its JSONL records."""
+    """Rebuild summary.json, report.md and the plots of each RUN_DIR from its JSONL records; with
+    --layout paper, also merge the runs (one per dataset) into LLM-RetLink's table."""
     from retlink.core.errors import ConfigError
-    from retlink.eval.report import load_run, paper_rows, write_report
+    from retlink.eval.paper import paper_table
+    from retlink.eval.report import write_report
     from retlink.eval.runs import REPORT
 
     if layout not in ("standard", "paper"):
         raise ConfigError(f"--layout {layout!r}: choose standard or paper")
-    summary = write_report(run_dir)
-    if layout == "paper":
-        caption, header, rows = paper_rows(summary, load_run(run_dir)[0])
-        table = Table(*header, caption=caption)
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-    else:
-        _print_tables(summary)
-    out.print(f"report: [bold]{run_dir / REPORT}[/]")
+    if layout != "paper" and (enhanced is not None or out_file is not None):
+        raise ConfigError("--enhanced and --out are options of --layout paper")
+    # the merged table is checked first: a run that cannot be merged fails before any file is written
+    table = paper_table(list(run_dirs), enhanced) if layout == "paper" else None
+    for run_dir in run_dirs:
+        summary = write_report(run_dir)
+        if table is None:
+            _print_tables(summary)
+        out.print(f"report: [bold]{run_dir / REPORT}[/]")
+    if table is not None:
+        shown = Table(*table.header, caption=table.caption)
+        for row in table.rows:
+            shown.add_row(*row)
+        out.print(shown)
+        if out_file:
+            out_file.write_text(table.markdown())
+            out.print(f"paper table: [bold]{out_file}[/]")
 
 
 @eval_app.command("export")

@@ -301,9 +301,16 @@ class EvalConfig(StrictModel):
             head = ((p.get("overrides") or {}).get("decision") or {}).get("head") or (p.get("options") or {}).get("head")
             if head:  # a retrained head is another experiment, though its path is the same
                 p["head_sha256"] = _file_sha256(head_file(head))
+            weights = ((p.get("overrides") or {}).get("embedder") or {}).get("image_weights")
+            if weights:  # likewise retrained image weights (`retlink train`, kind: encoder)
+                p["image_weights_sha256"] = _file_sha256(Path(weights))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
+            elif not a["surrogate"].startswith("open_clip:"):  # a network's fine-tuned checkpoint
+                a["pretrained_sha256"] = _file_sha256(Path(a["pretrained"]))
+            if a["attack"] == "multimodal":  # now one joint objective, LM candidates: another attack
+                a["definition"] = "joint"
         for s in data["settings"]:
             if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
                 s["text"].pop("llm", None)
@@ -343,7 +350,11 @@ def resolved_base(config: str | None) -> dict[str, Any]:
     folders.setdefault(str(Path.home()), "~")
     for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another
         text = text.replace(folder, folders[folder])
-    return json.loads(text)
+    base = json.loads(text)
+    embedder = base.get("embedder") or {}
+    if embedder.get("image_weights") is None:  # the packaged weights: hashes as before the option
+        embedder.pop("image_weights", None)
+    return base
 
 
 def _file_sha256(path: Path) -> str:
@@ -424,6 +435,8 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
 
     params = spec.image_params()  # a composite attack's own keys are checked by AttackSpec
     problems = _kwargs_problems([ATTACKS[spec.image_attack]], params, (*loc, "params"), skip=ATTACK_INTERNALS)
+    if spec.attack == "multimodal":  # its text half's keys: the text attack's, typed and built
+        problems += _text_half_problems(spec, loc)
     problems += _number_problems(spec.resolved_params(), (*loc, "params"))
     if isinstance(params.get("classifier"), str):  # a network by name: loaded by the run only
         try:
@@ -437,6 +450,27 @@ def _attack_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
         build_attack(spec.image_attack, build_target(spec.target, nn.Identity()), spec.preset, **params)
     except (TypeError, ValueError) as e:
         problems.append(((*loc, "params"), str(e).splitlines()[0]))
+    return problems
+
+
+def _text_half_problems(spec: AttackSpec, loc: tuple[Any, ...]) -> list[Problem]:
+    """A multimodal attack's text parameters, checked as `attack: text` checks its own."""
+    from torch import nn
+
+    from retlink.attacks import ATTACKS, build_attack
+    from retlink.attacks.attacked import build_target
+    from retlink.attacks.spec import TEXT_ATTACK_PARAMS
+
+    text = {k: v for k, v in spec.params.items() if k in TEXT_ATTACK_PARAMS}
+    problems = _kwargs_problems([ATTACKS["text"]], text, (*loc, "params"), skip=ATTACK_INTERNALS)
+    rounds = spec.params.get("rounds", 2)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        problems.append(((*loc, "params", "rounds"), f"must be a whole number of at least 1, not {rounds!r}"))
+    if not problems:
+        try:
+            build_attack("text", build_target(spec.target, nn.Identity()), "normal", **text)
+        except (TypeError, ValueError) as e:
+            problems.append(((*loc, "params"), str(e).splitlines()[0]))
     return problems
 
 

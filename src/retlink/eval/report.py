@@ -514,47 +514,6 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def paper_rows(summary: dict[str, Any], cfg: EvalConfig) -> tuple[str, list[str], list[list[str]]]:
-    """LLM-RetLink's table as (caption, header, rows): per dataset and attack, for I2T and IT2T,
-    Hits@1 of the reference pipeline clean and attacked, and of the agent attacked, with the
-    recovery (agent minus reference, same attack). The agent is the first `agent` pipeline that
-    is not the reference. Settings of other kinds are left out; an unrecorded cell is '–'."""
-    ref = summary["reference"]
-    agent = next((p.name for p in cfg.pipelines if p.kind == "agent" and p.name != ref), None)
-    kinds = ("i2t", "it2t")
-    by_kind = {k: next((st for st in summary["settings"].values() if st["setting"] == k), None) for k in kinds}
-    header = ["dataset", "attack"]
-    for k in kinds:
-        header += [f"{k.upper()} clean", f"{k.upper()} attacked", f"{k.upper()} attacked + agent (rec)"]
-
-    def cell(st: dict[str, Any] | None, pipe: str | None, cond: str) -> dict[str, Any] | None:
-        return (st or {}).get("pipelines", {}).get(pipe or "", {}).get(cond)
-
-    rows = []
-    for attack in [a.name for a in cfg.attacks]:
-        row = [cfg.dataset.key, attack]
-        for k in kinds:
-            st = by_kind[k]
-            clean, attacked, with_agent = cell(st, ref, CLEAN), cell(st, ref, attack), cell(st, agent, attack)
-            rec = with_agent.get("recovery") if with_agent else None
-            row += [
-                pct(clean["hits@1"]) if clean else "–",
-                pct(attacked["hits@1"]) if attacked else "–",
-                (pct(with_agent["hits@1"]) + (f" ({pct_delta(rec)})" if rec is not None else "")) if with_agent else "–",
-            ]
-        rows.append(row)
-    caption = f"Hits@1 in %: `{ref}` clean and attacked, `{agent}` attacked, rec = agent minus `{ref}` under the same attack."
-    return caption, header, rows
-
-
-def paper_table(summary: dict[str, Any], cfg: EvalConfig) -> str:
-    """`paper_rows` as Markdown."""
-    caption, header, rows = paper_rows(summary, cfg)
-    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def compare_markdown(rows: list[dict[str, Any]], run_a: str, run_b: str) -> str:
     lines = [
         f"# Comparison: `{run_a}` (a) vs `{run_b}` (b)",

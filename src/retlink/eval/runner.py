@@ -463,8 +463,9 @@ class Runner:
             rec["distractor"] = meta.get("distractor")
             rec["norms"] = {k: meta["norms"][k] for k in ("linf_255", "l2")}
             rec["norms_png"] = {k: meta["norms_png"][k] for k in ("linf_255", "l2")}
-            if "substitution" in meta:
-                rec["substitution"] = meta["substitution"]
+            for field in ("substitutions", "margin"):  # a text or multimodal attack's edits
+                if field in meta:
+                    rec[field] = meta[field]
         if len(outcomes) > 1:  # an adaptive attack: which variant broke it, and how each fared
             rec["variant"] = key
             rec["variants"] = {k: r.entity_id == gold for k, _, r in outcomes}

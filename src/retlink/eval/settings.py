@@ -8,8 +8,9 @@ of Foundation Models for Multimodal Entity Linking"):
   before the papers' definition was followed; its numbers are not the papers' I2T.
 - IT2T: image + text to text entity. The image is attacked; mention and context are kept, the
   setting where context can compensate for a corrupted image.
-Plus the missing-modality settings (image or text removed). The multimodal attack (image attack
-plus a one-word substitution in the context) is `retlink.attacks.multimodal`.
+Plus the missing-modality settings (image or text removed). The attacks on the sentence (word
+substitutions, alone or jointly with the image's PGD) are `retlink.attacks.text_attack` and
+`retlink.attacks.multimodal`.
 """
 
 from __future__ import annotations

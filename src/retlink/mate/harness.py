@@ -120,8 +120,8 @@ class MateAttackSpec(AttackSpec):
     parameters and surrogates), with MATE's targets. `perception` is the binding agent's own
     scene parser, attacked score-based (it has no gradient); `embedding_away` and `classifier`
     are on the surrogate network (a transfer attack on the agent and on any VLM). MATE has no KB,
-    so no `embedding_toward_distractor`, and no composite attacks (they need the eval runner's
-    pipelines and KB)."""
+    so no `embedding_toward_distractor`, and no composite attacks or `text` (they need the eval
+    runner's pipelines and KB, or a sentence)."""
 
     target: Literal["perception", "embedding_away", "classifier"] = "perception"  # type: ignore[assignment]
     batch_size: int = Field(4, ge=1, le=256)
@@ -130,7 +130,7 @@ class MateAttackSpec(AttackSpec):
     def _mate_attack(self) -> MateAttackSpec:
         if self.name == CLEAN:
             raise ValueError(f"an attack cannot be named {CLEAN!r} (the unattacked condition)")
-        if self.attack in COMPOSITE_ATTACKS or self.attack == "augment":
+        if self.attack in COMPOSITE_ATTACKS or self.attack in ("augment", "text"):
             raise ValueError(f"attack {self.attack!r} is not available on MATE; use one image attack of the registry")
         if self.target == "perception" and self.attack not in SCORE_BASED:
             raise ValueError(

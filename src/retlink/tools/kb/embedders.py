@@ -234,13 +234,16 @@ def shared_image_embedder(
     backend = str(canonical(backend))
     if weights is not None and backend not in _NETWORK_NAMES:
         raise ConfigError(f"embedder.image_weights is for an EfficientNet image backend, not {backend!r}")
-    return _shared_image_embedder(backend, model, pretrained, device, str(weights) if weights is not None else None)
+    # the file's modification time is part of the key: a checkpoint rewritten in place loads again
+    stamp = Path(weights).stat().st_mtime_ns if weights is not None and Path(weights).exists() else 0
+    return _shared_image_embedder(backend, model, pretrained, device, str(weights) if weights is not None else None, stamp)
 
 
 @lru_cache(maxsize=4)
 def _shared_image_embedder(
-    backend: str, model: str, pretrained: str | None, device: str, weights: str | None = None
+    backend: str, model: str, pretrained: str | None, device: str, weights: str | None = None, stamp: int = 0
 ) -> ImageEmbedder | None:
+    del stamp  # part of the cache key only
     if backend == "none":
         return None
     if backend in _NETWORK_NAMES:
