@@ -1,12 +1,11 @@
 """LLM-RetLink's table across runs (`retlink eval report RUN... --layout paper`): two real small
-runs (the demo and logos, 3 TEST samples each, the CLIP-style baseline and the retrieval-only
+runs (the demo and a small icons build from the fixture icon sets, 3 TEST samples each, the CLIP-style baseline and the retrieval-only
 agent, clean and FGSM, in I2T and IT2T) merged into one table with the report's own intervals;
 the refusals (a run without records, two runs of one dataset, setting and pipeline); and the
 bundled paper configs, which load and dry-run on the dataset fixtures through $RETLINK_DATA."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from retlink.eval.runs import RESULTS, bootstrap_ci, read_records
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "src" / "retlink" / "eval" / "configs" / "paper"
 FIXTURES = ROOT / "tests" / "fixtures" / "datasets"
-LOGOS = Path.home() / ".cache" / "retlink" / "data" / "logos"
+ICON_SETS = ROOT / "tests" / "fixtures" / "iconify_sets"
 
 
 def _config(name: str, dataset: dict, kb: dict, out: Path) -> dict:
@@ -44,24 +43,18 @@ def _config(name: str, dataset: dict, kb: dict, out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, demo_kb_path):
-    """A demo run and a logos run; logos' KB is its 3 TEST samples' golds plus 30 other brands
-    (the whole logos KB takes minutes to embed)."""
+    """A demo run and an icons run: the icons benchmark built here from the three fixture icon
+    sets (a second dataset of another kind, built in seconds on any machine)."""
+    from retlink.datasets.build import icons
     from retlink.eval.runner import run_config
 
-    if not (LOGOS / "entities.jsonl").exists():
-        pytest.skip("the logos benchmark is not built (retlink data build logos)")
     tmp = tmp_path_factory.mktemp("paper")
-    tests = json.loads((LOGOS / "WIKIMEL_test.json").read_text())[:3]
-    golds = {t["answer"] for t in tests}
-    entities = [json.loads(line) for line in (LOGOS / "entities.jsonl").read_text().splitlines() if line.strip()]
-    keep = [e for e in entities if e["id"] in golds] + [e for e in entities if e["id"] not in golds][:30]
-    for e in keep:
-        e["image_paths"] = [str(LOGOS / p) for p in e["image_paths"]]
-    (tmp / "logos.jsonl").write_text("".join(json.dumps(e) + "\n" for e in keep))
+    icons.build(tmp / "icons", sources=ICON_SETS, progress=False, seed=1, samples=40, distractors=2, nil_share=0.1)
     runs = {}
     for name, dataset, kb in (
         ("demo", {"key": "demo"}, {"path": str(demo_kb_path)}),
-        ("logos", {"key": "logos"}, {"path": str(tmp / "logos-kb"), "entities": str(tmp / "logos.jsonl")}),
+        ("icons", {"key": "icons", "root": str(tmp / "icons")},
+         {"path": str(tmp / "icons-kb"), "entities": str(tmp / "icons" / "entities.jsonl")}),
     ):
         runner, _ = run_config(_config(name, dataset, kb, tmp / "runs"))
         runs[name] = runner.dir
@@ -69,14 +62,14 @@ def two_runs(tmp_path_factory, demo_kb_path):
 
 
 def test_paper_table_merges_two_dataset_runs(two_runs, tmp_path):
-    table = paper_table([two_runs["demo"], two_runs["logos"]])
+    table = paper_table([two_runs["demo"], two_runs["icons"]])
     assert table.header[:2] == ["pipeline", "attack"]
     groups = table.header[2::4]
-    assert groups == ["demo I2T clean", "demo IT2T clean", "logos I2T clean", "logos IT2T clean"]
+    assert groups == ["demo I2T clean", "demo IT2T clean", "icons I2T clean", "icons IT2T clean"]
     # one row: the baseline under FGSM (the agent is the enhanced pipeline, in the columns)
     assert [r[:2] for r in table.rows] == [["baseline", "fgsm-8"]]
     # every cell is the run's own report cell: Hits@1 and its seeded interval from the records
-    for ds in ("demo", "logos"):
+    for ds in ("demo", "icons"):
         records = read_records(two_runs[ds] / RESULTS).values()
         for cell in (c for c in table.cells if c["dataset"] == ds):
             pipe = "agent" if cell["part"] in ("+RE (rec)", "agent clean") else "baseline"
@@ -96,13 +89,13 @@ def test_paper_table_merges_two_dataset_runs(two_runs, tmp_path):
     # the CLI: both runs' reports rebuilt, the merged table printed and written
     out = tmp_path / "paper.md"
     res = CliRunner().invoke(
-        app, ["eval", "report", str(two_runs["demo"]), str(two_runs["logos"]), "--layout", "paper", "--out", str(out)],
+        app, ["eval", "report", str(two_runs["demo"]), str(two_runs["icons"]), "--layout", "paper", "--out", str(out)],
         env={"COLUMNS": "400"},
     )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "| pipeline | attack | demo I2T clean |" in text and "| baseline | fgsm-8 |" in text and "95% bootstrap CI" in text
-    assert "logos IT2T agent clean" in res.output
+    assert "icons IT2T agent clean" in res.output
     assert write_report(two_runs["demo"], plots=False)["records"] == 24  # 3 samples x 2 x 2 x 2
 
 
@@ -113,9 +106,9 @@ def test_runs_that_cannot_be_merged_are_refused(two_runs, tmp_path):
     assert res.exit_code == 2
     assert "both hold dataset demo, setting i2t, pipeline agent" in " ".join(res.output.split())
     (copy / RESULTS).unlink()  # a run folder without its records
-    res = CliRunner().invoke(app, ["eval", "report", str(two_runs["logos"]), str(copy), "--layout", "paper"])
+    res = CliRunner().invoke(app, ["eval", "report", str(two_runs["icons"]), str(copy), "--layout", "paper"])
     assert res.exit_code == 2 and "cannot be merged" in res.output
-    res = CliRunner().invoke(app, ["eval", "report", str(two_runs["logos"]), "--layout", "paper", "--enhanced", "nosuch"])
+    res = CliRunner().invoke(app, ["eval", "report", str(two_runs["icons"]), "--layout", "paper", "--enhanced", "nosuch"])
     assert res.exit_code == 2 and "no such pipeline" in res.output
 
 
