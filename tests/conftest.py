@@ -69,9 +69,12 @@ def demo_kb_server(chroma_server):
 
 
 def fast_config(kb_path: Path, **overrides) -> dict:
-    """The embedded default on the demo KB, with short generations to keep tests quick."""
+    """The embedded default's whole graph on the demo KB, with short generations to keep tests
+    quick: no decision head, so search, the enhancer and the reasoner run (the default's shipped
+    head gives the reasoner weight 0 and skips them; `tests/core/test_generic_head.py` tests it)."""
     cfg = {
         "kb": {"path": str(kb_path)},
+        "decision": {"head": None},
         "search": {"backends": [{"kind": "local", "path": str(DEMO / "corpus.jsonl")}]},
         "reasoner": {"max_reasoning_tokens": 16},
         "enhancer": {"max_new_tokens": 16, "top_n": 2},

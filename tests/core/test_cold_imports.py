@@ -26,11 +26,12 @@ def _imported_after(code: str) -> set[str]:
 
 
 def test_the_link_path_leaves_page_extraction_unimported():
-    """A whole default link on the demo (its search reads the local corpus, so no page is fetched
-    or extracted): every component built, the graph run, and trafilatura never imported."""
+    """A whole link on the demo with search (the default without its shipped head, which skips
+    search; the search reads the local corpus, so no page is fetched or extracted): every
+    component built, the graph run, and trafilatura never imported."""
     assert _imported_after(
         "from retlink import Linker\n"
-        "linker = Linker.from_config()\n"
+        "linker = Linker.from_config({'decision': {'head': None}})\n"
         "r = linker.link('src/retlink/data/demo/images/coffee.jpg', 'Java', 'A fresh cup of [Java] on the saucer.')\n"
         "assert any(t.node == 'search' and not t.skipped for t in r.trace), r.trace\n"
     ) == set()
