@@ -31,7 +31,9 @@ def test_the_link_path_leaves_page_extraction_unimported():
     component built, the graph run, and trafilatura never imported."""
     assert _imported_after(
         "from retlink import Linker\n"
-        "linker = Linker.from_config({'decision': {'head': None}})\n"
+        "from retlink.agent.config import load_config\n"
+        "cfg = load_config()\n"
+        "linker = Linker.from_config(cfg.model_copy(update={'decision': cfg.decision.model_copy(update={'head': None})}))\n"
         "r = linker.link('src/retlink/data/demo/images/coffee.jpg', 'Java', 'A fresh cup of [Java] on the saucer.')\n"
         "assert any(t.node == 'search' and not t.skipped for t in r.trace), r.trace\n"
     ) == set()

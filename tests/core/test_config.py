@@ -136,7 +136,8 @@ def test_every_dependency_skip_goes_through_skip_or_fail():
 
 def test_deep_preset_is_the_default_before_issue_20s_cuts():
     """`deep` changes exactly the three things issue 20 cut (README, "Fewer LLM seconds") back to
-    what they were, and nothing else: the eval configs behind README's older agent numbers name it."""
+    what they were, and decides by the reasoner as the default then did (no head), nothing else:
+    the eval configs behind README's older agent numbers name it."""
     from retlink.core.schema import PromptConfig
 
     default, deep = load_config(), load_config("deep")
@@ -147,7 +148,9 @@ def test_deep_preset_is_the_default_before_issue_20s_cuts():
     redone = {
         "reasoner": deep.reasoner.model_copy(update={"prompt": PromptConfig(), "max_reasoning_tokens": 0}),
         "enhancer": deep.enhancer.model_copy(update={"condense": "extract"}),
+        "decision": deep.decision.model_copy(update={"head": "auto"}),
     }
+    assert deep.decision.head is None and default.decision.head == "auto"
     assert deep.model_copy(update=redone) == default
 
 

@@ -22,6 +22,7 @@ def small_config(kb_path: Path, out: Path, **extra) -> dict:
                     "search": {"enabled": False},
                     "enhancer": {"enabled": False},
                     "reasoner": {"max_reasoning_tokens": 8},
+                    "decision": {"head": None},  # the reasoner decides: its LLM calls are counted
                 },
             },
         ],

@@ -108,7 +108,9 @@ def test_fingerprint_of_an_existing_config_is_unchanged():
     its agent's `config` resolves to (the default changed that day: no chain of thought), so it
     hashes to a new value, pinned here so that it cannot change unnoticed again. On 2026-12-06 the
     default fusion weights became the baseline's (0.6 / 0.4 -> 0.5 / 0.5) and it changed again:
-    agent links ranked the old way must not resume into a run ranking the new way."""
+    agent links ranked the old way must not resume into a run ranking the new way. Later that day
+    the default decided by the shipped generic head (`decision.head: auto`) and the fingerprint
+    hashes that head's file: it changed once more."""
     cfg = load_eval_config(
         {
             "name": "fp",
@@ -125,7 +127,7 @@ def test_fingerprint_of_an_existing_config_is_unchanged():
             "settings": ["it2t", {"name": "noisy", "setting": "it2t", "text": {"kind": "char_noise"}}],
         }
     )
-    assert cfg.fingerprint() == "acddd0ace26b3aa1"
+    assert cfg.fingerprint() == "5faa2a526d5abde7"
     # i2t is image only now, so a run made when it kept the mention does not resume into a mix
     i2t = load_eval_config({**cfg.model_dump(mode="json"), "settings": ["it2t", "i2t"]})
     assert i2t.fingerprint() != "eea0b672a506a355"

@@ -394,8 +394,9 @@ class DecisionConfig(StrictModel):
     #: `generic`: the head the package ships, fitted on several benchmarks' dev splits and bound
     #: only to the embedded default's embedders (`retlink/data/heads/generic.head.json`), refused
     #: on a KB other embedders built; `auto` (the default): that head where it fits the KB's
-    #: embedders, else none (said in the log); None: no head, the hand-set blend of
-    #: `reasoner.llm_weight` decides
+    #: embedders and the reasoner is the embedded default's (the one its weight 0 is about),
+    #: else none (said in the log); None: no head, the hand-set blend of `reasoner.llm_weight`
+    #: decides
     head: Literal["auto", "generic"] | Path | None = "auto"
     clear_margin: float = Field(0.05, ge=0, le=1)
     #: with a head: a top probability at or above this skips search, enhancer and reasoner
