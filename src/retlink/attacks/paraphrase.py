@@ -55,12 +55,14 @@ def clean_reply(reply: str, original: str) -> str:
     return text or original
 
 
-def _cache_path(cfg: LLMConfig, messages: list[dict[str, str]], max_tokens: int) -> Path:
+def cache_path(cfg: LLMConfig, messages: list[dict[str, str]], max_tokens: int, folder: str = "paraphrases") -> Path:
+    """Where the reply of `cfg` to `messages` is stored, under `$RETLINK_CACHE/<folder>/`: keyed
+    by the model and the exact prompt (also the LLM-instructed perturbations' store)."""
     key = json.dumps(
         {"backend": cfg.backend, "model": cfg.model, "messages": messages, "max_tokens": max_tokens},
         sort_keys=True,
     )
-    return entry_path(cache_dir() / "paraphrases", key)
+    return entry_path(cache_dir() / folder, key)
 
 
 def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens: int = 64) -> str:
@@ -69,7 +71,7 @@ def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens
         return text
     cfg = llm or LLMConfig()
     messages = messages_for(text, seed)
-    path = _cache_path(cfg, messages, max_tokens)
+    path = cache_path(cfg, messages, max_tokens)
     entry = read_json_entry(path)
     if isinstance(entry, dict) and isinstance(entry.get("paraphrase"), str):
         return entry["paraphrase"]
