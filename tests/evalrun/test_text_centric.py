@@ -300,7 +300,10 @@ def test_cot_augment_adds_a_reasoning_copy_of_each_sentence_setting(tmp_path):
 
 def test_the_bundled_text_centric_configs_load():
     root = Path(__file__).resolve().parents[2] / "src/retlink/eval/configs/experiments"
-    cfg = load_eval_config(root / "text-centric-test.yaml")
-    kinds = {s.name: (s.text.instruction if s.text else None) for s in cfg.settings}
-    assert kinds == {"it2t": None, "it2t-noise": "noise_injection", "it2t-dropout": "information_dropout",
-                     "it2t-permutation": "permutation"}
+    for name, kind in (("text-centric-test", "it2t"), ("text-centric-reasoner-test", "it2t"),
+                       ("text-centric-text-only-test", "text_only")):
+        cfg = load_eval_config(root / f"{name}.yaml")
+        families = {s.name: (s.text.instruction if s.text else None) for s in cfg.settings}
+        assert families == {kind: None, f"{kind}-noise": "noise_injection", f"{kind}-dropout": "information_dropout",
+                            f"{kind}-permutation": "permutation"}
+        assert all(s.setting == kind for s in cfg.settings)
