@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from retlink.attacks.paraphrase import cache_path
+from retlink.attacks.paraphrase import cache_path, loaded_llm
 from retlink.attacks.text import char_noise
 from retlink.core.errors import BackendError
 from retlink.core.schema import LLMConfig
@@ -202,9 +202,7 @@ def llm_perturb(
     reason = None
     if reply is None:
         try:
-            from retlink.agent.backends import shared_llm
-
-            reply = shared_llm(cfg).generate(messages, max_tokens=max_tokens).text
+            reply = loaded_llm(cfg).generate(messages, max_tokens=max_tokens).text
         except BackendError as e:  # not stored: a resumed run asks again
             reason = f"backend failed: {e}"
         else:
