@@ -52,6 +52,8 @@ class Components:
     description_cache: LRU = field(default_factory=LRU)
     #: KB-only enhanced descriptions on disk (`enhancer.cache_dir`), None: memory only
     description_store: Any = None
+    #: the model that writes the modality summary (`summary.mode: llm`), None otherwise
+    summary_llm: LLM | None = None
 
 
 @lru_cache(maxsize=8)
@@ -149,6 +151,9 @@ def build_components(source: Any = None) -> Components:
     from retlink.tools.search.factory import build_search_backends
 
     backends = build_search_backends(cfg.search, text_embedder)
+    summary_llm = None
+    if cfg.summary.enabled and cfg.summary.mode == "llm":  # loaded even when the reasoner is off
+        summary_llm = shared_llm(cfg.summary.llm or cfg.reasoner.llm, cfg.device)
     return Components(
         config=cfg,
         captioner=shared_captioner(cfg.captioner, cfg.device),
@@ -162,6 +167,7 @@ def build_components(source: Any = None) -> Components:
         detector=_detector(cfg),
         head=head,
         description_store=_description_store(cfg),
+        summary_llm=summary_llm,
     )
 
 

@@ -23,6 +23,7 @@ from retlink.core.schema import (
     LimitsConfig,
     ReasonerConfig,
     SearchConfig,
+    SummaryConfig,
 )
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -42,6 +43,8 @@ class RetlinkConfig(StrictModel):
     defence: DefenceConfig = DefenceConfig()
     decision: DecisionConfig = DecisionConfig()
     checkpointer: CheckpointerConfig = CheckpointerConfig()
+    #: modality summarisation: the image as text in the text query and the reasoner's prompt (off)
+    summary: SummaryConfig = SummaryConfig()
     device: str = "cpu"
 
 

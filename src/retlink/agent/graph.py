@@ -3,6 +3,7 @@
     validate -> detect --(flagged, or purification configured)--> purify -> caption
     detect --(clean and no purification configured)--> caption
     caption -> retrieve -> rank --(no candidates)--> finalize
+    caption -> summarize -> retrieve    (instead, with `summary.enabled`: modality summarisation)
     rank --(head confident beyond decision.skip_llm_above, head's reasoner weight 0, or no reasoner)--> decide
     rank --(no reasoner and no head)--> fallback
     rank -> plan_queries --(one Send per query)--> search ‖ search ‖ ... --> enhance
@@ -35,6 +36,7 @@ from retlink.agent.nodes.planner import plan_queries
 from retlink.agent.nodes.reasoner import reason, route_after_reason
 from retlink.agent.nodes.retriever import retrieve
 from retlink.agent.nodes.searcher import search
+from retlink.agent.nodes.summarizer import summarize
 from retlink.agent.nodes.tracing import traced
 from retlink.agent.nodes.validator import validate
 from retlink.agent.state import LinkState
@@ -73,6 +75,8 @@ def build_graph(components: Any, checkpointer: Any = None):
         image_embedder=components.image_embedder,
         cfg=cfg.kb,
     )
+    if cfg.summary.enabled:
+        add("summarize", summarize, cfg=cfg.summary, llm=getattr(components, "summary_llm", None))
     add("rank", rank, head=components.head, cfg=cfg.kb, decision=cfg.decision, reasoner_enabled=cfg.reasoner.enabled)
     add("plan_queries", plan_queries, cfg=cfg.search, route=cfg.caption_route, n_backends=len(components.search_backends))
     add("search", search, backends=components.search_backends, cfg=cfg.search, scraper=components.scraper)
@@ -94,7 +98,11 @@ def build_graph(components: Any, checkpointer: Any = None):
     g.add_edge("validate", "detect")
     g.add_conditional_edges("detect", functools.partial(route_after_detect, cfg=cfg.defence), ["purify", "caption"])
     g.add_edge("purify", "caption")
-    g.add_edge("caption", "retrieve")
+    if cfg.summary.enabled:
+        g.add_edge("caption", "summarize")
+        g.add_edge("summarize", "retrieve")
+    else:
+        g.add_edge("caption", "retrieve")
     g.add_edge("retrieve", "rank")
     g.add_conditional_edges(
         "rank",

@@ -61,16 +61,21 @@ def reasoner_parts(
     repair: bool = False,
     image_first: bool = False,
     prompt: PromptConfig = PromptConfig(),
+    summary: str | None = None,
 ) -> list[tuple[str, str]]:
     """The reasoner's prompt as named parts, in order: ("system", ...), then the user message's
     "sentence", "mention", "caption", "candidates" (one part per candidate, then "nil"),
-    "evidence" and "instructions" (those that apply). What `bench/prompt_tokens.py` counts."""
+    "evidence" and "instructions" (those that apply). What `bench/prompt_tokens.py` counts.
+    `summary` (modality summarisation, `summary.enabled`) is the image in words: it replaces the
+    image description in the "caption" part."""
     system = REASONER_SYSTEM_WITH_INSTRUCTIONS if prompt.instructions == "system" else REASONER_SYSTEM
     compact = prompt.evidence_fence == "compact"
     if compact and prompt.evidence_chars:  # the notice is the same in every call: state it once, up front
         system += " " + PREAMBLE
     text = [("sentence", f"Sentence: {context}"), ("mention", f"Mention: {mention}")]
     image = [("caption", f"Image shows (from a vision model, may be wrong): {describe_caption(caption)}")]
+    if summary:
+        image = [("caption", f"Image, in words (from a vision model, may be wrong): {summary}")]
     parts = [("system", system), *(image + text if image_first else text + image), ("candidates", "Candidates:")]
     for c in candidates:
         desc = clip_text(c.enhanced_description or c.entity.description, prompt.description_chars)
@@ -100,6 +105,7 @@ def reasoner_messages(
     repair: bool = False,
     image_first: bool = False,
     prompt: PromptConfig = PromptConfig(),
+    summary: str | None = None,
 ) -> list[dict[str, str]]:
     """The reasoner's prompt. `image_first` puts the image description before the sentence: the
     modality-order permutation of the robustness studies (`reasoner.modality_order`), which asks
@@ -108,7 +114,8 @@ def reasoner_messages(
     are the whole system message and the user message holds only this link's parts, so every call
     shares its longest possible prefix."""
     parts = reasoner_parts(
-        mention, context, caption, candidates, evidence, repair=repair, image_first=image_first, prompt=prompt
+        mention, context, caption, candidates, evidence, repair=repair, image_first=image_first, prompt=prompt,
+        summary=summary,
     )
     system, user = parts[0][1], "\n".join(text for _, text in parts[1:])
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -28,6 +28,8 @@ class LinkState(TypedDict, total=False):
     pixels: np.ndarray | None
     image_vector: Any
     caption: Caption
+    #: modality summarisation (`summary.enabled`): the image as text for the query and the prompt
+    summary: str
     perturbed: bool
     detector_score: float
     purified: bool

@@ -17,13 +17,28 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 from retlink.core.paths import cache_dir
 from retlink.core.schema import LLMConfig
 from retlink.tools.atomic import entry_path, read_json_entry, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+#: the eval runner rewrites in its link threads: the first calls for a model must not load it
+#: twice at once (transformers' loading swaps process-wide state, see
+#: `agent.backends.build_components`: two loads at once fail with "Cannot copy out of meta tensor")
+_LOADING = threading.Lock()
+
+
+def loaded_llm(cfg: LLMConfig) -> Any:
+    """The shared model of `cfg`, loaded by one thread at a time."""
+    from retlink.agent.backends import shared_llm
+
+    with _LOADING:
+        return shared_llm(cfg)
 
 #: the instruction phrasings a seed picks from (one-to-many: several rewrites of one sentence)
 INSTRUCTIONS = (
@@ -55,12 +70,14 @@ def clean_reply(reply: str, original: str) -> str:
     return text or original
 
 
-def _cache_path(cfg: LLMConfig, messages: list[dict[str, str]], max_tokens: int) -> Path:
+def cache_path(cfg: LLMConfig, messages: list[dict[str, str]], max_tokens: int, folder: str = "paraphrases") -> Path:
+    """Where the reply of `cfg` to `messages` is stored, under `$RETLINK_CACHE/<folder>/`: keyed
+    by the model and the exact prompt (also the LLM-instructed perturbations' store)."""
     key = json.dumps(
         {"backend": cfg.backend, "model": cfg.model, "messages": messages, "max_tokens": max_tokens},
         sort_keys=True,
     )
-    return entry_path(cache_dir() / "paraphrases", key)
+    return entry_path(cache_dir() / folder, key)
 
 
 def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens: int = 64) -> str:
@@ -69,13 +86,11 @@ def paraphrase(text: str, *, seed: int, llm: LLMConfig | None = None, max_tokens
         return text
     cfg = llm or LLMConfig()
     messages = messages_for(text, seed)
-    path = _cache_path(cfg, messages, max_tokens)
+    path = cache_path(cfg, messages, max_tokens)
     entry = read_json_entry(path)
     if isinstance(entry, dict) and isinstance(entry.get("paraphrase"), str):
         return entry["paraphrase"]
-    from retlink.agent.backends import shared_llm
-
-    reply = shared_llm(cfg).generate(messages, max_tokens=max_tokens).text
+    reply = loaded_llm(cfg).generate(messages, max_tokens=max_tokens).text
     out = clean_reply(reply, text)
     if out == text:
         log.info("paraphrase kept the original text (empty or unusable reply: %r)", reply[:80])

@@ -379,6 +379,33 @@ class ReasonerConfig(StrictModel):
     prompt: PromptConfig = PromptConfig()
 
 
+class SummaryConfig(StrictModel):
+    """Modality summarisation (text-centric adversarial prompting, Tsai et al. 2024: every modality
+    turned into text, summarised, and the text model reads the summary): the image, as the
+    captioner's caption and the tagger's labels, written into one text that is appended to the
+    text embedder's query (the mention in its sentence) and replaces the image description in the
+    reasoner's prompt. Off by default (a `summarize` node runs between caption and retrieve only
+    when on). `template` writes it without a model ("The image shows: <caption>. Tags: <labels>.");
+    `llm` asks the language model for one sentence about the mention from the sentence and that
+    text (a reply that is empty or missing the mention falls back to the template, recorded in
+    the trace)."""
+
+    enabled: bool = False
+    mode: Literal["template", "llm"] = "template"
+    #: llm mode: the model that writes the summary (None: the reasoner's)
+    llm: LLMConfig | None = None
+    #: llm mode: the most tokens of the summary
+    max_tokens: int = Field(48, ge=8, le=512)
+    #: labels of the tagger in the text, at most
+    labels: int = Field(3, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _llm_only_in_llm_mode(self) -> SummaryConfig:
+        if self.llm is not None and self.mode != "llm":
+            raise ValueError("llm: only mode: llm writes the summary with a language model")
+        return self
+
+
 class DecisionConfig(StrictModel):
     """How the final answer is chosen from the candidates (`agent/nodes/decide.py`).
 

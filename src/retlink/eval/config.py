@@ -47,7 +47,7 @@ from retlink.core.config import (
     validation_lines,
 )
 from retlink.core.paths import DEFAULT_CACHE, cache_dir
-from retlink.core.schema import LLMConfig
+from retlink.core.schema import LLMConfig, SummaryConfig
 from retlink.eval.pipeline_base import AGENT_CONFIG_KINDS
 from retlink.eval.runs import CLEAN, check_unique_names, fingerprint, run_dir
 
@@ -128,18 +128,38 @@ class PipelineSpec(StrictModel):
 
 
 class TextPerturbation(StrictModel):
-    """A perturbation of the context, seeded per sample: random noise (`retlink.attacks.text`)
-    or an LLM paraphrase (`retlink.attacks.paraphrase`, by `llm`, the in-process model by default)."""
+    """A perturbation of the context, seeded per sample: random noise (`retlink.attacks.text`),
+    an LLM paraphrase (`retlink.attacks.paraphrase`) or an LLM-instructed adversarial rewrite
+    (`llm_perturb`, `retlink.attacks.prompted`: the text-centric adversarial prompting families
+    named by `instruction`), both by `llm` (the in-process model by default)."""
 
-    kind: Literal["char_noise", "word_dropout", "word_permutation", "paraphrase"]
+    kind: Literal["char_noise", "word_dropout", "word_permutation", "paraphrase", "llm_perturb"]
     rate: float = Field(0.1, ge=0, le=1)
-    #: paraphrase only: the language model that rewrites (None: the embedded in-process LLM)
+    #: paraphrase and llm_perturb: the language model that rewrites (None: the embedded in-process LLM)
     llm: LLMConfig | None = None
+    #: llm_perturb only (and required there): the rewrite the LLM is asked for
+    instruction: Literal["noise_injection", "information_dropout", "permutation", "reasoning"] | None = None
+    #: llm_perturb only: what a refused rewrite (mention lost, empty, unchanged, out of bounds) or a
+    #: failed backend becomes: the family's rule-based perturbation with the mention protected
+    #: (`rule`), or the sentence unchanged (`original`); the record says which happened and why
+    fallback: Literal["rule", "original"] = "rule"
+    #: llm_perturb only: the most tokens the LLM may write
+    max_tokens: int = Field(48, ge=8, le=512)
 
     @model_validator(mode="after")
     def _llm_only_for_paraphrase(self) -> TextPerturbation:
-        if self.llm is not None and self.kind != "paraphrase":
-            raise ValueError(f"llm: only a paraphrase uses a language model, not {self.kind}")
+        llm_kinds = ("paraphrase", "llm_perturb")
+        if self.llm is not None and self.kind not in llm_kinds:
+            raise ValueError(f"llm: only a paraphrase or an llm_perturb uses a language model, not {self.kind}")
+        if self.kind == "llm_perturb" and self.instruction is None:
+            raise ValueError(
+                "instruction: llm_perturb needs one of noise_injection, information_dropout, permutation, reasoning"
+            )
+        if self.kind != "llm_perturb":
+            fields = type(self).model_fields
+            set_ = [k for k in ("instruction", "fallback", "max_tokens") if getattr(self, k) != fields[k].default]
+            if set_:
+                raise ValueError(f"{', '.join(set_)}: only for kind: llm_perturb, not {self.kind}")
         return self
 
 
@@ -314,6 +334,9 @@ class EvalConfig(StrictModel):
         for s in data["settings"]:
             if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
                 s["text"].pop("llm", None)
+            if s.get("text") and s["text"]["kind"] != "llm_perturb":  # as before llm_perturb existed
+                for k in ("instruction", "fallback", "max_tokens"):
+                    s["text"].pop(k, None)
         for s in data["settings"]:  # i2t changed meaning (image only, no longer the bare mention):
             if s["setting"] == "i2t":  # a run made before must not resume into a mix of both
                 s["definition"] = "image only"
@@ -345,7 +368,10 @@ def resolved_base(config: str | None) -> dict[str, Any]:
     folders written as placeholders so the same run hashes alike on another machine. Hashed into
     the fingerprint: when a preset or a code default changes, a run made before refuses to resume
     rather than mix records of the two agents."""
-    text = json.dumps(load_config(config).model_dump(mode="json"), sort_keys=True)
+    data = load_config(config).model_dump(mode="json")
+    if data.get("summary") == SummaryConfig().model_dump(mode="json"):  # hashes as before the option existed
+        data.pop("summary")
+    text = json.dumps(data, sort_keys=True)
     folders = {str(PRESET_DIR.parent.parent): "<retlink>", str(DEFAULT_CACHE): "$RETLINK_CACHE", str(cache_dir()): "$RETLINK_CACHE"}
     folders.setdefault(str(Path.home()), "~")
     for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another

@@ -96,6 +96,32 @@ def cell_stats(
     return out
 
 
+def text_drop_stats(
+    recs: dict[str, dict[str, Any]], unperturbed: dict[str, dict[str, Any]], cfg: EvalConfig
+) -> dict[str, Any]:
+    """A text-perturbed cell against the same pipeline and condition in the setting without the
+    perturbation (paired over samples): `text_drop` (unperturbed - perturbed Hits@1, with its CI)
+    and `text_drop_ratio`, the text-centric paper's drop ratio (clean - perturbed) / clean."""
+    paired = sorted(i for i in recs if i in unperturbed)
+    before = [float(unperturbed[i]["correct"]) for i in paired]
+    after = [float(recs[i]["correct"]) for i in paired]
+    diff = [b - a for b, a in zip(before, after, strict=True)]
+    return {
+        "text_drop": rounded(mean(diff)),
+        "text_drop_ci": _ci(diff, cfg, seed=3),
+        "text_drop_ratio": rounded(drop_ratio(mean(before), mean(after))),
+        "text_drop_n": len(paired),
+    }
+
+
+def unperturbed_setting(cfg: EvalConfig, setting: Any) -> str | None:
+    """The setting a text-perturbed one is measured against: the first of the same kind
+    (`it2t`, ...) without a text perturbation (None: the setting is not perturbed, or has none)."""
+    if setting.text is None:
+        return None
+    return next((s.name for s in cfg.settings if s.setting == setting.setting and s.text is None), None)
+
+
 def norm_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Measured perturbation size of one attack (one value per sample; exact and 8-bit)."""
     per_sample: dict[str, dict[str, Any]] = {}
@@ -205,8 +231,13 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
                 if a in made_on and is_transfer(encoders[p.name], made_on[a]):
                     # made on other weights than the pipeline's image encoder: not white box
                     row[a]["transfer"] = True
+                base = unperturbed_setting(cfg, s)
+                if base is not None and index.get((p.name, base, a)):
+                    row[a].update(text_drop_stats(recs, index[(p.name, base, a)], cfg))
             rows[p.name] = row
         settings[s.name] = {"setting": s.setting, "conditions": conditions, "pipelines": rows}
+        if unperturbed_setting(cfg, s) is not None:
+            settings[s.name]["unperturbed"] = unperturbed_setting(cfg, s)
     attacks = {}
     for a in cfg.attacks:
         spec = {
@@ -256,6 +287,10 @@ def format_cell(c: dict[str, Any], is_reference: bool) -> str:
             extra.append(f"DR {c['drop_ratio']:.2f}")
         if c.get("attack_success_rate") is not None:
             extra.append(f"ASR {pct(c['attack_success_rate'])}")
+    if "text_drop" in c:
+        extra.append(f"text drop {pct(c['text_drop'])} [{pct(c['text_drop_ci'][0])}, {pct(c['text_drop_ci'][1])}]")
+        if c.get("text_drop_ratio") is not None:
+            extra.append(f"text DR {c['text_drop_ratio']:.2f}")
     if "recovery" in c and not is_reference and c["recovery"] is not None:
         extra.append(f"rec {pct_delta(c['recovery'])}")
     if c["failed"]:
@@ -285,8 +320,16 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
         "*made on* below).",
         "",
     ]
+    if any("unperturbed" in st for st in summary["settings"].values()):
+        lines += [
+            "Text-perturbed settings: *text drop* is the same pipeline's Hits@1 in the unperturbed setting "
+            "named in the heading minus in this one, under the same condition (paired over samples, with its "
+            "CI); *text DR*: its drop ratio, (clean - perturbed) / clean.",
+            "",
+        ]
     for name, st in summary["settings"].items():
-        lines += [f"## Setting `{name}` ({st['setting']})", ""]
+        against = f", text perturbed; against `{st['unperturbed']}`" if st.get("unperturbed") else ""
+        lines += [f"## Setting `{name}` ({st['setting']}{against})", ""]
         lines.append("| pipeline | " + " | ".join(st["conditions"]) + " |")
         lines.append("|---" * (len(st["conditions"]) + 1) + "|")
         for pipe, row in st["pipelines"].items():

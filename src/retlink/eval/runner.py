@@ -132,8 +132,12 @@ def text_seed(seed: int, sample_id: str, setting: str) -> int:
     return zlib.crc32(f"{seed}|{sample_id}|{setting}".encode())
 
 
-def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tuple[Any, str, str]:
-    """(image, mention, context) as the linker sees them in a setting."""
+def link_inputs(
+    sample: Any, setting: SettingSpec, image: Any, seed: int, notes: dict[str, Any] | None = None
+) -> tuple[Any, str, str]:
+    """(image, mention, context) as the linker sees them in a setting. An LLM-instructed
+    perturbation (`llm_perturb`) says into `notes` (when given) how its text was made: the LLM's
+    rewrite or the fallback, and why."""
     from retlink.attacks import text as perturb_text
     from retlink.attacks.multimodal import LinkInput
     from retlink.eval.settings import apply_setting
@@ -146,6 +150,17 @@ def link_inputs(sample: Any, setting: SettingSpec, image: Any, seed: int) -> tup
             from retlink.attacks.paraphrase import paraphrase
 
             return seen.image, seen.mention, paraphrase(context, seed=text_seed_, llm=setting.text.llm)
+        if setting.text.kind == "llm_perturb":
+            from retlink.attacks.prompted import llm_perturb
+
+            spec = setting.text
+            done = llm_perturb(
+                context, sample.mention, instruction=spec.instruction or "", seed=text_seed_, llm=spec.llm,
+                fallback=spec.fallback, max_tokens=spec.max_tokens,
+            )
+            if notes is not None:
+                notes.update(done.note(spec.instruction or ""))
+            return seen.image, seen.mention, done.text
         fn = getattr(perturb_text, setting.text.kind)
         kwargs = {} if setting.text.kind == "word_permutation" else {"rate": setting.text.rate}
         context = fn(context, seed=text_seed_, **kwargs)
@@ -450,14 +465,17 @@ class Runner:
             pipeline = self.pipeline(job.pipeline)
             gold = rec["gold"] = self._gold(job, pipeline)
             outcomes = []
+            notes: dict[str, Any] = {}
             for key, image, meta in self._images(job):
                 seen = sample.model_copy(update={"context": meta["context"]}) if "context" in meta else sample
-                img, mention, context = link_inputs(seen, job.setting, image, self.config.seed)
+                img, mention, context = link_inputs(seen, job.setting, image, self.config.seed, notes)
                 outcomes.append((key, meta, pipeline.link(img, mention, context)))
         except Exception as e:  # a failing sample is recorded and counted, never fatal
             log.warning("%s failed: %s: %s", job.key, type(e).__name__, e)
             return self.error_record(job, f"{type(e).__name__}: {e}", time.perf_counter() - started, rec["gold"])
         key, meta, result = worst_case(outcomes, gold)
+        if notes:  # an LLM-instructed text perturbation: the rewrite or its fallback, and why
+            rec["text_perturbation"] = notes
         if meta:
             rec["attack_seconds"] = meta.get("seconds")
             rec["distractor"] = meta.get("distractor")

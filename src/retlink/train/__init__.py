@@ -35,12 +35,33 @@ from retlink.agent.decision import DecisionHead, Group, embedder_fingerprint, kb
 from retlink.agent.decision.head import FALLBACK_FEATURE
 from retlink.core.config import StrictModel, read_yaml, validate_config
 from retlink.core.errors import ConfigError, DatasetError
+from retlink.core.schema import LLMConfig
 from retlink.core.types import NIL
 
 log = logging.getLogger(__name__)
 
 #: pipeline kinds that decide with a head and record its features
 HEAD_KINDS = ("agent", "certified")
+
+
+class CotAugment(StrictModel):
+    """Chain-of-thought augmentation of the training links (the text-centric adversarial prompting
+    paper's reasoning augmentation, Tsai et al. 2024): for every setting of the eval config
+    without a text perturbation, a copy whose sentence has the LLM's chain of thought about the
+    mention appended (`text: {kind: llm_perturb, instruction: reasoning}`), linked by the same
+    pipelines under the same conditions, so the head is fitted on those links too.
+
+    What the head can take from it: its features are the candidate pool's similarities, ranks,
+    gaps and matches, computed before any LLM runs, so the rationale reaches the head only through
+    the text embedder's query (the text similarities of each candidate); the reasoner node's own
+    chain of thought at link time comes after the head's ranking and is no feature of it. The
+    augmentation is therefore a text-side augmentation (like word dropout): more, differently
+    worded links of the same samples, not a new signal at evaluation time."""
+
+    #: the model that thinks (None: the embedded in-process SmolLM2, the default reasoner's model)
+    llm: LLMConfig | None = None
+    #: the most tokens of thought per sentence
+    max_tokens: int = Field(48, ge=8, le=512)
 
 
 class TrainConfig(StrictModel):
@@ -81,6 +102,8 @@ class TrainConfig(StrictModel):
         return v
     #: where to write the head; required for a list of evals (no one KB to write it beside)
     out: Path | None = None
+    #: add links whose sentence carries the LLM's chain of thought (None: off); see `CotAugment`
+    cot_augment: CotAugment | None = None
 
 
 def config_kind(source: str | Path | dict[str, Any]) -> str:
@@ -119,6 +142,8 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
             raise ConfigError(f"invalid configuration ({origin}):\n  {where}: a path or a mapping")
         ecfg = load_eval_config(ev)
         ecfg = EvalConfig.model_validate({**ecfg.model_dump(), "record_features": True})
+        if cfg.cot_augment is not None:
+            ecfg = with_cot_settings(ecfg, cfg.cot_augment, cfg.pipelines)
         kinds = {p.name: p.kind for p in ecfg.pipelines}
         for name in cfg.pipelines:
             if name not in kinds:
@@ -132,6 +157,31 @@ def load_train_config(source: str | Path | dict[str, Any]) -> tuple[TrainConfig,
             raise ConfigError(f"invalid configuration ({origin}):\n  {where}.dataset.split: name the split to fit on (dev or train)")
         ecfgs.append(ecfg)
     return cfg, ecfgs
+
+
+#: the suffix of a chain-of-thought augmented setting's name
+COT_SUFFIX = "-cot"
+
+
+def with_cot_settings(ecfg: Any, cot: CotAugment, pipelines: list[str]) -> Any:
+    """`ecfg` with one chain-of-thought copy of each setting that has a sentence and no text
+    perturbation (`<name>-cot`), run by the trained pipelines under the same conditions."""
+    from retlink.eval.config import EvalConfig
+
+    data = ecfg.model_dump()
+    added = []
+    for s in ecfg.settings:
+        if s.text is not None or s.setting in ("i2t", "image_only"):  # no sentence to think about
+            continue
+        text = {"kind": "llm_perturb", "instruction": "reasoning", "max_tokens": cot.max_tokens}
+        if cot.llm is not None:
+            text["llm"] = cot.llm.model_dump()
+        pipes = [p for p in (s.pipelines or [p.name for p in ecfg.pipelines]) if p in pipelines]
+        added.append({**s.model_dump(), "name": s.name + COT_SUFFIX, "text": text, "pipelines": pipes})
+    if not added:
+        raise ConfigError("cot_augment: no setting with a sentence to augment (it2t, i2t_mention or text_only)")
+    data["settings"] = [*data["settings"], *added]
+    return EvalConfig.model_validate(data)
 
 
 def groups_from_records(
@@ -313,6 +363,9 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         "samples": len(set(sample_ids)),
         "by_dataset": dict(by_dataset),
         "by_condition": dict(by_attack),
+        **({"cot_links": sum(
+            1 for r in records if r.get("pipeline") in cfg.pipelines and str(r.get("setting", "")).endswith(COT_SUFFIX)
+        )} if cfg.cot_augment is not None else {}),
         "left_out": dict(skipped),
         "reasoner_links": len(answered),
         "reasoner_weight": head.reasoner_weight,

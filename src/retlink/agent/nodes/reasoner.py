@@ -51,7 +51,7 @@ def reason(state: dict[str, Any], *, llm: LLM, cfg: ReasonerConfig) -> dict[str,
     repair = attempts > 1
     messages = reasoner_messages(
         state["mention"], state["context"], state.get("caption"), candidates, state.get("evidence", []), repair=repair,
-        image_first=cfg.modality_order == "image_first", prompt=cfg.prompt,
+        image_first=cfg.modality_order == "image_first", prompt=cfg.prompt, summary=state.get("summary"),
     )
     options = [c.entity.id for c in candidates] + [NIL]
     try:

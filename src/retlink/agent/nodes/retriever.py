@@ -121,6 +121,8 @@ def retrieve(
     cfg: KBConfig,
 ) -> dict[str, Any]:
     query = mention_text(state["mention"], state["context"])
+    if query and state.get("summary"):  # modality summarisation: the image in words joins the query
+        query = f"{query} {state['summary']}"
     described = caption_text(state.get("caption"))
     texts = [t for t in (query, described) if t]
     vectors = dict(zip(texts, text_embedder.embed(texts), strict=True)) if texts else {}
