@@ -108,3 +108,29 @@ def test_the_shipped_generic_head_links_a_kb_it_never_saw_without_loading_the_ll
     assert linker.components.reasoner_llm is None
     result = linker.link(DEMO / "images" / "moon.jpg", "Luna", "Through the telescope the craters of [Luna] look sharp and grey tonight.")
     assert result.decided_by == "head" and result.entity_id == "moon"
+
+
+def test_the_default_is_the_shipped_head_where_it_fits_and_no_head_where_it_does_not(tmp_path):
+    """`decision.head: auto` (the default): the shipped head on a KB the default embedders built
+    here, no LLM loaded; no head (the reasoner decides) when the config names another reasoner
+    model; a head of the user's own overrides it (a path in `decision.head`)."""
+    from retlink import Linker
+    from retlink.agent.backends import load_head
+    from retlink.agent.config import load_config
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+    from retlink.tools.kb.store import KBStore
+
+    new = entities_file(tmp_path / "new.jsonl", lambda e: e["id"] in {"moon", "luna_lovegood", "luna_programme", "brick"})
+    linker = Linker.from_config({"kb": {"path": str(tmp_path / "kb"), "entities": str(new)}})
+    assert load_config().decision.head == "auto"
+    assert linker.components.head is not None and linker.components.reasoner_llm is None
+    result = linker.link(DEMO / "images" / "moon.jpg", "Luna", "The craters of [Luna] look sharp tonight.")
+    assert result.decided_by == "head" and result.entity_id == "moon"
+    kb = KBStore(tmp_path / "kb", shared_text_embedder(), shared_image_embedder())
+    served = load_config({"kb": {"path": str(tmp_path / "kb")},
+                          "reasoner": {"llm": {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}}})
+    assert load_head(served, kb) is None  # a reasoner the user chose decides
+    threads = load_config({"kb": {"path": str(tmp_path / "kb")}, "reasoner": {"llm": {"threads": 1}}})
+    assert load_head(threads, kb) is not None  # the same model, other settings: still the shipped head
+    with pytest.raises(ConfigError, match="no head at"):  # a named file is the user's head, never replaced
+        load_head(load_config({"kb": {"path": str(tmp_path / "kb")}, "decision": {"head": str(tmp_path / "mine.json")}}), kb)

@@ -192,7 +192,8 @@ def load_head(cfg: RetlinkConfig, kb: KBStore):
 
     fingerprint = kb_fingerprint(kb.manifest)
     if cfg.decision.head == AUTO_HEAD:
-        if cfg.reasoner.enabled and cfg.reasoner.llm != LLMConfig():
+        default = LLMConfig()
+        if cfg.reasoner.enabled and (cfg.reasoner.llm.backend, cfg.reasoner.llm.model) != (default.backend, default.model):
             # the shipped head weighs the embedded default's reasoner (at 0); a reasoner the
             # config chose earns a weight only from a head fitted on links that include it
             log.info("decision.head auto: reasoner %s is not the embedded default's; no head, the reasoner decides",
