@@ -49,7 +49,7 @@ def test_plain_completion_answers_like_the_linker(client, expected, linked):
     assert result["mention"] == ex["mention"]
     assert msg.content.splitlines()[0].endswith(f"({expected[ex['id']]})")
     # the message's reasoning is the linker's own for this link, as vLLM's reasoning field carries
-    # it (empty for this example: its answer comes from the repair attempt, which reasons in 0 tokens)
+    # it (empty with the default: the shipped head decides and no reasoner runs)
     assert msg.model_extra.get("reasoning") == (linked[ex["id"]].reasoning or None)
     assert result["reasoning"] == linked[ex["id"]].reasoning
 
@@ -60,7 +60,8 @@ def test_streaming_sends_one_chunk_per_node_then_the_answer(client, expected):
     chunks = list(stream)
     nodes = [c.model_extra["retlink_node"]["node"] for c in chunks if c.model_extra.get("retlink_node")]
     assert nodes[0] == "validate" and nodes[-1] == "finalize"
-    assert {"caption", "retrieve", "reason"} <= set(nodes)
+    # the default decides by the shipped head: rank and decide, no reasoner call
+    assert {"caption", "retrieve", "rank", "decide"} <= set(nodes) and "reason" not in nodes
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning") or "" for c in chunks if c.choices)
     assert content.splitlines()[0].endswith(f"({expected[ex['id']]})")
