@@ -190,7 +190,7 @@ class CertifiedLinker:
             result = top_ranked([], f"certified: {detail['nil']}", trace, mention=mention)
             return result.model_copy(update={"features": features})
         if self.head is None:
-            ranked, rationale = self._nearest(entities, thumbs, query, alias, detail)
+            ranked, rationale = self._nearest(entities, thumbs, query, alias, features, detail)
         else:
             ranked, rationale = self._decide(entities, thumbs, query, features, detail)
         trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
@@ -199,11 +199,12 @@ class CertifiedLinker:
 
     def _nearest(
         self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, alias: set[str],
-        detail: dict[str, Any],
+        features: PoolFeatures, detail: dict[str, Any],
     ) -> tuple[list[Candidate], str]:
         """The nearest thumbnail first, with `certify`'s certificate."""
         cands = np.stack([t for t in thumbs if t is not None])
-        dist = ((cands - query) ** 2).mean(axis=1)  # mean squared cell difference, in [0, 1]
+        # mean squared cell difference, in [0, 1]: the `thumb` feature already holds its negative
+        dist = -np.asarray(features.rows, dtype=np.float64)[:, self.features.index(THUMB_FEATURE)]
         certs = {fraction_text(e): certify(query, cands, e) for e in self.config.eps}
         first = next(iter(certs.values()))
         order = sorted(range(len(entities)), key=lambda i: (i != first.best, dist[i]))  # the certified answer first
