@@ -23,14 +23,15 @@ report turns into certified Hits@1: the share of samples answered right AND cert
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from retlink.agent.decision import DecisionHead, kb_fingerprint
-from retlink.agent.decision.bounds import BoundedPool, certify_head
+from retlink.agent.decision.bounds import BoundedPool, certify_head, clean_margin
 from retlink.agent.nodes.retriever import mention_text
 from retlink.attacks.spec import Budget, fraction_text
 from retlink.core.config import StrictModel
@@ -42,8 +43,9 @@ from retlink.tools.vision.certified import DEFAULT_SIZE, MAX_RADIUS, certify, im
 
 #: the trace node whose detail carries the certificate (read by the runner)
 CERTIFY_NODE = "certify"
-#: the head's candidate features: exact (text, alias, has_image), then the bounded thumbnail
-EXACT_FEATURES: tuple[str, ...] = ("mention", "mention_rank", "alias", "has_image")
+#: the head's candidate features: exact (text, alias, has_image, the sentence's words in the
+#: candidate's KB text), then the bounded thumbnail
+EXACT_FEATURES: tuple[str, ...] = ("mention", "mention_rank", "alias", "has_image", "context")
 THUMB_FEATURE = "thumb"
 #: the deep image similarity (cosine: an attacker may put it anywhere in [-1, 1])
 DEEP_FEATURE = "image"
@@ -76,7 +78,15 @@ class CertifiedConfig(StrictModel):
     #: a decision head fitted by `retlink train` on this pipeline's links (None: the nearest
     #: thumbnail decides)
     head: Path | None = None
-    @field_validator("head")
+    #: the cascade's certified side: a head fitted on the same pipeline without `deep` (exact
+    #: text features and the thumbnail only). Where its worst-case margin at the link's own
+    #: image is at least `gate_margin` it answers, with its certificate; elsewhere `head` does
+    exact_head: Path | None = None
+    #: the exact head's logit margin from which it answers (chosen on dev links:
+    #: `retlink.eval.experiments.certified_gate`)
+    gate_margin: float | None = Field(None, gt=0)
+
+    @field_validator("head", "exact_head")
     @classmethod
     def _head_path(cls, v: Path | None) -> Path | None:
         import os
@@ -93,6 +103,14 @@ class CertifiedConfig(StrictModel):
             raise ValueError(f"every eps must be in (0, 1] (pixels lie in [0, 1]), not {bad}")
         return v
 
+    @model_validator(mode="after")
+    def _cascade(self) -> CertifiedConfig:
+        if (self.exact_head is None) != (self.gate_margin is None):
+            raise ValueError("a cascade needs both exact_head and gate_margin (or neither)")
+        if self.exact_head is not None and (self.head is None or not self.deep):
+            raise ValueError("exact_head is the cascade's certified side: give the deep head too (head, deep: true)")
+        return self
+
 
 class CertifiedLinker:
     """Nearest alias candidate by KB-image thumbnail, with its certified radius."""
@@ -104,9 +122,15 @@ class CertifiedLinker:
         self.config = config or CertifiedConfig()
         self.thumbs = kb_thumbnails(kb, self.config.size)
         self.features = feature_names(self.config.deep)
+        fingerprint = kb_fingerprint(kb.manifest)
         self.head = (
-            DecisionHead.load(self.config.head, features=self.features, fingerprint=kb_fingerprint(kb.manifest))
+            DecisionHead.load(self.config.head, features=self.features, fingerprint=fingerprint)
             if self.config.head is not None
+            else None
+        )
+        self.exact_head = (
+            DecisionHead.load(self.config.exact_head, features=feature_names(False), fingerprint=fingerprint)
+            if self.config.exact_head is not None
             else None
         )
 
@@ -133,26 +157,29 @@ class CertifiedLinker:
 
     def _features(
         self, image: Any, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray,
-        alias: set[str], text_vec: np.ndarray | None,
+        alias: set[str], text_vec: np.ndarray | None, mention_words: str, context: str,
+        vectors: dict[str, np.ndarray],
     ) -> PoolFeatures:
         """The head's rows: exact text features, the thumbnail and (with `deep`) the KB image similarity."""
-        from retlink.agent.decision.features import reciprocal_ranks
+        from retlink.agent.decision.features import context_overlap, reciprocal_ranks
 
         ids = [e.id for e in entities]
         text_sim = self.kb.text_similarity(text_vec, ids) if text_vec is not None else {}
         mention = np.array([text_sim.get(i, 0.0) for i in ids])
+        texts = [" ".join([e.name, *e.aliases, e.description]) for e in entities]
         cols: dict[str, np.ndarray] = {
             "mention": mention,
             "mention_rank": reciprocal_ranks(mention),
             "alias": np.array([i in alias for i in ids], dtype=float),
             "has_image": np.array([t is not None for t in thumbs], dtype=float),
+            "context": context_overlap(context, mention_words, texts),
             THUMB_FEATURE: np.array([-float(((t - query) ** 2).mean()) if t is not None else 0.0 for t in thumbs]),
         }
         if self.config.deep:
             from retlink.tools.images import load_image
 
-            vec = self.kb.image_embedder.embed_images([load_image(image)])[0]
-            sim = self.kb.image_similarity(vec, ids)
+            vec = np.asarray(self.kb.image_embedder.embed_images([load_image(image)])[0], dtype=np.float32)
+            sim = {i: float((v @ vec).max()) for i, v in vectors.items()}
             cols[DEEP_FEATURE] = np.array([sim.get(i, 0.0) if t is not None else 0.0 for i, t in zip(ids, thumbs, strict=True)])
         rows = np.stack([cols[n] for n in self.features], axis=1) if ids else np.zeros((0, len(self.features)))
         nil = [float(mention.max()) if ids else 0.0, float(bool(alias))]
@@ -176,7 +203,8 @@ class CertifiedLinker:
             entities, thumbs = [entities[k] for k in keep], [thumbs[k] for k in keep]
         else:
             no_image = [e.id for e, t in zip(entities, thumbs, strict=True) if t is None]
-        features = self._features(image, entities, thumbs, query, alias, text_vec)
+        vectors = self.kb.image_vectors([e.id for e in entities]) if self.config.deep else {}
+        features = self._features(image, entities, thumbs, query, alias, text_vec, mention, context, vectors)
         detail: dict[str, Any] = {"size": self.config.size, "candidates": len(entities)}
         if no_image:
             detail["without_image"] = no_image
@@ -192,7 +220,7 @@ class CertifiedLinker:
         if self.head is None:
             ranked, rationale = self._nearest(entities, thumbs, query, alias, features, detail)
         else:
-            ranked, rationale = self._decide(entities, thumbs, query, features, detail)
+            ranked, rationale = self._decide(entities, thumbs, query, features, vectors, detail)
         trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
         result = top_ranked(ranked, rationale, trace, mention=mention)
         return result.model_copy(update={"features": features})
@@ -221,21 +249,40 @@ class CertifiedLinker:
 
     def _decide(
         self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, features: PoolFeatures,
-        detail: dict[str, Any],
+        vectors: dict[str, np.ndarray], detail: dict[str, Any],
     ) -> tuple[list[Candidate], str]:
-        """The head's answer (NIL: an empty ranking), with the head's certificate at each eps."""
+        """The head's answer (NIL: an empty ranking), with its certificate at each eps; with a
+        cascade, the exact head's where its margin opens the gate, else the deep head's."""
         assert self.head is not None
         rows = np.asarray(features.rows, dtype=np.float64)
         nil = np.asarray(features.nil, dtype=np.float64)
-        deep = {self.features.index(DEEP_FEATURE): DEEP_RANGE} if self.config.deep else {}
-        pool = BoundedPool(rows, nil, self.features.index(THUMB_FEATURE), deep, query, thumbs)
-        certs = {fraction_text(e): certify_head(self.head, pool, e) for e in self.config.eps}
+        head, gate = self.head, None
+        if self.exact_head is not None and self.config.gate_margin is not None:
+            exact = BoundedPool(rows[:, : len(self.features) - 1], nil, self.features.index(THUMB_FEATURE), {}, query, thumbs)
+            margin = clean_margin(self.exact_head, exact)
+            detail["gate"] = {"exact_margin": round(margin, 4), "opens_at": self.config.gate_margin}
+            if margin > self.config.gate_margin:
+                head, gate, pool = self.exact_head, self.config.gate_margin, exact
+                detail["decided_by"] = "exact head"
+            else:
+                detail["decided_by"] = "deep head"
+        if gate is None:
+            deep = {self.features.index(DEEP_FEATURE): DEEP_RANGE} if self.config.deep else {}
+            pool = BoundedPool(
+                rows, nil, self.features.index(THUMB_FEATURE), deep, query, thumbs,
+                [vectors.get(e.id) for e in entities] if self.config.deep else None,
+            )
+        certs = {fraction_text(e): certify_head(head, pool, e, gate or 0.0) for e in self.config.eps}
+        if self.exact_head is not None and gate is None:
+            # the deep head's answer stands only while the gate stays shut, which no bound here
+            # proves: not certified at any eps
+            certs = {label: replace(c, certified=False, radius=0.0) for label, c in certs.items()}
         first = next(iter(certs.values()))
         detail["radius_255"] = round(first.radius * 255, 4)
         detail["certified"] = {label: c.certified for label, c in certs.items()}
         # which evidence the decisive margin rests on, at the largest eps asked
         detail["margin_at_" + list(certs)[-1]] = list(certs.values())[-1].parts
-        dist = self.head.distribution(features.ids, rows, nil)
+        dist = head.distribution(features.ids, pool.rows, nil)
         if first.answer == len(entities):
             detail["nil"] = "the head chose NIL"
             return [], f"certified head: NIL over {len(entities)} candidates"
@@ -249,4 +296,5 @@ class CertifiedLinker:
             )
             for i in order
         ]
-        return ranked, f"certified head: {len(entities)} candidates, NIL p={dist[NIL]:.2f}"
+        by = f" ({detail['decided_by']})" if "decided_by" in detail else ""
+        return ranked, f"certified head{by}: {len(entities)} candidates, NIL p={dist[NIL]:.2f}"

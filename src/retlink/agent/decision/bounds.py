@@ -16,6 +16,12 @@ on can be computed exactly, which turns the head's answer into a certificate:
   sum_i max(|x_i - b_i| - eps, 0)^2 and sum_i (|x_i - b_i| + eps)^2 (per cell, exact);
 - *deep* features (a neural network's similarity) have no useful bound under any eps > 0: the
   attacker is assumed to set them anywhere in their range ([-1, 1] for a cosine similarity).
+  Between two candidates a cosine similarity is still bounded, whatever the network does: for
+  the query's unit embedding q and the candidates' unit KB vectors e_a, e_j,
+  q . e_j - q . e_a <= ||e_j - e_a|| (Cauchy-Schwarz), so a rival whose KB image embeds close
+  to the answer's can gain little over it however the query is embedded (`BoundedPool.vectors`;
+  with several images per entity, the max over the rival's images of the min over the
+  answer's). The tighter of that and the range bound is used.
 
 So the answer is certified at eps when, for every rival, its margin under the worst case of each
 kind stays positive: the exact part carries the decision, the thumbnail's bounded swing and the
@@ -53,6 +59,9 @@ class BoundedPool:
     deep: dict[int, tuple[float, float]]
     query: np.ndarray
     thumbs: list[np.ndarray | None]
+    #: per candidate, its KB image vectors (k, d), unit length (None: no image): the deep
+    #: features' pairwise bound; without them only the range bound is used
+    vectors: list[np.ndarray | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +129,24 @@ def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float)
         c = float(coef[col])
         down_a = _swing(c, float(pool.rows[a, col]), lo, hi)[0] if ta is not None else 0.0
         up_j = _swing(c, float(pool.rows[j, col]), lo, hi)[1] if tj is not None else 0.0
-        deep += down_a - up_j
+        fall = down_a - up_j
+        va, vj = (pool.vectors[a], pool.vectors[j]) if pool.vectors is not None else (None, None)
+        if va is not None and vj is not None and ta is not None and tj is not None:
+            # c * (s_a - s_j) falls at worst to -|c| * (the most the favoured side can gain)
+            gain = _cosine_gain(vj, va) if c > 0 else _cosine_gain(va, vj)
+            clean = c * float(pool.rows[a, col] - pool.rows[j, col])
+            fall = max(fall, -abs(c) * gain - clean)
+        deep += fall
     return thumb, deep
+
+
+def _cosine_gain(winner: np.ndarray, loser: np.ndarray) -> float:
+    """An upper bound on max over unit q of (max_k q . w_k - max_l q . l_l): for each of the
+    winner's vectors, the nearest of the loser's bounds its lead (Cauchy-Schwarz)."""
+    w = np.asarray(winner, dtype=np.float64).reshape(-1, np.shape(winner)[-1])
+    lo = np.asarray(loser, dtype=np.float64).reshape(-1, np.shape(loser)[-1])
+    dist = np.linalg.norm(w[:, None, :] - lo[None, :, :], axis=-1)
+    return float(dist.min(axis=1).max())
 
 
 def _worst(head: DecisionHead, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float) -> tuple[float, dict[str, float]]:
@@ -147,9 +172,13 @@ def _worst(head: DecisionHead, pool: BoundedPool, answer: int, logits: np.ndarra
     return worst, parts
 
 
-def certify_head(head: DecisionHead, pool: BoundedPool, eps: float) -> HeadCertificate:
+def certify_head(head: DecisionHead, pool: BoundedPool, eps: float, margin: float = 0.0) -> HeadCertificate:
     """The head's answer on the clean pool and its certificate at `eps`, with its radius (the
-    largest eps it is certified at, by bisection: the bounds grow with eps)."""
+    largest eps it is certified at, by bisection: the bounds grow with eps).
+
+    The certificate says the answer's logit stays more than `margin` above every rival's for
+    every perturbation within eps: 0 for the head's own answer to stand; a cascade's gate
+    (answer only above a margin) asks for its own margin, so the gate stays open too."""
     logits = head.logits(pool.rows, pool.nil)
     answer = int(np.argmax(logits))
     n = len(pool.rows)
@@ -158,7 +187,7 @@ def certify_head(head: DecisionHead, pool: BoundedPool, eps: float) -> HeadCerti
     worst, parts = _worst(head, pool, answer, logits, eps)
 
     def holds(e: float) -> bool:
-        return _worst(head, pool, answer, logits, e)[0] > 0.0
+        return _worst(head, pool, answer, logits, e)[0] > margin
 
     if holds(MAX_RADIUS):
         radius = MAX_RADIUS
@@ -170,4 +199,11 @@ def certify_head(head: DecisionHead, pool: BoundedPool, eps: float) -> HeadCerti
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if holds(mid) else (lo, mid)
         radius = lo
-    return HeadCertificate(answer, worst > 0.0, radius, {k: round(v, 6) for k, v in parts.items()})
+    return HeadCertificate(answer, worst > margin, radius, {k: round(v, 6) for k, v in parts.items()})
+
+
+def clean_margin(head: DecisionHead, pool: BoundedPool) -> float:
+    """The head's answer's logit minus the best rival's (NIL included) on the clean pool; inf
+    when nothing competes."""
+    logits = np.sort(head.logits(pool.rows, pool.nil))
+    return float(logits[-1] - logits[-2]) if len(logits) > 1 else float("inf")

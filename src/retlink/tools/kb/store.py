@@ -148,19 +148,20 @@ class KBStore:
         return p
 
     @_kb_method
-    def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
-        """Best cosine similarity between `vector` and each given entity's stored images."""
+    def image_vectors(self, entity_ids: list[str]) -> dict[str, np.ndarray]:
+        """Each given entity's stored image vectors, (k, d) float32 (entities without one left out)."""
         if not self.has_images or not entity_ids:
             return {}
         got = self._image.get(where={"entity_id": {"$in": list(entity_ids)}}, include=["embeddings", "metadatas"])
-        out: dict[str, float] = {}
-        if len(got["ids"]) == 0:
-            return out
-        sims = np.asarray(got["embeddings"], dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
-        for meta, s in zip(got["metadatas"], sims, strict=True):
-            eid = meta["entity_id"]
-            out[eid] = max(out.get(eid, -1.0), float(s))
-        return out
+        rows: dict[str, list[np.ndarray]] = {}
+        for meta, emb in zip(got["metadatas"], got["embeddings"], strict=True):
+            rows.setdefault(meta["entity_id"], []).append(np.asarray(emb, dtype=np.float32))
+        return {eid: np.stack(v) for eid, v in rows.items()}
+
+    def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
+        """Best cosine similarity between `vector` and each given entity's stored images."""
+        query = np.asarray(vector, dtype=np.float32)
+        return {eid: float((vecs @ query).max()) for eid, vecs in self.image_vectors(entity_ids).items()}
 
     @_kb_method
     def text_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
