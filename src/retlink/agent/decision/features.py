@@ -100,22 +100,15 @@ def content_words(text: str) -> set[str]:
 
 
 def context_overlap(context: str, mention: str, texts: Sequence[str]) -> np.ndarray:
-    """Per candidate, the words of the sentence (outside the mention) that its KB text shares,
-    each weighted by how rare it is in this pool: log(n / df), df = the candidates whose text has
-    the word.
+    """Per candidate, how many words of the sentence (outside the mention) its KB text shares.
 
     The classic context-similarity signal of entity linking (the sentence's other words against
-    the entity's description), weighted within the pool so a word every candidate's description
-    carries (the KB's boilerplate) counts nothing and one that singles out a candidate counts
-    most. It reads text only, so an image attacker cannot move it: an exact feature of the
-    certified pipeline's head."""
+    the entity's description): a colour, a place, a domain the sentence names that one
+    candidate's description names too. A word every candidate shares adds the same to each and
+    cancels in the head's softmax. It reads text only, so an image attacker cannot move it: an
+    exact feature of the certified pipeline's head. (A count did better than weighting each word
+    by its rarity in the pool on the logos dev links: the head weighs the count itself.)"""
     words = content_words(context) - content_words(mention)
-    if not texts or not words:
+    if not words:
         return np.zeros(len(texts))
-    shared = [words & content_words(t) for t in texts]
-    df: dict[str, int] = {}
-    for s in shared:
-        for w in s:
-            df[w] = df.get(w, 0) + 1
-    n = len(texts)
-    return np.array([sum(np.log(n / df[w]) for w in s) for s in shared])
+    return np.array([float(len(words & content_words(t))) for t in texts])

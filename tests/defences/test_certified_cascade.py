@@ -1,0 +1,228 @@
+"""The certified pipeline's sharper evidence and its cascade (issue 29, item 1).
+
+- the deep cosine feature's pairwise bound (`BoundedPool.vectors`): for one unit vector per
+  entity it is exact, so the attack that puts the query's embedding on the rival's side of the
+  pair (with the thumbnail's vertex attack) breaks every uncertified answer and no certified one;
+- a certificate asked with a margin (the cascade's gate) keeps the answer's logit above the
+  margin under that attack;
+- the context-overlap feature counts the sentence's words in each candidate's text;
+- the cascade pipeline on the demo KB with heads fitted by `retlink train`: the exact head answers
+  (certified) where its margin opens the gate, the deep head elsewhere (never certified);
+- the gate's dev experiment: its table and choice follow the held-out answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retlink.agent.decision import DecisionHead
+from retlink.agent.decision.bounds import BoundedPool, certify_head, clean_margin
+from retlink.agent.decision.features import context_overlap
+
+EXACT, DIM, EMB = 3, 12, 6
+THUMB, DEEP = EXACT, EXACT + 1
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _thumb_feature(x: np.ndarray, t: np.ndarray) -> float:
+    return -float(((t - x) ** 2).mean())
+
+
+def _rows(pool_x: np.ndarray, thumbs: list[np.ndarray], exact: np.ndarray, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    rows = np.zeros((len(thumbs), EXACT + 2))
+    rows[:, :EXACT] = exact
+    rows[:, THUMB] = [_thumb_feature(pool_x, t) for t in thumbs]
+    rows[:, DEEP] = vecs @ q
+    return rows
+
+
+def _random_case(rng: np.random.Generator):
+    n = int(rng.integers(2, 6))
+    x = rng.uniform(0.2, 0.8, DIM)
+    thumbs = [np.clip(x + rng.normal(0, rng.uniform(0.02, 0.3), DIM), 0, 1) for _ in range(n)]
+    base = _unit(rng.normal(0, 1, EMB))
+    # some rivals embed close to each other (the pairwise bound's point), some far
+    vecs = _unit(base + rng.normal(0, rng.uniform(0.05, 1.5), (n, EMB)))
+    q = _unit(base + rng.normal(0, 0.5, EMB))
+    exact = rng.normal(0, 1, (n, EXACT))
+    head = DecisionHead(
+        features=[f"f{i}" for i in range(EXACT + 2)], nil_features=["n0"],
+        mean=np.zeros(EXACT + 2), scale=rng.uniform(0.5, 2.0, EXACT + 2),
+        weights=np.append(rng.normal(0, 1, EXACT), [rng.normal(0, 20), rng.normal(0, 3)]),
+        nil_bias=float(rng.normal(-1, 1)), nil_weights=rng.normal(0, 1, 1),
+    )
+    rows = _rows(x, thumbs, exact, q, vecs)
+    pool = BoundedPool(rows, rng.normal(0, 1, 1), THUMB, {DEEP: (-1.0, 1.0)}, x, thumbs, [v[None, :] for v in vecs])
+    return head, pool, exact, vecs
+
+
+def _worst_rows(head: DecisionHead, pool: BoundedPool, exact: np.ndarray, vecs: np.ndarray, answer: int, eps: float):
+    """For each rival option, the features after the attack that lowers the answer's margin over
+    it most: the thumbnail's vertex attack, and the query embedded where the rival gains most
+    (along e_rival - e_answer; against NIL, opposite the answer's own vector)."""
+    coef = head.weights / head.scale
+    n, x = len(pool.rows), pool.query
+    c_t, c_d = coef[THUMB], coef[DEEP]
+    for rival in range(n + 1):
+        if rival == answer:
+            continue
+        if answer < n and rival < n:
+            delta = eps * np.sign(c_t) * np.sign(pool.thumbs[rival] - pool.thumbs[answer])
+            q = _unit(np.sign(c_d) * (vecs[rival] - vecs[answer]))
+        elif answer < n:  # against NIL: the answer's own logit falls
+            tb = pool.thumbs[answer]
+            delta = eps * np.sign(x - tb) if c_t > 0 else -np.sign(x - tb) * np.minimum(eps, np.abs(x - tb))
+            q = -np.sign(c_d) * vecs[answer]
+        else:  # NIL against a candidate: the candidate's logit rises
+            tr = pool.thumbs[rival]
+            delta = -np.sign(x - tr) * np.minimum(eps, np.abs(x - tr)) if c_t > 0 else eps * np.sign(x - tr)
+            q = np.sign(c_d) * vecs[rival]
+        yield rival, _rows(x + delta, pool.thumbs, exact, q, vecs)
+
+
+def test_the_pairwise_deep_bound_is_exact_for_one_vector_per_entity():
+    rng = np.random.default_rng(0)
+    seen = {True: 0, False: 0}
+    tighter = 0
+    for _ in range(600):
+        head, pool, exact, vecs = _random_case(rng)
+        eps = float(rng.choice([1, 2, 4, 8])) / 255
+        cert = certify_head(head, pool, eps)
+        broken = any(
+            int(np.argmax(head.logits(rows, pool.nil))) != cert.answer
+            for _, rows in _worst_rows(head, pool, exact, vecs, cert.answer, eps)
+        )
+        assert broken != cert.certified, (cert, eps)
+        seen[cert.certified] += 1
+        # without the vectors only the range bound is left: never certifies more
+        loose = certify_head(head, BoundedPool(pool.rows, pool.nil, THUMB, pool.deep, pool.query, pool.thumbs), eps)
+        assert not (loose.certified and not cert.certified)
+        tighter += cert.certified and not loose.certified
+    assert min(seen.values()) > 80, seen
+    assert tighter > 20  # the pairwise bound certifies answers the range bound cannot
+
+
+def test_a_certificate_with_a_margin_keeps_the_answer_above_it():
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(400):
+        head, pool, exact, vecs = _random_case(rng)
+        eps = 4 / 255
+        gate = float(rng.uniform(0.1, 3.0))
+        cert = certify_head(head, pool, eps, gate)
+        assert cert.certified == (cert.parts["clean_margin"] + cert.parts["thumbnail"] + cert.parts["deep"] > gate)
+        if not cert.certified:
+            continue
+        checked += 1
+        assert certify_head(head, pool, eps).certified  # a margin above the gate is above 0
+        assert clean_margin(head, pool) > gate
+        for rival, rows in _worst_rows(head, pool, exact, vecs, cert.answer, eps):
+            z = head.logits(rows, pool.nil)
+            assert z[cert.answer] - z[rival] > gate - 1e-9
+    assert checked > 30
+
+
+def test_context_overlap_counts_the_sentences_other_words_in_each_text():
+    texts = [
+        "Lion Air is an airline. Its brand colour is red. Its logo was taken from lionair.co.id.",
+        "Wizz Air is an airline. Its brand colour is pink. Its logo was taken from wizzair.com.",
+        "Air Serbia. Its brand colour is blue.",
+    ]
+    got = context_overlap("The red Air mark from a .com site was painted on the van.", "Air", texts)
+    # "red" for Lion Air; "com" for Wizz Air; nothing for Air Serbia (the mention itself, "Air",
+    # and function words such as "the", "is", "from" never count)
+    assert got.tolist() == [1.0, 1.0, 0.0]
+    assert context_overlap("", "Air", texts).tolist() == [0.0, 0.0, 0.0]
+    assert context_overlap("Air", "Air", texts).tolist() == [0.0, 0.0, 0.0]
+    assert context_overlap("Brand colour: blue", "Air", texts).tolist() == [2.0, 2.0, 3.0]
+
+
+# -- the cascade pipeline on the demo KB -----------------------------------------------------------
+
+
+def test_the_cascade_answers_by_the_exact_head_only_where_its_margin_opens_the_gate(tmp_path, demo_kb_path):
+    from retlink.attacks.attacked import clean_tensor
+    from retlink.core.errors import ConfigError
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker, feature_names
+    from retlink.eval.experiments.certified_gate import held_out_links
+    from retlink.eval.runs import RESULTS, read_records
+    from retlink.train import train
+    from tests.defences.test_certified import DEMO, _examples
+    from tests.defences.test_head_certificate import _train_config
+
+    deep_path, _ = train(_train_config(demo_kb_path, tmp_path / "deep.head.json", deep=True))
+    cfg = _train_config(demo_kb_path, tmp_path / "exact.head.json", deep=False)
+    cfg["eval"]["name"] = "demo-certified-exact-train"
+    exact_path, exact_head = train(cfg)
+    assert exact_head.features == feature_names(False)
+
+    ex = _examples()
+    samples = [(clean_tensor(DEMO / e["image"], 224), e["mention"], e.get("context", "")) for e in ex.values()]
+    margins = []
+    exact_only = CertifiedLinker.from_kb(
+        demo_kb_path, CertifiedConfig.model_validate({"text_candidates": 3, "head": str(exact_path), "eps": ["2/255", "8/255"]})
+    )
+    for image, mention, context in samples:
+        r = exact_only.link(image, mention, context)
+        if r.features is not None and r.features.ids:
+            z = exact_head.logits(np.array(r.features.rows), np.array(r.features.nil))
+            margins.append(float(np.sort(z)[-1] - np.sort(z)[-2]))
+    gate = float(np.median(margins))  # half the links open it, half do not
+    options = {"text_candidates": 3, "deep": True, "head": str(deep_path), "exact_head": str(exact_path),
+               "gate_margin": gate, "eps": ["2/255", "8/255"]}
+    cascade = CertifiedLinker.from_kb(demo_kb_path, CertifiedConfig.model_validate(options))
+    by = {"exact head": 0, "deep head": 0}
+    for image, mention, context in samples:
+        result = cascade.link(image, mention, context)
+        detail = result.trace[0].detail
+        if "gate" not in detail:  # no candidate at all: NIL whatever the image
+            continue
+        by[detail["decided_by"]] += 1
+        exact_alone = exact_only.link(image, mention, context)
+        if detail["decided_by"] == "exact head":
+            assert detail["gate"]["exact_margin"] > gate
+            assert result.entity_id == exact_alone.entity_id
+            # certified with the gate's margin implies certified by the exact head alone
+            for label, ok in detail["certified"].items():
+                assert not ok or exact_alone.trace[0].detail["certified"][label]
+        else:
+            assert detail["gate"]["exact_margin"] <= gate
+            assert not any(detail["certified"].values()) and detail["radius_255"] == 0.0
+    assert by["exact head"] and by["deep head"], by
+
+    # the gate experiment reads the deep pipeline's training run: one held-out answer per clean link
+    records = list(read_records(tmp_path / "runs" / "demo-certified-train" / RESULTS).values())
+    links = held_out_links(records, "certified", folds=3)
+    assert len(links) == sum(1 for r in records if r["attack"] == "clean" and r["features"]["ids"])
+    with pytest.raises(ConfigError, match="no 'image' feature"):
+        held_out_links(list(read_records(tmp_path / "runs" / "demo-certified-exact-train" / RESULTS).values()), "certified")
+
+    # a cascade is both heads and a gate, and its exact side is bound to the exact features
+    with pytest.raises(ValueError, match="both exact_head and gate_margin"):
+        CertifiedConfig.model_validate({**options, "gate_margin": None})
+    with pytest.raises(ValueError, match="give the deep head too"):
+        CertifiedConfig.model_validate({**options, "deep": False})
+    with pytest.raises(ConfigError, match="fitted on features"):
+        CertifiedLinker.from_kb(demo_kb_path, CertifiedConfig.model_validate({**options, "exact_head": str(deep_path)}))
+
+
+def test_the_gate_choice_is_the_lowest_that_keeps_the_deep_heads_accuracy():
+    from retlink.eval.experiments.certified_gate import HeldOut, choose_gate, gate_table
+
+    links = [
+        HeldOut("a", exact_right=True, exact_margin=5.0, deep_right=True),
+        HeldOut("b", exact_right=True, exact_margin=2.2, deep_right=True),
+        HeldOut("c", exact_right=False, exact_margin=1.2, deep_right=True),
+        HeldOut("d", exact_right=False, exact_margin=0.1, deep_right=True),
+    ]
+    rows = {r["gate"]: r for r in gate_table(links, (0.5, 1.0, 2.0, 3.0))}
+    assert rows[0.5] == {"gate": 0.5, "cascade": 75.0, "exact_answers": 75.0, "right_by_exact": 50.0}
+    assert rows[2.0] == {"gate": 2.0, "cascade": 100.0, "exact_answers": 50.0, "right_by_exact": 50.0}
+    assert rows[1.0]["cascade"] == 75.0  # c opens the gate and the exact head gets it wrong
+    assert rows[3.0] == {"gate": 3.0, "cascade": 100.0, "exact_answers": 25.0, "right_by_exact": 25.0}
+    assert choose_gate(links, gates=(0.5, 1.0, 2.0, 3.0)) == 2.0
+    assert choose_gate(links, max_loss=25.0, gates=(0.5, 1.0, 2.0, 3.0)) == 0.5
