@@ -242,7 +242,12 @@ def test_eval_run_reports_certified_hits(tmp_path, demo_kb_path):
             assert by[("pgd-8", r["sample_id"])]["pred"] == r["pred"]
     summary = write_report(runner.dir, plots=False)
     cell = summary["certified"]["it2t"]["certified"]["clean"]
+    ci = cell.pop("certified_ci")
     assert cell == {"n": 4, "hits@1": 0.75, "certified_hits@1": expected}, cell
+    # each certified share has its bootstrap CI over the 4 samples, around it
+    assert set(ci) == set(expected) and all(lo <= expected[e] <= hi for e, (lo, hi) in ci.items()), ci
+    assert ci["16/255"][0] < 0.5 < ci["16/255"][1]
     report = (runner.dir / "report.md").read_text()
     assert "## Certified Hits@1" in report
-    assert "| it2t | certified | clean | 75.0 | 75.0 | 75.0 | 50.0 | 4 |" in report, report
+    row = f"| it2t | certified | clean | 75.0 | 75.0 [{100 * ci['2/255'][0]:.1f}, {100 * ci['2/255'][1]:.1f}] |"
+    assert row in report, report

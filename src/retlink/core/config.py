@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from retlink.core.errors import ConfigError
 from retlink.core.paths import DATA_ENV, cache_dir, data_dir
 
-PATH_KEYS = {"path", "entities", "cache_dir", "head", "image_weights"}
+PATH_KEYS = {"path", "entities", "cache_dir", "head", "exact_head", "image_weights"}
 #: `decision.head`'s name for the head the package ships (`retlink.agent.decision.head_file`)
 GENERIC_HEAD = "generic"
 #: `decision.head`'s default: the shipped head where the KB's embedders are the ones it was

@@ -321,6 +321,8 @@ class EvalConfig(StrictModel):
             head = ((p.get("overrides") or {}).get("decision") or {}).get("head") or (p.get("options") or {}).get("head")
             if head:  # a retrained head is another experiment, though its path is the same
                 p["head_sha256"] = _file_sha256(head_file(head))
+            if exact := (p.get("options") or {}).get("exact_head"):  # a certified cascade's other head
+                p["exact_head_sha256"] = _file_sha256(head_file(exact))
             weights = ((p.get("overrides") or {}).get("embedder") or {}).get("image_weights")
             if weights:  # likewise retrained image weights (`retlink train`, kind: encoder)
                 p["image_weights_sha256"] = _file_sha256(Path(weights))

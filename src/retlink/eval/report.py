@@ -181,24 +181,26 @@ def detector_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, 
     return out
 
 
-def certified_stats(index: dict[tuple[str, str, str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+def certified_stats(cfg: EvalConfig, index: dict[tuple[str, str, str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Per setting, pipeline whose records carry certificates (`certified_at`) and condition:
     Hits@1 and, per eps, certified Hits@1, the share of samples answered right AND certified at
-    that eps (a failed link is neither). On the clean condition it is a lower bound on Hits@1
-    under any L-inf image attack of that eps."""
+    that eps (a failed link is neither), with its bootstrap CI over samples. On the clean
+    condition it is a lower bound on Hits@1 under any L-inf image attack of that eps."""
     out: dict[str, Any] = {}
     for (pipe, setting, attack), recs in sorted(index.items()):
         if not any("certified_at" in r for r in recs.values()):
             continue
         ids = sorted(recs)
         labels = list(dict.fromkeys(e for i in ids for e in recs[i].get("certified_at", {})))
+        hits = {
+            e: [float(bool(recs[i]["correct"]) and bool(recs[i].get("certified_at", {}).get(e))) for i in ids]
+            for e in labels
+        }
         out.setdefault(setting, {}).setdefault(pipe, {})[attack] = {
             "n": len(ids),
             "hits@1": rounded(accuracy([bool(recs[i]["correct"]) for i in ids])),
-            "certified_hits@1": {
-                e: rounded(accuracy([bool(recs[i]["correct"]) and bool(recs[i].get("certified_at", {}).get(e)) for i in ids]))
-                for e in labels
-            },
+            "certified_hits@1": {e: rounded(accuracy([bool(h) for h in v])) for e, v in hits.items()},
+            "certified_ci": {e: _ci(v, cfg, seed=0) for e, v in hits.items()},
         }
     return out
 
@@ -252,7 +254,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
         spec["measured"] = norm_stats([r for r in records.values() if r["attack"] == a.name])
         attacks[a.name] = spec
     detectors = detector_stats(cfg, index)
-    certified = certified_stats(index)
+    certified = certified_stats(cfg, index)
     planned = len(meta.get("samples", []))
     expected = planned * sum(len(cfg.pipelines_in(s)) * len(cfg.attacks_in(s)) for s in cfg.settings)
     return {
@@ -425,10 +427,15 @@ def _certified_lines(certified: dict[str, Any]) -> list[str]:
         lines.append("|---|---|---|---|" + "---|" * len(labels) + "---|")
         for pipe, conds in pipes.items():
             for cond, c in conds.items():
-                cells = " | ".join(pct(c["certified_hits@1"].get(e)) for e in labels)
+                cells = " | ".join(_with_ci(c["certified_hits@1"].get(e), c.get("certified_ci", {}).get(e)) for e in labels)
                 lines.append(f"| {setting} | {pipe} | {cond} | {pct(c['hits@1'])} | {cells} | {c['n']} |")
         lines.append("")
     return lines
+
+
+def _with_ci(x: float | None, ci: list[float] | None) -> str:
+    """'40.0 [30.0, 50.0]' (the CI when there is one)."""
+    return pct(x) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if x is not None and ci else "")
 
 
 def _fmt(x: float | None) -> str:
