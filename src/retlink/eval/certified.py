@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from retlink.agent.decision import DecisionHead, kb_fingerprint
-from retlink.agent.decision.bounds import BoundedPool, certify_head, clean_margin
+from retlink.agent.decision.bounds import BoundedPool, HeadCertificate, certify_head, clean_margin
 from retlink.agent.nodes.retriever import mention_text
 from retlink.attacks.spec import Budget, fraction_text
 from retlink.core.config import StrictModel
@@ -79,8 +79,9 @@ class CertifiedConfig(StrictModel):
     #: thumbnail decides)
     head: Path | None = None
     #: the cascade's certified side: a head fitted on the same pipeline without `deep` (exact
-    #: text features and the thumbnail only). Where its worst-case margin at the link's own
-    #: image is at least `gate_margin` it answers, with its certificate; elsewhere `head` does
+    #: text features and the thumbnail only). Where its margin on the link's image exceeds
+    #: `gate_margin` it answers (certified at eps when its worst-case margin stays above the
+    #: gate); elsewhere `head` does (certified where both heads are, with the same answer)
     exact_head: Path | None = None
     #: the exact head's logit margin from which it answers (chosen on dev links:
     #: `retlink.eval.experiments.certified_gate`)
@@ -110,6 +111,14 @@ class CertifiedConfig(StrictModel):
         if self.exact_head is not None and (self.head is None or not self.deep):
             raise ValueError("exact_head is the cascade's certified side: give the deep head too (head, deep: true)")
         return self
+
+
+def _agreeing(deep: HeadCertificate, exact: HeadCertificate) -> HeadCertificate:
+    """A cascade's deep-head answer, certified where the exact head is certified with the same
+    answer (its radius the smaller of the two), else not at all."""
+    if deep.answer != exact.answer:
+        return replace(deep, certified=False, radius=0.0)
+    return replace(deep, certified=deep.certified and exact.certified, radius=min(deep.radius, exact.radius))
 
 
 class CertifiedLinker:
@@ -274,9 +283,14 @@ class CertifiedLinker:
             )
         certs = {fraction_text(e): certify_head(head, pool, e, gate or 0.0) for e in self.config.eps}
         if self.exact_head is not None and gate is None:
-            # the deep head's answer stands only while the gate stays shut, which no bound here
-            # proves: not certified at any eps
-            certs = {label: replace(c, certified=False, radius=0.0) for label, c in certs.items()}
+            # the deep head answered; within eps the gate may open, and then the exact head
+            # answers. Certified only when both heads are certified at eps with the same answer:
+            # whichever answers then, the answer is that one
+            assert self.exact_head is not None
+            certs = {
+                label: _agreeing(c, certify_head(self.exact_head, exact, e))
+                for (label, c), e in zip(certs.items(), self.config.eps, strict=True)
+            }
         first = next(iter(certs.values()))
         detail["radius_255"] = round(first.radius * 255, 4)
         detail["certified"] = {label: c.certified for label, c in certs.items()}
