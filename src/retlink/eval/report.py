@@ -5,6 +5,9 @@ one table per setting. A cell holds Hits@1 with its bootstrap confidence interva
 the same pipeline's clean accuracy (paired over samples) and the recovery over the reference
 pipeline under the same attack (paired too): the numbers the MEL robustness papers report.
 Failed links count as misses (a linker that crashes did not link), and their number is shown.
+With two or more adversarial attacks in a setting, `worst case` columns follow (a sample is a
+hit only under every attack; see `worst_case_columns`), so a defence is credited only against
+the worst of the attacks made on it.
 
 Everything here is deterministic given the records (seeded bootstrap, sorted keys), so two runs
 that recorded the same links write the same summary apart from the `timing` block.
