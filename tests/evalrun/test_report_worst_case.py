@@ -7,8 +7,10 @@ import json
 from collections import defaultdict
 
 import pytest
+from typer.testing import CliRunner
 
 from retlink.attacks.spec import AttackSpec
+from retlink.cli import app
 from retlink.eval.config import load_eval_config
 from retlink.eval.paper import paper_table
 from retlink.eval.report import compare_runs, write_report
@@ -146,7 +148,7 @@ def test_worst_case_is_the_per_sample_and_of_the_adversarial_attacks(run_dir):
     report = (run_dir / "report.md").read_text()
     assert "| pipeline | clean | pgd-8 | apgd-8 | pgd-4 | fgsm-4 | view | noise | worst case | worst case 4/255 | worst case 8/255 |" in report
     assert "1 not recorded under every attack, left out" in report and "Croce & Hein 2020" in report
-    assert "Worst case over *worst case*: pgd-8, apgd-8, pgd-4, fgsm-4;" in report
+    assert "Worst-case columns: *worst case* = pgd-8, apgd-8, pgd-4, fgsm-4; *worst case 4/255* = pgd-4, fgsm-4;" in report
 
 
 def test_one_adversarial_attack_has_no_worst_case_column(run_dir, tmp_path_factory):
@@ -177,7 +179,10 @@ def test_attack_kinds_and_budgets_come_from_the_registry():
     assert AttackSpec(name="adaptive", attack="adaptive").adversarial
 
 
-def test_paper_layout_and_compare_keep_working(run_dir):
+def test_paper_layout_compare_and_the_terminal_table(run_dir):
+    res = CliRunner().invoke(app, ["eval", "report", str(run_dir)], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert "worst case 8/255" in res.output and "57.1" in res.output  # the agent's worst case, 4/7
     table = paper_table([run_dir])  # rows are the config's attacks; no worst-case row
     assert [r[1] for r in table.rows] == [a["name"] for a in ATTACKS]
     rows = compare_runs(run_dir, run_dir)

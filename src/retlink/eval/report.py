@@ -416,8 +416,8 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
             lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
         lines.append("")
         if st.get("worst_case"):
-            over = "; ".join(f"*{col}*: {', '.join(attacks)}" for col, attacks in st["worst_case"].items())
-            lines += [f"Worst case over {over}.", ""]
+            over = "; ".join(f"*{col}* = {', '.join(attacks)}" for col, attacks in st["worst_case"].items())
+            lines += [f"Worst-case columns: {over}.", ""]
         mrr_ks = [k for k in cfg.metrics.hits_at if k != 1]
         if mrr_ks:
             lines.append("<details><summary>MRR and Hits@k</summary>\n")
