@@ -176,6 +176,8 @@ def test_attack_kinds_and_budgets_come_from_the_registry():
     assert AttackSpec(name="cw", attack="cw").budget == ("L2", 1.0)
     assert AttackSpec(name="l2", attack="pgd", params={"norm": "L2", "eps": 0.5}).budget == ("L2", 0.5)
     assert AttackSpec(name="words", attack="text").budget is None
+    joint = AttackSpec(name="joint", attack="multimodal", params={"eps": "2/255"})
+    assert joint.adversarial and joint.eps == 2 / 255 and joint.budget is None  # it edits the text too
     assert AttackSpec(name="adaptive", attack="adaptive").adversarial
 
 

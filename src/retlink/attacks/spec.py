@@ -175,10 +175,13 @@ class AttackSpec(StrictModel):
 
     @property
     def budget(self) -> tuple[str, float] | None:
-        """(norm, eps) the images are bounded by, e.g. ('Linf', 8/255): the `norm` parameter, else
-        the class's `budget_norm`; None for an attack without one (the text attack)."""
+        """(norm, eps) the attack is bounded by, e.g. ('Linf', 8/255): the `norm` parameter, else
+        the class's `budget_norm`; None for an attack without one (the text attack) or one that
+        also edits the sentence (`multimodal`: the image budget is not its whole threat)."""
         from retlink.attacks import ATTACKS
 
+        if self.attack in ("text", "multimodal"):
+            return None
         norm = self.resolved_params().get("norm") or ATTACKS[self.image_attack].budget_norm
         return (str(norm), self.eps) if norm is not None and self.eps is not None else None
 

@@ -109,9 +109,10 @@ def worst_case_columns(cfg: EvalConfig, setting: Any) -> dict[str, list[str]]:
     Only adversarial attacks count (`AttackSpec.adversarial`, the attack registry's flag: not the
     `augment` views nor `gaussian_noise`), never clean; text perturbations are settings, not
     attacks, so each setting has its own worst case. With at least two adversarial attacks in the
-    setting: `worst case` over all of them, plus `worst case 8/255` (or `worst case L2 1`) over
-    those of one budget (`AttackSpec.budget`, norm and eps) where at least two share it and they
-    are not all of them (then it is the `worst case` column already)."""
+    setting: `worst case` over all of them (image, text and joint attacks alike: any that fools
+    the pipeline counts), plus `worst case 8/255` (or `worst case L2 1`) over those of one image
+    budget (`AttackSpec.budget`, norm and eps; attacks that edit the text have none) where at
+    least two share it and they are not all of them (then it is the `worst case` column)."""
     adversarial = [a for a in cfg.attacks_in(setting) if a != CLEAN and cfg.attack(a).adversarial]
     if len(adversarial) < 2:
         return {}
