@@ -67,6 +67,13 @@ def test_run_records_every_link_once_and_attacks_hurt_the_baseline(full_run):
     thirds = {0.0, 0.3333, 0.6667, 1.0}
     assert {base["clean"]["hits@1"], base["pgd-8"]["hits@1"], cells["agent-nosearch"]["pgd-8"]["hits@1"]} <= thirds
     assert base["pgd-8"]["drop"] > 0 and base["pgd-8"]["drop"] in thirds
+    # the worst case over both attacks is the per-sample AND of the real links (issue 29)
+    assert summary["settings"]["it2t"]["worst_case"] == {"worst case": ["fgsm-8", "pgd-8"]}
+    for pipe, row in cells.items():
+        hit = {(r["sample_id"], r["attack"]): r["correct"] for r in records if r["pipeline"] == pipe}
+        worst = [all(hit[(s, a)] for a in ("fgsm-8", "pgd-8")) for s in sorted({s for s, _ in hit})]
+        assert row["worst case"]["n"] == 3 and row["worst case"]["hits@1"] == round(sum(worst) / 3, 4)
+        assert row["worst case"]["hits@1"] <= min(row["fgsm-8"]["hits@1"], row["pgd-8"]["hits@1"])
 
 
 def test_report_files_and_rebuild_from_jsonl(full_run):

@@ -35,6 +35,7 @@ class Augment(Attack):
     of +-`jitter`, JPEG at a quality drawn from `jpeg_quality`; seeded per batch."""
 
     name = "augment"
+    adversarial = False
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"min_area": 0.6, "jitter": 0.25, "jpeg_quality": (40, 90)},
         "strong": {"min_area": 0.4, "jitter": 0.4, "jpeg_quality": (25, 75)},

@@ -121,6 +121,12 @@ class Attack(ABC):
 
     name: ClassVar[str]
     presets: ClassVar[dict[str, dict[str, Any]]]
+    #: whether it searches for the input that fools the target (False: a random view or noise,
+    #: kept in the registry to be made and stored the same way); the report's worst-case column
+    #: takes the worst over the adversarial ones only
+    adversarial: ClassVar[bool] = True
+    #: the norm `eps` bounds when the attack has no `norm` parameter (None: no such budget)
+    budget_norm: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ class CW(Attack):
     """CW-L2 on a `ClassifierTarget` (it needs logits for the margin)."""
 
     name = "cw"
+    budget_norm = "L2"
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01, "search_steps": 1, "eps": 1.0},
         "strong": {"c": 10.0, "kappa": 0.0, "steps": 100, "lr": 0.01, "search_steps": 3, "eps": 3.0},

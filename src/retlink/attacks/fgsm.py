@@ -20,6 +20,7 @@ class FGSM(Attack):
     random point and projected back (R+FGSM-style), still inside the L-inf ball."""
 
     name = "fgsm"
+    budget_norm = "Linf"
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"eps": 8 / 255},
         "strong": {"eps": 16 / 255},

@@ -20,6 +20,7 @@ class GaussianNoise(Attack):
     """Additive Gaussian noise of standard deviation `eps`, clipped to [0, 1]."""
 
     name = "gaussian_noise"
+    adversarial = False
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"eps": 8 / 255},
         "strong": {"eps": 16 / 255},

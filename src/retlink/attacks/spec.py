@@ -165,6 +165,26 @@ class AttackSpec(StrictModel):
         value = self.resolved_params().get("eps")
         return float(value) if isinstance(value, int | float) else None
 
+    @property
+    def adversarial(self) -> bool:
+        """Whether the images are searched to fool the pipeline (the registered class's flag:
+        `augment` views and `gaussian_noise` are not; a composite attack is its image attack's)."""
+        from retlink.attacks import ATTACKS
+
+        return ATTACKS[self.image_attack].adversarial
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """(norm, eps) the attack is bounded by, e.g. ('Linf', 8/255): the `norm` parameter, else
+        the class's `budget_norm`; None for an attack without one (the text attack) or one that
+        also edits the sentence (`multimodal`: the image budget is not its whole threat)."""
+        from retlink.attacks import ATTACKS
+
+        if self.attack in ("text", "multimodal"):
+            return None
+        norm = self.resolved_params().get("norm") or ATTACKS[self.image_attack].budget_norm
+        return (str(norm), self.eps) if norm is not None and self.eps is not None else None
+
 
 def attack_parameters(name: str) -> set[str]:
     """Keyword parameters an attack class accepts (its own and the shared base's)."""

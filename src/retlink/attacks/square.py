@@ -37,6 +37,7 @@ class Square(Attack):
     """L-inf Square Attack: random search over square windows at the vertices of the ball."""
 
     name = "square"
+    budget_norm = "Linf"
     presets = {  # noqa: RUF012 - read-only class data
         "normal": {"eps": 8 / 255, "n_queries": 100, "p_init": 0.1},
         "strong": {"eps": 8 / 255, "n_queries": 1000, "p_init": 0.05},

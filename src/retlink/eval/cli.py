@@ -138,10 +138,11 @@ def compare(
 def _print_tables(summary: dict) -> None:
     """The main table of each setting on the terminal."""
     for name, st in summary["settings"].items():
-        table = Table("pipeline", *st["conditions"], title=f"Hits@1 (%), setting {name}")
+        columns = st["conditions"] + list(st.get("worst_case", {}))  # the report's worst-case columns last
+        table = Table("pipeline", *columns, title=f"Hits@1 (%), setting {name}")
         for pipe, row in st["pipelines"].items():
             cells = []
-            for a in st["conditions"]:
+            for a in columns:
                 c = row.get(a)
                 if c is None:
                     cells.append("–")

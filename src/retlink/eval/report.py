@@ -5,6 +5,9 @@ one table per setting. A cell holds Hits@1 with its bootstrap confidence interva
 the same pipeline's clean accuracy (paired over samples) and the recovery over the reference
 pipeline under the same attack (paired too): the numbers the MEL robustness papers report.
 Failed links count as misses (a linker that crashes did not link), and their number is shown.
+With two or more adversarial attacks in a setting, `worst case` columns follow (a sample is a
+hit only under every attack; see `worst_case_columns`), so a defence is credited only against
+the worst of the attacks made on it.
 
 Everything here is deterministic given the records (seeded bootstrap, sorted keys), so two runs
 that recorded the same links write the same summary apart from the `timing` block.
@@ -94,6 +97,59 @@ def cell_stats(
         out["recovery"] = rounded(mean(diff))
         out["recovery_ci"] = _ci(diff, cfg, seed=2)
     return out
+
+
+#: the worst-case column over every adversarial attack of a setting (per budget: "worst case 8/255")
+WORST_CASE = "worst case"
+
+
+def worst_case_columns(cfg: EvalConfig, setting: Any) -> dict[str, list[str]]:
+    """The worst-case columns of one setting: column name -> the attacks it takes the worst of.
+
+    Only adversarial attacks count (`AttackSpec.adversarial`, the attack registry's flag: not the
+    `augment` views nor `gaussian_noise`), never clean; text perturbations are settings, not
+    attacks, so each setting has its own worst case. With at least two adversarial attacks in the
+    setting: `worst case` over all of them (image, text and joint attacks alike: any that fools
+    the pipeline counts), plus `worst case 8/255` (or `worst case L2 1`) over those of one image
+    budget (`AttackSpec.budget`, norm and eps; attacks that edit the text have none) where at
+    least two share it and they are not all of them (then it is the `worst case` column)."""
+    adversarial = [a for a in cfg.attacks_in(setting) if a != CLEAN and cfg.attack(a).adversarial]
+    if len(adversarial) < 2:
+        return {}
+    columns = {WORST_CASE: adversarial}
+    by_budget: dict[tuple[str, float], list[str]] = defaultdict(list)
+    for a in adversarial:
+        budget = cfg.attack(a).budget
+        if budget is not None:
+            by_budget[budget].append(a)
+    for (norm, eps), names in sorted(by_budget.items()):
+        if 2 <= len(names) < len(adversarial):
+            label = fraction_text(eps) if norm == "Linf" else f"{norm} {eps:g}"
+            columns[f"{WORST_CASE} {label}"] = names
+    return columns
+
+
+def worst_case_records(
+    index: dict[tuple[str, str, str], dict[str, dict[str, Any]]], pipe: str, setting: str, attacks: list[str]
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per sample, the worst of its records under `attacks` (AutoAttack's robust accuracy, Croce &
+    Hein 2020): correct only if correct under every one, failed if any link failed (a failed link
+    is a miss, as everywhere in the report), the worst rank (None if the gold was unranked under
+    any). Only samples recorded under every attack count: one missing a record (an unfinished
+    run) is left out, never read as a hit; returns (records by sample id, samples left out)."""
+    per_attack = [index.get((pipe, setting, a), {}) for a in attacks]
+    recorded = set().union(*per_attack)
+    complete = sorted(i for i in recorded if all(i in recs for recs in per_attack))
+    out: dict[str, dict[str, Any]] = {}
+    for i in complete:
+        recs = [r[i] for r in per_attack]
+        ranks = [r.get("rank") for r in recs]
+        out[i] = {
+            "correct": all(bool(r["correct"]) for r in recs),
+            "status": "ok" if all(r["status"] == "ok" for r in recs) else "error",
+            "rank": None if any(k is None for k in ranks) else max(ranks),
+        }
+    return out, len(recorded) - len(complete)
 
 
 def text_drop_stats(
@@ -218,6 +274,7 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
     settings: dict[str, Any] = {}
     for s in cfg.settings:
         conditions = cfg.attacks_in(s)
+        worst = worst_case_columns(cfg, s)
         rows: dict[str, Any] = {}
         for p in cfg.pipelines:
             if p.name not in cfg.pipelines_in(s):
@@ -236,8 +293,17 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
                 base = unperturbed_setting(cfg, s)
                 if base is not None and index.get((p.name, base, a)):
                     row[a].update(text_drop_stats(recs, index[(p.name, base, a)], cfg))
+            for col, attacks in worst.items():
+                recs, left_out = worst_case_records(index, p.name, s.name, attacks)
+                if not recs:
+                    continue
+                clean = index.get((p.name, s.name, CLEAN))
+                reference = worst_case_records(index, ref, s.name, attacks)[0] if ref and ref != p.name else None
+                row[col] = cell_stats(recs, clean, reference or None, cfg) | {"attacks": attacks, "left_out": left_out}
             rows[p.name] = row
         settings[s.name] = {"setting": s.setting, "conditions": conditions, "pipelines": rows}
+        if worst:
+            settings[s.name]["worst_case"] = worst
         if unperturbed_setting(cfg, s) is not None:
             settings[s.name]["unperturbed"] = unperturbed_setting(cfg, s)
     attacks = {}
@@ -297,6 +363,8 @@ def format_cell(c: dict[str, Any], is_reference: bool) -> str:
         extra.append(f"rec {pct_delta(c['recovery'])}")
     if c["failed"]:
         extra.append(f"{c['failed']} failed")
+    if c.get("left_out"):
+        extra.append(f"{c['left_out']} not recorded under every attack, left out")
     if c.get("transfer"):
         extra.append("*transfer*")
     return text + ("<br>" + " · ".join(extra) if extra else "")
@@ -322,6 +390,17 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
         "*made on* below).",
         "",
     ]
+    if any("worst_case" in st for st in summary["settings"].values()):
+        lines += [
+            "*worst case*: per sample, a hit only if it is a hit under every adversarial attack of the setting "
+            "(AutoAttack's robust accuracy, Croce & Hein 2020; clean and the non-adversarial conditions, "
+            "`augment` views and `gaussian_noise`, left out); *worst case 8/255* and the like: the same over the "
+            "attacks of that budget. A failed link is a miss; a sample without a record under every one of the "
+            "attacks is left out of the cell (their number is shown). Its drop and *rec* are paired as above, "
+            "*rec* against the reference pipeline's worst case over the same attacks; the attacks of each column "
+            "are listed under its table.",
+            "",
+        ]
     if any("unperturbed" in st for st in summary["settings"].values()):
         lines += [
             "Text-perturbed settings: *text drop* is the same pipeline's Hits@1 in the unperturbed setting "
@@ -332,12 +411,16 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
     for name, st in summary["settings"].items():
         against = f", text perturbed; against `{st['unperturbed']}`" if st.get("unperturbed") else ""
         lines += [f"## Setting `{name}` ({st['setting']}{against})", ""]
-        lines.append("| pipeline | " + " | ".join(st["conditions"]) + " |")
-        lines.append("|---" * (len(st["conditions"]) + 1) + "|")
+        columns = st["conditions"] + list(st.get("worst_case", {}))
+        lines.append("| pipeline | " + " | ".join(columns) + " |")
+        lines.append("|---" * (len(columns) + 1) + "|")
         for pipe, row in st["pipelines"].items():
-            cells = [format_cell(row[a], pipe == summary["reference"]) if a in row else "–" for a in st["conditions"]]
+            cells = [format_cell(row[a], pipe == summary["reference"]) if a in row else "–" for a in columns]
             lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
         lines.append("")
+        if st.get("worst_case"):
+            over = "; ".join(f"*{col}* = {', '.join(attacks)}" for col, attacks in st["worst_case"].items())
+            lines += [f"Worst-case columns: {over}.", ""]
         mrr_ks = [k for k in cfg.metrics.hits_at if k != 1]
         if mrr_ks:
             lines.append("<details><summary>MRR and Hits@k</summary>\n")
