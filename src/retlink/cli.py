@@ -155,8 +155,6 @@ def kb_build(
     replaced only when complete). A server's auth header comes from the config's kb section."""
     from retlink.agent.config import load_config
     from retlink.core.errors import ConfigError
-    from retlink.tools.kb.build import build_kb
-    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
     from retlink.tools.kb.location import auth_headers, kb_location
 
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
@@ -164,7 +162,10 @@ def kb_build(
     cfg = load_config(config)
     emb = cfg.embedder
     location = kb_location(out_dir, auth_headers(cfg.kb))
-    location.check_target()  # an unusable --out is refused before the models load
+    location.check_target()  # an unusable --out is refused before torch and the models load
+    from retlink.tools.kb.build import build_kb
+    from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
+
     manifest = build_kb(
         entities,
         location,
@@ -184,15 +185,16 @@ def kb_query(
     config: ConfigOpt = None,
 ) -> None:
     """Show the entities nearest to TEXT (and exact alias matches)."""
+    from retlink.core.errors import ConfigError
+
+    if not 1 <= k <= MAX_QUERY_K:  # before the imports below load torch: a typo answers at once
+        raise ConfigError(f"-k must be 1 to {MAX_QUERY_K}, not {k}")
     from retlink.agent.config import load_config
     from retlink.agent.nodes.validator import check_unicode
-    from retlink.core.errors import ConfigError
     from retlink.tools.kb.embedders import shared_image_embedder, shared_text_embedder
     from retlink.tools.kb.location import auth_headers, kb_location
     from retlink.tools.kb.store import KBStore
 
-    if not 1 <= k <= MAX_QUERY_K:
-        raise ConfigError(f"-k must be 1 to {MAX_QUERY_K}, not {k}")
     check_unicode(text, "query text")
     cfg = load_config(config)
     emb = cfg.embedder

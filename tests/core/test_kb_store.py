@@ -4,6 +4,7 @@ chromadb) and a real chroma server (`chroma run` on 127.0.0.1, started by the se
 
 import itertools
 import json
+import re
 
 import pytest
 
@@ -139,6 +140,23 @@ def test_opening_bad_kbs(tmp_path, place, embedders):
     write_manifest(broken, {**manifest, "text_model": "other-model"})
     with pytest.raises(KBError, match="built with text model 'other-model'"):
         KBStore(broken, text, image)
+
+
+def test_a_reader_creates_nothing_where_there_is_no_kb(tmp_path, place, embedders):
+    """Opening a KB that is not there (a typo in the path or name) is the clear error, and the
+    reader leaves no empty folder, chroma store or collection behind."""
+    text, image = embedders
+    typo = place("typo")
+    with pytest.raises(KBError, match=f"no knowledge base at {re.escape(str(typo))}"):
+        typo.open(text)
+    with pytest.raises(KBError, match="no knowledge base at"):
+        KBStore(typo, text, image)
+    if isinstance(typo, FolderKB):
+        assert not typo.path.exists() and not typo.work.exists()
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert not [c for c in typo.client.list_collections() if c.name.startswith(typo.name)]
+    assert typo.read_manifest() is None
 
 
 def test_missing_entity_image_is_skipped_with_count(tmp_path, place, embedders):

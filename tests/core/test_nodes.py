@@ -161,6 +161,50 @@ def test_reason_gives_a_constrained_answer(parts, chelsea_state):
     assert strict["choice"] is None and strict["_skipped"]
 
 
+def test_a_repair_attempt_keeps_the_first_attempts_reasoning():
+    """A served reasoner whose first answer is broken JSON (injected by `QueuedChatServer`, a
+    fault server named as such, on 127.0.0.1): the graph asks again with the repair prompt, which
+    has no chain of thought of its own; the first attempt's reasoning stays in its trace event,
+    in the state and in the result."""
+    from retlink.agent.nodes.finalizer import finalize
+    from retlink.agent.nodes.tracing import traced
+    from retlink.agent.prompts import REPAIR_INSTRUCTIONS
+    from retlink.tools.llm.openai_client import OpenAICompatClient
+    from retlink.tools.llm.openai_llm import OpenAILLM
+    from tests.loopback import LoopbackHTTP
+    from tests.vllm.fake_chat_server import QueuedChatServer
+
+    thought = "The photo shows a cat asleep on a sill, and the sentence says it dozes: the cat."
+    cands = [Candidate(entity=Entity(id=i, name=n), score=s)
+             for i, n, s in (("chelsea_cat", "Chelsea (cat)", 0.7), ("chelsea_fc", "Chelsea F.C.", 0.6))]
+    state = {"mention": "Chelsea", "context": "[Chelsea] dozes on the windowsill.", "candidates": cands, "evidence": []}
+    cfg = ReasonerConfig(max_reasoning_tokens=16, min_confidence=0.0, retries=1)
+    with LoopbackHTTP(QueuedChatServer) as srv:
+        srv.replies = [thought, '{"answer": "chel']  # attempt 1: the thought, then a broken answer
+        llm = OpenAILLM(OpenAICompatClient("fake", srv.url("/v1"), max_retries=0), structured_output=False)
+        node = traced("reason", reason, llm=llm, cfg=cfg)
+        first = node(state)
+        assert first["choice"] is None and first["reasoning"] == thought
+        assert route_after_reason({**state, **first}, cfg=cfg) == "reason"
+        state = {**state, **{k: v for k, v in first.items() if k != "trace"}}
+        srv.replies = ['{"answer": "chelsea_cat"}']  # the repair attempt: the answer alone
+        second = node(state)
+        repair_prompt = "\n".join(str(m["content"]) for m in srv.bodies[-1]["messages"])
+    assert len(srv.bodies) == 3 and REPAIR_INSTRUCTIONS in repair_prompt  # think + answer, then the repair's answer
+    assert second["choice"].option == "chelsea_cat" and second["choice"].reasoning == ""
+    events = [*first["trace"], *second["trace"]]
+    assert [(e.detail["attempt"], e.detail["valid"], e.detail["reasoning"]) for e in events] == [
+        (1, False, thought), (2, True, "")]
+    assert second["reasoning"] == thought  # the repair's empty reasoning did not replace it
+    state = {**state, **{k: v for k, v in second.items() if k != "trace"}}
+    decided = decide(state, reasoner=cfg, decision=DecisionConfig(), head=None)
+    result = finalize({**state, **decided})["result"]
+    assert result.decided_by == "reasoner" and result.reasoning == thought
+    # a fallback after two broken answers still shows the reasoning the link had
+    out = fallback({**state, "choice": None})
+    assert finalize({**state, "choice": None, **out})["result"].reasoning == thought
+
+
 def test_reasoner_routes_and_decisions():
     cfg = ReasonerConfig(retries=1)
     assert route_after_reason({"choice": Choice(option="a"), "attempts": 1}, cfg=cfg) == "decide"

@@ -7,7 +7,7 @@ Image retrieval here is what the pipeline's image evidence is: the entity whose 
 in the attacked network's own space (`TextAlignmentTarget(Features(model))`, as the eval does).
 An attack on Lite0 is white box for a Lite0 embedder and a transfer attack for a Lite1 one; the
 ensemble surrogate attacks both. Each attack runs once per module (about 15 s and 30 s on 2
-cores).
+cores; the ensemble's only in the slow set).
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def test_attack_on_lite0_does_not_transfer_to_lite1(lite0, lite1, demo, adv_lite
     assert _correct(lite1, adv_lite0, demo) >= 9  # transfer: measured 12 of 12
 
 
+@pytest.mark.slow  # the 10-step PGD through both networks (its fixture) is the fast set's costliest setup;
+# the fast set keeps the attack path (Lite0 above) and the ensemble's features (exact average)
 def test_ensemble_attack_breaks_both_networks(lite0, lite1, demo, adv_ensemble):
     assert (adv_ensemble - demo[0]).abs().max().item() <= 8 / 255 + 1e-6
     assert _correct(lite0, adv_ensemble, demo) <= 2  # measured 0 of 12

@@ -7,7 +7,6 @@ for `retlink train`."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from retlink.core.types import Candidate, Caption, Entity
 from retlink.datasets.base import Sample
 from retlink.eval.config import SettingSpec, load_eval_config
 from retlink.eval.runner import link_inputs
-from tests.loopback import LoopbackHTTP, QuietHandler
+from tests.loopback import LoopbackHTTP
+from tests.vllm.fake_chat_server import QueuedChatServer
 
 SENTENCE = "The blue Air mark from a .com site was painted on the van."
 
@@ -107,30 +107,10 @@ def test_settings_without_llm_perturb_hash_as_before(tmp_path):
 # -- faults, injected by a fake chat server (named as such) -----------------------------------
 
 
-class FaultyChatServer(QuietHandler):
-    """A fake OpenAI-compatible chat server for injected faults: answers every chat request with
-    the reply queued in `server.replies` (an int: that HTTP status, no body to use)."""
-
-    def do_GET(self) -> None:
-        self.send_body(200, "application/json", json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode())
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.record(self.path, body)
-        reply = self.server.replies.pop(0) if self.server.replies else "no reply queued"
-        if isinstance(reply, int):
-            self.send_body(reply, "application/json", b'{"error": "injected fault"}')
-            return
-        self.send_body(200, "application/json", json.dumps({
-            "id": "x", "object": "chat.completion", "created": int(time.time()), "model": "fake",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
-        }).encode())
-
-
 @pytest.fixture
 def faulty(tmp_path, monkeypatch) -> Iterator[LoopbackHTTP]:
     monkeypatch.setenv("RETLINK_CACHE", str(tmp_path / "cache"))
-    with LoopbackHTTP(FaultyChatServer) as srv:
+    with LoopbackHTTP(QueuedChatServer) as srv:
         srv.replies = []
         yield srv
 

@@ -239,12 +239,14 @@ def test_an_unexpected_error_is_500_with_connection_close(failing_server):
 
 def test_a_503_while_loading_says_connection_close():
     factory = NeverLoadedLinker()
-    try:
-        with ServerThread(create_app(factory, ServerSettings())) as srv:
+    with ServerThread(create_app(factory, ServerSettings())) as srv:
+        try:
             error = drive_5xx_then_200(srv, "GET", "/ready", None, 503)
-            assert error["code"] == "not_ready"
-    finally:
-        factory.release.set()
+        finally:
+            # released while the server still runs: uvicorn's shutdown waits for the loading
+            # linker, so a later release cost the 30 s of `ServerThread`'s join timeout
+            factory.release.set()
+    assert error["code"] == "not_ready"
 
 
 # --- 9 and 13: `retlink serve`'s options ---------------------------------------------------------

@@ -53,6 +53,7 @@ def test_fare_makes_a_tiny_network_fooled_less_often(bench, tmp_path):
     assert done["last_loss"] < done["first_loss"]
 
 
+@pytest.mark.slow  # 8 epochs of MAT (21 s under load); the fast set keeps FARE's training test (the same loop)
 def test_mat_makes_a_tiny_network_fooled_less_often(bench, tmp_path):
     data, base = bench
     cfg = _config(data, base, tmp_path / "mat.pt", "mat", split="train", epochs=8, views=1)

@@ -42,6 +42,9 @@ class LinkState(TypedDict, total=False):
     search_failures: Annotated[list[str], operator.add]
     choice: Choice | None
     attempts: int
+    #: the reasoner's chain of thought, every attempt's in order (a repair attempt has none of
+    #: its own, so a broken first answer's reasoning is still the result's)
+    reasoning: str
     decided_by: str
     final_scores: dict[str, float]
     selected: str

@@ -54,7 +54,7 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
         caption=state.get("caption"),
         evidence=list({e.url: e for e in state.get("evidence", [])}.values()),
         rationale=_rationale(state_for_rationale, selected if entity else NIL, score),
-        reasoning=choice.reasoning if choice is not None else "",
+        reasoning=state.get("reasoning") or (choice.reasoning if choice is not None else ""),
         perturbed=bool(state.get("perturbed", False)),
         perturbation_note=state.get("perturbation_note", ""),
         trace=[],  # filled by the Linker from the full trace, which includes this node

@@ -7,7 +7,8 @@ served). The decision then blends the reasoner's probabilities with the retrieva
 
 because a small model's choice deserves trust only as far as the retrieval evidence agrees.
 An answer below `min_confidence` counts as invalid: the graph retries once with a short
-repair prompt, then falls back to the retrieval ranking.
+repair prompt, then falls back to the retrieval ranking. Each attempt's chain of thought is in
+its trace event, and all of them, in order, in the state's `reasoning` (the result's).
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def reason(state: dict[str, Any], *, llm: LLM, cfg: ReasonerConfig) -> dict[str,
         return {"attempts": attempts, "choice": None, "_skipped": f"reasoner failed: {e}"}
     valid = choice.option in options and choice.confidence >= cfg.min_confidence
     detail = {"attempt": attempts, "option": choice.option, "confidence": round(choice.confidence, 4), "valid": valid,
-              "llm_calls": llm_calls(choice)}
-    return {"attempts": attempts, "choice": choice if valid else None, "_detail": detail,
+              "reasoning": choice.reasoning, "llm_calls": llm_calls(choice)}
+    # the chain of thought of every attempt, kept: the repair prompt asks for the answer alone,
+    # so after a broken first answer the only reasoning the link had is the first attempt's
+    reasoning = "\n\n".join(r for r in (state.get("reasoning", ""), choice.reasoning) if r)
+    return {"attempts": attempts, "choice": choice if valid else None, "reasoning": reasoning, "_detail": detail,
             **({} if valid else {"_skipped": "answer invalid or below min_confidence"})}
 
 

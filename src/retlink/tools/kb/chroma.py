@@ -15,13 +15,15 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retlink.core.errors import KBError
 from retlink.core.types import Entity
-from retlink.tools.kb.embedders import TextEmbedder
+
+if TYPE_CHECKING:  # the embedders import torch: a KB's location is checked without it
+    from retlink.tools.kb.embedders import TextEmbedder
 
 TEXT_COLLECTION = "entities_text"
 IMAGE_COLLECTION = "entities_image"

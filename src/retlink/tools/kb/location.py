@@ -137,12 +137,34 @@ class FolderKB:
         return json.loads(path.read_text()) if path.exists() else None
 
     def open(self, text_embedder: TextEmbedder, *, partial: bool = False) -> tuple[Any, Any, Aliases]:
+        """The partial KB's folder, collections and alias table are created as needed; a reader
+        only opens what a build left there. A reader creates nothing: a mistyped path is a clear
+        "no knowledge base" error, not an empty folder (and an empty KB) left behind."""
         from retlink.tools.kb.chroma import AliasTable, chroma_client, open_collections
 
-        folder = self.work if partial else self.path
-        folder.mkdir(parents=True, exist_ok=True)
-        text, image = open_collections(chroma_client(folder / "chroma"), text_embedder)
-        return text, image, AliasTable(folder / "aliases.sqlite")
+        if partial:
+            self.work.mkdir(parents=True, exist_ok=True)
+            text, image = open_collections(chroma_client(self.work / "chroma"), text_embedder)
+            return text, image, AliasTable(self.work / "aliases.sqlite")
+        store, aliases = self.path / "chroma", self.path / "aliases.sqlite"
+        # checked before any client or sqlite connection: both would create what they open
+        if not (store.is_dir() and aliases.is_file()):
+            raise KBError(f"no knowledge base at {self} (build one with `{self.build_hint()}`)")
+        text, image = self._built_collections(chroma_client(store), text_embedder)
+        return text, image, AliasTable(aliases)
+
+    def _built_collections(self, client: Any, text_embedder: TextEmbedder) -> tuple[Any, Any]:
+        """The built KB's text and image collections, got (never created) from its chroma store."""
+        from chromadb.errors import NotFoundError
+
+        from retlink.tools.kb.chroma import IMAGE_COLLECTION, TEXT_COLLECTION, ChromaTextEmbedding
+
+        try:
+            text = client.get_collection(TEXT_COLLECTION, embedding_function=ChromaTextEmbedding(text_embedder))
+            image = client.get_collection(IMAGE_COLLECTION, embedding_function=None)
+        except NotFoundError:
+            raise KBError(f"no knowledge base at {self} (build one with `{self.build_hint()}`)") from None
+        return text, image
 
     def partial_exists(self) -> bool:
         return self.work.exists()
