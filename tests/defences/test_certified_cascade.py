@@ -149,7 +149,7 @@ def test_the_cascade_answers_by_the_exact_head_only_where_its_margin_opens_the_g
     from retlink.attacks.attacked import clean_tensor
     from retlink.core.errors import ConfigError
     from retlink.eval.certified import CertifiedConfig, CertifiedLinker, feature_names
-    from retlink.eval.experiments.certified_gate import held_out_links
+    from retlink.train.certified_gate import held_out_links
     from retlink.eval.runs import RESULTS, read_records
     from retlink.train import train
     from tests.defences.test_certified import DEMO, _examples
@@ -218,7 +218,7 @@ def test_the_cascade_answers_by_the_exact_head_only_where_its_margin_opens_the_g
 
 
 def test_the_gate_choice_is_the_lowest_that_keeps_the_deep_heads_accuracy():
-    from retlink.eval.experiments.certified_gate import HeldOut, choose_gate, gate_table
+    from retlink.train.certified_gate import HeldOut, choose_gate, gate_table
 
     links = [
         HeldOut("a", exact_right=True, exact_margin=5.0, deep_right=True),

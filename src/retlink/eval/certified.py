@@ -84,7 +84,7 @@ class CertifiedConfig(StrictModel):
     #: gate); elsewhere `head` does (certified where both heads are, with the same answer)
     exact_head: Path | None = None
     #: the exact head's logit margin from which it answers (chosen on dev links:
-    #: `retlink.eval.experiments.certified_gate`)
+    #: `retlink.train.certified_gate`)
     gate_margin: float | None = Field(None, gt=0)
 
     @field_validator("head", "exact_head")

@@ -10,7 +10,7 @@ head's without the deep column), so the trade-off of every gate is computed from
 both heads are refitted on sample folds (as `retlink train`'s cross-validation splits them) and
 each link is answered by heads that never saw its sample.
 
-    python -m retlink.eval.experiments.certified_gate runs/logos-certified-train
+    python -m retlink.train.certified_gate runs/logos-certified-train
 
 The gate chosen is the lowest whose cascade is no less accurate on the clean dev links than the
 deep head alone (`--max-loss` allows a loss, in points). The shares it prints are of clean links:
