@@ -149,9 +149,9 @@ def test_the_cascade_answers_by_the_exact_head_only_where_its_margin_opens_the_g
     from retlink.attacks.attacked import clean_tensor
     from retlink.core.errors import ConfigError
     from retlink.eval.certified import CertifiedConfig, CertifiedLinker, feature_names
-    from retlink.train.certified_gate import held_out_links
     from retlink.eval.runs import RESULTS, read_records
     from retlink.train import train
+    from retlink.train.certified_gate import held_out_links
     from tests.defences.test_certified import DEMO, _examples
     from tests.defences.test_head_certificate import _train_config
 
