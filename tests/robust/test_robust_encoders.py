@@ -5,6 +5,8 @@ and the real attack library. The robustness gains are measured here, not built i
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -297,3 +299,41 @@ def test_retrained_weights_at_the_same_path_are_another_experiment(tmp_path):
     assert load_eval_config(cfg).fingerprint() == before
     random_checkpoint(weights, seed=1)
     assert load_eval_config(cfg).fingerprint() != before  # a resumed run refuses to mix the two
+
+
+@pytest.mark.slow  # builds the demo KB twice (packaged and tuned weights) and links 3 demo samples each
+def test_a_head_fitted_on_tuned_weights_is_bound_to_the_kb_they_embedded(bench, tmp_path, demo_kb_path):
+    """Item 4 of issue 29: a head refitted on a pipeline whose image embedder uses fine-tuned
+    weights (and a KB embedded with them) is bound to that KB and written beside it, not to the
+    run's KB; a head fitted across both KBs is refused."""
+    from retlink import Linker
+    from retlink.tools.vision.weights import short_id
+    from retlink.train import train
+    from tests.conftest import DEMO
+
+    _, base = bench
+    tuned_kb = tmp_path / "kb-tuned"
+    agent = {"reasoner": {"enabled": False}, "decision": {"head": None}}
+    ecfg = {
+        "name": "tuned-links",
+        "dataset": {"key": "demo", "split": "test", "limit": 3},
+        "kb": {"path": str(demo_kb_path)},
+        "pipelines": [
+            {"name": "packaged", "kind": "agent", "overrides": agent},
+            {"name": "tuned", "kind": "agent", "overrides": {**agent, "embedder": {"image_weights": str(base)}},
+             "kb": {"path": str(tuned_kb), "entities": str(DEMO / "entities.jsonl")}},
+        ],
+        "output_dir": str(tmp_path / "runs"),
+    }
+    with pytest.raises(ConfigError, match="KBs differ"):
+        train({"name": "both", "pipelines": ["packaged", "tuned"], "folds": 2, "eval": ecfg})
+    path, head = train({"name": "t", "pipelines": ["tuned"], "folds": 2, "eval": ecfg})
+    assert path == tmp_path / "kb-tuned.t.head.json"  # beside the pipeline's KB, not the run's
+    assert head.fingerprint["image_model"] == f"efficientnet@{short_id(read_weights(base)['weights_sha256'])}"
+    assert json.loads(path.read_text())["fingerprint"] == head.fingerprint
+    linker = Linker.from_config({"kb": {"path": str(tuned_kb)}, "reasoner": {"enabled": False},
+                                 "embedder": {"image_weights": str(base)}, "decision": {"head": str(path)}})
+    result = linker.link(DEMO / "images" / "moon.jpg", "Luna", "Through the telescope the craters of [Luna] look sharp and grey tonight.")
+    assert result.decided_by == "head"
+    with pytest.raises(ConfigError, match="another KB or embedder"):  # the packaged KB: refused
+        Linker.from_config({"kb": {"path": str(demo_kb_path)}, "reasoner": {"enabled": False}, "decision": {"head": str(path)}})

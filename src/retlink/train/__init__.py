@@ -317,6 +317,24 @@ def _head_fingerprint(scope: str, manifests: list[dict[str, Any]]) -> dict[str, 
     return {**found[0], **({"scope": "embedders"} if scope == "embedders" else {})}
 
 
+def _head_kb(runner: Any, ecfg: Any, pipelines: list[str]) -> tuple[Path, list[dict[str, Any]]]:
+    """The KB the head's pipelines rank (a pipeline's own `kb`, else the run's) and the manifest
+    of each: a head fitted on pipelines that embed with other weights into a KB of their own
+    (`embedder.image_weights`) is bound to that KB, not to the run's, and written beside it."""
+    import json
+
+    from retlink.tools.kb.store import MANIFEST
+
+    own = [p for p in ecfg.pipelines if p.name in pipelines and p.kb is not None]
+    if not own:
+        return ecfg.kb.path, [runner.kb().manifest]
+    runner.ensure_kbs([p.name for p in own])  # built (with the pipeline's embedders) when missing or stale
+    shared = [ecfg.kb.path] if len(own) < len([p for p in ecfg.pipelines if p.name in pipelines]) else []
+    paths = [*shared, *(p.kb.path for p in own)]
+    manifests = [json.loads((Path(path).expanduser() / MANIFEST).read_text()) for path in paths]
+    return Path(paths[-1]), manifests
+
+
 def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> tuple[Path, DecisionHead]:
     """Run each eval config's links (resuming), fit the head on all of them and write it."""
     from retlink.agent.decision.features import FEATURES, NIL_FEATURES
@@ -331,7 +349,8 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
                 f"dataset {ecfg.dataset.key!r} has no samples in split {ecfg.dataset.split!r}; "
                 "the head is fitted on a dev or train split, never on the test split it is reported on"
             )
-    fingerprint = _head_fingerprint(cfg.scope, [runner.kb().manifest for runner in runners])
+    kbs = [_head_kb(runner, ecfg, cfg.pipelines) for runner, ecfg in zip(runners, ecfgs, strict=True)]
+    fingerprint = _head_fingerprint(cfg.scope, [manifest for _, manifests in kbs for manifest in manifests])
     records: list[dict[str, Any]] = []
     for runner in runners:
         runner.run(limit)
@@ -376,6 +395,6 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         "cross_validated": cross_validate(groups, sample_ids, features, nil_features, l2, cfg.folds, prior=_prior(cfg)),
         "eval_fingerprint": ",".join(e.fingerprint() for e in ecfgs),
     }
-    path = cfg.out or default_head_path(ecfgs[0].kb.path, cfg.name)
+    path = cfg.out or default_head_path(kbs[0][0], cfg.name)
     head.save(path)
     return path, head
