@@ -125,7 +125,9 @@ def test_interrupted_run_resumes_to_the_same_summary(full_run, tmp_path, demo_kb
     assert_same_results(runner.dir, full_run[0].dir)
     assert_same_summary(resumed, reference)
     rows = compare_runs(full_run[0].dir, runner.dir)
-    assert len(rows) == 2 * 3 and all(r["delta"] == 0 for r in rows)
+    # 2 pipelines x (clean, fgsm-8, pgd-8 and the worst case of the two attacks)
+    assert len(rows) == 2 * 4 and all(r["delta"] == 0 for r in rows)
+    assert sum(r["condition"] == "worst case" for r in rows) == 2
 
     # a third run has nothing left to do and keeps the attacked images it made
     pt = next((runner.dir / "attacked" / "pgd-8").glob("*.pt"))
