@@ -65,3 +65,40 @@ def assert_same_summary(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-3)
     """Two report summaries agree apart from timings: counts exact, floats within `tol`."""
     diffs = differences(comparable(a), comparable(b), tol, "summary")
     assert not diffs, "summaries differ:\n" + "\n".join(diffs[:20])
+
+
+def hand_record(
+    sample_id: str, pipeline: str, setting: str, attack: str, correct: bool, *,
+    error: bool = False, wrong_rank: int | None = None,
+) -> dict[str, Any]:
+    """One hand-made record: right (`pred` = gold `g`, rank 1), wrong (`pred` `x`, rank
+    `wrong_rank`) or, with `error`, a failed link (a miss, as the runner records one)."""
+    from retlink.eval.runs import record_key
+
+    rec = {
+        "key": record_key(sample_id, pipeline, setting, attack),
+        "sample_id": sample_id,
+        "pipeline": pipeline,
+        "setting": setting,
+        "attack": attack,
+        "gold": "g",
+        "status": "error" if error else "ok",
+        "pred": "g" if correct else "x",
+        "correct": bool(correct),
+        "rank": 1 if correct else (None if error else wrong_rank),
+        "seconds": 0.1,
+    }
+    if error:
+        rec["error"] = "RuntimeError: injected failure"
+    return rec
+
+
+def write_hand_run(folder: Path, cfg: Any, sample_ids: list[str], records: list[dict[str, Any]]) -> Path:
+    """A run folder (run.json for `cfg`, results.jsonl) holding exactly `records`, for report
+    tests that need records no real run would give so cheaply."""
+    from retlink.eval.runs import RUN_META
+
+    meta = {"name": cfg.name, "fingerprint": cfg.fingerprint(), "config": cfg.model_dump(mode="json"), "samples": sample_ids}
+    (folder / RUN_META).write_text(json.dumps(meta))
+    (folder / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder

@@ -3,8 +3,6 @@ papers define them, the paper layout, and the detector table."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 
@@ -12,7 +10,8 @@ from retlink.cli import app
 from retlink.eval.config import load_eval_config
 from retlink.eval.paper import paper_table
 from retlink.eval.report import write_report
-from retlink.eval.runs import RESULTS, RUN_META, bootstrap_ci, record_key
+from retlink.eval.runs import bootstrap_ci
+from tests.evalruns import hand_record, write_hand_run
 
 #: per (pipeline, setting, attack): correctness of samples s0..s3
 CORRECT = {
@@ -41,30 +40,15 @@ def run_dir(tmp_path):
         }
     )
     ids = [f"s{i}" for i in range(4)]
-    (tmp_path / RUN_META).write_text(
-        json.dumps({"name": "hand", "fingerprint": cfg.fingerprint(), "config": cfg.model_dump(mode="json"), "samples": ids})
-    )
-    with (tmp_path / RESULTS).open("w") as fh:
-        for (pipe, setting, attack), marks in CORRECT.items():
-            for sid, ok in zip(ids, marks, strict=True):
-                rec = {
-                    "key": record_key(sid, pipe, setting, attack),
-                    "sample_id": sid,
-                    "pipeline": pipe,
-                    "setting": setting,
-                    "attack": attack,
-                    "gold": "g",
-                    "status": "ok",
-                    "pred": "g" if ok else "x",
-                    "correct": bool(ok),
-                    "rank": 1 if ok else None,
-                    "seconds": 0.1,
-                }
-                if pipe == "agent" and setting == "it2t":  # a detector: scores and flags
-                    rec["detector_score"] = 1.5 if attack != "clean" else 0.1 * (int(sid[1]) + 1)
-                    rec["flagged"] = attack != "clean" and sid != "s3"
-                fh.write(json.dumps(rec) + "\n")
-    return tmp_path
+    records = []
+    for (pipe, setting, attack), marks in CORRECT.items():
+        for sid, ok in zip(ids, marks, strict=True):
+            rec = hand_record(sid, pipe, setting, attack, bool(ok))
+            if pipe == "agent" and setting == "it2t":  # a detector: scores and flags
+                rec["detector_score"] = 1.5 if attack != "clean" else 0.1 * (int(sid[1]) + 1)
+                rec["flagged"] = attack != "clean" and sid != "s3"
+            records.append(rec)
+    return write_hand_run(tmp_path, cfg, ids, records)
 
 
 def test_drop_ratio_and_attack_success_rate_in_summary_and_report(run_dir):

@@ -14,7 +14,8 @@ from retlink.cli import app
 from retlink.eval.config import load_eval_config
 from retlink.eval.paper import paper_table
 from retlink.eval.report import compare_runs, write_report
-from retlink.eval.runs import RESULTS, RUN_META, bootstrap_ci, record_key
+from retlink.eval.runs import RESULTS, bootstrap_ci
+from tests.evalruns import hand_record, write_hand_run
 
 ATTACKS = [
     {"name": "pgd-8", "attack": "pgd", "params": {"eps": "8/255"}},
@@ -63,30 +64,13 @@ def write_run(folder, attacks, settings, marks):
             "metrics": {"bootstrap_resamples": 50},
         }
     )
-    meta = {"name": "worst", "fingerprint": cfg.fingerprint(), "config": cfg.model_dump(mode="json"), "samples": IDS}
-    (folder / RUN_META).write_text(json.dumps(meta))
-    with (folder / RESULTS).open("w") as fh:
-        for (pipe, setting, attack), row in marks.items():
-            for sid, mark in zip(IDS, row, strict=True):
-                if mark is None:
-                    continue
-                rec = {
-                    "key": record_key(sid, pipe, setting, attack),
-                    "sample_id": sid,
-                    "pipeline": pipe,
-                    "setting": setting,
-                    "attack": attack,
-                    "gold": "g",
-                    "status": "error" if mark == "E" else "ok",
-                    "pred": "g" if mark == 1 else "x",
-                    "correct": mark == 1,
-                    "rank": 1 if mark == 1 else (None if mark == "E" else 4),
-                    "seconds": 0.1,
-                }
-                if mark == "E":
-                    rec["error"] = "RuntimeError: injected failure"
-                fh.write(json.dumps(rec) + "\n")
-    return folder
+    records = [
+        hand_record(sid, pipe, setting, attack, mark == 1, error=mark == "E", wrong_rank=4)
+        for (pipe, setting, attack), row in marks.items()
+        for sid, mark in zip(IDS, row, strict=True)
+        if mark is not None
+    ]
+    return write_hand_run(folder, cfg, IDS, records)
 
 
 @pytest.fixture
