@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from retlink.agent.decision import DecisionHead
-from retlink.agent.decision.bounds import BoundedPool, certify_head, clean_margin
+from retlink.agent.decision.bounds import BoundedPool, certify_head, certify_head_at, clean_margin
 from retlink.agent.decision.features import context_overlap
 
 EXACT, DIM, EMB = 3, 12, 6
@@ -99,6 +99,8 @@ def test_the_pairwise_deep_bound_is_exact_for_one_vector_per_entity():
         )
         assert broken != cert.certified, (cert, eps)
         seen[cert.certified] += 1
+        # several budgets at once: each one's certificate, the radius found once
+        assert certify_head_at(head, pool, [eps, 16 / 255]) == [certify_head(head, pool, eps), certify_head(head, pool, 16 / 255)]
         # without the vectors only the range bound is left: never certifies more
         loose = certify_head(head, BoundedPool(pool.rows, pool.nil, THUMB, pool.deep, pool.query, pool.thumbs), eps)
         assert not (loose.certified and not cert.certified)

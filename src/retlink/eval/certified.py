@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from retlink.agent.decision import DecisionHead, kb_fingerprint
-from retlink.agent.decision.bounds import BoundedPool, HeadCertificate, certify_head, clean_margin
+from retlink.agent.decision.bounds import BoundedPool, HeadCertificate, certify_head_at, clean_margin
 from retlink.agent.nodes.retriever import mention_text
 from retlink.attacks.spec import Budget, fraction_text
 from retlink.core.config import StrictModel
@@ -281,16 +281,14 @@ class CertifiedLinker:
                 rows, nil, self.features.index(THUMB_FEATURE), deep, query, thumbs,
                 [vectors.get(e.id) for e in entities] if self.config.deep else None,
             )
-        certs = {fraction_text(e): certify_head(head, pool, e, gate or 0.0) for e in self.config.eps}
+        labels = [fraction_text(e) for e in self.config.eps]
+        certs = dict(zip(labels, certify_head_at(head, pool, self.config.eps, gate or 0.0), strict=True))
         if self.exact_head is not None and gate is None:
             # the deep head answered; within eps the gate may open, and then the exact head
             # answers. Certified only when both heads are certified at eps with the same answer:
             # whichever answers then, the answer is that one
-            assert self.exact_head is not None
-            certs = {
-                label: _agreeing(c, certify_head(self.exact_head, exact, e))
-                for (label, c), e in zip(certs.items(), self.config.eps, strict=True)
-            }
+            exact_certs = certify_head_at(self.exact_head, exact, self.config.eps)
+            certs = {label: _agreeing(c, e) for (label, c), e in zip(certs.items(), exact_certs, strict=True)}
         first = next(iter(certs.values()))
         detail["radius_255"] = round(first.radius * 255, 4)
         detail["certified"] = {label: c.certified for label, c in certs.items()}

@@ -25,7 +25,8 @@ on can be computed exactly, which turns the head's answer into a certificate:
 
 So the answer is certified at eps when, for every rival, its margin under the worst case of each
 kind stays positive: the exact part carries the decision, the thumbnail's bounded swing and the
-deep features' full range are what it must outweigh. `margin_parts` reports the three parts of
+deep features' worst swing (their range, or the pairwise bound where it is tighter) are what it
+must outweigh. `margin_parts` reports the three parts of
 the decisive margin so a user sees which evidence carries the certificate.
 """
 
@@ -149,9 +150,8 @@ def _cosine_gain(winner: np.ndarray, loser: np.ndarray) -> float:
     return float(dist.min(axis=1).max())
 
 
-def _worst(head: DecisionHead, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float) -> tuple[float, dict[str, float]]:
+def _worst(coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float) -> tuple[float, dict[str, float]]:
     """The lowest worst-case margin of `answer` over every rival option, and its parts."""
-    coef = _coefficients(head)
     n = len(pool.rows)
     worst, parts = float("inf"), {}
     for j in range(n + 1):
@@ -179,15 +179,20 @@ def certify_head(head: DecisionHead, pool: BoundedPool, eps: float, margin: floa
     The certificate says the answer's logit stays more than `margin` above every rival's for
     every perturbation within eps: 0 for the head's own answer to stand; a cascade's gate
     (answer only above a margin) asks for its own margin, so the gate stays open too."""
+    return certify_head_at(head, pool, [eps], margin)[0]
+
+
+def certify_head_at(head: DecisionHead, pool: BoundedPool, budgets: list[float], margin: float = 0.0) -> list[HeadCertificate]:
+    """`certify_head` at each of `budgets`: the answer and its radius do not depend on the
+    budget, so they are found once and only each budget's worst case is computed."""
     logits = head.logits(pool.rows, pool.nil)
     answer = int(np.argmax(logits))
-    n = len(pool.rows)
-    if n == 0:  # NIL with no candidate: nothing an image could change
-        return HeadCertificate(answer, True, MAX_RADIUS, {})
-    worst, parts = _worst(head, pool, answer, logits, eps)
+    if len(pool.rows) == 0:  # NIL with no candidate: nothing an image could change
+        return [HeadCertificate(answer, True, MAX_RADIUS, {}) for _ in budgets]
+    coef = _coefficients(head)
 
     def holds(e: float) -> bool:
-        return _worst(head, pool, answer, logits, e)[0] > margin
+        return _worst(coef, pool, answer, logits, e)[0] > margin
 
     if holds(MAX_RADIUS):
         radius = MAX_RADIUS
@@ -199,7 +204,11 @@ def certify_head(head: DecisionHead, pool: BoundedPool, eps: float, margin: floa
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if holds(mid) else (lo, mid)
         radius = lo
-    return HeadCertificate(answer, worst > margin, radius, {k: round(v, 6) for k, v in parts.items()})
+    out = []
+    for eps in budgets:
+        worst, parts = _worst(coef, pool, answer, logits, eps)
+        out.append(HeadCertificate(answer, worst > margin, radius, {k: round(v, 6) for k, v in parts.items()}))
+    return out
 
 
 def clean_margin(head: DecisionHead, pool: BoundedPool) -> float:
