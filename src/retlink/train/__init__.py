@@ -274,12 +274,18 @@ def _prior(cfg: TrainConfig) -> str | None:
     return None if cfg.prior == "none" else cfg.prior
 
 
+def sample_folds(sample_ids: list[str], folds: int) -> list[int]:
+    """Each link's fold, by its sample id: every attacked or augmented copy of a sample lands in
+    the same fold, so a held-out fold holds samples the head never saw in any form."""
+    return [zlib.crc32(s.encode()) % folds for s in sample_ids]
+
+
 def cross_validate(
     groups: list[Group], sample_ids: list[str], features: list[str], nil_features: list[str], l2: float, folds: int,
     prior: str | None = None,
 ) -> dict[str, float]:
     """Held-out metrics over `folds` folds split by sample id."""
-    fold_of = [zlib.crc32(s.encode()) % folds for s in sample_ids]
+    fold_of = sample_folds(sample_ids, folds)
     held: list[Group] = []
     preds: list[dict[str, float]] = []
     for k in range(folds):

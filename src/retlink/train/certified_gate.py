@@ -21,7 +21,6 @@ certified share, up to the thumbnail's swing, which the pipeline's bound then ch
 from __future__ import annotations
 
 import argparse
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,7 @@ def held_out_links(
 ) -> list[HeldOut]:
     """Every link of `condition` answered by both heads fitted on the other folds (all conditions
     of the other samples: the heads see what `retlink train` gives them)."""
-    from retlink.train import groups_from_records
+    from retlink.train import groups_from_records, sample_folds
 
     recs = [r for r in records if r.get("pipeline") == pipeline and r.get("status") == "ok" and r.get("features")]
     if not recs:
@@ -78,7 +77,7 @@ def held_out_links(
         sample_ids += sids
         conditions += [rec["attack"]] * len(got)
     exact_groups = [Group(rows=np.delete(g.rows, deep_col, axis=1), nil=g.nil, gold=g.gold) for g in groups]
-    fold_of = [zlib.crc32(s.encode()) % folds for s in sample_ids]
+    fold_of = sample_folds(sample_ids, folds)
     out: list[HeldOut] = []
     for k in range(folds):
         train = [i for i, f in enumerate(fold_of) if f != k]
