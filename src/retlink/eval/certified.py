@@ -186,9 +186,9 @@ class CertifiedLinker:
         }
         if self.config.deep:
             from retlink.tools.images import load_image
+            from retlink.tools.kb.store import best_similarity
 
-            vec = np.asarray(self.kb.image_embedder.embed_images([load_image(image)])[0], dtype=np.float32)
-            sim = {i: float((v @ vec).max()) for i, v in vectors.items()}
+            sim = best_similarity(vectors, self.kb.image_embedder.embed_images([load_image(image)])[0])
             cols[DEEP_FEATURE] = np.array([sim.get(i, 0.0) if t is not None else 0.0 for i, t in zip(ids, thumbs, strict=True)])
         rows = np.stack([cols[n] for n in self.features], axis=1) if ids else np.zeros((0, len(self.features)))
         nil = [float(mention.max()) if ids else 0.0, float(bool(alias))]

@@ -58,6 +58,13 @@ def _weights_hint(built: str | None, configured: str) -> str:
     return ""
 
 
+def best_similarity(vectors: dict[str, np.ndarray], query: np.ndarray) -> dict[str, float]:
+    """Per entity, the best cosine similarity of `query` with its (k, d) unit vectors (an
+    entity's score is its best-matching image)."""
+    q = np.asarray(query, dtype=np.float32)
+    return {eid: float((np.asarray(v, dtype=np.float32) @ q).max()) for eid, v in vectors.items()}
+
+
 class KBStore:
     """Read access to a built KB: entities by id, text/image nearest neighbours, alias lookup.
 
@@ -160,8 +167,7 @@ class KBStore:
 
     def image_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
         """Best cosine similarity between `vector` and each given entity's stored images."""
-        query = np.asarray(vector, dtype=np.float32)
-        return {eid: float((vecs @ query).max()) for eid, vecs in self.image_vectors(entity_ids).items()}
+        return best_similarity(self.image_vectors(entity_ids), vector)
 
     @_kb_method
     def text_similarity(self, vector: np.ndarray, entity_ids: list[str]) -> dict[str, float]:
