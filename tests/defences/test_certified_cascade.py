@@ -117,7 +117,7 @@ def test_a_certificate_with_a_margin_keeps_the_answer_above_it():
         eps = 4 / 255
         gate = float(rng.uniform(0.1, 3.0))
         cert = certify_head(head, pool, eps, gate)
-        assert cert.certified == (cert.parts["clean_margin"] + cert.parts["thumbnail"] + cert.parts["deep"] > gate)
+        assert cert.certified == (sum(cert.parts.values()) > gate)
         if not cert.certified:
             continue
         checked += 1

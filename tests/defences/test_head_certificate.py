@@ -209,8 +209,8 @@ def test_a_head_fitted_on_certified_links_decides_with_certificates(tmp_path, de
     options_ = [*result.features.ids, "NIL"]
     assert result.entity_id == options_[int(np.argmax(z))]
     parts = detail["margin_at_8/255"]
-    assert set(parts) == {"clean_margin", "thumbnail", "deep"} and parts["deep"] <= 0 and parts["thumbnail"] <= 0
-    assert detail["certified"]["8/255"] == (parts["clean_margin"] + parts["thumbnail"] + parts["deep"] > 0)
+    assert set(parts) == {"clean_margin", "thumbnail", "template", "deep"} and parts["deep"] <= 0 and parts["thumbnail"] <= 0
+    assert detail["certified"]["8/255"] == (sum(parts.values()) > 0)
     assert detail["certified"]["8/255"] == (detail["radius_255"] > 8)
     # a head is bound to its features: one fitted with the deep feature is refused without it
     with pytest.raises(ConfigError, match=r"fitted on features"):

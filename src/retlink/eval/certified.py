@@ -39,14 +39,24 @@ from retlink.core.networks import DEFAULT_NETWORK
 from retlink.core.schema import ImageBackend
 from retlink.core.types import NIL, Candidate, Entity, LinkResult, PoolFeatures, TraceEvent
 from retlink.eval.pipeline_base import top_ranked
-from retlink.tools.vision.certified import DEFAULT_SIZE, MAX_RADIUS, certify, image_thumbnail, kb_thumbnails
+from retlink.tools.vision.certified import (
+    DEFAULT_SIZE,
+    MAX_RADIUS,
+    certify,
+    kb_templates,
+    kb_thumbnails,
+    thumbnail,
+    view_pixels,
+)
+from retlink.tools.vision.templates import TemplateMatch, match, query_map
 
 #: the trace node whose detail carries the certificate (read by the runner)
 CERTIFY_NODE = "certify"
 #: the head's candidate features: exact (text, alias, has_image, the sentence's words in the
-#: candidate's KB text), then the bounded thumbnail
+#: candidate's KB text), then the bounded image evidence: the thumbnail and the template match
 EXACT_FEATURES: tuple[str, ...] = ("mention", "mention_rank", "alias", "has_image", "context")
 THUMB_FEATURE = "thumb"
+TEMPLATE_FEATURE = "template"
 #: the deep image similarity (cosine: an attacker may put it anywhere in [-1, 1])
 DEEP_FEATURE = "image"
 DEEP_RANGE = (-1.0, 1.0)
@@ -56,7 +66,7 @@ NIL_FEATURES: tuple[str, ...] = ("best_mention", "any_alias")
 
 def feature_names(deep: bool) -> list[str]:
     """The head's candidate features for a pipeline with or without the deep similarity."""
-    return [*EXACT_FEATURES, THUMB_FEATURE, *((DEEP_FEATURE,) if deep else ())]
+    return [*EXACT_FEATURES, THUMB_FEATURE, TEMPLATE_FEATURE, *((DEEP_FEATURE,) if deep else ())]
 
 
 class CertifiedConfig(StrictModel):
@@ -109,7 +119,9 @@ class CertifiedConfig(StrictModel):
         if (self.exact_head is None) != (self.gate_margin is None):
             raise ValueError("a cascade needs both exact_head and gate_margin (or neither)")
         if self.exact_head is not None and (self.head is None or not self.deep):
-            raise ValueError("exact_head is the cascade's certified side: give the deep head too (head, deep: true)")
+            raise ValueError(
+                "exact_head is the cascade's certified side: give the deep head too (head, deep: true)"
+            )
         return self
 
 
@@ -130,6 +142,7 @@ class CertifiedLinker:
         self.kb = kb
         self.config = config or CertifiedConfig()
         self.thumbs = kb_thumbnails(kb, self.config.size)
+        self.templates = kb_templates(kb)
         self.features = feature_names(self.config.deep)
         fingerprint = kb_fingerprint(kb.manifest)
         self.head = (
@@ -161,13 +174,23 @@ class CertifiedLinker:
         text_vec = self.kb.text_embedder.embed([query])[0] if query.strip() else None
         ids = dict.fromkeys(alias)
         if self.config.text_candidates and text_vec is not None:
-            ids.update(dict.fromkeys(eid for eid, _ in self.kb.query_text(text_vec, self.config.text_candidates)))
+            ids.update(
+                dict.fromkeys(eid for eid, _ in self.kb.query_text(text_vec, self.config.text_candidates))
+            )
         return list(ids), set(alias), text_vec
 
     def _features(
-        self, image: Any, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray,
-        alias: set[str], text_vec: np.ndarray | None, mention_words: str, context: str,
+        self,
+        image: Any,
+        entities: list[Entity],
+        thumbs: list[np.ndarray | None],
+        query: np.ndarray,
+        alias: set[str],
+        text_vec: np.ndarray | None,
+        mention_words: str,
+        context: str,
         vectors: dict[str, np.ndarray],
+        matches: list[TemplateMatch | None],
     ) -> PoolFeatures:
         """The head's rows: exact text features, the thumbnail and (with `deep`) the KB image similarity."""
         from retlink.agent.decision.features import context_overlap, reciprocal_ranks
@@ -182,17 +205,26 @@ class CertifiedLinker:
             "alias": np.array([i in alias for i in ids], dtype=float),
             "has_image": np.array([t is not None for t in thumbs], dtype=float),
             "context": context_overlap(context, mention_words, texts),
-            THUMB_FEATURE: np.array([-float(((t - query) ** 2).mean()) if t is not None else 0.0 for t in thumbs]),
+            THUMB_FEATURE: np.array(
+                [-float(((t - query) ** 2).mean()) if t is not None else 0.0 for t in thumbs]
+            ),
+            TEMPLATE_FEATURE: np.array([m.value if m is not None else 0.0 for m in matches]),
         }
         if self.config.deep:
             from retlink.tools.images import load_image
             from retlink.tools.kb.store import best_similarity
 
             sim = best_similarity(vectors, self.kb.image_embedder.embed_images([load_image(image)])[0])
-            cols[DEEP_FEATURE] = np.array([sim.get(i, 0.0) if t is not None else 0.0 for i, t in zip(ids, thumbs, strict=True)])
-        rows = np.stack([cols[n] for n in self.features], axis=1) if ids else np.zeros((0, len(self.features)))
+            cols[DEEP_FEATURE] = np.array(
+                [sim.get(i, 0.0) if t is not None else 0.0 for i, t in zip(ids, thumbs, strict=True)]
+            )
+        rows = (
+            np.stack([cols[n] for n in self.features], axis=1) if ids else np.zeros((0, len(self.features)))
+        )
         nil = [float(mention.max()) if ids else 0.0, float(bool(alias))]
-        return PoolFeatures(names=list(self.features), nil_names=list(NIL_FEATURES), ids=ids, rows=rows.tolist(), nil=nil)
+        return PoolFeatures(
+            names=list(self.features), nil_names=list(NIL_FEATURES), ids=ids, rows=rows.tolist(), nil=nil
+        )
 
     def link(self, image: Any, mention: str, context: str = "") -> LinkResult:
         """Decide among the image-independent candidates (nearest thumbnail, or the head); the
@@ -202,7 +234,8 @@ class CertifiedLinker:
         if image is None:
             raise InvalidImageError("the certified pipeline links images only; this sample has none")
         started = time.perf_counter()
-        query = image_thumbnail(image, self.config.size)
+        pixels = view_pixels(image)
+        query = thumbnail(pixels, self.config.size).numpy().astype(np.float64)
         ids, alias, text_vec = self._candidates(mention, context)
         entities = self.kb.get(ids)
         thumbs = [self.thumbs.get(e) for e in entities]
@@ -213,7 +246,15 @@ class CertifiedLinker:
         else:
             no_image = [e.id for e, t in zip(entities, thumbs, strict=True) if t is None]
         vectors = self.kb.image_vectors([e.id for e in entities]) if self.config.deep else {}
-        features = self._features(image, entities, thumbs, query, alias, text_vec, mention, context, vectors)
+        qmap = query_map(pixels)
+        # an entity without a thumbnail has no readable image: its template evidence is absent too
+        matches = [
+            match(qmap, self.templates.get(e) or []) if t is not None else None
+            for e, t in zip(entities, thumbs, strict=True)
+        ]
+        features = self._features(
+            image, entities, thumbs, query, alias, text_vec, mention, context, vectors, matches
+        )
         detail: dict[str, Any] = {"size": self.config.size, "candidates": len(entities)}
         if no_image:
             detail["without_image"] = no_image
@@ -223,20 +264,29 @@ class CertifiedLinker:
             detail["nil"] = none if not ids else "no candidate has a readable image"
             detail["radius_255"] = round(MAX_RADIUS * 255, 4)
             detail["certified"] = {fraction_text(e): True for e in self.config.eps}
-            trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
+            trace = [
+                TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)
+            ]
             result = top_ranked([], f"certified: {detail['nil']}", trace, mention=mention)
             return result.model_copy(update={"features": features})
         if self.head is None:
             ranked, rationale = self._nearest(entities, thumbs, query, alias, features, detail)
         else:
-            ranked, rationale = self._decide(entities, thumbs, query, features, vectors, detail)
-        trace = [TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)]
+            ranked, rationale = self._decide(entities, thumbs, query, features, vectors, matches, detail)
+        trace = [
+            TraceEvent(node=CERTIFY_NODE, seconds=round(time.perf_counter() - started, 4), detail=detail)
+        ]
         result = top_ranked(ranked, rationale, trace, mention=mention)
         return result.model_copy(update={"features": features})
 
     def _nearest(
-        self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, alias: set[str],
-        features: PoolFeatures, detail: dict[str, Any],
+        self,
+        entities: list[Entity],
+        thumbs: list[np.ndarray | None],
+        query: np.ndarray,
+        alias: set[str],
+        features: PoolFeatures,
+        detail: dict[str, Any],
     ) -> tuple[list[Candidate], str]:
         """The nearest thumbnail first, with `certify`'s certificate."""
         cands = np.stack([t for t in thumbs if t is not None])
@@ -244,10 +294,14 @@ class CertifiedLinker:
         dist = -np.asarray(features.rows, dtype=np.float64)[:, self.features.index(THUMB_FEATURE)]
         certs = {fraction_text(e): certify(query, cands, e) for e in self.config.eps}
         first = next(iter(certs.values()))
-        order = sorted(range(len(entities)), key=lambda i: (i != first.best, dist[i]))  # the certified answer first
+        order = sorted(
+            range(len(entities)), key=lambda i: (i != first.best, dist[i])
+        )  # the certified answer first
         ranked = [
             Candidate(
-                entity=entities[i], score=round(1.0 - float(dist[i]), 4), image_score=round(1.0 - float(dist[i]), 4),
+                entity=entities[i],
+                score=round(1.0 - float(dist[i]), 4),
+                image_score=round(1.0 - float(dist[i]), 4),
                 alias_match=entities[i].id in alias,
             )
             for i in order
@@ -257,8 +311,14 @@ class CertifiedLinker:
         return ranked, f"certified: nearest thumbnail of {len(entities)} candidates"
 
     def _decide(
-        self, entities: list[Entity], thumbs: list[np.ndarray | None], query: np.ndarray, features: PoolFeatures,
-        vectors: dict[str, np.ndarray], detail: dict[str, Any],
+        self,
+        entities: list[Entity],
+        thumbs: list[np.ndarray | None],
+        query: np.ndarray,
+        features: PoolFeatures,
+        vectors: dict[str, np.ndarray],
+        matches: list[TemplateMatch | None],
+        detail: dict[str, Any],
     ) -> tuple[list[Candidate], str]:
         """The head's answer (NIL: an empty ranking), with its certificate at each eps; with a
         cascade, the exact head's where its margin opens the gate, else the deep head's."""
@@ -266,8 +326,17 @@ class CertifiedLinker:
         rows = np.asarray(features.rows, dtype=np.float64)
         nil = np.asarray(features.nil, dtype=np.float64)
         head, gate = self.head, None
+        spans: dict[int, list[Any]] = {self.features.index(TEMPLATE_FEATURE): list(matches)}
         if self.exact_head is not None and self.config.gate_margin is not None:
-            exact = BoundedPool(rows[:, : len(self.features) - 1], nil, self.features.index(THUMB_FEATURE), {}, query, thumbs)
+            exact = BoundedPool(
+                rows[:, : len(self.features) - 1],
+                nil,
+                self.features.index(THUMB_FEATURE),
+                {},
+                query,
+                thumbs,
+                spans=spans,
+            )
             margin = clean_margin(self.exact_head, exact)
             detail["gate"] = {"exact_margin": round(margin, 4), "opens_at": self.config.gate_margin}
             if margin > self.config.gate_margin:
@@ -278,8 +347,14 @@ class CertifiedLinker:
         if gate is None:
             deep = {self.features.index(DEEP_FEATURE): DEEP_RANGE} if self.config.deep else {}
             pool = BoundedPool(
-                rows, nil, self.features.index(THUMB_FEATURE), deep, query, thumbs,
+                rows,
+                nil,
+                self.features.index(THUMB_FEATURE),
+                deep,
+                query,
+                thumbs,
                 [vectors.get(e.id) for e in entities] if self.config.deep else None,
+                spans,
             )
         labels = [fraction_text(e) for e in self.config.eps]
         certs = dict(zip(labels, certify_head_at(head, pool, self.config.eps, gate or 0.0), strict=True))
@@ -299,11 +374,17 @@ class CertifiedLinker:
             detail["nil"] = "the head chose NIL"
             return [], f"certified head: NIL over {len(entities)} candidates"
         cols = {n: k for k, n in enumerate(self.features)}
-        order = sorted(range(len(entities)), key=lambda i: (i != first.answer, -dist[entities[i].id], entities[i].id))
+        order = sorted(
+            range(len(entities)), key=lambda i: (i != first.answer, -dist[entities[i].id], entities[i].id)
+        )
         ranked = [
             Candidate(
-                entity=entities[i], score=round(dist[entities[i].id], 4), text_score=round(float(rows[i, cols["mention"]]), 4),
-                image_score=round(float(rows[i, cols[DEEP_FEATURE]]), 4) if self.config.deep and thumbs[i] is not None else None,
+                entity=entities[i],
+                score=round(dist[entities[i].id], 4),
+                text_score=round(float(rows[i, cols["mention"]]), 4),
+                image_score=round(float(rows[i, cols[DEEP_FEATURE]]), 4)
+                if self.config.deep and thumbs[i] is not None
+                else None,
                 alias_match=bool(rows[i, cols["alias"]]),
             )
             for i in order

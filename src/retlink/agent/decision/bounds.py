@@ -14,6 +14,10 @@ on can be computed exactly, which turns the head's answer into a certificate:
   thumb_a - thumb_j moves by 2 delta . (b_a - b_j) / D, at most 2 eps ||b_a - b_j||_1 / D (tight
   on the thumbnail); for one candidate alone ||x + delta - b||^2 lies between
   sum_i max(|x_i - b_i| - eps, 0)^2 and sum_i (|x_i - b_i| + eps)^2 (per cell, exact);
+- *spanned* features, whose lowest and highest value at eps the feature itself computes exactly
+  per candidate (`Spanned.bounds`; template matching, `retlink.tools.vision.templates`):
+  between two candidates the answer's may fall to its lowest while the rival's rises to its
+  highest;
 - *deep* features (a neural network's similarity) have no useful bound under any eps > 0: the
   attacker is assumed to set them anywhere in their range ([-1, 1] for a cosine similarity).
   Between two candidates a cosine similarity is still bounded, whatever the network does: for
@@ -24,15 +28,16 @@ on can be computed exactly, which turns the head's answer into a certificate:
   answer's). The tighter of that and the range bound is used.
 
 So the answer is certified at eps when, for every rival, its margin under the worst case of each
-kind stays positive: the exact part carries the decision, the thumbnail's bounded swing and the
-deep features' worst swing (their range, or the pairwise bound where it is tighter) are what it
-must outweigh. `margin_parts` reports the three parts of
-the decisive margin so a user sees which evidence carries the certificate.
+kind stays positive: the exact part carries the decision, the thumbnail's and the templates'
+bounded swings and the deep features' worst swing (their range, or the pairwise bound where it is
+tighter) are what it must outweigh. A certificate's `parts` split the decisive margin by kind so
+a user sees which evidence carries it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -42,6 +47,14 @@ from retlink.agent.decision.head import DecisionHead
 MAX_RADIUS = 1.0
 #: bisection steps for the radius (1 / 2^20 of the range: far below one 8-bit level)
 _BISECT_STEPS = 20
+
+
+class Spanned(Protocol):
+    """A feature value that knows its exact range under an L-inf image perturbation of eps."""
+
+    def bounds(self, eps: float) -> tuple[float, float]:
+        """(lowest, highest) value of the feature for any perturbation of L-inf size eps."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class BoundedPool:
     #: per candidate, its KB image vectors (k, d), unit length (None: no image): the deep
     #: features' pairwise bound; without them only the range bound is used
     vectors: list[np.ndarray | None] | None = None
+    #: column index -> per candidate, the feature's `Spanned` range (None: a constant)
+    spans: dict[int, list[Spanned | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,50 +110,67 @@ def _swing(c: float, value: float, lo: float, hi: float) -> tuple[float, float]:
     return min(ends) - c * value, max(ends) - c * value
 
 
-def _candidate_swing(pool: BoundedPool, coef: np.ndarray, j: int, eps: float) -> tuple[float, float, float, float]:
-    """(thumb down, thumb up, deep down, deep up): how far candidate j's logit can move, each
-    kind alone (used against NIL, whose logit is exact)."""
-    t_down = t_up = d_down = d_up = 0.0
+#: the evidence kinds a margin is split into (besides the clean margin)
+KINDS = ("thumbnail", "template", "deep")
+
+
+def _candidate_swing(
+    pool: BoundedPool, coef: np.ndarray, j: int, eps: float
+) -> dict[str, tuple[float, float]]:
+    """Per evidence kind, (down, up): how far candidate j's logit can move, each kind alone
+    (used against NIL, whose logit is exact)."""
+    swing = dict.fromkeys(KINDS, (0.0, 0.0))
     thumb = pool.thumbs[j]
     if thumb is None:
-        return t_down, t_up, d_down, d_up
+        return swing
     if pool.thumb_col is not None:
         dim = len(pool.query)
         dmin, dmax = _distance_range(pool.query, thumb, eps)
         value = float(pool.rows[j, pool.thumb_col])
-        t_down, t_up = _swing(float(coef[pool.thumb_col]), value, -dmax / dim, -dmin / dim)
+        swing["thumbnail"] = _swing(float(coef[pool.thumb_col]), value, -dmax / dim, -dmin / dim)
+    down = up = 0.0
+    for col, spans in pool.spans.items():
+        if spans[j] is not None:
+            d, u = _swing(float(coef[col]), float(pool.rows[j, col]), *spans[j].bounds(eps))
+            down, up = down + d, up + u
+    swing["template"] = (down, up)
+    down = up = 0.0
     for col, (lo, hi) in pool.deep.items():
-        down, up = _swing(float(coef[col]), float(pool.rows[j, col]), lo, hi)
-        d_down, d_up = d_down + down, d_up + up
-    return t_down, t_up, d_down, d_up
+        d, u = _swing(float(coef[col]), float(pool.rows[j, col]), lo, hi)
+        down, up = down + d, up + u
+    swing["deep"] = (down, up)
+    return swing
 
 
-def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float) -> tuple[float, float]:
-    """(thumb, deep): the most the margin logit_a - logit_j can fall, each kind (<= 0)."""
+def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float) -> dict[str, float]:
+    """Per evidence kind, the most the margin logit_a - logit_j can fall (<= 0)."""
     ta, tj = pool.thumbs[a], pool.thumbs[j]
-    thumb = 0.0
+    fall = dict.fromkeys(KINDS, 0.0)
+    alone_a = _candidate_swing(pool, coef, a, eps)
+    alone_j = _candidate_swing(pool, coef, j, eps)
     if pool.thumb_col is not None and ta is not None and tj is not None:
         # the quadratic terms cancel: the margin moves by c * 2 delta . (b_a - b_j) / D
         c = float(coef[pool.thumb_col])
-        thumb = -abs(c) * 2.0 * eps * float(np.abs(np.asarray(ta) - np.asarray(tj)).sum()) / len(pool.query)
+        fall["thumbnail"] = (
+            -abs(c) * 2.0 * eps * float(np.abs(np.asarray(ta) - np.asarray(tj)).sum()) / len(pool.query)
+        )
     else:
-        a_down = _candidate_swing(pool, coef, a, eps)
-        j_up = _candidate_swing(pool, coef, j, eps)
-        thumb = a_down[0] - j_up[1]
-    deep = 0.0
+        fall["thumbnail"] = alone_a["thumbnail"][0] - alone_j["thumbnail"][1]
+    # spanned features move independently: the answer's to its low end, the rival's to its high
+    fall["template"] = alone_a["template"][0] - alone_j["template"][1]
     for col, (lo, hi) in pool.deep.items():
         c = float(coef[col])
         down_a = _swing(c, float(pool.rows[a, col]), lo, hi)[0] if ta is not None else 0.0
         up_j = _swing(c, float(pool.rows[j, col]), lo, hi)[1] if tj is not None else 0.0
-        fall = down_a - up_j
+        worst = down_a - up_j
         va, vj = (pool.vectors[a], pool.vectors[j]) if pool.vectors is not None else (None, None)
         if va is not None and vj is not None and ta is not None and tj is not None:
             # c * (s_a - s_j) falls at worst to -|c| * (the most the favoured side can gain)
             gain = _cosine_gain(vj, va) if c > 0 else _cosine_gain(va, vj)
             clean = c * float(pool.rows[a, col] - pool.rows[j, col])
-            fall = max(fall, -abs(c) * gain - clean)
-        deep += fall
-    return thumb, deep
+            worst = max(worst, -abs(c) * gain - clean)
+        fall["deep"] += worst
+    return fall
 
 
 def _cosine_gain(winner: np.ndarray, loser: np.ndarray) -> float:
@@ -150,7 +182,9 @@ def _cosine_gain(winner: np.ndarray, loser: np.ndarray) -> float:
     return float(dist.min(axis=1).max())
 
 
-def _worst(coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float) -> tuple[float, dict[str, float]]:
+def _worst(
+    coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float
+) -> tuple[float, dict[str, float]]:
     """The lowest worst-case margin of `answer` over every rival option, and its parts."""
     n = len(pool.rows)
     worst, parts = float("inf"), {}
@@ -159,16 +193,14 @@ def _worst(coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray,
             continue
         clean = float(logits[answer] - logits[j])
         if answer < n and j < n:
-            thumb, deep = _pair_swing(pool, coef, answer, j, eps)
+            fall = _pair_swing(pool, coef, answer, j, eps)
         elif answer < n:  # the answer against NIL (exact): the answer's logit falls
-            t_down, _, d_down, _ = _candidate_swing(pool, coef, answer, eps)
-            thumb, deep = t_down, d_down
+            fall = {k: down for k, (down, _) in _candidate_swing(pool, coef, answer, eps).items()}
         else:  # NIL against candidate j: j's logit rises
-            _, t_up, _, d_up = _candidate_swing(pool, coef, j, eps)
-            thumb, deep = -t_up, -d_up
-        margin = clean + thumb + deep
+            fall = {k: -up for k, (_, up) in _candidate_swing(pool, coef, j, eps).items()}
+        margin = clean + sum(fall.values())
         if margin < worst:
-            worst, parts = margin, {"clean_margin": clean, "thumbnail": thumb, "deep": deep}
+            worst, parts = margin, {"clean_margin": clean, **fall}
     return worst, parts
 
 
@@ -182,7 +214,9 @@ def certify_head(head: DecisionHead, pool: BoundedPool, eps: float, margin: floa
     return certify_head_at(head, pool, [eps], margin)[0]
 
 
-def certify_head_at(head: DecisionHead, pool: BoundedPool, budgets: list[float], margin: float = 0.0) -> list[HeadCertificate]:
+def certify_head_at(
+    head: DecisionHead, pool: BoundedPool, budgets: list[float], margin: float = 0.0
+) -> list[HeadCertificate]:
     """`certify_head` at each of `budgets`: the answer and its radius do not depend on the
     budget, so they are found once and only each budget's worst case is computed."""
     logits = head.logits(pool.rows, pool.nil)
@@ -207,7 +241,9 @@ def certify_head_at(head: DecisionHead, pool: BoundedPool, budgets: list[float],
     out = []
     for eps in budgets:
         worst, parts = _worst(coef, pool, answer, logits, eps)
-        out.append(HeadCertificate(answer, worst > margin, radius, {k: round(v, 6) for k, v in parts.items()}))
+        out.append(
+            HeadCertificate(answer, worst > margin, radius, {k: round(v, 6) for k, v in parts.items()})
+        )
     return out
 
 

@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from retlink.core.errors import InvalidImageError
 from retlink.core.types import Entity
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: thumbnail side in cells (8 x 8 x RGB = 192 features)
 DEFAULT_SIZE = 8
@@ -71,7 +73,9 @@ def thumbnail(pixels: torch.Tensor, size: int = DEFAULT_SIZE) -> torch.Tensor:
     L-inf perturbation of eps (see the module docstring); differentiable, so an attack can
     optimise through it."""
     if pixels.dim() not in (3, 4) or pixels.shape[-3] != 3:
-        raise InvalidImageError(f"a thumbnail needs (3, H, W) or (B, 3, H, W) pixels, not {tuple(pixels.shape)}")
+        raise InvalidImageError(
+            f"a thumbnail needs (3, H, W) or (B, 3, H, W) pixels, not {tuple(pixels.shape)}"
+        )
     x = pixels.unsqueeze(0) if pixels.dim() == 3 else pixels
     out = F.adaptive_avg_pool2d(x.float(), size).flatten(1)
     return out[0] if pixels.dim() == 3 else out
@@ -144,49 +148,64 @@ def vertex_attack(query: np.ndarray, best: np.ndarray, rival: np.ndarray, eps: f
     """The worst thumbnail perturbation of size eps against `best` in favour of `rival`:
     x + eps * sign(rival - best), which lowers d_rival - d_best by exactly 2 eps ||rival - best||_1
     (the bound `certify` uses is reached by it)."""
-    return np.asarray(query, dtype=np.float64) + eps * np.sign(np.asarray(rival, np.float64) - np.asarray(best, np.float64))
+    return np.asarray(query, dtype=np.float64) + eps * np.sign(
+        np.asarray(rival, np.float64) - np.asarray(best, np.float64)
+    )
 
 
-class KBThumbnails:
-    """Thumbnails of a KB's entities, made lazily (for the candidates a link asks about) and kept
-    in memory; thread-safe. An entity's thumbnail is its first readable image's: one fixed vector
-    per entity keeps the certificate exact (the nearest of several images would need a looser
-    bound). `image_file` resolves a stored image path (`KBStore.image_file`)."""
+class KBImageCache(Generic[T]):
+    """What a KB's entities' images give (a thumbnail, templates), made lazily for the
+    candidates a link asks about and kept in memory; thread-safe. An entity's value is its
+    first readable image's: one fixed value per entity keeps a certificate exact (the best of
+    several images would need a looser bound). `image_file` resolves a stored image path
+    (`KBStore.image_file`); `derive` turns an image file into the value."""
 
-    def __init__(self, image_file: Any, size: int = DEFAULT_SIZE) -> None:
+    def __init__(self, image_file: Any, derive: Callable[[Path], T]) -> None:
         self.image_file = image_file
-        self.size = size
-        self._cache: dict[str, np.ndarray | None] = {}
+        self.derive = derive
+        self._cache: dict[str, T | None] = {}
         self._lock = threading.Lock()
 
-    def get(self, entity: Entity) -> np.ndarray | None:
-        """The entity's thumbnail, or None when it has no readable image."""
+    def get(self, entity: Entity) -> T | None:
+        """The entity's value, or None when it has no readable image."""
         with self._lock:
             if entity.id in self._cache:
                 return self._cache[entity.id]
-        thumb = None
+        value = None
         for path in entity.image_paths:
             file: Path = self.image_file(path)
             try:
-                thumb = image_thumbnail(file, self.size)
+                value = self.derive(file)
                 break
             except (InvalidImageError, OSError) as e:  # an unreadable image: try the entity's next one
-                log.warning("entity %s: image %s unreadable for a thumbnail: %s", entity.id, file, e)
+                log.warning("entity %s: image %s unreadable: %s", entity.id, file, e)
         with self._lock:
-            self._cache[entity.id] = thumb
-        return thumb
+            self._cache[entity.id] = value
+        return value
 
 
-_SHARED: dict[tuple[str, str, int], KBThumbnails] = {}
+_SHARED: dict[tuple[str, str, str], KBImageCache[Any]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def kb_thumbnails(kb: Any, size: int = DEFAULT_SIZE) -> KBThumbnails:
-    """The process-wide thumbnail cache of a KB (`KBStore`) at one size: pipelines on the same KB
-    share it. Keyed by the manifest too, so a KB rebuilt in place (its images may differ) gets a
-    fresh cache."""
-    key = (kb.where, json.dumps(kb.manifest, sort_keys=True, default=str), size)
+def _shared(kb: Any, what: str, derive: Callable[[Path], Any]) -> KBImageCache[Any]:
+    """The process-wide cache of one derived value (`what`) of a KB's images (`KBStore`):
+    pipelines on the same KB share it. Keyed by the manifest too, so a KB rebuilt in place (its
+    images may differ) gets a fresh cache."""
+    key = (kb.where, json.dumps(kb.manifest, sort_keys=True, default=str), what)
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = KBThumbnails(kb.image_file, size)
+            _SHARED[key] = KBImageCache(kb.image_file, derive)
         return _SHARED[key]
+
+
+def kb_thumbnails(kb: Any, size: int = DEFAULT_SIZE) -> KBImageCache[np.ndarray]:
+    """The KB's entity thumbnails at one size."""
+    return _shared(kb, f"thumbnail-{size}", lambda file: image_thumbnail(file, size))
+
+
+def kb_templates(kb: Any) -> KBImageCache[list[torch.Tensor]]:
+    """The KB's entity templates (`retlink.tools.vision.templates`)."""
+    from retlink.tools.vision.templates import image_templates
+
+    return _shared(kb, "templates", image_templates)

@@ -36,8 +36,6 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-
-
 class EfficientNetLite(nn.Module):
     """An EfficientNet-Lite taking [0, 1] images; `forward` gives logits, `features` pooled features."""
 

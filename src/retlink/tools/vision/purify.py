@@ -37,7 +37,9 @@ def apply_pil(img: Image.Image, step: PurifyStep) -> Image.Image:
     if step.kind == "bitdepth":
         levels = 2**step.bits - 1
         arr = np.asarray(img, dtype=np.float32) / 255.0
-        return Image.fromarray(np.clip(np.rint(np.rint(arr * levels) / levels * 255.0), 0, 255).astype(np.uint8))
+        return Image.fromarray(
+            np.clip(np.rint(np.rint(arr * levels) / levels * 255.0), 0, 255).astype(np.uint8)
+        )
     if step.kind == "median":
         size = step.size if step.size % 2 else step.size + 1  # PIL needs an odd window
         return img.filter(ImageFilter.MedianFilter(size))

@@ -38,7 +38,9 @@ class ImageNetTagger:
 
     def caption(self, image: Image.Image) -> Caption:
         labels = self.tag(image)
-        shown = [f"{label} ({p:.0%})" for label, p in labels if p >= 0.02] or [f"{labels[0][0]} ({labels[0][1]:.0%})"]
+        shown = [f"{label} ({p:.0%})" for label, p in labels if p >= 0.02] or [
+            f"{labels[0][0]} ({labels[0][1]:.0%})"
+        ]
         return Caption(
             text="A photo that shows: " + ", ".join(shown) + ".",
             labels=labels,

@@ -50,7 +50,9 @@ def short_id(sha256: str) -> str:
     return sha256[:SHORT]
 
 
-def save_weights(path: Path, model: torch.nn.Module, fingerprint: dict[str, Any], arch_kwargs: dict[str, Any] | None = None) -> str:
+def save_weights(
+    path: Path, model: torch.nn.Module, fingerprint: dict[str, Any], arch_kwargs: dict[str, Any] | None = None
+) -> str:
     """Write a wrapped network's (`EfficientNetLite`) weights with their fingerprint; the hash."""
     state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
     digest = weights_sha256(state)
@@ -76,11 +78,17 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn, foreign or non-torch file: one clear line
-        raise ConfigError(f"image weights {path} are not a readable checkpoint: {e.__class__.__name__}") from None
+        raise ConfigError(
+            f"image weights {path} are not a readable checkpoint: {e.__class__.__name__}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a retlink image-weights file (made by `retlink train` with kind: encoder)")
+        raise ConfigError(
+            f"{path} is not a retlink image-weights file (made by `retlink train` with kind: encoder)"
+        )
     if weights_sha256(payload["state_dict"]) != payload.get("weights_sha256"):
-        raise ConfigError(f"image weights {path}: the tensors do not match the hash the file records (edited or corrupt)")
+        raise ConfigError(
+            f"image weights {path}: the tensors do not match the hash the file records (edited or corrupt)"
+        )
     return payload
 
 
@@ -101,7 +109,9 @@ def build_tuned(path: str | Path, device: str = "cpu", expect_network: str | Non
     payload = read_weights(path)
     name = network(payload["network"])
     if expect_network is not None and network(expect_network) != name:
-        raise ConfigError(f"image weights {path} are fine-tuned from {name.value}, not {network(expect_network).value}")
+        raise ConfigError(
+            f"image weights {path} are fine-tuned from {name.value}, not {network(expect_network).value}"
+        )
     net = timm.create_model(NETWORKS[name].architecture, pretrained=False, **payload["arch_kwargs"])
     net.load_state_dict(payload["state_dict"])
     model = EfficientNetLite(net, name).eval().to(device)
