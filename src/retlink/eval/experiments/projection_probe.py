@@ -81,14 +81,32 @@ def hits(model: ProjectedRetrieval, x: torch.Tensor, y: torch.Tensor, batch: int
     return np.concatenate(out).astype(float)
 
 
-def attacked(model: ProjectedRetrieval, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, seed: int) -> torch.Tensor:
+def attacked(
+    model: ProjectedRetrieval, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, seed: int
+) -> torch.Tensor:
     """White-box L-inf PGD through the whole model (network and projection), untargeted CE."""
-    attack = build_attack("pgd", ClassifierTarget(model), eps=eps, alpha=max(eps / 4, 2.5 * eps / steps), steps=steps, seed=seed, batch_size=16)
+    attack = build_attack(
+        "pgd",
+        ClassifierTarget(model),
+        eps=eps,
+        alpha=max(eps / 4, 2.5 * eps / steps),
+        steps=steps,
+        seed=seed,
+        batch_size=16,
+    )
     return attack(x, y)
 
 
 def train_projection(
-    model: ProjectedRetrieval, x: torch.Tensor, y: torch.Tensor, *, epochs: int, eps: float, steps: int, lr: float, seed: int
+    model: ProjectedRetrieval,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    eps: float,
+    steps: int,
+    lr: float,
+    seed: int,
 ) -> list[float]:
     """Adversarial training of `model.proj` (clean + PGD-through-the-current-W loss); returns
     the mean loss per epoch."""
@@ -138,17 +156,30 @@ def compare(
             "clean": hits(model, x, y),
             "pgd": hits(model, attacked(model, x, y, eps=eps, steps=test_steps, seed=seed), y),
         }
-    report: dict[str, object] = {"train_losses": losses, "n_test": len(x), "eps": eps, "test_steps": test_steps}
+    report: dict[str, object] = {
+        "train_losses": losses,
+        "n_test": len(x),
+        "eps": eps,
+        "test_steps": test_steps,
+    }
     for cond in ("clean", "pgd"):
         for name in rows:
             v = rows[name][cond]
-            report[f"{name}_{cond}"] = [round(100 * float(v.mean()), 1), *[round(100 * c, 1) for c in bootstrap_ci(v)]]
+            report[f"{name}_{cond}"] = [
+                round(100 * float(v.mean()), 1),
+                *[round(100 * c, 1) for c in bootstrap_ci(v)],
+            ]
         diff = rows["trained"][cond] - rows["identity"][cond]
-        report[f"diff_{cond}"] = [round(100 * float(diff.mean()), 1), *[round(100 * c, 1) for c in bootstrap_ci(diff, n_resamples=2000)]]
+        report[f"diff_{cond}"] = [
+            round(100 * float(diff.mean()), 1),
+            *[round(100 * c, 1) for c in bootstrap_ci(diff, n_resamples=2000)],
+        ]
     return report
 
 
-def load_split(dataset: str, split: str, limit: int, index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(
+    dataset: str, split: str, limit: int, index: dict[str, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `limit` samples of a split with an image and a KB gold: images and gold indices."""
     from retlink.datasets import load_dataset
 
@@ -184,7 +215,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     index = {e.id: i for i, e in enumerate(entities)}
     kb_images = [image_tensor(Path(e.image_paths[0])) for e in entities]
     report = compare(
-        network, kb_images, load_split(args.dataset, "dev", args.train, index), load_split(args.dataset, "test", args.test, index),
+        network,
+        kb_images,
+        load_split(args.dataset, "dev", args.train, index),
+        load_split(args.dataset, "test", args.test, index),
         epochs=args.epochs,
     )
     Console().print_json(json.dumps(report))

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 
 def _pct(v: np.ndarray, n_resamples: int = 1000) -> list[float]:
-    return [round(100 * float(v.mean()), 1), *[round(100 * c, 1) for c in bootstrap_ci(v, n_resamples=n_resamples)]]
+    return [
+        round(100 * float(v.mean()), 1),
+        *[round(100 * c, 1) for c in bootstrap_ci(v, n_resamples=n_resamples)],
+    ]
 
 
 def compare(
@@ -58,7 +61,9 @@ def compare(
         rows[name] = {"clean": hits(model, x, y)}
         for eps in eps_list:
             started = time.perf_counter()
-            rows[name][f"pgd-{round(eps * 255)}"] = hits(model, attacked(model, x, y, eps=eps, steps=steps, seed=seed), y)
+            rows[name][f"pgd-{round(eps * 255)}"] = hits(
+                model, attacked(model, x, y, eps=eps, steps=steps, seed=seed), y
+            )
             log.info("%s pgd %.0f/255: %.1fs", name, eps * 255, time.perf_counter() - started)
     report: dict[str, object] = {"n_test": len(x), "n_kb": len(kb_images), "steps": steps}
     first, *others = list(networks)
@@ -93,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     entities = [e for e in load_dataset(args.dataset).entities() if e.image_paths]
     index = {e.id: i for i, e in enumerate(entities)}
     kb_images = [image_tensor(Path(e.image_paths[0])) for e in entities]
-    report = compare(networks, kb_images, load_split(args.dataset, "test", args.test, index), eps_list=[e / 255 for e in args.eps], steps=args.steps)
+    report = compare(
+        networks,
+        kb_images,
+        load_split(args.dataset, "test", args.test, index),
+        eps_list=[e / 255 for e in args.eps],
+        steps=args.steps,
+    )
     report["weights"] = {"weights_sha256": info["weights_sha256"], **info["fingerprint"]}
     Console().print_json(json.dumps(report))
     if args.out:

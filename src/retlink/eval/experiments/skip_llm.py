@@ -41,11 +41,16 @@ class Pair:
     head_correct: bool
 
 
-def pairs_from_run(run_dir: str | Path, *, llm: str, head: str, setting: str = "it2t", attack: str = "clean") -> list[Pair]:
+def pairs_from_run(
+    run_dir: str | Path, *, llm: str, head: str, setting: str = "it2t", attack: str = "clean"
+) -> list[Pair]:
     """The samples both pipelines linked (status ok) under one setting and attack."""
     records = read_records(Path(run_dir) / RESULTS)
-    by = {(r["pipeline"], r["sample_id"]): r for r in records.values()
-          if r.get("status") == "ok" and r["setting"] == setting and r["attack"] == attack}
+    by = {
+        (r["pipeline"], r["sample_id"]): r
+        for r in records.values()
+        if r.get("status") == "ok" and r["setting"] == setting and r["attack"] == attack
+    }
     out = []
     for (pipe, sid), r in sorted(by.items()):
         other = by.get((head, sid))
@@ -63,7 +68,9 @@ def outcome(pairs: list[Pair], threshold: float) -> dict[str, float]:
     """Skip share, accuracy with skipping, accuracy of the LLM on every link, and the paired
     difference (with its 95% bootstrap CI) at one threshold."""
     skipped = [p.head_p >= threshold for p in pairs]
-    with_skip = np.array([p.head_correct if s else p.llm_correct for p, s in zip(pairs, skipped, strict=True)], float)
+    with_skip = np.array(
+        [p.head_correct if s else p.llm_correct for p, s in zip(pairs, skipped, strict=True)], float
+    )
     llm = np.array([p.llm_correct for p in pairs], float)
     lo, hi = bootstrap_ci(with_skip - llm, n_resamples=2000)
     return {
@@ -90,7 +97,9 @@ def choose_threshold(pairs: list[Pair], max_loss: int = 0) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    ap = argparse.ArgumentParser(prog="python -m retlink.eval.experiments.skip_llm", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m retlink.eval.experiments.skip_llm", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--llm", default="agent-head-llm", help="the pipeline with the LLM under the head")
     ap.add_argument("--head", default="agent-head", help="the head-only pipeline (reasoner disabled)")
@@ -99,16 +108,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--threshold", type=float, help="measure this threshold instead of choosing one")
     ap.add_argument("--max-loss", type=int, default=0, help="links the chosen threshold may lose")
     args = ap.parse_args(argv)
-    pairs = pairs_from_run(args.run_dir, llm=args.llm, head=args.head, setting=args.setting, attack=args.attack)
+    pairs = pairs_from_run(
+        args.run_dir, llm=args.llm, head=args.head, setting=args.setting, attack=args.attack
+    )
     threshold = args.threshold if args.threshold is not None else choose_threshold(pairs, args.max_loss)
     result = outcome(pairs, threshold)
-    table = Table(title=f"skip the LLM at head p >= {threshold}: {args.run_dir} ({args.setting}, {args.attack})")
+    table = Table(
+        title=f"skip the LLM at head p >= {threshold}: {args.run_dir} ({args.setting}, {args.attack})"
+    )
     for col in ("n", "skipped", "accuracy with skip", "LLM on every link", "paired diff [95% CI]"):
         table.add_column(col)
     lo, hi = result["diff_ci"]
     table.add_row(
-        str(result["n"]), f"{100 * result['skip_share']:.1f}%", f"{100 * result['accuracy']:.1f}%",
-        f"{100 * result['llm_accuracy']:.1f}%", f"{100 * result['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+        str(result["n"]),
+        f"{100 * result['skip_share']:.1f}%",
+        f"{100 * result['accuracy']:.1f}%",
+        f"{100 * result['llm_accuracy']:.1f}%",
+        f"{100 * result['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
     )
     Console().print(table)
     return result

@@ -23,9 +23,11 @@ and a max of such terms moves by at most the largest of their moves. So for each
 with p_s the clean peak and w_s = ||t_s||_1 / sqrt(n_s), and the feature lies between the max
 over sizes of the lower ends and the max of the upper ends (`TemplateMatch.bounds`): exact
 arithmetic on two numbers per size, whatever the attacker does. The correlation is deliberately
-not normalised by the window's own contrast: that denominator would move too (by up to eps
-sqrt(n) in norm), and on logos DEV links the normalised form's bound was several times wider for
-little more accuracy.
+not normalised by the window's own contrast: that denominator moves too (by up to eps sqrt(n) in
+norm), and in a probe on logos DEV links the normalised form ranked better by itself at the same sizes, but
+its bound was so wide that it certified no answer at 8/255, where the plain form certified a
+good share of them. Sizes below half the query map were dropped for the same reason: small
+templates fit background clutter and their peaks lie close together.
 """
 
 from __future__ import annotations
