@@ -89,7 +89,7 @@ class CertifiedConfig(StrictModel):
     #: thumbnail decides)
     head: Path | None = None
     #: the cascade's certified side: a head fitted on the same pipeline without `deep` (exact
-    #: text features and the thumbnail only). Where its margin on the link's image exceeds
+    #: text features, the thumbnail and the template match). Where its margin on the image exceeds
     #: `gate_margin` it answers (certified at eps when its worst-case margin stays above the
     #: gate); elsewhere `head` does (certified where both heads are, with the same answer)
     exact_head: Path | None = None

@@ -1,8 +1,8 @@
 """Choosing the certified cascade's `gate_margin` on dev links (issue 29, item 1).
 
 The cascade (`certified` pipeline with `exact_head` and `gate_margin`) lets the head over exact
-evidence (text, context words, aliases, the bounded thumbnail) answer where its logit margin
-exceeds the gate, with a certificate, and the head with the deep image similarity everywhere
+evidence (text, context words, aliases, the bounded thumbnail and template match) answer where
+its logit margin exceeds the gate, with a certificate, and the head with the deep image similarity everywhere
 else. A low gate certifies more links but hands the exact head links it gets wrong; a high one
 keeps the deep head's clean accuracy and certifies little. One `retlink train` run of the deep
 pipeline on a dev split records every feature both heads read (the exact head's are the deep
@@ -15,7 +15,7 @@ each link is answered by heads that never saw its sample.
 The gate chosen is the lowest whose cascade is no less accurate on the clean dev links than the
 deep head alone (`--max-loss` allows a loss, in points). The shares it prints are of clean links:
 "exact answers" is where the gate opens, "right by exact" where it opens on a right answer (the
-certified share, up to the thumbnail's swing, which the pipeline's bound then checks per link).
+certified share, up to the image evidence's swing, which the pipeline's bound then checks per link).
 """
 
 from __future__ import annotations

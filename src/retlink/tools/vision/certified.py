@@ -206,6 +206,6 @@ def kb_thumbnails(kb: Any, size: int = DEFAULT_SIZE) -> KBImageCache[np.ndarray]
 
 def kb_templates(kb: Any) -> KBImageCache[list[torch.Tensor]]:
     """The KB's entity templates (`retlink.tools.vision.templates`)."""
-    from retlink.tools.vision.templates import image_templates
+    from retlink.tools.vision.templates import entity_templates
 
-    return _shared(kb, "templates", image_templates)
+    return _shared(kb, "templates", lambda file: entity_templates(view_pixels(file)))

@@ -33,8 +33,7 @@ templates fit background clutter and their peaks lie close together.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -128,10 +127,3 @@ def match(qmap: torch.Tensor, templates: list[torch.Tensor]) -> TemplateMatch | 
         p = peaks(qmap.double(), [t.double() for t in usable]).numpy()
     widths = np.array([float(t.double().abs().sum()) / math.sqrt(t.numel()) for t in usable])
     return TemplateMatch(p.astype(np.float64), widths)
-
-
-def image_templates(file: Path | Any) -> list[torch.Tensor]:
-    """The templates of a KB image file (loaded and preprocessed as the query's view is)."""
-    from retlink.tools.vision.certified import view_pixels
-
-    return entity_templates(view_pixels(file))
