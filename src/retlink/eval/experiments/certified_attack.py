@@ -39,7 +39,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+from torch import nn
 
+from retlink.attacks.targets import Target
 from retlink.core.types import NIL, PoolFeatures
 
 log = logging.getLogger(__name__)
@@ -153,23 +155,28 @@ def objectives(linker: Any, heads: DifferentiableHeads, gold: int) -> dict[str, 
     return out
 
 
-def pgd(loss: Any, clean: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """Sign-gradient ascent on `loss` within the L-inf ball of eps around `clean` (in [0, 1]),
-    keeping the best point found."""
-    x, best, best_loss = clean.clone(), clean.clone(), float("-inf")
-    step = 2.5 * eps / steps
-    for _ in range(steps):
-        x.requires_grad_(True)
-        value = loss(x)
-        now = value.item()
-        if now > best_loss:
-            best, best_loss = x.detach().clone(), now
-        if now >= 0:  # every hinge satisfied: the margins are past the attacker's aim
-            break
-        (grad,) = torch.autograd.grad(value, x)
-        with torch.no_grad():
-            x = torch.min(torch.max(x + step * grad.sign(), clean - eps), clean + eps).clamp(0, 1)
-    return best
+class ObjectiveTarget(Target):
+    """One link's attack objective as a `Target`, so the attack library's PGD runs it: the loss
+    of a single image, adversarial once every hinge in it is satisfied (loss >= 0)."""
+
+    def __init__(self, objective: Any, model: nn.Module) -> None:
+        super().__init__(model)
+        self.objective = objective
+
+    def loss_and_success(self, x: torch.Tensor, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = torch.stack([self.objective(image) for image in x]).float()
+        return loss, loss >= 0
+
+
+def pgd(objective: Any, model: nn.Module, clean: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """The attack library's PGD on one objective, from the clean image (no random start: the
+    objective's hinges start from the clean margins), step 2.5 eps / steps."""
+    from retlink.attacks.pgd import PGD
+
+    attack = PGD(
+        ObjectiveTarget(objective, model), eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=False
+    )
+    return attack(clean)
 
 
 def attack_sample(linker: Any, sample: Any, budgets: Sequence[float], steps: int) -> dict[str, Any]:
@@ -197,11 +204,14 @@ def attack_sample(linker: Any, sample: Any, budgets: Sequence[float], steps: int
     if gap > 1e-3:  # the attack would aim at other features than the pipeline's: say so
         log.warning("%s: the differentiable features differ from the pipeline's by %.4f", sample.id, gap)
     gold = features.ids.index(sample.gold_id)
+    # the network the deep feature runs (frozen by the attack); a bare module without one
+    embedder = getattr(linker.kb, "image_embedder", None)
+    model = embedder.model if embedder is not None else nn.Identity()
     for eps in budgets:
         label = fraction_text(eps)
         broken_by = None
         for name, loss in objectives(linker, heads, gold).items():
-            adv = pgd(loss, x, eps, steps)
+            adv = pgd(loss, model, x, eps, steps)
             attacked = linker.link(adv, sample.mention, sample.context)
             got = attacked.candidates[0].entity.id if attacked.candidates else NIL
             if got != sample.gold_id:
