@@ -168,19 +168,43 @@ class ObjectiveTarget(Target):
         return loss, loss >= 0
 
 
-def pgd(objective: Any, model: nn.Module, clean: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """The attack library's PGD on one objective, from the clean image (no random start: the
-    objective's hinges start from the clean margins), step 2.5 eps / steps."""
+#: the attack library's attacks an objective is run with, in order (a later one only where the
+#: earlier ones did not break the answer)
+ATTACKS = ("pgd", "apgd")
+
+
+def run_attack(
+    kind: str, objective: Any, model: nn.Module, clean: torch.Tensor, eps: float, steps: int
+) -> torch.Tensor:
+    """One of the attack library's attacks on one objective, from the clean image: PGD without
+    a random start (the objective's hinges start from the clean margins), step 2.5 eps / steps;
+    APGD (Croce and Hein, 2020) with its own step-size schedule, on the objective's loss."""
+    from retlink.attacks.apgd import APGD
     from retlink.attacks.pgd import PGD
 
-    attack = PGD(
-        ObjectiveTarget(objective, model), eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=False
-    )
-    return attack(clean)
+    target = ObjectiveTarget(objective, model)
+    if kind == "pgd":
+        return PGD(target, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=False)(clean)
+    if kind == "apgd":
+        return APGD(target, eps=eps, steps=steps, loss=None)(clean)
+    raise ValueError(f"unknown attack {kind!r}; known: {', '.join(ATTACKS)}")
 
 
-def attack_sample(linker: Any, sample: Any, budgets: Sequence[float], steps: int) -> dict[str, Any]:
-    """Clean answer and certificates of one sample, then the adaptive attack at each budget."""
+def attack_sample(
+    linker: Any,
+    sample: Any,
+    budgets: Sequence[float],
+    steps: int,
+    attacks: Sequence[str] = ("pgd",),
+    *,
+    skip_certified: bool = False,
+    before: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Clean answer and certificates of one sample, then the adaptive attacks at each budget:
+    each objective by each attack in turn, until one breaks the answer (`attacks[label]` names
+    it: "objective, attack"; None: none did). `skip_certified` leaves answers certified at a
+    budget unattacked there (the proof covers them; the check of the proof is then not made);
+    `before`, an earlier row of this sample, keeps its breaks and attacks only where it held."""
     from retlink.attacks.attacked import clean_tensor
     from retlink.attacks.spec import fraction_text
 
@@ -209,13 +233,19 @@ def attack_sample(linker: Any, sample: Any, budgets: Sequence[float], steps: int
     model = embedder.model if embedder is not None else nn.Identity()
     for eps in budgets:
         label = fraction_text(eps)
-        broken_by = None
-        for name, loss in objectives(linker, heads, gold).items():
-            adv = pgd(loss, model, x, eps, steps)
+        broken_by = (before or {}).get("attacks", {}).get(label)
+        if broken_by is not None or (skip_certified and row["certified"][label]):
+            row["attacks"][label] = broken_by
+            continue
+        tries = [
+            (kind, name, loss) for kind in attacks for name, loss in objectives(linker, heads, gold).items()
+        ]
+        for kind, name, loss in tries:
+            adv = run_attack(kind, loss, model, x, eps, steps)
             attacked = linker.link(adv, sample.mention, sample.context)
             got = attacked.candidates[0].entity.id if attacked.candidates else NIL
             if got != sample.gold_id:
-                broken_by = name
+                broken_by = f"{name}, {kind}"
                 break
         row["attacks"][label] = broken_by
     return row
@@ -291,7 +321,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-n", "--limit", type=int, default=None, help="the first N samples of the config's split"
     )
     parser.add_argument("--eps", nargs="+", default=["2/255", "8/255"], help="L-inf budgets")
-    parser.add_argument("--steps", type=int, default=20, help="PGD steps per objective")
+    parser.add_argument("--steps", type=int, default=20, help="steps per objective and attack")
+    parser.add_argument(
+        "--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS, help="the attacks, in order"
+    )
+    parser.add_argument(
+        "--skip-certified",
+        action="store_true",
+        help="do not attack answers certified at a budget (the proof covers them)",
+    )
+    parser.add_argument(
+        "--after",
+        type=Path,
+        default=None,
+        help="an earlier --out of this experiment: keep its breaks, attack the rest",
+    )
     parser.add_argument(
         "--run",
         type=Path,
@@ -311,8 +355,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
     cap = min(x for x in (cfg.dataset.limit, args.limit, 10**12) if x is not None)
     samples = [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
+    before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
-        attack_sample(linker, s, budgets, args.steps) for s in track(samples, description="adaptive attack")
+        attack_sample(
+            linker,
+            s,
+            budgets,
+            args.steps,
+            args.attacks,
+            skip_certified=args.skip_certified,
+            before=before.get(s.id),
+        )
+        for s in track(samples, description="adaptive attack")
     ]
     run_attacks = _run_attacks(args.run, args.pipeline, budgets) if args.run else None
     summary = summarise(rows, budgets, run_attacks)
