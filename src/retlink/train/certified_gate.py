@@ -48,12 +48,6 @@ class HeldOut:
     deep_right: bool
 
 
-def _margin(head: DecisionHead, g: Group) -> tuple[int, float]:
-    logits = head.logits(g.rows, g.nil)
-    order = np.argsort(-logits)
-    return int(order[0]), float(logits[order[0]] - logits[order[1]]) if len(logits) > 1 else float("inf")
-
-
 def held_out_links(
     records: list[dict[str, Any]], pipeline: str, *, l2: float = 1e-2, folds: int = 5, condition: str = "clean"
 ) -> list[HeldOut]:
@@ -87,8 +81,8 @@ def held_out_links(
         deep = DecisionHead.fit([groups[i] for i in train], names, nil_names, l2=l2)
         exact = DecisionHead.fit([exact_groups[i] for i in train], exact_names, nil_names, l2=l2)
         for i in test:
-            e_answer, e_margin = _margin(exact, exact_groups[i])
-            d_answer, _ = _margin(deep, groups[i])
+            e_answer, e_margin = exact.top_margin(exact_groups[i].rows, exact_groups[i].nil)
+            d_answer, _ = deep.top_margin(groups[i].rows, groups[i].nil)
             out.append(HeldOut(sample_ids[i], e_answer == groups[i].gold, e_margin, d_answer == groups[i].gold))
     if not out:
         raise ConfigError(f"no {condition!r} links of pipeline {pipeline!r} to hold out")

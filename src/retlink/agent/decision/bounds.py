@@ -250,5 +250,4 @@ def certify_head_at(
 def clean_margin(head: DecisionHead, pool: BoundedPool) -> float:
     """The head's answer's logit minus the best rival's (NIL included) on the clean pool; inf
     when nothing competes."""
-    logits = np.sort(head.logits(pool.rows, pool.nil))
-    return float(logits[-1] - logits[-2]) if len(logits) > 1 else float("inf")
+    return head.top_margin(pool.rows, pool.nil)[1]

@@ -122,6 +122,13 @@ class DecisionHead:
         nil_logit = self.nil_bias + float(np.asarray(nil, dtype=np.float64) @ self.nil_weights)
         return np.append(cand, nil_logit)
 
+    def top_margin(self, rows: np.ndarray, nil: np.ndarray) -> tuple[int, float]:
+        """(the answer's index, NIL = len(rows); its logit minus the best rival's): how sure the
+        head is, which a cascade's gate reads. inf when nothing competes."""
+        logits = self.logits(rows, nil)
+        order = np.argsort(-logits)
+        return int(order[0]), float(logits[order[0]] - logits[order[1]]) if len(logits) > 1 else float("inf")
+
     def distribution(
         self,
         ids: list[str],
