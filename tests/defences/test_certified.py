@@ -251,3 +251,26 @@ def test_eval_run_reports_certified_hits(tmp_path, demo_kb_path):
     assert "## Certified Hits@1" in report
     row = f"| it2t | certified | clean | 75.0 | 75.0 [{100 * ci['2/255'][0]:.1f}, {100 * ci['2/255'][1]:.1f}] |"
     assert row in report, report
+
+
+def test_a_resumed_run_refuses_links_whose_features_changed(tmp_path, demo_kb_path):
+    """A run resumed after the code that computes a pipeline's features changed must not mix the
+    two feature sets (a head trained on them would be fitted on both): the first new link with
+    other features stops the run and nothing of it is appended. Fault injected: the recorded
+    links are rewritten as if older code had named a feature differently."""
+    from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
+
+    cfg = {**_run_config(demo_kb_path, tmp_path), "attacks": [], "record_features": True}
+    cfg["dataset"]["limit"] = 2
+    Runner(load_eval_config(cfg)).run(progress=False)
+    results = tmp_path / "certified" / RESULTS
+    lines = results.read_text().splitlines()
+    assert len(lines) == 2 and all('"template"' in line for line in lines)
+    results.write_text(lines[0].replace('"template"', '"template-v0"') + "\n")  # older code's names; one link gone
+    with pytest.raises(ConfigError, match=r"features changed since.*Start the run afresh"):
+        Runner(load_eval_config(cfg)).run(progress=False)
+    assert results.read_text().splitlines() == [lines[0].replace('"template"', '"template-v0"')]
+    results.unlink()  # afresh: both links made again, with this code's features
+    Runner(load_eval_config(cfg)).run(progress=False)
+    assert len(results.read_text().splitlines()) == 2

@@ -220,6 +220,16 @@ class RecordLog:
 
 
 
+def recorded_feature_names(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per pipeline, the feature names of its first recorded link that carries features."""
+    out: dict[str, list[str]] = {}
+    for rec in records:
+        names = (rec.get("features") or {}).get("names")
+        if names is not None:
+            out.setdefault(rec["pipeline"], list(names))
+    return out
+
+
 class Recorder:
     """What a runner does with each finished record: append it durably (`RecordLog`), count it
     and the failed ones (a failed record counts as a miss and is run again on resume), and hand
@@ -227,12 +237,26 @@ class Recorder:
 
     def __init__(self, run_dir: Path, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = Path(run_dir) / RESULTS
+        #: per pipeline, the feature names its recorded links carry (a resumed run must match)
+        self._features = recorded_feature_names(read_records(self.path).values()) if self.path.exists() else {}
         self._log = RecordLog(self.path)
         self._on_record = on_record
         self.written = 0
         self.failed = 0
 
     def add(self, record: dict[str, Any]) -> None:
+        """Append one record; a ConfigError (nothing appended) when its features are not the
+        ones the run's earlier links of that pipeline recorded: the code that computes them
+        changed since, and mixing the two would train or report on two feature sets at once."""
+        names = (record.get("features") or {}).get("names")
+        if names is not None:
+            before = self._features.setdefault(record["pipeline"], list(names))
+            if before != list(names):
+                raise ConfigError(
+                    f"{self.path} holds links of pipeline {record['pipeline']!r} with features {before}, "
+                    f"but this code records {list(names)}: the features changed since those links were made. "
+                    f"Start the run afresh (delete {self.path}, or pass another --out)"
+                )
         self._log.append(record)
         self.written += 1
         self.failed += record["status"] != "ok"
