@@ -192,7 +192,8 @@ class CertifiedLinker:
         vectors: dict[str, np.ndarray],
         matches: list[TemplateMatch | None],
     ) -> PoolFeatures:
-        """The head's rows: exact text features, the thumbnail and (with `deep`) the KB image similarity."""
+        """The head's rows: exact text features, the thumbnail, the template match and (with `deep`)
+        the KB image similarity."""
         from retlink.agent.decision.features import context_overlap, reciprocal_ranks
 
         ids = [e.id for e in entities]
