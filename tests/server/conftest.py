@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        if self.thread.is_alive():  # said, not swallowed: a 30 s wait here once hid a slow test
+            warnings.warn("the test server's thread did not stop within 30 s", stacklevel=2)
         self.sock.close()
 
 
