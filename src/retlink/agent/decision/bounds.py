@@ -114,40 +114,50 @@ def _swing(c: float, value: float, lo: float, hi: float) -> tuple[float, float]:
 KINDS = ("thumbnail", "template", "deep")
 
 
+def _thumb_swing(pool: BoundedPool, coef: np.ndarray, j: int, eps: float) -> tuple[float, float]:
+    """(down, up): how far candidate j's thumbnail term can move its logit, alone."""
+    thumb = pool.thumbs[j]
+    if thumb is None or pool.thumb_col is None:
+        return 0.0, 0.0
+    dim = len(pool.query)
+    dmin, dmax = _distance_range(pool.query, thumb, eps)
+    value = float(pool.rows[j, pool.thumb_col])
+    return _swing(float(coef[pool.thumb_col]), value, -dmax / dim, -dmin / dim)
+
+
+def _span_swing(pool: BoundedPool, coef: np.ndarray, j: int, eps: float) -> tuple[float, float]:
+    """(down, up): how far candidate j's spanned features (templates) can move its logit."""
+    down = up = 0.0
+    if pool.thumbs[j] is None:
+        return down, up
+    for col, spans in pool.spans.items():
+        if spans[j] is not None:
+            d, u = _swing(float(coef[col]), float(pool.rows[j, col]), *spans[j].bounds(eps))
+            down, up = down + d, up + u
+    return down, up
+
+
 def _candidate_swing(
     pool: BoundedPool, coef: np.ndarray, j: int, eps: float
 ) -> dict[str, tuple[float, float]]:
     """Per evidence kind, (down, up): how far candidate j's logit can move, each kind alone
     (used against NIL, whose logit is exact)."""
-    swing = dict.fromkeys(KINDS, (0.0, 0.0))
-    thumb = pool.thumbs[j]
-    if thumb is None:
-        return swing
-    if pool.thumb_col is not None:
-        dim = len(pool.query)
-        dmin, dmax = _distance_range(pool.query, thumb, eps)
-        value = float(pool.rows[j, pool.thumb_col])
-        swing["thumbnail"] = _swing(float(coef[pool.thumb_col]), value, -dmax / dim, -dmin / dim)
     down = up = 0.0
-    for col, spans in pool.spans.items():
-        if spans[j] is not None:
-            d, u = _swing(float(coef[col]), float(pool.rows[j, col]), *spans[j].bounds(eps))
+    if pool.thumbs[j] is not None:
+        for col, (lo, hi) in pool.deep.items():
+            d, u = _swing(float(coef[col]), float(pool.rows[j, col]), lo, hi)
             down, up = down + d, up + u
-    swing["template"] = (down, up)
-    down = up = 0.0
-    for col, (lo, hi) in pool.deep.items():
-        d, u = _swing(float(coef[col]), float(pool.rows[j, col]), lo, hi)
-        down, up = down + d, up + u
-    swing["deep"] = (down, up)
-    return swing
+    return {
+        "thumbnail": _thumb_swing(pool, coef, j, eps),
+        "template": _span_swing(pool, coef, j, eps),
+        "deep": (down, up),
+    }
 
 
 def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float) -> dict[str, float]:
     """Per evidence kind, the most the margin logit_a - logit_j can fall (<= 0)."""
     ta, tj = pool.thumbs[a], pool.thumbs[j]
     fall = dict.fromkeys(KINDS, 0.0)
-    alone_a = _candidate_swing(pool, coef, a, eps)
-    alone_j = _candidate_swing(pool, coef, j, eps)
     if pool.thumb_col is not None and ta is not None and tj is not None:
         # the quadratic terms cancel: the margin moves by c * 2 delta . (b_a - b_j) / D
         c = float(coef[pool.thumb_col])
@@ -155,9 +165,9 @@ def _pair_swing(pool: BoundedPool, coef: np.ndarray, a: int, j: int, eps: float)
             -abs(c) * 2.0 * eps * float(np.abs(np.asarray(ta) - np.asarray(tj)).sum()) / len(pool.query)
         )
     else:
-        fall["thumbnail"] = alone_a["thumbnail"][0] - alone_j["thumbnail"][1]
+        fall["thumbnail"] = _thumb_swing(pool, coef, a, eps)[0] - _thumb_swing(pool, coef, j, eps)[1]
     # spanned features move independently: the answer's to its low end, the rival's to its high
-    fall["template"] = alone_a["template"][0] - alone_j["template"][1]
+    fall["template"] = _span_swing(pool, coef, a, eps)[0] - _span_swing(pool, coef, j, eps)[1]
     for col, (lo, hi) in pool.deep.items():
         c = float(coef[col])
         down_a = _swing(c, float(pool.rows[a, col]), lo, hi)[0] if ta is not None else 0.0
