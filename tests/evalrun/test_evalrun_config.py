@@ -161,6 +161,10 @@ def test_fingerprint_ignores_output_and_concurrency_only(tmp_path):
     b = load_eval_config(small_config(tmp_path / "kb", tmp_path / "b", concurrency=4))
     c = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a", seed=3))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    # more samples extend the run (as --limit does); which samples (the split) is another run
+    more = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a", dataset={"key": "demo", "split": "test", "limit": 9}))
+    other_split = load_eval_config(small_config(tmp_path / "kb", tmp_path / "a", dataset={"key": "demo", "split": "train", "limit": 3}))
+    assert more.fingerprint() == a.fingerprint() != other_split.fingerprint()
     assert fraction_text(8 / 255) == "8/255" and fraction_text(0.1) == "0.1"
 
 

@@ -314,6 +314,9 @@ class EvalConfig(StrictModel):
         data = self.model_dump(mode="json", exclude={"output_dir", "concurrency", "executor"})
         if not data["record_features"]:  # runs from before the option keep their fingerprint
             data.pop("record_features")
+        # how many samples is not what a record is: like `--limit`, a larger `dataset.limit` extends
+        # the run (a head refitted on more of a split keeps the links it has); hashed as unset
+        data["dataset"]["limit"] = None
         for p in data["pipelines"]:  # a pipeline on the run's KB hashes as before `kb` existed
             if p.get("kb") is None:
                 p.pop("kb", None)
