@@ -83,7 +83,7 @@ def shared_captioner(cfg: CaptionerConfig, device: str = "cpu") -> Captioner:
     if cfg.backend == "efficientnet_tagger":
         from retlink.tools.vision.tagger import ImageNetTagger
 
-        return ImageNetTagger(top_k=cfg.top_k, device=device, network=cfg.vision_model)
+        return ImageNetTagger(top_k=cfg.top_k, device=device, network=cfg.vision_model, weights=cfg.image_weights)
     if cfg.backend == "openai_vlm":
         from retlink.tools.vision.openai_vlm import OpenAIVLMCaptioner  # issue 4
 
@@ -208,12 +208,12 @@ def load_head(cfg: RetlinkConfig, kb: KBStore):
 
 
 def _detector(cfg: RetlinkConfig):
-    """The feature-squeezing detector on its shared EfficientNet-Lite (`defence.detector.model`),
-    when enabled."""
+    """The feature-squeezing detector on its shared EfficientNet-Lite (`defence.detector.model`,
+    its `image_weights` when tuned), when enabled."""
     if not cfg.defence.detector.enabled:
         return None
     from retlink.tools.vision.detector import SqueezeDetector
-    from retlink.tools.vision.efficientnet import shared_network
+    from retlink.tools.vision.weights import network_with_weights
 
     det = cfg.defence.detector
-    return SqueezeDetector(shared_network(det.model, cfg.device), det.squeezers)
+    return SqueezeDetector(network_with_weights(det.model, det.image_weights, cfg.device), det.squeezers)

@@ -30,6 +30,7 @@ attack the whole differentiable path of a pipeline: purifier plus classifier or 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -260,15 +261,11 @@ class PGDDetectorAware(PGDBPDA):
             detector_weight,
             detector_margin,
         )
-        # a config name (`defence.detector.model`, JSON-friendly in eval configs) or a network
+        # a config name (`defence.detector.model`, JSON-friendly in eval configs), a checkpoint
+        # of fine-tuned weights (`defence.detector.image_weights`) or a network
         self.classifier_name = classifier if isinstance(classifier, str) else None
         if isinstance(classifier, str):
-            from retlink.tools.vision.efficientnet import shared_network
-
-            try:
-                classifier = shared_network(classifier)
-            except ValueError as e:
-                raise ValueError(f"pgd_detector_aware classifier: {e}") from None
+            classifier = _classifier_network(classifier)
         self.classifier = classifier
         self._squeezer_steps = sq
         super().__init__(target, **kwargs)
@@ -296,8 +293,22 @@ class PGDDetectorAware(PGDBPDA):
 ADAPTIVE = (PGDBPDA, PGDEOT, PGDDetectorAware)
 
 
+def _classifier_network(name: str) -> nn.Module:
+    """The detector's network a detector-aware attack differentiates: a network's config name, or
+    the path of a fine-tuned checkpoint of one."""
+    from retlink.tools.vision.efficientnet import shared_network
+    from retlink.tools.vision.weights import shared_tuned
+
+    try:
+        return shared_network(name)
+    except ValueError as e:
+        if Path(name).expanduser().is_file():
+            return shared_tuned(Path(name).expanduser())
+        raise ValueError(f"pgd_detector_aware classifier: {e} (nor is it a weights file)") from None
+
+
 def adaptive_attacks(
-    cfg: DefenceConfig, eot_samples: int, network: str = DEFAULT_NETWORK
+    cfg: DefenceConfig, eot_samples: int, network: str = DEFAULT_NETWORK, weights: str | Path | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     """The adaptive attacks (name, overrides) an attacker who knows the defence config `cfg`
     runs against a pipeline whose attacked network is `network` (what `attack: adaptive` in an
@@ -306,7 +317,8 @@ def adaptive_attacks(
     - purification always on: EOT+BPDA through it;
     - detector on: a detector-aware attack through what an unflagged image meets (the configured
       purifier, or nothing), keeping the squeeze score under the detector's own threshold on its
-      own network (`classifier`, named only when it is not `network`), and EOT+BPDA through the
+      own network (`classifier`, named only when it is not `network` with `weights`, the attack's
+      surrogate: a tuned detector is named by its checkpoint), and EOT+BPDA through the
       flagged route's purifier (the attacker who accepts being flagged and survives it);
     - no defence: plain PGD is already adaptive (nothing to adapt to), so none is added.
     """
@@ -317,7 +329,14 @@ def adaptive_attacks(
             "squeezers": [s.model_dump() for s in cfg.detector.squeezers],
             "threshold": cfg.detector.threshold,
         }
-        if cfg.detector.model != network:
+        same_weights = (cfg.detector.image_weights is None and weights is None) or (
+            cfg.detector.image_weights is not None
+            and weights is not None
+            and Path(cfg.detector.image_weights).expanduser().resolve() == Path(weights).expanduser().resolve()
+        )
+        if cfg.detector.image_weights is not None and not same_weights:
+            det["classifier"] = str(cfg.detector.image_weights)
+        elif cfg.detector.model != network or not same_weights:
             det["classifier"] = cfg.detector.model
         out.append(("pgd_detector_aware", {"purify": always, "eot_samples": eot_samples, **det}))
         flagged = always or [s.model_dump() for s in cfg.purify_when_flagged]

@@ -142,6 +142,10 @@ class CaptionerConfig(OpenAIServerConfig):
     #: efficientnet_tagger only: the network whose ImageNet labels make the caption (Lite1: a
     #: network a Lite0 attack did not target, see encoder diversity in the README)
     vision_model: VisionModel = DEFAULT_NETWORK
+    #: efficientnet_tagger only: fine-tuned weights of `vision_model` (a checkpoint of `retlink
+    #: train` with `kind: encoder`; relative to the YAML file). The embedder's `image_weights` here
+    #: too puts both roles on one network, so an attack on those weights is white box for both.
+    image_weights: Path | None = None
     #: openai_vlm only
     model: str | None = None
     max_tokens: int = 96
@@ -153,6 +157,8 @@ class CaptionerConfig(OpenAIServerConfig):
                 f"vision_model {self.vision_model!r} is for backend efficientnet_tagger; "
                 f"backend {self.backend} names its served model in `model`"
             )
+        if self.backend != "efficientnet_tagger" and self.image_weights is not None:
+            raise ValueError(f"image_weights is for backend efficientnet_tagger, not {self.backend}")
         return self
 
 
@@ -481,6 +487,9 @@ class DetectorConfig(StrictModel):
     squeezers: list[PurifyStep] = Field(default_factory=_default_squeezers)
     #: the classifier whose predictions are squeezed (the threshold was calibrated on Lite0)
     model: VisionModel = DEFAULT_NETWORK
+    #: fine-tuned weights of `model` (as `captioner.image_weights`); the threshold was calibrated
+    #: on the packaged weights, so recalibrate it for tuned ones
+    image_weights: Path | None = None
 
 
 class DefenceConfig(StrictModel):

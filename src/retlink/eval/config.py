@@ -326,9 +326,15 @@ class EvalConfig(StrictModel):
                 p["head_sha256"] = _file_sha256(head_file(head))
             if exact := (p.get("options") or {}).get("exact_head"):  # a certified cascade's other head
                 p["exact_head_sha256"] = _file_sha256(head_file(exact))
-            weights = ((p.get("overrides") or {}).get("embedder") or {}).get("image_weights")
-            if weights:  # likewise retrained image weights (`retlink train`, kind: encoder)
-                p["image_weights_sha256"] = _file_sha256(Path(weights))
+            overrides = p.get("overrides") or {}
+            roles = {  # likewise retrained image weights (`retlink train`, kind: encoder)
+                "image_weights_sha256": (overrides.get("embedder") or {}).get("image_weights"),
+                "captioner_weights_sha256": (overrides.get("captioner") or {}).get("image_weights"),
+                "detector_weights_sha256": ((overrides.get("defence") or {}).get("detector") or {}).get("image_weights"),
+            }
+            for key, weights in roles.items():
+                if weights:
+                    p[key] = _file_sha256(Path(weights))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
@@ -382,9 +388,10 @@ def resolved_base(config: str | None) -> dict[str, Any]:
     for folder in sorted(folders, key=len, reverse=True):  # the longest first: one may hold another
         text = text.replace(folder, folders[folder])
     base = json.loads(text)
-    embedder = base.get("embedder") or {}
-    if embedder.get("image_weights") is None:  # the packaged weights: hashes as before the option
-        embedder.pop("image_weights", None)
+    # the packaged weights: hashes as before each role's option existed
+    for role in (base.get("embedder") or {}, base.get("captioner") or {}, (base.get("defence") or {}).get("detector") or {}):
+        if role.get("image_weights") is None:
+            role.pop("image_weights", None)
     return base
 
 

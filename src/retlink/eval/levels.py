@@ -82,11 +82,13 @@ class TaggerLevel(_ImageLevel):
     name = "tagger"
 
     def __init__(self, spec: Any, kb_path: Path) -> None:
-        from retlink.tools.vision.efficientnet import imagenet_labels, shared_network
+        from retlink.tools.vision.efficientnet import imagenet_labels
+        from retlink.tools.vision.weights import network_with_weights, weights_id
 
         super().__init__(spec, kb_path)
-        self.network = self.config.captioner.vision_model
-        self.model = shared_network(self.network)
+        captioner = self.config.captioner
+        self.model = network_with_weights(captioner.vision_model, captioner.image_weights)
+        self.network = weights_id(captioner.vision_model, captioner.image_weights)  # for traces
         self.labels = imagenet_labels()
         self.top_k = self.config.captioner.top_k
 

@@ -112,25 +112,12 @@ def build_certified(spec: Any, kb_path: Path) -> Pipeline:
     return CertifiedLinker.from_kb(kb_path, CertifiedConfig.model_validate(spec.options))
 
 
-def weights_id(network: str, weights: str | Path | None) -> str:
-    """An image encoder as one string: `efficientnet_lite0`, or `efficientnet_lite0@<short hash>`
-    for fine-tuned weights (the hash the checkpoint records; its path when it cannot be read)."""
-    if weights is None:
-        return str(network)
-    from retlink.core.errors import ConfigError
-    from retlink.tools.vision.weights import short_id, weights_info
-
-    try:
-        return f"{network}@{short_id(weights_info(weights)['weights_sha256'])}"
-    except ConfigError:
-        return f"{network}@{weights}"
-
-
 def pipeline_image_encoder(spec: Any) -> str | None:
     """The image encoder (network and weights, `weights_id`) a pipeline embeds images with: what
     an attack must be made on to be white box against it. None for kinds without one (the
     certified pipeline's thumbnails) or an agent config that no longer loads."""
     from retlink.core.errors import ConfigError
+    from retlink.tools.vision.weights import weights_id
 
     if spec.kind in AGENT_CONFIG_KINDS:
         try:
@@ -150,6 +137,8 @@ def pipeline_image_encoder(spec: Any) -> str | None:
 
 def attack_encoder(spec: Any) -> str:
     """The image encoder an attack (`AttackSpec`) was made on, as `weights_id` names it."""
+    from retlink.tools.vision.weights import weights_id
+
     if spec.surrogate.startswith("open_clip:") or "+" in spec.surrogate:
         return spec.surrogate
     return weights_id(spec.surrogate, spec.pretrained)

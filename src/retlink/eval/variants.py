@@ -40,7 +40,7 @@ def attack_variants(cfg: Any, spec: Any) -> dict[str, Variant]:
     for p in cfg.pipelines:
         if p.name not in pipes:
             continue
-        for name, overrides in [("pgd", {}), *adaptive_attacks(pipeline_defence(p), eot, spec.surrogate)]:
+        for name, overrides in [("pgd", {}), *adaptive_attacks(pipeline_defence(p), eot, spec.surrogate, spec.pretrained)]:
             key = attack_key(name, overrides)
             if key not in out:
                 variant = spec.model_copy(update={"attack": name, "params": {**base, **overrides}})

@@ -14,6 +14,7 @@ from PIL import Image
 from retlink.core.schema import PurifyStep
 from retlink.tools.vision.efficientnet import EfficientNetLite, network_name, preprocess
 from retlink.tools.vision.purify import purify_pil
+from retlink.tools.vision.weights import short_id
 
 
 class SqueezeDetector:
@@ -21,8 +22,10 @@ class SqueezeDetector:
 
     def __init__(self, model: EfficientNetLite, squeezers: list[PurifyStep] | tuple[PurifyStep, ...]) -> None:
         self.model = model
-        #: the network's config name ("efficientnet_lite0", "efficientnet_lite1"), for traces
-        self.network = network_name(model)
+        #: the network's config name ("efficientnet_lite0", "efficientnet_lite1"; with "@<short
+        #: hash>" for fine-tuned weights), for traces
+        sha = getattr(model, "weights_sha256", None)
+        self.network = network_name(model) + (f"@{short_id(sha)}" if sha else "")
         self.squeezers = tuple(squeezers)
 
     @torch.inference_mode()

@@ -2,18 +2,22 @@
 
 A tagger is no VLM, but it is real, offline and fast, and its labels ("tabby cat", "space
 shuttle") are exactly the kind of visual hint that disambiguates a mention. The network is
-EfficientNet-Lite0 by default, or Lite1 (`captioner.vision_model`); each caption names it
-(`Caption.model`), so a trace shows which one captioned the image.
+EfficientNet-Lite0 by default, or Lite1 (`captioner.vision_model`), with its packaged weights or
+fine-tuned ones (`captioner.image_weights`); each caption names it (`Caption.model`, with the
+weights' short hash when tuned), so a trace shows which one captioned the image.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from retlink.core.networks import DEFAULT_NETWORK
 from retlink.core.types import Caption
-from retlink.tools.vision.efficientnet import imagenet_labels, preprocess, shared_network
+from retlink.tools.vision.efficientnet import imagenet_labels, preprocess
+from retlink.tools.vision.weights import network_with_weights, weights_id
 
 
 class ImageNetTagger:
@@ -21,11 +25,13 @@ class ImageNetTagger:
 
     name = "efficientnet_tagger"
 
-    def __init__(self, top_k: int = 5, device: str = "cpu", network: str = DEFAULT_NETWORK) -> None:
+    def __init__(
+        self, top_k: int = 5, device: str = "cpu", network: str = DEFAULT_NETWORK, weights: str | Path | None = None
+    ) -> None:
         self.top_k = top_k
         self.device = device
-        self.network = str(network)
-        self.model = shared_network(network, device)
+        self.model = network_with_weights(network, weights, device)
+        self.network = weights_id(str(network), weights)
         self.labels = imagenet_labels()
 
     @torch.inference_mode()

@@ -50,6 +50,18 @@ def short_id(sha256: str) -> str:
     return sha256[:SHORT]
 
 
+def weights_id(network_name: str, weights: str | Path | None) -> str:
+    """A network and its weights as one string: `efficientnet_lite0`, or
+    `efficientnet_lite0@<short hash>` for fine-tuned weights (the hash the checkpoint records; its
+    path when it cannot be read). Reports and captions name a role's network by it."""
+    if weights is None:
+        return str(network_name)
+    try:
+        return f"{network_name}@{short_id(weights_info(weights)['weights_sha256'])}"
+    except ConfigError:
+        return f"{network_name}@{weights}"
+
+
 def save_weights(
     path: Path, model: torch.nn.Module, fingerprint: dict[str, Any], arch_kwargs: dict[str, Any] | None = None
 ) -> str:
@@ -136,3 +148,18 @@ def _shared(path: str, stamp: int, device: str) -> torch.nn.Module:
     del stamp  # part of the cache key only
     with _LOCK:
         return build_tuned(path, device)
+
+
+def network_with_weights(name: str, weights: str | Path | None = None, device: str = "cpu") -> torch.nn.Module:
+    """The shared network a classifier role runs (`captioner.vision_model` with
+    `captioner.image_weights`, `defence.detector.model` with its `image_weights`): the packaged
+    weights, or a checkpoint fine-tuned from that very network (one of another is refused, so a
+    config cannot put Lite1 weights on a role it says runs Lite0)."""
+    if weights is None:
+        from retlink.tools.vision.efficientnet import shared_network
+
+        return shared_network(name, device)
+    model = shared_tuned(weights, device)
+    if model.network != network(name):
+        raise ConfigError(f"image weights {weights} are fine-tuned from {model.network.value}, not {network(name).value}")
+    return model
