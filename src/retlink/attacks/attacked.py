@@ -114,6 +114,9 @@ class OpenClipSurrogate(nn.Module):
             from retlink.core.errors import ConfigError
 
             raise ConfigError(f"open_clip surrogate weights not found: {pretrained}")
+        from retlink.tools.vision.weights import open_clip_id
+
+        self.weights_id = open_clip_id(model, pretrained)  # refuses a checkpoint of another model
         clip = open_clip.create_model(model, pretrained=pretrained)
         self.encoder = OpenClipImageEncoder(clip.eval())
         for p in self.parameters():

@@ -335,10 +335,13 @@ class EvalConfig(StrictModel):
             for key, weights in roles.items():
                 if weights:
                     p[key] = _file_sha256(Path(weights))
+            clip = (overrides.get("embedder") or {}).get("open_clip_pretrained")
+            if clip and Path(clip).expanduser().is_file():  # a local open_clip file (a fine-tune too)
+                p["open_clip_weights_sha256"] = _file_sha256(Path(clip))
         for a in data["attacks"]:  # likewise an attack without `pretrained`
             if a.get("pretrained") is None:
                 a.pop("pretrained", None)
-            elif not a["surrogate"].startswith("open_clip:"):  # a network's fine-tuned checkpoint
+            else:  # a network's fine-tuned checkpoint, an open_clip tower's weights file
                 a["pretrained_sha256"] = _file_sha256(Path(a["pretrained"]))
             if a["attack"] == "multimodal":  # now one joint objective, LM candidates: another attack
                 a["definition"] = "joint"

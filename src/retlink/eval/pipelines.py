@@ -117,15 +117,15 @@ def pipeline_image_encoder(spec: Any) -> str | None:
     an attack must be made on to be white box against it. None for kinds without one (the
     certified pipeline's thumbnails) or an agent config that no longer loads."""
     from retlink.core.errors import ConfigError
-    from retlink.tools.vision.weights import weights_id
+    from retlink.tools.vision.weights import open_clip_id, weights_id
 
     if spec.kind in AGENT_CONFIG_KINDS:
         try:
             emb = agent_config(spec).embedder
+            if emb.image_backend == "open_clip":
+                return open_clip_id(emb.open_clip_model, emb.open_clip_pretrained)
         except ConfigError:
             return None
-        if emb.image_backend == "open_clip":
-            return f"open_clip:{emb.open_clip_model}"
         return None if emb.image_backend == "none" else weights_id(emb.image_backend, emb.image_weights)
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
@@ -137,9 +137,15 @@ def pipeline_image_encoder(spec: Any) -> str | None:
 
 def attack_encoder(spec: Any) -> str:
     """The image encoder an attack (`AttackSpec`) was made on, as `weights_id` names it."""
-    from retlink.tools.vision.weights import weights_id
+    from retlink.core.errors import ConfigError
+    from retlink.tools.vision.weights import open_clip_id, weights_id
 
-    if spec.surrogate.startswith("open_clip:") or "+" in spec.surrogate:
+    if spec.surrogate.startswith("open_clip:"):
+        try:
+            return open_clip_id(spec.surrogate.split(":", 1)[1], spec.pretrained)
+        except ConfigError:
+            return spec.surrogate
+    if "+" in spec.surrogate:
         return spec.surrogate
     return weights_id(spec.surrogate, spec.pretrained)
 

@@ -4,14 +4,16 @@ One loop (`robust_loop`), two objectives: `fare` (unsupervised, on a dataset's K
 and optionally a split's mention images) and `mat` (supervised: a split's mention images against
 their gold entities' KB images, InfoNCE over in-batch negatives, adversarial mention images plus
 augmented views made by the attack library's `augment`). Data comes from the dataset registry
-(`retlink.datasets`), networks from `retlink.core.networks`. The text embedder is not touched:
-the MAT loss here is image to image.
+(`retlink.datasets`), networks from `retlink.core.networks`, or an open_clip image tower
+(`network: open_clip`, `retlink.train.towers`). The text embedder is not touched: the MAT loss
+here is image to image.
 
 The checkpoint (`retlink.tools.vision.weights`) carries its fingerprint: base network (and base
 checkpoint), objective, the data's fingerprint, eps, steps and the rest of the recipe. It is
 written once, atomically, at the end: an interrupted run (Ctrl-C) leaves no file, or the old one.
-Select it with `embedder: {image_weights: PATH}` in an agent config, and rebuild the KB with that
-config (`retlink kb build`); as an attack surrogate, `pretrained: PATH` beside the network.
+Select it with `embedder: {image_weights: PATH}` in an agent config (an open_clip tower's:
+`open_clip_pretrained: PATH`), and rebuild the KB with that config (`retlink kb build`); as an
+attack surrogate, `pretrained: PATH` beside the network.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ from retlink.eval.config import DatasetSpec
 
 log = logging.getLogger(__name__)
 
-Network = Annotated[ImageNetwork, BeforeValidator(canonical)]
+#: the open_clip image tower (`open_clip_model`, `open_clip_pretrained`), beside the networks
+OPEN_CLIP = "open_clip"
+
+
+def _network(v: Any) -> Any:
+    return v if v == OPEN_CLIP else canonical(v)
+
+
+Network = Annotated[ImageNetwork | Literal["open_clip"], BeforeValidator(_network)]
 
 
 class EncoderTrainConfig(StrictModel):
@@ -44,10 +54,17 @@ class EncoderTrainConfig(StrictModel):
     #: `fare`: unsupervised, features under attack pulled to the original's clean ones;
     #: `mat`: supervised InfoNCE between (adversarial, augmented) mention images and gold KB images
     objective: Literal["fare", "mat"]
-    #: the base network (`retlink.core.networks`), its packaged weights unless `base` is given
+    #: the base network (`retlink.core.networks`), its packaged weights unless `base` is given;
+    #: or `open_clip`: the image tower of `open_clip_model` (`retlink.train.towers`)
     network: Network = DEFAULT_NETWORK
-    #: start from a checkpoint of that network instead (a previous fine-tune)
+    #: start from a checkpoint of that network instead (a previous fine-tune; EfficientNet only)
     base: Path | None = None
+    #: network open_clip: the model config name, as `embedder.open_clip_model`
+    open_clip_model: str = "ViT-B-32"
+    #: network open_clip: its starting weights, as `embedder.open_clip_pretrained` (a local file,
+    #: a previous fine-tune included; or a tag / hub id where the hub is reachable); None builds
+    #: random weights (tests)
+    open_clip_pretrained: str | None = None
     #: the data, from the dataset registry
     dataset: DatasetSpec
     #: FARE: train on the dataset's KB entity images (what its KB embeds)
@@ -91,7 +108,16 @@ class EncoderTrainConfig(StrictModel):
             raise ValueError("split: test is what results are reported on; train on train or dev")
         if self.step_size is not None and self.step_size > self.eps:
             raise ValueError("step_size: larger than eps")
+        if self.network == OPEN_CLIP and self.base is not None:
+            raise ValueError("base is for the EfficientNet networks; an open_clip tower starts from open_clip_pretrained")
+        if self.network == OPEN_CLIP and not self.freeze_bn_stats:
+            raise ValueError("freeze_bn_stats: an open_clip ViT tower has no batch norm")
         return self
+
+    @property
+    def network_label(self) -> str:
+        """The network as the checkpoint records it (`efficientnet_lite0`, `open_clip:ViT-B-32`)."""
+        return f"open_clip:{self.open_clip_model}" if self.network == OPEN_CLIP else self.network.value
 
     @property
     def pgd_step(self) -> float:
@@ -167,6 +193,11 @@ def load_batch(paths: list[str], size: int) -> torch.Tensor:
 
 def base_model(cfg: EncoderTrainConfig) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(the network to tune, its timm arguments, what it started from)."""
+    if cfg.network == OPEN_CLIP:
+        from retlink.train.towers import OpenClipTower
+
+        pretrained = cfg.open_clip_pretrained
+        return OpenClipTower(cfg.open_clip_model, pretrained), {}, _started_from(pretrained)
     if cfg.base is None:
         from retlink.tools.vision.efficientnet import build_efficientnet_lite
 
@@ -177,10 +208,27 @@ def base_model(cfg: EncoderTrainConfig) -> tuple[torch.nn.Module, dict[str, Any]
     return build_tuned(cfg.base, expect_network=cfg.network), payload["arch_kwargs"], payload["weights_sha256"]
 
 
+def _started_from(pretrained: str | None) -> str:
+    """An open_clip tower's starting point as the fingerprint records it: the weights hash of a
+    local file (a retlink checkpoint's own, else the file's), else the tag or "random"."""
+    if pretrained is None:
+        return "random"
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        return pretrained
+    from retlink.core.errors import ConfigError
+    from retlink.tools.vision.weights import weights_info
+
+    try:
+        return weights_info(path)["weights_sha256"]
+    except ConfigError:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def fingerprint(cfg: EncoderTrainConfig, data_sha: str, n_images: int, started_from: str) -> dict[str, Any]:
     """How the weights were made (what the checkpoint carries)."""
     return {
-        "network": cfg.network.value,
+        "network": cfg.network_label,
         "base": started_from,
         "objective": cfg.objective,
         "dataset": cfg.dataset.key,
@@ -242,7 +290,12 @@ def train_encoder(source: str | Path | dict[str, Any], *, progress: bool = True,
         import copy
 
         original = copy.deepcopy(model).eval()  # f_orig: the clean features stay the anchor
-    enc = SplitEncoder(model, cfg.train_last_blocks, cfg.freeze_bn_stats)
+    if cfg.network == OPEN_CLIP:
+        from retlink.train.towers import TowerSplit
+
+        enc = TowerSplit(model, cfg.train_last_blocks)
+    else:
+        enc = SplitEncoder(model, cfg.train_last_blocks, cfg.freeze_bn_stats)
     opt = torch.optim.AdamW(enc.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pgd = PGDSettings(cfg.eps, cfg.steps, cfg.pgd_step)
     augment = None

@@ -201,7 +201,11 @@ class OpenClipImageEmbedder:
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu") -> None:
         import open_clip
 
-        self.name = f"open_clip:{model}"
+        from retlink.tools.vision.weights import open_clip_id
+
+        #: with fine-tuned weights (a retlink checkpoint), `open_clip:MODEL@<short hash>`: the KB
+        #: records it, so a KB embedded with other weights is refused
+        self.name = open_clip_id(model, pretrained)
         self.device = device
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
         self.model = self.model.to(device).eval()

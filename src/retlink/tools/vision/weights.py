@@ -65,12 +65,13 @@ def weights_id(network_name: str, weights: str | Path | None) -> str:
 def save_weights(
     path: Path, model: torch.nn.Module, fingerprint: dict[str, Any], arch_kwargs: dict[str, Any] | None = None
 ) -> str:
-    """Write a wrapped network's (`EfficientNetLite`) weights with their fingerprint; the hash."""
+    """Write a wrapped network's weights (an `EfficientNetLite`, or an open_clip tower's whole
+    CLIP: `retlink.train.towers`) with their fingerprint; the hash."""
     state = {k: v.detach().cpu().clone() for k, v in model.net.state_dict().items()}
     digest = weights_sha256(state)
     payload = {
         "format": FORMAT,
-        "network": str(model.network.value),
+        "network": str(getattr(model, "network_label", None) or model.network.value),
         "arch_kwargs": dict(arch_kwargs or {}),
         "fingerprint": dict(fingerprint),
         "weights_sha256": digest,
@@ -163,3 +164,32 @@ def network_with_weights(name: str, weights: str | Path | None = None, device: s
     if model.network != network(name):
         raise ConfigError(f"image weights {weights} are fine-tuned from {model.network.value}, not {network(name).value}")
     return model
+
+
+def open_clip_id(model: str, pretrained: str | Path | None) -> str:
+    """An open_clip tower as one string, as the KB manifest, the reports and `weights_id` name
+    encoders: `open_clip:MODEL`, or `open_clip:MODEL@<short hash>` when `pretrained` is a retlink
+    checkpoint (`retlink train`, `network: open_clip`), so a KB embedded with other weights is
+    refused and an attack on other weights is a transfer. A checkpoint of another model is refused;
+    open_clip's own weight files and tags keep the plain name."""
+    if pretrained is None or not Path(pretrained).expanduser().is_file():
+        return f"open_clip:{model}"
+    path = Path(pretrained).expanduser().resolve()
+    return _open_clip_id(model, str(path), path.stat().st_mtime_ns)  # read once while unchanged
+
+
+@lru_cache(maxsize=16)
+def _open_clip_id(model: str, path: str, stamp: int) -> str:
+    del stamp  # part of the cache key only
+    name = f"open_clip:{model}"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file read here: open_clip's own loader will say why
+        return name
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        return name
+    if payload.get("network") != name:
+        raise ConfigError(f"image weights {path} are fine-tuned from {payload.get('network')}, not {name}")
+    if weights_sha256(payload["state_dict"]) != payload.get("weights_sha256"):
+        raise ConfigError(f"image weights {path}: the tensors do not match the hash the file records (edited or corrupt)")
+    return f"{name}@{short_id(payload['weights_sha256'])}"
