@@ -331,3 +331,41 @@ def test_the_adaptive_attack_on_the_cascades_own_features_breaks_no_certificate(
     first = {**rows[k], "attacks": {"8/255": None, "64/255": "a break recorded before"}}
     again = attack_sample(cascade, samples[k], budgets, 4, ("apgd",), skip_certified=True, before=first)
     assert again["attacks"] == {"8/255": None, "64/255": "a break recorded before"}
+
+
+def test_features_computed_another_way_are_refused_by_the_head_and_the_resumed_run(demo_heads, demo_kb_path, tmp_path):
+    """The same feature names computed with other parameters (a template size, the thumbnail
+    side) are other features: a head fitted on them is refused, as is a resumed run's next link.
+    Faults injected: the head file and the recorded links rewritten with another definition."""
+    import json
+
+    from retlink.core.errors import ConfigError
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker, feature_definition
+    from retlink.eval.config import load_eval_config
+    from retlink.eval.runner import Runner
+    from retlink.eval.runs import RESULTS
+    from tests.defences.test_certified import _run_config
+
+    _, _, exact_path, exact_head = demo_heads
+    assert exact_head.feature_definition == feature_definition(8)  # carried from the links it was fitted on
+    assert feature_definition(8) != feature_definition(16)
+    options = {"text_candidates": 3, "eps": ["8/255"]}
+    other = tmp_path / "other.head.json"
+    data = json.loads(exact_path.read_text())
+    other.write_text(json.dumps({**data, "feature_definition": "0123456789abcdef"}))
+    with pytest.raises(ConfigError, match="fitted on features computed another way"):
+        CertifiedLinker.from_kb(demo_kb_path, CertifiedConfig.model_validate({**options, "head": str(other)}))
+    data.pop("feature_definition")  # a head fitted before definitions were recorded still loads
+    other.write_text(json.dumps(data))
+    CertifiedLinker.from_kb(demo_kb_path, CertifiedConfig.model_validate({**options, "head": str(other)}))
+
+    cfg = {**_run_config(demo_kb_path, tmp_path), "attacks": [], "record_features": True}
+    cfg["dataset"]["limit"] = 2
+    Runner(load_eval_config(cfg)).run(progress=False)
+    results = tmp_path / "certified" / RESULTS
+    first = results.read_text().splitlines()[0]
+    assert f'"definition":"{feature_definition(8)}"' in first.replace(" ", "")
+    results.write_text(first.replace(feature_definition(8), "0123456789abcdef") + "\n")
+    with pytest.raises(ConfigError, match=r"computed another way.*Start the run afresh"):
+        Runner(load_eval_config(cfg)).run(progress=False)
+    assert len(results.read_text().splitlines()) == 1  # nothing appended

@@ -104,6 +104,10 @@ class PoolFeatures(BaseModel):
     nil: list[float] = Field(default_factory=list)
     #: the NIL row's feature names (None: the agent's `NIL_FEATURES`)
     nil_names: list[str] | None = None
+    #: a short hash of how the features are computed beyond their names (sizes, thresholds, a
+    #: version bumped when a computation changes); a resumed run and a decision head refuse links
+    #: of the same names computed another way. None: not recorded (the agent's, older runs)
+    definition: str | None = None
     #: the reasoner's probabilities over the options it saw (the kept top_k and NIL), when it
     #: answered: what `retlink train` fits the reasoner's weight on
     reasoner: dict[str, float] | None = None

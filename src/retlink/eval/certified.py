@@ -64,6 +64,24 @@ DEEP_RANGE = (-1.0, 1.0)
 NIL_FEATURES: tuple[str, ...] = ("best_mention", "any_alias")
 
 
+#: bump when a feature's computation changes in a way its parameters below do not show (a new
+#: formula for `context`, another thumbnail resampling): earlier links and heads are refused
+FEATURES_VERSION = 1
+
+
+def feature_definition(size: int) -> str:
+    """A short hash of how this pipeline's features are computed beyond their names: the
+    thumbnail side, the template matcher's parameters and `FEATURES_VERSION` (what the deep
+    similarity embeds with is the KB's fingerprint, checked apart)."""
+    import hashlib
+    import json
+
+    from retlink.tools.vision import templates
+
+    spec = {"version": FEATURES_VERSION, "thumbnail": size, "templates": templates.DEFINITION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def feature_names(deep: bool) -> list[str]:
     """The head's candidate features for a pipeline with or without the deep similarity."""
     return [*EXACT_FEATURES, THUMB_FEATURE, TEMPLATE_FEATURE, *((DEEP_FEATURE,) if deep else ())]
@@ -144,14 +162,18 @@ class CertifiedLinker:
         self.thumbs = kb_thumbnails(kb, self.config.size)
         self.templates = kb_templates(kb)
         self.features = feature_names(self.config.deep)
+        #: how the features are computed beyond their names (recorded with each link)
+        self.definition = feature_definition(self.config.size)
         fingerprint = kb_fingerprint(kb.manifest)
         self.head = (
-            DecisionHead.load(self.config.head, features=self.features, fingerprint=fingerprint)
+            DecisionHead.load(self.config.head, features=self.features, fingerprint=fingerprint, definition=self.definition)
             if self.config.head is not None
             else None
         )
         self.exact_head = (
-            DecisionHead.load(self.config.exact_head, features=feature_names(False), fingerprint=fingerprint)
+            DecisionHead.load(
+                self.config.exact_head, features=feature_names(False), fingerprint=fingerprint, definition=self.definition
+            )
             if self.config.exact_head is not None
             else None
         )
@@ -224,7 +246,12 @@ class CertifiedLinker:
         )
         nil = [float(mention.max()) if ids else 0.0, float(bool(alias))]
         return PoolFeatures(
-            names=list(self.features), nil_names=list(NIL_FEATURES), ids=ids, rows=rows.tolist(), nil=nil
+            names=list(self.features),
+            nil_names=list(NIL_FEATURES),
+            ids=ids,
+            rows=rows.tolist(),
+            nil=nil,
+            definition=self.definition,
         )
 
     def link(self, image: Any, mention: str, context: str = "") -> LinkResult:

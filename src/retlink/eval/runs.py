@@ -230,6 +230,17 @@ def recorded_feature_names(records: Iterable[dict[str, Any]]) -> dict[str, list[
     return out
 
 
+def recorded_feature_definitions(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Per pipeline, the feature definition (`PoolFeatures.definition`) of its first recorded
+    link that carries one (links from before definitions were recorded carry none)."""
+    out: dict[str, str] = {}
+    for rec in records:
+        definition = (rec.get("features") or {}).get("definition")
+        if definition is not None:
+            out.setdefault(rec["pipeline"], definition)
+    return out
+
+
 class Recorder:
     """What a runner does with each finished record: append it durably (`RecordLog`), count it
     and the failed ones (a failed record counts as a miss and is run again on resume), and hand
@@ -237,8 +248,11 @@ class Recorder:
 
     def __init__(self, run_dir: Path, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = Path(run_dir) / RESULTS
-        #: per pipeline, the feature names its recorded links carry (a resumed run must match)
-        self._features = recorded_feature_names(read_records(self.path).values()) if self.path.exists() else {}
+        #: per pipeline, the feature names and definition its recorded links carry (a resumed run
+        #: must match)
+        records = list(read_records(self.path).values()) if self.path.exists() else []
+        self._features = recorded_feature_names(records)
+        self._definitions = recorded_feature_definitions(records)
         self._log = RecordLog(self.path)
         self._on_record = on_record
         self.written = 0
@@ -248,7 +262,8 @@ class Recorder:
         """Append one record; a ConfigError (nothing appended) when its features are not the
         ones the run's earlier links of that pipeline recorded: the code that computes them
         changed since, and mixing the two would train or report on two feature sets at once."""
-        names = (record.get("features") or {}).get("names")
+        features = record.get("features") or {}
+        names, definition = features.get("names"), features.get("definition")
         if names is not None:
             before = self._features.setdefault(record["pipeline"], list(names))
             if before != list(names):
@@ -256,6 +271,14 @@ class Recorder:
                     f"{self.path} holds links of pipeline {record['pipeline']!r} with features {before}, "
                     f"but this code records {list(names)}: the features changed since those links were made. "
                     f"Start the run afresh (delete {self.path}, or pass another --out)"
+                )
+        if definition is not None:
+            before_def = self._definitions.setdefault(record["pipeline"], definition)
+            if before_def != definition:
+                raise ConfigError(
+                    f"{self.path} holds links of pipeline {record['pipeline']!r} whose features were computed "
+                    f"another way (definition {before_def}; this code: {definition}; a size, threshold or "
+                    f"formula changed). Start the run afresh (delete {self.path}, or pass another --out)"
                 )
         self._log.append(record)
         self.written += 1

@@ -232,6 +232,20 @@ def feature_names_of(
     return list(names), list(nil_names)
 
 
+def feature_definition_of(records: list[dict[str, Any]], pipelines: list[str]) -> str | None:
+    """How the pipelines' recorded features were computed (`PoolFeatures.definition`), None when
+    no record says; links computed two ways are refused (one head, one feature set)."""
+    found = {
+        d for rec in records if rec.get("pipeline") in pipelines and (d := (rec.get("features") or {}).get("definition"))
+    }
+    if len(found) > 1:
+        raise ConfigError(
+            f"pipelines {pipelines} recorded features computed in {len(found)} ways ({sorted(found)}); "
+            "relink the older runs (delete their folders) and fit again"
+        )
+    return found.pop() if found else None
+
+
 def fallback_accuracy(groups: list[Group], features: list[str]) -> float:
     """Accuracy of the agent's own ranking on `groups`: the top `fused_gap` (it never says NIL)."""
     k = features.index(FALLBACK_FEATURE)
@@ -370,6 +384,7 @@ def train(source: str | Path | dict[str, Any], *, limit: int | None = None) -> t
         raise ConfigError(f"prior: 'fallback' needs the agent's {FALLBACK_FEATURE!r} feature; pipelines {cfg.pipelines} record {features}")
     l2, l2_scores = choose_l2(groups, sample_ids, features, nil_features, cfg)
     head = DecisionHead.fit(groups, features, nil_features, l2=l2, fingerprint=fingerprint, prior=_prior(cfg))
+    head.feature_definition = feature_definition_of(records, cfg.pipelines)
     if answered:  # the reasoner earns the weight its answers earn on these links, 0 included
         head.fit_reasoner_weight(
             [g for g, _ in answered],

@@ -112,6 +112,8 @@ class DecisionHead:
     reasoner_weight: float = 0.0
     fingerprint: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: how the features it was fitted on were computed beyond their names (`PoolFeatures.definition`)
+    feature_definition: str | None = None
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class DecisionHead:
             "reasoner_weight": self.reasoner_weight,
             "fingerprint": self.fingerprint,
             "metrics": self.metrics,
+            **({"feature_definition": self.feature_definition} if self.feature_definition else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -297,8 +300,11 @@ class DecisionHead:
         *,
         features: list[str] | tuple[str, ...],
         fingerprint: dict[str, Any] | None = None,
+        definition: str | None = None,
     ) -> DecisionHead:
-        """Load a head; refuse one written for other features, another KB or other embedders."""
+        """Load a head; refuse one written for other features (other names, or the same names
+        computed another way: `definition`, where both the head and the caller know it), another
+        KB or other embedders."""
         path = head_file(path)
         try:
             data = json.loads(path.read_text())
@@ -312,6 +318,12 @@ class DecisionHead:
             raise ConfigError(
                 f"decision.head: {path} was fitted on features {data['features']}, this version computes "
                 f"{list(features)}; refit it with `retlink train`"
+            )
+        fitted_on = data.get("feature_definition")
+        if definition is not None and fitted_on is not None and fitted_on != definition:
+            raise ConfigError(
+                f"decision.head: {path} was fitted on features computed another way (definition {fitted_on}; "
+                f"this version computes {definition}: a size, threshold or formula changed); refit it with `retlink train`"
             )
         head_fp = data.get("fingerprint") if isinstance(data.get("fingerprint"), dict) else {}
         if fingerprint is not None and head_fp != (want := _bound_to(head_fp, fingerprint)):
@@ -332,4 +344,5 @@ class DecisionHead:
             reasoner_weight=float(data.get("reasoner_weight", 0.0)),
             fingerprint=dict(data.get("fingerprint", {})),
             metrics=dict(data.get("metrics", {})),
+            feature_definition=fitted_on,
         )

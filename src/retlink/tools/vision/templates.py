@@ -47,6 +47,14 @@ TEMPLATE_SIDES: tuple[int, ...] = (32, 40, 48, 56, 64)
 CONTENT_THRESHOLD = 0.08
 #: ITU-R BT.601 luma weights: non-negative and summing to one, so grey is a convex combination
 LUMA = (0.299, 0.587, 0.114)
+#: what the template feature is computed with: a feature recorded or a head fitted under other
+#: values is another feature of the same name (`retlink.eval.certified.feature_definition`)
+DEFINITION = {
+    "query_side": QUERY_SIDE,
+    "template_sides": list(TEMPLATE_SIDES),
+    "content_threshold": CONTENT_THRESHOLD,
+    "luma": list(LUMA),
+}
 
 
 class TemplateMatch(NamedTuple):
