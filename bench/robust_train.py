@@ -3,13 +3,16 @@ loop over the same network, in the same run.
 
     PYTHONPATH=src .venv/bin/python bench/robust_train.py                  # CPU, Lite0, FARE and MAT
     PYTHONPATH=src .venv/bin/python bench/robust_train.py --device cuda --batch 64
+    PYTHONPATH=src .venv/bin/python bench/robust_train.py --network open_clip --open-clip-model ViT-B-32 \
+        --device cuda --last-blocks -1     # an open_clip tower (random weights unless --open-clip-pretrained)
 
 Goal (issue 29): the loop at >= 0.8x the bare loop. A PGD step is a forward and backward pass to
 the input, and the weight update is one more (over the trained blocks; the frozen prefix only
 forward), so a training step with s PGD steps is s + 1 passes: the loop's pass rate is
 images x (s + 1) / second, the bare loop's images / second of one full forward + backward pass
 (gradients to every weight and the input), and their ratio is what the loop wastes beyond the
-physical limit. The update counts as a full pass although, with frozen early blocks, its backward
+physical limit. An open_clip tower (`retlink.train.towers`) has no frozen-prefix shortcut: its
+update runs the whole tower under autograd, so `--last-blocks -1` and a partial one cost alike. The update counts as a full pass although, with frozen early blocks, its backward
 stops at the first trained block: with `--last-blocks 3` the loop can pass 1.0x, and
 `--last-blocks -1` (the whole network trained) is the like-for-like comparison. Runs alternate (bare, loop, bare, ...) so other processes' load hits both alike;
 medians over `--repeats`. Also printed: images x PGD steps per second, peak memory (max RSS on a
@@ -61,7 +64,9 @@ def peak_mib(device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--network", default="efficientnet_lite0")
+    ap.add_argument("--network", default="efficientnet_lite0", help="a network of the registry, or open_clip")
+    ap.add_argument("--open-clip-model", default="ViT-B-32", help="with --network open_clip")
+    ap.add_argument("--open-clip-pretrained", default=None, help="its weights (a local file); random if not given")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2, help="PGD steps per update")
@@ -79,12 +84,22 @@ def main() -> None:
     generator = torch.Generator(device=dev).manual_seed(0)
     pgd = PGDSettings(args.eps, args.steps, min(args.eps, 2.5 * args.eps / args.steps))
 
-    bare = build_efficientnet_lite(args.network).to(dev).eval()
+    last = None if args.last_blocks < 0 else args.last_blocks
+    if args.network == "open_clip":
+        from retlink.train.towers import OpenClipTower, TowerSplit
+
+        def build() -> torch.nn.Module:
+            torch.manual_seed(0)
+            return OpenClipTower(args.open_clip_model, args.open_clip_pretrained)
+
+        bare, model = build().to(dev).eval(), build().to(dev)
+        enc = TowerSplit(model, last)
+    else:
+        bare, model = build_efficientnet_lite(args.network).to(dev).eval(), build_efficientnet_lite(args.network).to(dev)
+        enc = SplitEncoder(model, last, freeze_bn_stats=True)
     for p in bare.parameters():
         p.requires_grad_(True)
-    model = build_efficientnet_lite(args.network).to(dev)
     original = copy.deepcopy(model).eval()
-    enc = SplitEncoder(model, None if args.last_blocks < 0 else args.last_blocks, freeze_bn_stats=True)
     opt = torch.optim.AdamW(enc.params, lr=1e-5)
 
     def bare_run() -> None:
@@ -118,7 +133,8 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     bare_rate = args.batch / med["bare"]
-    table = Table(title=f"{args.network}, batch {args.batch}, {args.steps} PGD steps, last blocks {args.last_blocks}, "
+    name = f"open_clip:{args.open_clip_model}" if args.network == "open_clip" else args.network
+    table = Table(title=f"{name}, batch {args.batch}, {args.steps} PGD steps, last blocks {args.last_blocks}, "
                         f"{dev}, {torch.get_num_threads()} threads, median of {args.repeats}")
     for col in ("loop", "s / batch", "image passes / s", "images x PGD steps / s", "vs bare", f"min / epoch of {LOGOS_KB_IMAGES}"):
         table.add_column(col)
