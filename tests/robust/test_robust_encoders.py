@@ -260,15 +260,20 @@ def test_the_eval_report_labels_attacks_on_other_weights_as_transfer(bench, tmp_
         "attacks": [
             {"name": "pgd-own", "attack": "pgd", "params": {"eps": "8/255", "steps": 2}, "surrogate": "lite0", "pretrained": str(base)},
             {"name": "pgd-packaged", "attack": "pgd", "params": {"eps": "8/255", "steps": 2}},
+            {"name": "fgsm-packaged", "attack": "fgsm", "params": {"eps": "8/255"}},
         ],
+        "settings": ["it2t", {"name": "packaged-only", "setting": "it2t", "attacks": ["pgd-packaged", "fgsm-packaged"]}],
         "output_dir": str(tmp_path / "runs"),
     })
     runner = Runner(cfg)
     runner.run(progress=False)
     assert runner.pipeline("tuned-retrieval").kb.manifest["image_weights"]["weights_sha256"] == read_weights(base)["weights_sha256"]
     summary = write_report(runner.dir, plots=False)
-    row = next(iter(summary["settings"].values()))["pipelines"]["tuned-retrieval"]
+    row = summary["settings"]["it2t"]["pipelines"]["tuned-retrieval"]
     assert not row["pgd-own"].get("transfer") and row["pgd-packaged"]["transfer"] is True
+    assert not row["worst case"].get("transfer")  # it takes the white-box attack too
+    only = summary["settings"]["packaged-only"]["pipelines"]["tuned-retrieval"]["worst case"]
+    assert only["attacks"] == ["pgd-packaged", "fgsm-packaged"] and only["transfer"] is True
     assert summary["attacks"]["pgd-own"]["made_on"].startswith("efficientnet_lite0@")
     report = (runner.dir / "report.md").read_text()
     assert "*transfer*" in report

@@ -300,6 +300,9 @@ def build_summary(cfg: EvalConfig, meta: dict[str, Any], records: dict[str, dict
                 clean = index.get((p.name, s.name, CLEAN))
                 reference = worst_case_records(index, ref, s.name, attacks)[0] if ref and ref != p.name else None
                 row[col] = cell_stats(recs, clean, reference or None, cfg) | {"attacks": attacks, "left_out": left_out}
+                if all(a in made_on and is_transfer(encoders[p.name], made_on[a]) for a in attacks):
+                    # every attack of the column made on other weights: no white-box worst case
+                    row[col]["transfer"] = True
             rows[p.name] = row
         settings[s.name] = {"setting": s.setting, "conditions": conditions, "pipelines": rows}
         if worst:
@@ -387,7 +390,7 @@ def markdown(summary: dict[str, Any], cfg: EvalConfig, plots: list[str]) -> str:
         f"*rec*: Hits@1 minus the reference pipeline's (`{summary['reference']}`) under the same "
         "attack. Drop and recovery are paired over samples. Failed links count as misses. *transfer*: the attack "
         "was made on other image weights than the pipeline's image embedder (not white box; see the attacks' "
-        "*made on* below).",
+        "*made on* below); on a worst-case cell, every attack of its column was.",
         "",
     ]
     if any("worst_case" in st for st in summary["settings"].values()):
