@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 
 from retlink.agent.decision import DecisionHead
-from retlink.agent.decision.bounds import BoundedPool, certify_head, certify_head_at, clean_margin
+from retlink.agent.decision.bounds import (
+    BoundedPool,
+    certify_head,
+    certify_head_at,
+    clean_margin,
+    margin_falls,
+)
 from retlink.agent.decision.features import context_overlap
 
 EXACT, DIM, EMB = 3, 12, 6
@@ -143,6 +149,26 @@ def test_a_certificate_with_a_margin_keeps_the_answer_above_it():
     assert checked > 30
 
 
+def test_the_per_rival_falls_are_the_certificates_own_worst_case():
+    """`margin_falls` (what an adaptive attack on a radius gate aims at) is the certificate's
+    worst case rival by rival: its lowest clean margin plus fall is the certificate's margin,
+    and the vertex attack on each rival takes exactly that fall from the thumbnail's share."""
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        head, pool, exact, vecs = _random_case(rng)
+        eps = float(rng.uniform(0.5, 8.0)) / 255
+        cert = certify_head(head, pool, eps)
+        falls = margin_falls(head, pool, cert.answer, eps)
+        z = head.logits(pool.rows, pool.nil)
+        assert falls[cert.answer] == 0.0 and (falls <= 1e-12).all()
+        worst = min(z[cert.answer] - z[j] + falls[j] for j in range(len(z)) if j != cert.answer)
+        assert worst == pytest.approx(sum(cert.parts.values()), abs=1e-5)  # parts are rounded
+        for rival, rows in _worst_rows(head, pool, exact, vecs, cert.answer, eps):
+            attacked = head.logits(rows, pool.nil)
+            # no attack takes more than the fall (the bound), whatever the deep feature does
+            assert attacked[cert.answer] - attacked[rival] >= z[cert.answer] - z[rival] + falls[rival] - 1e-9
+
+
 def test_context_overlap_counts_the_sentences_other_words_in_each_text():
     texts = [
         "Lion Air is an airline. Its brand colour is red. Its logo was taken from lionair.co.id.",
@@ -250,14 +276,91 @@ def test_the_cascade_answers_by_the_exact_head_only_where_its_margin_opens_the_g
         )
 
     # a cascade is both heads and a gate, and its exact side is bound to the exact features
-    with pytest.raises(ValueError, match="both exact_head and gate_margin"):
+    with pytest.raises(ValueError, match="both exact_head and a gate"):
         CertifiedConfig.model_validate({**options, "gate_margin": None})
+    with pytest.raises(ValueError, match="one gate"):
+        CertifiedConfig.model_validate({**options, "gate_radius": "1/255"})
     with pytest.raises(ValueError, match="give the deep head too"):
         CertifiedConfig.model_validate({**options, "deep": False})
     with pytest.raises(ConfigError, match="fitted on features"):
         CertifiedLinker.from_kb(
             demo_kb_path, CertifiedConfig.model_validate({**options, "exact_head": str(deep_path)})
         )
+
+
+def test_a_radius_gate_stays_open_on_every_image_within_eps_of_a_certified_answer(demo_heads, demo_kb_path):
+    """The radius gate's certificate at eps is the exact head's at eps + the radius: images
+    within eps of a certified link (random corners of the ball and the thumbnail's worst
+    direction) still open the gate on the same answer, and the certificates say so."""
+    import torch
+
+    from retlink.attacks.attacked import clean_tensor
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker
+    from tests.defences.test_certified import DEMO, _examples
+
+    _, deep_path, exact_path, _ = demo_heads
+    radius, eps = 2 / 255, 4 / 255
+    base = {"text_candidates": 3, "head": str(exact_path), "eps": [radius, eps, radius + eps]}
+    exact_only = CertifiedLinker.from_kb(demo_kb_path, CertifiedConfig.model_validate(base))
+    cascade = CertifiedLinker.from_kb(
+        demo_kb_path,
+        CertifiedConfig.model_validate(
+            {**base, "deep": True, "head": str(deep_path), "exact_head": str(exact_path), "gate_radius": radius, "eps": [eps]}
+        ),
+    )
+    gen = torch.Generator().manual_seed(0)
+    opened = checked = 0
+    for e in _examples().values():
+        image = clean_tensor(DEMO / e["image"], 224)
+        result = cascade.link(image, e["mention"], e.get("context", ""))
+        detail = result.trace[0].detail
+        if "gate" not in detail:
+            continue
+        alone = exact_only.link(image, e["mention"], e.get("context", "")).trace[0].detail
+        assert (detail["decided_by"] == "exact head") == alone["certified"][f"{2}/255"]
+        assert detail["gate"]["exact_radius_255"] == pytest.approx(alone["radius_255"], abs=1e-3)
+        if detail["decided_by"] != "exact head":
+            continue
+        opened += 1
+        # certified at eps exactly where the exact head alone is certified at eps + radius
+        assert detail["certified"]["4/255"] == alone["certified"]["6/255"]
+        if not detail["certified"]["4/255"]:
+            continue
+        for _ in range(4):
+            sign = torch.randint(0, 2, image.shape, generator=gen).to(image.dtype) * 2 - 1
+            moved = (image + eps * sign).clamp(0, 1)
+            again = cascade.link(moved, e["mention"], e.get("context", ""))
+            assert again.trace[0].detail["decided_by"] == "exact head"
+            assert again.entity_id == result.entity_id
+            checked += 1
+    assert opened and checked, (opened, checked)
+
+
+def test_the_radius_gate_choice_weighs_clean_and_certified_answers():
+    from retlink.core.errors import ConfigError
+    from retlink.train.certified_gate import HeldOut, choose_radius, radius_table
+
+    links = [
+        HeldOut("a", exact_right=True, exact_margin=5.0, deep_right=True, exact_radius_255=9.0),
+        HeldOut("b", exact_right=True, exact_margin=2.0, deep_right=True, exact_radius_255=3.5),
+        HeldOut("c", exact_right=False, exact_margin=1.0, deep_right=True, exact_radius_255=1.5),
+        HeldOut("d", exact_right=True, exact_margin=0.5, deep_right=False, exact_radius_255=0.5),
+    ]
+    rows = {r["gate"]: r for r in radius_table(links, (0.25, 1.0, 2.0), (2.0, 8.0))}
+    # 0.25: every gate opens, c is lost; d, right only by the exact head, is kept
+    assert rows[0.25] == {"gate": 0.25, "cascade": 75.0, "exact_answers": 100.0, "certified_2": 50.0, "certified_8": 25.0}
+    # 1: d's gate closes (the deep head gets it wrong), c's opens
+    assert rows[1.0]["cascade"] == 50.0 and rows[1.0]["certified_2"] == 50.0
+    # 2: a and b answer (certified at 2/255: radius >= 2 + 2), c and d go to the deep head
+    assert rows[2.0] == {"gate": 2.0, "cascade": 75.0, "exact_answers": 50.0, "certified_2": 25.0, "certified_8": 0.0}
+    # the deep head alone: 75; the lowest radius that keeps it is 0.25, losing a point none is
+    assert choose_radius(links, radii=(0.25, 1.0, 2.0)) == 0.25
+    assert choose_radius(links, radii=(1.0, 2.0)) == 2.0
+    assert choose_radius(links, radii=(1.0,)) is None
+    assert choose_radius(links, max_loss=25.0, radii=(1.0, 2.0)) == 1.0
+    assert choose_radius(links, radii=(0.25, 1.0, 2.0), at=2.0) == 0.25  # 75 + 50 beats 50 + 50 and 75 + 25
+    with pytest.raises(ConfigError, match="no exact-head radius"):
+        radius_table([HeldOut("a", True, 1.0, True)])
 
 
 def test_the_gate_choice_is_the_lowest_that_keeps_the_deep_heads_accuracy():
@@ -331,6 +434,15 @@ def test_the_adaptive_attack_on_the_cascades_own_features_breaks_no_certificate(
     first = {**rows[k], "attacks": {"8/255": None, "64/255": "a break recorded before"}}
     again = attack_sample(cascade, samples[k], budgets, 4, ("apgd",), skip_certified=True, before=first)
     assert again["attacks"] == {"8/255": None, "64/255": "a break recorded before"}
+
+    # the radius gate: the attack aims at its worst-case margins and breaks no certificate either
+    radius = CertifiedLinker.from_kb(
+        demo_kb_path, CertifiedConfig.model_validate({**options, "gate_margin": None, "gate_radius": "2/255"})
+    )
+    rows = [attack_sample(radius, s, budgets, steps=4) for s in samples[:6]]
+    for label, summary in summarise(rows, budgets, None)["budgets"].items():
+        assert summary["certified_but_broken"] == [], label
+    assert any(r["clean"] and not r["certified"]["64/255"] for r in rows)
 
 
 def test_features_computed_another_way_are_refused_by_the_head_and_the_resumed_run(demo_heads, demo_kb_path, tmp_path):

@@ -31,7 +31,13 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from retlink.agent.decision import DecisionHead, kb_fingerprint
-from retlink.agent.decision.bounds import BoundedPool, HeadCertificate, certify_head_at, clean_margin
+from retlink.agent.decision.bounds import (
+    BoundedPool,
+    HeadCertificate,
+    certify_head_at,
+    clean_margin,
+    margin_falls,
+)
 from retlink.agent.nodes.retriever import mention_text
 from retlink.attacks.spec import Budget, fraction_text
 from retlink.core.config import StrictModel
@@ -114,6 +120,11 @@ class CertifiedConfig(StrictModel):
     #: the exact head's logit margin from which it answers (chosen on dev links:
     #: `retlink.train.certified_gate`)
     gate_margin: float | None = Field(None, gt=0)
+    #: instead of a margin, a radius ('1/255' style allowed): the exact head answers where its
+    #: answer is certified at this L-inf radius around the image it is given. An attack within
+    #: eps cannot close that gate on an answer certified at eps + gate_radius, so those answers
+    #: stay certified at eps; a margin gate says nothing of how fast an attack can close it
+    gate_radius: Budget | None = Field(None, gt=0, le=MAX_RADIUS)
 
     @field_validator("head", "exact_head")
     @classmethod
@@ -134,8 +145,11 @@ class CertifiedConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cascade(self) -> CertifiedConfig:
-        if (self.exact_head is None) != (self.gate_margin is None):
-            raise ValueError("a cascade needs both exact_head and gate_margin (or neither)")
+        if self.gate_margin is not None and self.gate_radius is not None:
+            raise ValueError("give the cascade one gate: gate_margin or gate_radius, not both")
+        gated = self.gate_margin is not None or self.gate_radius is not None
+        if (self.exact_head is None) == gated:
+            raise ValueError("a cascade needs both exact_head and a gate (gate_margin or gate_radius), or neither")
         if self.exact_head is not None and (self.head is None or not self.deep):
             raise ValueError(
                 "exact_head is the cascade's certified side: give the deep head too (head, deep: true)"
@@ -338,6 +352,55 @@ class CertifiedLinker:
         detail["certified"] = {label: c.certified for label, c in certs.items()}
         return ranked, f"certified: nearest thumbnail of {len(entities)} candidates"
 
+    def gate_falls(self, image: Any, features: PoolFeatures, answer_id: str) -> np.ndarray:
+        """For a radius-gate cascade, per option of `features` (NIL last), the most an attack
+        within `gate_radius` can take from the exact head's margin of `answer_id` over it: the
+        radius gate is open where the clean margins plus these stay positive, which is what an
+        adaptive attack on the gate aims at (`retlink.eval.experiments.certified_attack`)."""
+        if self.exact_head is None or self.config.gate_radius is None:
+            raise ValueError("gate_falls needs a cascade with gate_radius")
+        pixels = view_pixels(image)
+        query = thumbnail(pixels, self.config.size).numpy().astype(np.float64)
+        entities = self.kb.get(features.ids)
+        thumbs = [self.thumbs.get(e) for e in entities]
+        qmap = query_map(pixels)
+        matches = [
+            match(qmap, self.templates.get(e) or []) if t is not None else None
+            for e, t in zip(entities, thumbs, strict=True)
+        ]
+        rows = np.asarray(features.rows, dtype=np.float64)[:, : len(self.features) - 1]
+        exact = BoundedPool(
+            rows,
+            np.asarray(features.nil, dtype=np.float64),
+            self.features.index(THUMB_FEATURE),
+            {},
+            query,
+            thumbs,
+            spans={self.features.index(TEMPLATE_FEATURE): matches},
+        )
+        return margin_falls(self.exact_head, exact, features.ids.index(answer_id), self.config.gate_radius)
+
+    def _radius_gate(
+        self, exact: BoundedPool, labels: list[str], detail: dict[str, Any]
+    ) -> dict[str, HeadCertificate]:
+        """The radius gate: open where the exact head's answer is certified at `gate_radius` on
+        this image. Open, the answer is certified at eps where it is certified at eps +
+        gate_radius: the gate ball of every image within eps of this one lies inside that larger
+        ball, and the bounds only widen with the ball, so the gate stays open on the same answer.
+        Returns those certificates (radius: the exact head's less the gate's), or nothing when
+        the gate is closed."""
+        assert self.exact_head is not None and self.config.gate_radius is not None
+        radius = self.config.gate_radius
+        own = certify_head_at(self.exact_head, exact, [radius])[0]
+        detail["gate"] = {"exact_radius_255": round(own.radius * 255, 4), "opens_at_255": round(radius * 255, 4)}
+        if not own.certified:
+            return {}
+        shifted = certify_head_at(self.exact_head, exact, [e + radius for e in self.config.eps])
+        return {
+            label: replace(c, radius=max(own.radius - radius, 0.0))
+            for label, c in zip(labels, shifted, strict=True)
+        }
+
     def _decide(
         self,
         entities: list[Entity],
@@ -353,9 +416,11 @@ class CertifiedLinker:
         assert self.head is not None
         rows = np.asarray(features.rows, dtype=np.float64)
         nil = np.asarray(features.nil, dtype=np.float64)
-        head, gate = self.head, None
+        head, gate, pool = self.head, None, None
         spans: dict[int, list[Any]] = {self.features.index(TEMPLATE_FEATURE): list(matches)}
-        if self.exact_head is not None and self.config.gate_margin is not None:
+        labels = [fraction_text(e) for e in self.config.eps]
+        certs: dict[str, HeadCertificate] = {}
+        if self.exact_head is not None:
             exact = BoundedPool(
                 rows[:, : len(self.features) - 1],
                 nil,
@@ -365,14 +430,18 @@ class CertifiedLinker:
                 thumbs,
                 spans=spans,
             )
-            margin = clean_margin(self.exact_head, exact)
-            detail["gate"] = {"exact_margin": round(margin, 4), "opens_at": self.config.gate_margin}
-            if margin > self.config.gate_margin:
-                head, gate, pool = self.exact_head, self.config.gate_margin, exact
-                detail["decided_by"] = "exact head"
+            if self.config.gate_radius is not None:
+                certs = self._radius_gate(exact, labels, detail)
+                if certs:
+                    head, pool = self.exact_head, exact
             else:
-                detail["decided_by"] = "deep head"
-        if gate is None:
+                assert self.config.gate_margin is not None
+                margin = clean_margin(self.exact_head, exact)
+                detail["gate"] = {"exact_margin": round(margin, 4), "opens_at": self.config.gate_margin}
+                if margin > self.config.gate_margin:
+                    head, gate, pool = self.exact_head, self.config.gate_margin, exact
+            detail["decided_by"] = "exact head" if head is self.exact_head else "deep head"
+        if pool is None:
             deep = {self.features.index(DEEP_FEATURE): DEEP_RANGE} if self.config.deep else {}
             pool = BoundedPool(
                 rows,
@@ -384,9 +453,9 @@ class CertifiedLinker:
                 [vectors.get(e.id) for e in entities] if self.config.deep else None,
                 spans,
             )
-        labels = [fraction_text(e) for e in self.config.eps]
-        certs = dict(zip(labels, certify_head_at(head, pool, self.config.eps, gate or 0.0), strict=True))
-        if self.exact_head is not None and gate is None:
+        if not certs:
+            certs = dict(zip(labels, certify_head_at(head, pool, self.config.eps, gate or 0.0), strict=True))
+        if self.exact_head is not None and head is not self.exact_head:
             # the deep head answered; within eps the gate may open, and then the exact head
             # answers. Certified only when both heads are certified at eps with the same answer:
             # whichever answers then, the answer is that one

@@ -16,11 +16,25 @@ The gate chosen is the lowest whose cascade is no less accurate on the clean dev
 deep head alone (`--max-loss` allows a loss, in points). The shares it prints are of clean links:
 "exact answers" is where the gate opens, "right by exact" where it opens on a right answer (the
 certified share, up to the image evidence's swing, which the pipeline's bound then checks per link).
+
+`--radius` chooses a `gate_radius` instead (the exact head answers where its answer is certified
+at that radius): each clean dev image is linked again by the pipeline with the exact head of the
+folds that did not hold its sample, for that head's certified radius on it. A radius gate's
+certificate at eps is the exact head's at eps + the radius, so the table also gives the share
+certified at each eps of the run's pipeline (a lower bound: the pipeline also certifies where both
+heads agree). The same rule picks the lowest radius.
+
+    python -m retlink.train.certified_gate runs/logos-certified-train --radius --at 2
+
+With `--at EPS` the radius is the one whose held-out cascade has the highest mean of clean accuracy
+and certified share at EPS (1/255): a radius gate trades clean answers for certified ones, and
+this weighs the two alike instead of capping the clean loss.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +50,13 @@ from retlink.eval.runs import RESULTS, read_records
 
 #: gates tried (logit margins)
 GATES: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: radius gates tried (L-inf, in 1/255 units)
+RADII_255: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+#: budgets the radius table gives certified shares at (1/255 units)
+TABLE_EPS_255: tuple[float, ...] = (2.0, 4.0, 8.0)
+
+#: (the exact head of the folds without the sample, sample id) -> (right, certified radius in 1/255)
+ExactRadius = Callable[[DecisionHead, str], tuple[bool, float]]
 
 
 @dataclass(frozen=True)
@@ -46,13 +67,23 @@ class HeldOut:
     exact_right: bool
     exact_margin: float
     deep_right: bool
+    #: the exact head's certified radius on the clean image, 1/255 units (when measured)
+    exact_radius_255: float | None = None
 
 
 def held_out_links(
-    records: list[dict[str, Any]], pipeline: str, *, l2: float = 1e-2, folds: int = 5, condition: str = "clean"
+    records: list[dict[str, Any]],
+    pipeline: str,
+    *,
+    l2: float = 1e-2,
+    folds: int = 5,
+    condition: str = "clean",
+    exact_radius: ExactRadius | None = None,
 ) -> list[HeldOut]:
     """Every link of `condition` answered by both heads fitted on the other folds (all conditions
-    of the other samples: the heads see what `retlink train` gives them)."""
+    of the other samples: the heads see what `retlink train` gives them). With `exact_radius`,
+    the pipeline links each one again with the held-out exact head, for its certified radius
+    (and its answer: the pipeline's, not the recorded features')."""
     from retlink.train import groups_from_records, sample_folds
 
     recs = [r for r in records if r.get("pipeline") == pipeline and r.get("status") == "ok" and r.get("features")]
@@ -83,7 +114,10 @@ def held_out_links(
         for i in test:
             e_answer, e_margin = exact.top_margin(exact_groups[i].rows, exact_groups[i].nil)
             d_answer, _ = deep.top_margin(groups[i].rows, groups[i].nil)
-            out.append(HeldOut(sample_ids[i], e_answer == groups[i].gold, e_margin, d_answer == groups[i].gold))
+            right, radius = e_answer == groups[i].gold, None
+            if exact_radius is not None:
+                right, radius = exact_radius(exact, sample_ids[i])
+            out.append(HeldOut(sample_ids[i], right, e_margin, d_answer == groups[i].gold, radius))
     if not out:
         raise ConfigError(f"no {condition!r} links of pipeline {pipeline!r} to hold out")
     return out
@@ -106,6 +140,67 @@ def gate_table(links: list[HeldOut], gates: tuple[float, ...] = GATES) -> list[d
     return rows
 
 
+def radius_table(
+    links: list[HeldOut], radii: tuple[float, ...] = RADII_255, eps: tuple[float, ...] = TABLE_EPS_255
+) -> list[dict[str, float]]:
+    """Per radius gate (1/255): the cascade's accuracy, the share the exact head answers, and
+    the share certified at each of `eps` through the gate (right with a radius >= gate + eps)."""
+    if any(x.exact_radius_255 is None for x in links):
+        raise ConfigError("the links carry no exact-head radius: hold them out with exact_radius")
+    n = len(links)
+    rows = []
+    for gate in radii:
+        opens = [x.exact_radius_255 >= gate for x in links]  # type: ignore[operator]
+        right = [x.exact_right if o else x.deep_right for x, o in zip(links, opens, strict=True)]
+        row = {"gate": gate, "cascade": 100 * sum(right) / n, "exact_answers": 100 * sum(opens) / n}
+        for e in eps:
+            row[f"certified_{e:g}"] = 100 * sum(x.exact_right and x.exact_radius_255 >= gate + e for x in links) / n  # type: ignore[operator]
+        rows.append(row)
+    return rows
+
+
+def choose_radius(
+    links: list[HeldOut], max_loss: float = 0.0, radii: tuple[float, ...] = RADII_255, *, at: float | None = None
+) -> float | None:
+    """The lowest radius gate (1/255) whose cascade loses at most `max_loss` points to the deep
+    head; with `at` (1/255), the one with the highest mean of clean accuracy and certified share
+    at that budget (clean and robust weighed alike; ties: the lowest radius)."""
+    if at is not None:
+        rows = radius_table(links, radii, (at,))
+        best = max(r["cascade"] + r[f"certified_{at:g}"] for r in rows)
+        return min(r["gate"] for r in rows if r["cascade"] + r[f"certified_{at:g}"] >= best - 1e-9)
+    deep = 100 * sum(x.deep_right for x in links) / len(links)
+    ok = [r["gate"] for r in radius_table(links, radii) if r["cascade"] >= deep - max_loss]
+    return min(ok) if ok else None
+
+
+def pipeline_radius(run: Path, pipeline: str) -> ExactRadius:
+    """Links a dev sample of `run` with a given exact head through the run's own `pipeline`
+    (without its deep feature), for that head's answer and certified radius on the clean image."""
+    from retlink.attacks.attacked import clean_tensor
+    from retlink.datasets import load_dataset
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker
+    from retlink.eval.runs import read_meta
+
+    config = read_meta(run)["config"]
+    spec = next((p for p in config["pipelines"] if p["name"] == pipeline), None)
+    if spec is None or spec.get("kind") != "certified":
+        raise ConfigError(f"{run} has no certified pipeline {pipeline!r}")
+    options = {k: v for k, v in spec.get("options", {}).items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")}
+    linker = CertifiedLinker.from_kb(Path(config["kb"]["path"]), CertifiedConfig(**{**options, "deep": False}))
+    data = config["dataset"]
+    samples = {s.id: s for s in load_dataset(data["key"], data.get("root"), **data.get("options", {})).samples(data["split"])}
+
+    def radius(head: DecisionHead, sample_id: str) -> tuple[bool, float]:
+        sample = samples[sample_id]
+        linker.head = head
+        result = linker.link(clean_tensor(sample.image_path, 224), sample.mention, sample.context)
+        answer = result.candidates[0].entity.id if result.candidates else None
+        return answer == sample.gold_id, float(result.trace[-1].detail["radius_255"])
+
+    return radius
+
+
 def choose_gate(links: list[HeldOut], max_loss: float = 0.0, gates: tuple[float, ...] = GATES) -> float | None:
     """The lowest gate whose cascade loses at most `max_loss` points to the deep head alone."""
     deep = 100 * sum(x.deep_right for x in links) / len(links)
@@ -119,9 +214,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipeline", default="certified-deep")
     parser.add_argument("--l2", type=float, default=1e-2, help="the heads' penalty (the train configs')")
     parser.add_argument("--max-loss", type=float, default=0.0, help="clean points the cascade may lose to the deep head")
+    parser.add_argument("--radius", action="store_true", help="choose a gate_radius (links each dev image again)")
+    parser.add_argument(
+        "--at", type=float, default=None,
+        help="with --radius: the budget (1/255) whose certified share weighs as much as clean accuracy (instead of --max-loss)",
+    )
     args = parser.parse_args(argv)
-    links = held_out_links(list(read_records(args.run / RESULTS).values()), args.pipeline, l2=args.l2)
+    records = list(read_records(args.run / RESULTS).values())
     console = Console()
+    if args.radius:
+        links = held_out_links(records, args.pipeline, l2=args.l2, exact_radius=pipeline_radius(args.run, args.pipeline))
+        _print_radius(console, args.run, links, args.max_loss, args.at)
+        return
+    links = held_out_links(records, args.pipeline, l2=args.l2)
     deep = 100 * sum(x.deep_right for x in links) / len(links)
     exact = 100 * sum(x.exact_right for x in links) / len(links)
     table = Table(title=f"{args.run}: {len(links)} clean links, held out by sample fold")
@@ -133,6 +238,23 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"deep head alone {deep:.1f}, exact head alone {exact:.1f}")
     gate = choose_gate(links, args.max_loss)
     console.print(f"gate_margin: {gate}" if gate is not None else "no gate keeps the deep head's accuracy")
+
+
+def _print_radius(console: Console, run: Path, links: list[HeldOut], max_loss: float, at: float | None) -> None:
+    table = Table(title=f"{run}: {len(links)} clean links, held out by sample fold (radius gates, 1/255)")
+    for col in ("gate", "cascade %", "exact answers %", *(f"certified {e:g}/255 %" for e in TABLE_EPS_255)):
+        table.add_column(col, justify="right")
+    for r in radius_table(links):
+        table.add_row(
+            f"{r['gate']:g}", f"{r['cascade']:.1f}", f"{r['exact_answers']:.1f}",
+            *(f"{r[f'certified_{e:g}']:.1f}" for e in TABLE_EPS_255),
+        )
+    console.print(table)
+    deep = 100 * sum(x.deep_right for x in links) / len(links)
+    exact = 100 * sum(x.exact_right for x in links) / len(links)
+    console.print(f"deep head alone {deep:.1f}, exact head alone {exact:.1f}")
+    gate = choose_radius(links, max_loss, at=at)
+    console.print(f"gate_radius: {gate:g}/255" if gate is not None else "no radius keeps the deep head's accuracy")
 
 
 if __name__ == "__main__":

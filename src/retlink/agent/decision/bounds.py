@@ -192,12 +192,13 @@ def _cosine_gain(winner: np.ndarray, loser: np.ndarray) -> float:
     return float(dist.min(axis=1).max())
 
 
-def _worst(
+def _rival_falls(
     coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float
-) -> tuple[float, dict[str, float]]:
-    """The lowest worst-case margin of `answer` over every rival option, and its parts."""
+) -> list[tuple[int, float, dict[str, float]]]:
+    """Per rival option j (NIL = len(pool.rows)): the clean margin logit_answer - logit_j and,
+    per evidence kind, the most an attack within eps can take from it."""
     n = len(pool.rows)
-    worst, parts = float("inf"), {}
+    out = []
     for j in range(n + 1):
         if j == answer:
             continue
@@ -208,10 +209,31 @@ def _worst(
             fall = {k: down for k, (down, _) in _candidate_swing(pool, coef, answer, eps).items()}
         else:  # NIL against candidate j: j's logit rises
             fall = {k: -up for k, (_, up) in _candidate_swing(pool, coef, j, eps).items()}
+        out.append((j, clean, fall))
+    return out
+
+
+def _worst(
+    coef: np.ndarray, pool: BoundedPool, answer: int, logits: np.ndarray, eps: float
+) -> tuple[float, dict[str, float]]:
+    """The lowest worst-case margin of `answer` over every rival option, and its parts."""
+    worst, parts = float("inf"), {}
+    for _, clean, fall in _rival_falls(coef, pool, answer, logits, eps):
         margin = clean + sum(fall.values())
         if margin < worst:
             worst, parts = margin, {"clean_margin": clean, **fall}
     return worst, parts
+
+
+def margin_falls(head: DecisionHead, pool: BoundedPool, answer: int, eps: float) -> np.ndarray:
+    """(len(pool) + 1,): for each option j, the most an attack within eps can take from the
+    margin logit_answer - logit_j (<= 0; 0 at `answer` itself). An adaptive attack on a
+    radius gate aims at these worst-case margins rather than the clean ones."""
+    logits = head.logits(pool.rows, pool.nil)
+    out = np.zeros(len(pool.rows) + 1)
+    for j, _, fall in _rival_falls(_coefficients(head), pool, answer, logits, eps):
+        out[j] = sum(fall.values())
+    return out
 
 
 def certify_head(head: DecisionHead, pool: BoundedPool, eps: float, margin: float = 0.0) -> HeadCertificate:

@@ -9,9 +9,14 @@ the candidate set do not depend on the image). PGD on the pixels within an L-inf
 each way the answer can be made wrong:
 
 - *through the deep head*: close the cascade's gate (the exact head's top margin below
-  `gate_margin`) while pushing the deep head's margin for the right answer below zero;
-- *through the exact head*: make a rival lead the exact head by more than the gate, so the gate
-  opens on a wrong answer (for a pipeline with one head: make any rival lead it).
+  `gate_margin`; with `gate_radius`, the right answer's worst-case margins at that radius below
+  zero) while pushing the deep head's margin for the right answer below zero;
+- *through the exact head*: make a rival lead the exact head by more than the gate (with
+  `gate_radius`: by more than the rival's worst-case loss at that radius), so the gate opens on
+  a wrong answer (for a pipeline with one head: make any rival lead it).
+
+For a radius gate the worst-case losses are those of the clean image (`gate_falls`); on the
+thumbnail they do not depend on the image, on the templates they move little.
 
 Every attacked image is then linked by the real pipeline (not the differentiable copy), so a
 sample counts as broken only when the pipeline itself answers wrong. An answer the pipeline
@@ -127,9 +132,31 @@ def _top_margin(z: torch.Tensor) -> torch.Tensor:
     return top[0] - top[1]
 
 
-def objectives(linker: Any, heads: DifferentiableHeads, gold: int) -> dict[str, Any]:
-    """Per way of being wrong, a loss of the pixels the attack raises (higher: closer to wrong)."""
+def objectives(
+    linker: Any, heads: DifferentiableHeads, gold: int, falls: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Per way of being wrong, a loss of the pixels the attack raises (higher: closer to wrong).
+    `falls`: a radius gate's worst-case losses of the right answer's exact margins (`gate_falls`)."""
     kappa = 0.1
+    if linker.exact_head is not None and falls is not None:
+        loss = torch.as_tensor(falls, dtype=torch.float64)
+        others = torch.ones(len(falls), dtype=torch.bool)
+        others[gold] = False
+
+        def radius_closed(z: torch.Tensor) -> torch.Tensor:
+            return F.relu((z[gold] - z + loss)[others].min() + kappa)
+
+        def through_deep_r(x: torch.Tensor) -> torch.Tensor:
+            rows = heads.feature_rows(x)
+            closed = radius_closed(heads.logits(linker.exact_head, rows))
+            flipped = F.relu(_margin(heads.logits(linker.head, rows), gold) + kappa)
+            return -(closed + flipped)
+
+        def through_exact_r(x: torch.Tensor) -> torch.Tensor:
+            z = heads.logits(linker.exact_head, heads.feature_rows(x, deep=False))
+            return -F.relu(z[gold] - (z + loss)[others].max() + kappa)
+
+        return {"through deep head": through_deep_r, "through exact head": through_exact_r}
     gate = linker.config.gate_margin
     out: dict[str, Any] = {}
     if linker.exact_head is not None and gate is not None:
@@ -228,6 +255,11 @@ def attack_sample(
     if gap > 1e-3:  # the attack would aim at other features than the pipeline's: say so
         log.warning("%s: the differentiable features differ from the pipeline's by %.4f", sample.id, gap)
     gold = features.ids.index(sample.gold_id)
+    falls = (
+        linker.gate_falls(x, features, sample.gold_id)
+        if linker.exact_head is not None and linker.config.gate_radius is not None
+        else None
+    )
     # the network the deep feature runs (frozen by the attack); a bare module without one
     embedder = getattr(linker.kb, "image_embedder", None)
     model = embedder.model if embedder is not None else nn.Identity()
@@ -238,7 +270,7 @@ def attack_sample(
             row["attacks"][label] = broken_by
             continue
         tries = [
-            (kind, name, loss) for kind in attacks for name, loss in objectives(linker, heads, gold).items()
+            (kind, name, loss) for kind in attacks for name, loss in objectives(linker, heads, gold, falls).items()
         ]
         for kind, name, loss in tries:
             adv = run_attack(kind, loss, model, x, eps, steps)
