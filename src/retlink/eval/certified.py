@@ -288,12 +288,7 @@ class CertifiedLinker:
         else:
             no_image = [e.id for e, t in zip(entities, thumbs, strict=True) if t is None]
         vectors = self.kb.image_vectors([e.id for e in entities]) if self.config.deep else {}
-        qmap = query_map(pixels)
-        # an entity without a thumbnail has no readable image: its template evidence is absent too
-        matches = [
-            match(qmap, self.templates.get(e) or []) if t is not None else None
-            for e, t in zip(entities, thumbs, strict=True)
-        ]
+        matches = self._matches(pixels, entities, thumbs)
         features = self._features(
             image, entities, thumbs, query, alias, text_vec, mention, context, vectors, matches
         )
@@ -352,6 +347,37 @@ class CertifiedLinker:
         detail["certified"] = {label: c.certified for label, c in certs.items()}
         return ranked, f"certified: nearest thumbnail of {len(entities)} candidates"
 
+    def _matches(
+        self, pixels: Any, entities: list[Entity], thumbs: list[np.ndarray | None]
+    ) -> list[TemplateMatch | None]:
+        """Each candidate's template match on the query (None without a readable KB image: an
+        entity without a thumbnail has no template evidence either)."""
+        qmap = query_map(pixels)
+        return [
+            match(qmap, self.templates.get(e) or []) if t is not None else None
+            for e, t in zip(entities, thumbs, strict=True)
+        ]
+
+    def _exact_pool(
+        self,
+        rows: np.ndarray,
+        nil: np.ndarray,
+        query: np.ndarray,
+        thumbs: list[np.ndarray | None],
+        matches: list[TemplateMatch | None],
+    ) -> BoundedPool:
+        """The cascade's exact side as the bounds see it: the deep head's rows without the deep
+        column (the last), the thumbnail and the template spans."""
+        return BoundedPool(
+            rows[:, : len(self.features) - 1],
+            nil,
+            self.features.index(THUMB_FEATURE),
+            {},
+            query,
+            thumbs,
+            spans={self.features.index(TEMPLATE_FEATURE): list(matches)},
+        )
+
     def gate_falls(self, image: Any, features: PoolFeatures, answer_id: str) -> np.ndarray:
         """For a radius-gate cascade, per option of `features` (NIL last), the most an attack
         within `gate_radius` can take from the exact head's margin of `answer_id` over it: the
@@ -363,20 +389,12 @@ class CertifiedLinker:
         query = thumbnail(pixels, self.config.size).numpy().astype(np.float64)
         entities = self.kb.get(features.ids)
         thumbs = [self.thumbs.get(e) for e in entities]
-        qmap = query_map(pixels)
-        matches = [
-            match(qmap, self.templates.get(e) or []) if t is not None else None
-            for e, t in zip(entities, thumbs, strict=True)
-        ]
-        rows = np.asarray(features.rows, dtype=np.float64)[:, : len(self.features) - 1]
-        exact = BoundedPool(
-            rows,
+        exact = self._exact_pool(
+            np.asarray(features.rows, dtype=np.float64),
             np.asarray(features.nil, dtype=np.float64),
-            self.features.index(THUMB_FEATURE),
-            {},
             query,
             thumbs,
-            spans={self.features.index(TEMPLATE_FEATURE): matches},
+            self._matches(pixels, entities, thumbs),
         )
         return margin_falls(self.exact_head, exact, features.ids.index(answer_id), self.config.gate_radius)
 
@@ -391,11 +409,11 @@ class CertifiedLinker:
         the gate is closed."""
         assert self.exact_head is not None and self.config.gate_radius is not None
         radius = self.config.gate_radius
-        own = certify_head_at(self.exact_head, exact, [radius])[0]
+        # one call: the answer and its radius are found once, then each budget's worst case
+        own, *shifted = certify_head_at(self.exact_head, exact, [radius, *(e + radius for e in self.config.eps)])
         detail["gate"] = {"exact_radius_255": round(own.radius * 255, 4), "opens_at_255": round(radius * 255, 4)}
         if not own.certified:
             return {}
-        shifted = certify_head_at(self.exact_head, exact, [e + radius for e in self.config.eps])
         return {
             label: replace(c, radius=max(own.radius - radius, 0.0))
             for label, c in zip(labels, shifted, strict=True)
@@ -421,15 +439,7 @@ class CertifiedLinker:
         labels = [fraction_text(e) for e in self.config.eps]
         certs: dict[str, HeadCertificate] = {}
         if self.exact_head is not None:
-            exact = BoundedPool(
-                rows[:, : len(self.features) - 1],
-                nil,
-                self.features.index(THUMB_FEATURE),
-                {},
-                query,
-                thumbs,
-                spans=spans,
-            )
+            exact = self._exact_pool(rows, nil, query, thumbs, matches)
             if self.config.gate_radius is not None:
                 certs = self._radius_gate(exact, labels, detail)
                 if certs:

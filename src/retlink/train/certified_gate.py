@@ -169,9 +169,7 @@ def choose_radius(
         rows = radius_table(links, radii, (at,))
         best = max(r["cascade"] + r[f"certified_{at:g}"] for r in rows)
         return min(r["gate"] for r in rows if r["cascade"] + r[f"certified_{at:g}"] >= best - 1e-9)
-    deep = 100 * sum(x.deep_right for x in links) / len(links)
-    ok = [r["gate"] for r in radius_table(links, radii) if r["cascade"] >= deep - max_loss]
-    return min(ok) if ok else None
+    return _lowest_keeping(links, radius_table(links, radii), max_loss)
 
 
 def pipeline_radius(run: Path, pipeline: str) -> ExactRadius:
@@ -201,11 +199,22 @@ def pipeline_radius(run: Path, pipeline: str) -> ExactRadius:
     return radius
 
 
+def _alone(links: list[HeldOut]) -> tuple[float, float]:
+    """The deep head's and the exact head's accuracy alone on the links, in %."""
+    n = len(links)
+    return 100 * sum(x.deep_right for x in links) / n, 100 * sum(x.exact_right for x in links) / n
+
+
+def _lowest_keeping(links: list[HeldOut], rows: list[dict[str, float]], max_loss: float) -> float | None:
+    """The lowest gate of a table whose cascade loses at most `max_loss` points to the deep head."""
+    deep, _ = _alone(links)
+    ok = [r["gate"] for r in rows if r["cascade"] >= deep - max_loss]
+    return min(ok) if ok else None
+
+
 def choose_gate(links: list[HeldOut], max_loss: float = 0.0, gates: tuple[float, ...] = GATES) -> float | None:
     """The lowest gate whose cascade loses at most `max_loss` points to the deep head alone."""
-    deep = 100 * sum(x.deep_right for x in links) / len(links)
-    ok = [r["gate"] for r in gate_table(links, gates) if r["cascade"] >= deep - max_loss]
-    return min(ok) if ok else None
+    return _lowest_keeping(links, gate_table(links, gates), max_loss)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,8 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         _print_radius(console, args.run, links, args.max_loss, args.at)
         return
     links = held_out_links(records, args.pipeline, l2=args.l2)
-    deep = 100 * sum(x.deep_right for x in links) / len(links)
-    exact = 100 * sum(x.exact_right for x in links) / len(links)
+    deep, exact = _alone(links)
     table = Table(title=f"{args.run}: {len(links)} clean links, held out by sample fold")
     for col in ("gate", "cascade %", "exact answers %", "right by exact %"):
         table.add_column(col, justify="right")
@@ -250,8 +258,7 @@ def _print_radius(console: Console, run: Path, links: list[HeldOut], max_loss: f
             *(f"{r[f'certified_{e:g}']:.1f}" for e in TABLE_EPS_255),
         )
     console.print(table)
-    deep = 100 * sum(x.deep_right for x in links) / len(links)
-    exact = 100 * sum(x.exact_right for x in links) / len(links)
+    deep, exact = _alone(links)
     console.print(f"deep head alone {deep:.1f}, exact head alone {exact:.1f}")
     gate = choose_radius(links, max_loss, at=at)
     console.print(f"gate_radius: {gate:g}/255" if gate is not None else "no radius keeps the deep head's accuracy")
