@@ -8,6 +8,13 @@ distractor is chosen in the run KB's image space whatever the surrogate. Targets
 - `embedding_toward_distractor`: raise cos(f(x), f(distractor image)) - cos(f(x), f(gold image)),
   the distractor being the wrong KB entity whose image is nearest to the clean image (the
   cheapest confusion); a gold entity without an image uses the clean image's own features.
+- `embedding_toward_rival`: the same loss toward the decision's runner-up instead: the wrong entity
+  the pipelines' fused score (mention-in-sentence text similarity and clean-image similarity,
+  weighted 0.5 / 0.5) ranks highest, among those with an image. Against a pipeline that weighs
+  text and image (a decision head, a fusion), the nearest wrong *image* often has no text
+  support and cannot win however close the attack brings it; the runner-up already has it, so
+  this is the cheaper flip for the attacker (a decision-aware choice made without the
+  pipeline's own head).
 - `embedding_away`: 1 - cos(f(x), f(clean)).
 - `classifier`: the ImageNet logits, untargeted cross-entropy (what the tagger captions from).
 
@@ -47,6 +54,12 @@ from retlink.tools.vision.efficientnet import shared_network
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: the targets whose label is a [reference, distractor] pair of KB image features
+DISTRACTOR_TARGETS = ("embedding_toward_distractor", "embedding_toward_rival")
+#: the fused score's (text, image) weights the rival is ranked by (the pipelines' default)
+RIVAL_WEIGHTS = (0.5, 0.5)
+#: KB neighbours (by text and by image) searched for the rival
+RIVALS_SEARCHED = 10
 
 
 def file_stem(sample_id: str) -> str:
@@ -232,17 +245,28 @@ class LabelMaker:
                 return eid
         return None
 
+    def rival(self, image: torch.Tensor, sample: Any) -> str | None:
+        """The wrong entity (with an image) the fused score ranks highest on the clean input:
+        the decision's runner-up (`embedding_toward_rival`). None when the KB offers none or
+        the sample has no text to rank by."""
+        for eid in fused_rivals(self.kb, sample, image, RIVALS_SEARCHED):
+            if self.entity_features(eid) is not None:
+                return eid
+        return None
+
     def toward_distractor(
-        self, images: torch.Tensor, gold_ids: Sequence[str]
+        self, images: torch.Tensor, gold_ids: Sequence[str], *, samples: Sequence[Any] | None = None
     ) -> tuple[torch.Tensor, list[str | None]]:
         """(B, 2, D) [reference, distractor] features; the reference is the gold entity's image
-        (or the clean image itself), the distractor the clean image's own features when none."""
+        (or the clean image itself), the distractor the clean image's own features when none.
+        The distractor is the nearest wrong KB image, or, given the batch's `samples` (their
+        mention and sentence), the fused runner-up (`rival`)."""
         clean = self._features(images)
         rows, chosen = [], []
         for i, gold in enumerate(gold_ids):
             ref = self.entity_features(gold)
             ref = clean[i] if ref is None else ref
-            d = self.distractor(images[i], gold)
+            d = self.rival(images[i], samples[i]) if samples is not None else self.distractor(images[i], gold)
             chosen.append(d)
             wrong = self.entity_features(d) if d else None
             rows.append(torch.stack([ref, wrong if wrong is not None else -clean[i]]))
@@ -253,7 +277,7 @@ def build_target(kind: str, model: nn.Module) -> Any:
     """The attack library's target for a config `target:` name."""
     from retlink.attacks import ClassifierTarget, EmbeddingAwayTarget, TextAlignmentTarget
 
-    if kind == "embedding_toward_distractor":
+    if kind in DISTRACTOR_TARGETS:
         return TextAlignmentTarget(Features(model))
     if kind == "embedding_away":
         return EmbeddingAwayTarget(Features(model))
@@ -285,7 +309,7 @@ def make_chunk(
 
     `target` replaces the config-named target on the surrogate, and `label_of(sample)` gives each
     sample's label for it (MATE's perception target: the scene's JSON text); `labels` (the KB's
-    distractors, its KB) is only needed by `embedding_toward_distractor`, `text` and `multimodal`."""
+    distractors, its KB) is only needed by `DISTRACTOR_TARGETS`, `text` and `multimodal`."""
     from retlink.attacks import build_attack
     from retlink.attacks.projections import perturbation_norms
 
@@ -304,9 +328,10 @@ def make_chunk(
     y = None
     if target is None:
         target = build_target(spec.target, surrogate(spec.surrogate, spec.pretrained))
-        if spec.target == "embedding_toward_distractor" and spec.attack not in ("text", "multimodal"):
+        if spec.target in DISTRACTOR_TARGETS and spec.attack not in ("text", "multimodal"):
             # (the text and multimodal attacks choose their wrong entities themselves)
-            y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok])
+            rivals = ok if spec.target == "embedding_toward_rival" else None
+            y, distractors = labels.toward_distractor(x, [s.gold_id for s in ok], samples=rivals)
     if label_of is not None:
         y = [label_of(s) for s in ok]
     attack = build_attack(
@@ -388,29 +413,53 @@ def _sentence(kb: Any, encoder: Any, sample: Any, image: torch.Tensor, text: Any
     pipelines' fused score ranks highest on the clean input) and their text embeddings; the
     image's similarities in the KB's own image space (what the pipelines compare). None when the
     gold entity is not in the KB, the KB holds no other entity or the sample has no sentence."""
-    from retlink.attacks.text_attack import SentenceState, fused, query_text
-    from retlink.tools.images import load_image
+    from retlink.attacks.text_attack import SentenceState
 
     if not sample.context.strip() or not kb.get([sample.gold_id]):
         return None
     words = sample.context.split()
-    query = encoder.embed([query_text(sample.mention, words)])[0]
-    wanted = text.distractors + 1
+    ranked = _fused_ranking(kb, sample, image, text.distractors + 1, text.text_weight, text.image_weight)
+    if ranked is None:  # a KB of the gold entity alone: no wrong entity to push toward
+        return None
+    keep = text.distractors + 1
+    ids, img = ranked[0][:keep], (ranked[1][:keep] if ranked[1] is not None else None)
+    ents = {e.id: e for e in kb.get(ids)}
+    refs = np.asarray(encoder.embed([ents[e].text() for e in ids]), dtype=np.float32)
+    return SentenceState(sample.mention, words, refs, img, entity_ids=ids)
+
+
+def _fused_ranking(
+    kb: Any, sample: Any, image: torch.Tensor, wanted: int, text_weight: float, image_weight: float
+) -> tuple[list[str], np.ndarray | None] | None:
+    """The gold entity, then the wrong entities by the pipelines' fused score on the clean input
+    (the `wanted` nearest KB texts to the mention in its sentence and the `wanted` nearest KB
+    images, scored as the pipelines fuse them), with their image similarities in the KB's own
+    space (NaN: no image; None: no image side). None when no wrong entity is found."""
+    from retlink.attacks.text_attack import fused, query_text
+    from retlink.tools.images import load_image
+
+    encoder = kb.text_embedder
+    query = encoder.embed([query_text(sample.mention, sample.context.split())])[0]
     pool = {eid for eid, _ in kb.query_text(query, wanted)}
     image_vec = None
-    if getattr(kb, "has_images", False) and text.image_weight > 0:
+    if getattr(kb, "has_images", False) and image_weight > 0:
         image_vec = kb.image_embedder.embed_images([load_image(image)])[0]
         pool |= {eid for eid, _ in kb.query_image(image_vec, wanted)}
     pool.discard(sample.gold_id)
-    if not pool:  # a KB of the gold entity alone: no wrong entity to push toward
+    if not pool:
         return None
     ids = [sample.gold_id, *sorted(pool)]
     tsim = kb.text_similarity(query, ids)
     isim = kb.image_similarity(image_vec, ids) if image_vec is not None else {}
     img = np.array([isim.get(e, np.nan) for e in ids]) if image_vec is not None else None
-    scores = fused(np.array([[tsim.get(e, -1.0) for e in ids]]), img, text.text_weight, text.image_weight)[0]
-    order = [0, *(1 + np.argsort(-scores[1:], kind="stable"))[: text.distractors].tolist()]
-    ids = [ids[i] for i in order]
-    ents = {e.id: e for e in kb.get(ids)}
-    refs = np.asarray(encoder.embed([ents[e].text() for e in ids]), dtype=np.float32)
-    return SentenceState(sample.mention, words, refs, img[order] if img is not None else None, entity_ids=ids)
+    scores = fused(np.array([[tsim.get(e, -1.0) for e in ids]]), img, text_weight, image_weight)[0]
+    order = [0, *(1 + np.argsort(-scores[1:], kind="stable")).tolist()]
+    return [ids[i] for i in order], img[order] if img is not None else None
+
+
+def fused_rivals(kb: Any, sample: Any, image: torch.Tensor, wanted: int) -> list[str]:
+    """The wrong entities, best first, by the fused score (0.5 / 0.5) on the clean input."""
+    if not (sample.mention or sample.context).strip():
+        return []
+    ranked = _fused_ranking(kb, sample, image, wanted, RIVAL_WEIGHTS[0], RIVAL_WEIGHTS[1])
+    return [] if ranked is None else ranked[0][1:]

@@ -23,7 +23,7 @@ _FRACTION = re.compile(r"^\s*-?\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*$")
 ATTACK_INTERNALS = frozenset({"target", "amp_dtype"})
 
 
-TargetName = Literal["embedding_toward_distractor", "embedding_away", "classifier"]
+TargetName = Literal["embedding_toward_distractor", "embedding_toward_rival", "embedding_away", "classifier"]
 OPEN_CLIP = "open_clip:"
 
 
@@ -92,6 +92,8 @@ class AttackSpec(StrictModel):
     Targets (all on the surrogate's pooled image features unless noted):
     - `embedding_toward_distractor`: away from the gold entity's KB image, toward the nearest
       wrong entity's KB image (what breaks image-to-image retrieval).
+    - `embedding_toward_rival`: the same, toward the decision's runner-up (the wrong entity the
+      fused text and image score ranks highest): what flips a pipeline that also reads text.
     - `embedding_away`: away from the clean image's own features (untargeted).
     - `classifier`: the surrogate's ImageNet logits, untargeted (what the tagger captions from).
 
