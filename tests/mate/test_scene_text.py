@@ -47,6 +47,8 @@ def test_the_formats_differ_and_the_json_is_the_sets():
         ("xml", "<scene><object>", "not MATE's XML"),
         ("xml", "<scene><object><name>a</name><coords>[1, x]</coords><rotation>1</rotation><size>1</size>"
                 "<material>metal</material></object></scene>", "malformed"),
+        ("xml", '<!DOCTYPE scene [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+                "<scene><object><name>&b;</name></object></scene>", "declares a DTD"),
         ("sentences", "Object_0 is red.", "not a sentence"),
         ("toml", "", "unknown scene text format 'toml'"),
     ],

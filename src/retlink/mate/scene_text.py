@@ -126,10 +126,15 @@ def _read_yaml(text: str) -> list[dict[str, Any]]:
 
 
 def _read_xml(text: str) -> list[dict[str, Any]]:
-    try:
-        root = ET.fromstring(text)  # our own writer's text: no entities, no DTD
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
+    try:  # MATE's XML has no DTD and no entities: a text with them is refused, not expanded
+        root = fromstring(text, forbid_dtd=True)
     except ET.ParseError as e:
         raise SceneTextError(f"the scene text is not MATE's XML: {e}") from None
+    except DefusedXmlException as e:
+        raise SceneTextError(f"the scene text is not MATE's XML (it declares a DTD or entities): {e!r}") from None
     tags = {"name": "name", "coords": "3d_coords", "rotation": "rotation", "size": "size", "material": "material"}
     return [{tags[c.tag]: (c.text or "").strip() for c in obj if c.tag in tags} for obj in root.iter("object")]
 
