@@ -283,7 +283,7 @@ def attack_sample(
     return row
 
 
-def _run_attacks(run: Path, pipeline: str, budgets: Sequence[float]) -> dict[str, dict[str, bool]]:
+def run_outcomes(run: Path, pipeline: str, budgets: Sequence[float]) -> dict[str, dict[str, bool]]:
     """sample id -> eps label -> whether every attack of the eval run at that eps left it right."""
     from retlink.attacks.spec import fraction_text
     from retlink.eval.runs import RESULTS, read_meta, read_records
@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for s in track(samples, description="adaptive attack")
     ]
-    run_attacks = _run_attacks(args.run, args.pipeline, budgets) if args.run else None
+    run_attacks = run_outcomes(args.run, args.pipeline, budgets) if args.run else None
     summary = summarise(rows, budgets, run_attacks)
     table = Table(title=f"{args.pipeline}: {summary['n']} samples of {cfg.dataset.key} {cfg.dataset.split}")
     for col in (
