@@ -266,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eps", nargs="+", default=["2/255", "8/255"], help="L-inf budgets")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--draws", type=int, default=2, help="purifier draws averaged per step (EOT)")
+    parser.add_argument("--after", type=Path, default=None, help="an earlier --out of this experiment: keep its rows, attack the rest")
     parser.add_argument("--run", type=Path, action="append", default=[], help="an eval run whose attacks join the worst case")
     parser.add_argument("--out", type=Path, default=None, help="write the per-sample rows and the summary here (JSON)")
     args = parser.parse_args(argv)
@@ -278,8 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
     cap = min(x for x in (cfg.dataset.limit, args.limit, 10**12) if x is not None)
     samples = [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
+    before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
-        attack_sample(linker, s, budgets, steps=args.steps, draws=args.draws, seed=cfg.seed)
+        before.get(s.id) or attack_sample(linker, s, budgets, steps=args.steps, draws=args.draws, seed=cfg.seed)
         for s in track(samples, description="decision-level attack")
     ]
     run_attacks = merge_outcomes([run_outcomes(r, args.pipeline, budgets) for r in args.run]) if args.run else None
