@@ -53,6 +53,34 @@ def test_purifier_is_exact_forward_and_straight_through_backward(demo_dir):
     assert torch.allclose(x.grad, torch.ones_like(x))
 
 
+def test_resample_purifier_is_exact_forward_and_differentiates_the_resample(demo_dir):
+    """The resample's BPDA gradient is its own (a low-pass), not the identity's: an attack that
+    pretended the resample was not there would waste its budget on frequencies it removes."""
+    import torch.nn.functional as F
+
+    from retlink.tools.vision.purify import differentiable_approximation
+
+    steps = (PurifyStep(kind="resample", scale=0.5), PurifyStep(kind="jpeg", quality=75))
+    img = Image.open(demo_dir / "images" / "coffee.jpg").convert("RGB").resize((64, 48))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
+    y = Purifier(steps)(x)
+    expected = np.asarray(purify_pil(img, steps), dtype=np.float32) / 255
+    assert np.allclose(y[0].detach().permute(1, 2, 0).numpy(), expected, atol=1 / 255)  # the exact PIL steps
+    # the approximation is close to what PIL's resample does (JPEG aside)
+    pil_resample = np.asarray(purify_pil(img, steps[:1]), dtype=np.float32) / 255
+    approx = differentiable_approximation(x.detach(), steps)[0].permute(1, 2, 0).numpy()
+    assert np.abs(approx - pil_resample).mean() < 2 / 255
+    # the gradient is the approximation's: a checkerboard (the highest frequency) is washed out
+    weights = torch.ones_like(x)
+    weights[..., ::2, ::2] = -1.0
+    weights[..., 1::2, 1::2] = -1.0
+    (y * weights).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    (F.interpolate(F.interpolate(x2, size=(24, 32), mode="bilinear", antialias=True), size=(48, 64), mode="bilinear", antialias=True) * weights).sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-6)
+    assert x.grad.abs().mean() < 0.1 * weights.abs().mean()  # the identity would pass it whole
+
+
 def test_detector_separates_clean_from_pgd(clean_and_attacked):
     clean, adv = clean_and_attacked
     det = SqueezeDetector(shared_model(), DetectorConfig().squeezers)

@@ -1,9 +1,14 @@
 """Input purification: cheap transformations that wash out small adversarial perturbations.
 
 Each step has a PIL form (the pipeline's purify node) and a tensor form for evaluation. The
-tensor form keeps the forward pass exact and, for steps with no useful gradient (JPEG,
-quantisation, median), passes the gradient straight through (BPDA, Athalye et al. 2018), so an
-adaptive attack can attack *through* the purifier instead of being fooled by it.
+tensor form keeps the forward pass exact (the PIL steps themselves) and takes its gradient from a
+differentiable approximation (BPDA, Athalye et al. 2018), so an adaptive attack can attack
+*through* the purifier instead of being fooled by it: the resample's is torch's antialiased
+bilinear down- and up-sampling (what PIL's does, up to rounding), so the attack's gradient knows
+which frequencies the resample removes; JPEG, quantisation and the median have no useful
+gradient and pass it straight through (the identity). An identity in place of the resample
+would send the attack's budget into high frequencies the resample then washes out: a weaker
+attack that would credit the purifier with robustness it does not have.
 
 Steps (chainable, applied in order):
 - jpeg: re-encode at `quality` (Das et al. 2017, "Keeping the bad guys out");
@@ -62,8 +67,23 @@ def _pil_roundtrip(x: torch.Tensor, steps: tuple[PurifyStep, ...]) -> torch.Tens
     return torch.stack(out).to(x.device, x.dtype)
 
 
+def differentiable_approximation(x: torch.Tensor, steps: tuple[PurifyStep, ...]) -> torch.Tensor:
+    """A differentiable stand-in for the PIL steps on a (B, 3, H, W) batch: each resample as
+    torch's antialiased bilinear down- and up-sampling, every other step the identity."""
+    import torch.nn.functional as F
+
+    for step in steps:
+        if step.kind == "resample":
+            h, w = x.shape[-2:]
+            small = (max(1, round(h * step.scale)), max(1, round(w * step.scale)))
+            x = F.interpolate(x, size=small, mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
 class Purifier(torch.nn.Module):
-    """Tensor purifier: exact forward (the PIL steps), straight-through backward (BPDA).
+    """Tensor purifier: exact forward (the PIL steps), the backward of a differentiable
+    approximation (BPDA): the resample's own, the identity for the rest.
 
     Put it in front of a model to attack the defended pipeline adaptively:
     `nn.Sequential(Purifier(steps), model)`.
@@ -77,4 +97,5 @@ class Purifier(torch.nn.Module):
         if not self.steps:
             return x
         purified = _pil_roundtrip(x, self.steps)
-        return x + (purified - x).detach()  # value of purified, gradient of identity
+        approx = differentiable_approximation(x, self.steps)
+        return approx + (purified - approx).detach()  # value of purified, gradient of the approximation
