@@ -225,3 +225,24 @@ def test_fingerprint_changes_with_the_head_file_not_only_its_path(tmp_path):
     assert load_eval_config(cfg).fingerprint() == before
     head.write_text('{"weights": [2.0]}')
     assert load_eval_config(cfg).fingerprint() != before
+
+
+def test_attacks_through_a_resample_hash_with_its_gradient_version(monkeypatch):
+    """The purifier's BPDA took the identity as a resample's gradient until 2026-12-07, a weaker
+    attack than today's: a run made then must not resume into one made now. Attacks that never
+    meet a resample keep their fingerprint."""
+    import retlink.eval.config as config
+
+    def cfg(purify):
+        attack = {"name": "eot", "attack": "pgd_eot", "params": {"eps": "8/255", "purify": purify}}
+        return load_eval_config(
+            {"name": "fp", "dataset": {"key": "demo", "split": "test"}, "kb": {"path": "/data/kb"},
+             "pipelines": [{"name": "b", "kind": "baseline"}], "attacks": [attack]}
+        )
+
+    resample = cfg([{"kind": "resample", "scale": 0.5}, {"kind": "jpeg", "quality": 75}])
+    jpeg = cfg([{"kind": "jpeg", "quality": 75}])
+    now = resample.fingerprint(), jpeg.fingerprint()
+    monkeypatch.setattr(config, "RESAMPLE_GRADIENT", 1)
+    assert resample.fingerprint() != now[0]
+    assert jpeg.fingerprint() == now[1]

@@ -224,6 +224,23 @@ class ExecutorSpec(StrictModel):
         return self
 
 
+#: the gradient the purifier-aware attacks take through a `resample` step: 2, its own (torch's
+#: antialiased bilinear down- and up-sampling, since 2026-12-07); before, the identity, a weaker
+#: attack. A run whose attacks went through a resample under the old code hashes without it, so it
+#: is refused on resume instead of mixing images and links of the two attacks
+RESAMPLE_GRADIENT = 2
+
+
+def _through_resample(attack: dict[str, Any]) -> bool:
+    """Whether an attack (its config dump) may differentiate through a resample step: `adaptive`
+    follows each pipeline's own purifier, the others name their steps in `purify`/`squeezers`."""
+    if attack["attack"] == "adaptive":
+        return True
+    params = attack.get("params") or {}
+    steps = [*(params.get("purify") or []), *(params.get("squeezers") or [])]
+    return any(isinstance(step, dict) and step.get("kind") == "resample" for step in steps)
+
+
 class EvalConfig(StrictModel):
     """A whole evaluation run."""
 
@@ -345,6 +362,8 @@ class EvalConfig(StrictModel):
                 a["pretrained_sha256"] = _file_sha256(Path(a["pretrained"]))
             if a["attack"] == "multimodal":  # now one joint objective, LM candidates: another attack
                 a["definition"] = "joint"
+            if _through_resample(a):  # the gradient it takes through a resample changed: another attack
+                a["resample_gradient"] = RESAMPLE_GRADIENT
         for s in data["settings"]:
             if s.get("text") and s["text"].get("llm") is None:  # as before paraphrases existed
                 s["text"].pop("llm", None)
