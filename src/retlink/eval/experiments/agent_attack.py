@@ -231,11 +231,7 @@ def summarise(
 ) -> dict[str, Any]:
     """Shares with bootstrap CIs: clean, under this attack, and the worst case with the runs'."""
     from retlink.attacks.spec import fraction_text
-    from retlink.eval.runs import bootstrap_ci
-
-    def share(values: list[bool]) -> dict[str, Any]:
-        arr = np.asarray(values, dtype=float)
-        return {"value": float(arr.mean()) if len(arr) else None, "ci": list(bootstrap_ci(arr)) if len(arr) else None}
+    from retlink.eval.experiments.certified_attack import share
 
     out: dict[str, Any] = {"n": len(rows), "clean": share([r["clean"] for r in rows]), "budgets": {}}
     for b in budgets:
@@ -253,9 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import TypeAdapter
 
     from retlink.attacks.spec import Budget
-    from retlink.datasets import load_dataset
     from retlink.eval.config import load_eval_config
-    from retlink.eval.experiments.certified_attack import run_outcomes
+    from retlink.eval.experiments.certified_attack import config_samples, run_outcomes
     from retlink.eval.pipelines import build_pipeline
     from retlink.eval.runs import pct_ci
 
@@ -276,9 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is None or spec.kind != "agent":
         parser.error(f"{args.config} has no agent pipeline named {args.pipeline!r}")
     linker = build_pipeline(spec, spec.kb.path if spec.kb else cfg.kb.path)
-    ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
-    cap = min(x for x in (cfg.dataset.limit, args.limit, 10**12) if x is not None)
-    samples = [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
+    samples = config_samples(cfg, args.limit)
     before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
         before.get(s.id) or attack_sample(linker, s, budgets, steps=args.steps, draws=args.draws, seed=cfg.seed)

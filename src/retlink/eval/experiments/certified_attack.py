@@ -304,19 +304,32 @@ def run_outcomes(run: Path, pipeline: str, budgets: Sequence[float]) -> dict[str
     return out
 
 
+def share(values: list[bool]) -> dict[str, Any]:
+    """The share of True with its bootstrap CI (None for no values)."""
+    from retlink.eval.runs import bootstrap_ci
+
+    arr = np.asarray(values, dtype=float)
+    return {
+        "value": float(arr.mean()) if len(arr) else None,
+        "ci": list(bootstrap_ci(arr)) if len(arr) else None,
+    }
+
+
+def config_samples(cfg: Any, limit: int | None) -> list[Any]:
+    """The first `limit` samples of an eval config's split (its own `dataset.limit` caps it too,
+    as `retlink eval run --limit` is capped)."""
+    from retlink.datasets import load_dataset
+
+    ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
+    cap = min(x for x in (cfg.dataset.limit, limit, 10**12) if x is not None)
+    return [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
+
+
 def summarise(
     rows: list[dict[str, Any]], budgets: Sequence[float], run_attacks: dict[str, dict[str, bool]] | None
 ) -> dict[str, Any]:
     """Shares with bootstrap CIs: clean, certified, under the adaptive attack, worst case."""
     from retlink.attacks.spec import fraction_text
-    from retlink.eval.runs import bootstrap_ci
-
-    def share(values: list[bool]) -> dict[str, Any]:
-        arr = np.asarray(values, dtype=float)
-        return {
-            "value": float(arr.mean()) if len(arr) else None,
-            "ci": list(bootstrap_ci(arr)) if len(arr) else None,
-        }
 
     out: dict[str, Any] = {"n": len(rows), "clean": share([r["clean"] for r in rows]), "budgets": {}}
     for b in budgets:
@@ -341,7 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import TypeAdapter
 
     from retlink.attacks.spec import Budget
-    from retlink.datasets import load_dataset
     from retlink.eval.config import load_eval_config
     from retlink.eval.pipelines import build_pipeline
     from retlink.eval.runs import pct_ci
@@ -384,9 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is None or spec.kind != "certified":
         parser.error(f"{args.config} has no certified pipeline named {args.pipeline!r}")
     linker = build_pipeline(spec, cfg.kb.path)
-    ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
-    cap = min(x for x in (cfg.dataset.limit, args.limit, 10**12) if x is not None)
-    samples = [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
+    samples = config_samples(cfg, args.limit)
     before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
         attack_sample(
