@@ -166,6 +166,29 @@ def test_a_kb_embedded_with_other_weights_is_refused(bench, tmp_path):
         EfficientNetImageEmbedder(network="lite1", weights=str(base))
 
 
+def test_the_certified_pipelines_deep_feature_runs_the_kbs_tuned_weights(bench, tmp_path):
+    from retlink.attacks.spec import AttackSpec
+    from retlink.eval.certified import CertifiedConfig, CertifiedLinker
+    from retlink.eval.config import PipelineSpec
+    from retlink.eval.pipelines import attack_encoder, is_transfer, pipeline_image_encoder
+
+    data, base = bench
+    tuned = train_encoder(_config(data, base, tmp_path / "tuned.pt", "fare", max_steps=1), progress=False)
+    _kb(tmp_path, data, tuned["path"], "kb")
+    options = {"deep": True, "image_weights": tuned["path"]}
+    linker = CertifiedLinker.from_kb(tmp_path / "kb", CertifiedConfig.model_validate(options))
+    assert linker.kb.image_embedder.weights_info["weights_sha256"] == tuned["weights_sha256"]
+    with pytest.raises(KBError, match="embedded with fine-tuned weights"):
+        CertifiedLinker.from_kb(tmp_path / "kb", CertifiedConfig.model_validate({**options, "image_weights": base}))
+    # white box only when the attack is made on the deep feature's own weights
+    pipe = PipelineSpec(name="c", kind="certified", options=options)
+    own = AttackSpec(name="pgd-own", attack="pgd", surrogate="lite0", pretrained=tuned["path"])
+    assert not is_transfer(pipeline_image_encoder(pipe), attack_encoder(own))
+    assert is_transfer(pipeline_image_encoder(pipe), attack_encoder(AttackSpec(name="pgd", attack="pgd")))
+    # without the deep feature no image network decides: nothing to be white box against
+    assert pipeline_image_encoder(PipelineSpec(name="t", kind="certified", options={"image_weights": tuned["path"]})) is None
+
+
 @pytest.mark.slow  # loads the packaged Lite0 weights (the KB's side) beside the tuned ones
 def test_a_kb_embedded_with_the_packaged_weights_is_refused_with_tuned_ones(bench, tmp_path, demo_kb_path):
     from retlink.tools.kb.embedders import EfficientNetImageEmbedder, shared_text_embedder

@@ -109,6 +109,10 @@ class CertifiedConfig(StrictModel):
     deep: bool = False
     #: the image embedder the KB was built with (for `deep`)
     image_backend: ImageBackend = DEFAULT_NETWORK.value
+    #: its fine-tuned checkpoint (`retlink train encoder`), when the KB was embedded with one: the
+    #: deep feature runs those weights, and a KB embedded with other weights is refused at load
+    #: (without `deep` they only say which KB to build or accept)
+    image_weights: Path | None = None
     #: a decision head fitted by `retlink train` on this pipeline's links (None: the nearest
     #: thumbnail decides)
     head: Path | None = None
@@ -126,7 +130,7 @@ class CertifiedConfig(StrictModel):
     #: stay certified at eps; a margin gate says nothing of how fast an attack can close it
     gate_radius: Budget | None = Field(None, gt=0, le=MAX_RADIUS)
 
-    @field_validator("head", "exact_head")
+    @field_validator("head", "exact_head", "image_weights")
     @classmethod
     def _head_path(cls, v: Path | None) -> Path | None:
         import os
@@ -199,7 +203,7 @@ class CertifiedLinker:
         from retlink.tools.kb.store import KBStore
 
         cfg = config or CertifiedConfig()
-        image = shared_image_embedder(cfg.image_backend) if cfg.deep else None
+        image = shared_image_embedder(cfg.image_backend, weights=cfg.image_weights) if cfg.deep else None
         return cls(KBStore(Path(kb_path), shared_text_embedder(), image), cfg)
 
     def _candidates(self, mention: str, context: str) -> tuple[list[str], set[str], np.ndarray | None]:

@@ -325,6 +325,11 @@ class EvalConfig(StrictModel):
     def attack(self, name: str) -> AttackSpec:
         return next(a for a in self.attacks if a.name == name)
 
+    def kb_path_of(self, pipeline: PipelineSpec) -> Path:
+        """The KB a pipeline opens: its own (`kb:` on the pipeline, embedded with its own
+        weights) or the run's."""
+        return pipeline.kb.path if pipeline.kb is not None else self.kb.path
+
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not the output folder, concurrency or executor), so a
         resumed run refuses to mix records of two different experiments."""

@@ -67,6 +67,11 @@ def pipeline_embedders(spec: Any) -> tuple[Any, Any]:
 
     if spec.kind in AGENT_CONFIG_KINDS:
         return agent_embedders(agent_config(spec))
+    if spec.kind == "certified":
+        from retlink.eval.certified import CertifiedConfig
+
+        cert = CertifiedConfig.model_validate(spec.options)
+        return shared_text_embedder(), shared_image_embedder(cert.image_backend, weights=cert.image_weights)
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
 
@@ -115,8 +120,9 @@ def build_certified(spec: Any, kb_path: Path) -> Pipeline:
 def pipeline_image_encoder(spec: Any) -> str | None:
     """The image encoder (network and weights, `weights_id`) a pipeline embeds images with: what
     an attack must be made on to be white box against it. None for kinds without one (the
-    certified pipeline's thumbnails) or an agent config that no longer loads."""
+    certified pipeline without `deep`) or an agent config that no longer loads."""
     from retlink.core.errors import ConfigError
+    from retlink.core.networks import canonical
     from retlink.tools.vision.weights import open_clip_id, weights_id
 
     if spec.kind in AGENT_CONFIG_KINDS:
@@ -127,6 +133,11 @@ def pipeline_image_encoder(spec: Any) -> str | None:
         except ConfigError:
             return None
         return None if emb.image_backend == "none" else weights_id(emb.image_backend, emb.image_weights)
+    if spec.kind == "certified":
+        from retlink.eval.certified import CertifiedConfig
+
+        cert = CertifiedConfig.model_validate(spec.options)
+        return weights_id(str(canonical(cert.image_backend)), cert.image_weights) if cert.deep else None
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
 

@@ -233,7 +233,7 @@ class Runner:
 
             spec = next(p for p in self.config.pipelines if p.name == name)
             self.ensure_kbs([name])
-            self._pipelines[name] = build_pipeline(spec, spec.kb.path if spec.kb else self.config.kb.path)
+            self._pipelines[name] = build_pipeline(spec, self.config.kb_path_of(spec))
         return self._pipelines[name]
 
     def ensure_kbs(self, names: list[str]) -> None:

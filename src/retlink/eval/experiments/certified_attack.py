@@ -395,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = next((p for p in cfg.pipelines if p.name == args.pipeline), None)
     if spec is None or spec.kind != "certified":
         parser.error(f"{args.config} has no certified pipeline named {args.pipeline!r}")
-    linker = build_pipeline(spec, cfg.kb.path)
+    linker = build_pipeline(spec, cfg.kb_path_of(spec))
     samples = config_samples(cfg, args.limit)
     before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
