@@ -325,6 +325,15 @@ class EvalConfig(StrictModel):
     def attack(self, name: str) -> AttackSpec:
         return next(a for a in self.attacks if a.name == name)
 
+    def samples(self, limit: int | None = None) -> list[Any]:
+        """The first samples of the config's split: `limit` of them, capped by its own
+        `dataset.limit` (as `retlink eval run --limit` is)."""
+        from retlink.datasets import load_dataset
+
+        ds = load_dataset(self.dataset.key, self.dataset.root, **self.dataset.options)
+        cap = min(x for x in (self.dataset.limit, limit, 10**12) if x is not None)
+        return [s for _, s in zip(range(cap), ds.samples(self.dataset.split), strict=False)]
+
     def kb_path_of(self, pipeline: PipelineSpec) -> Path:
         """The KB a pipeline opens: its own (`kb:` on the pipeline, embedded with its own
         weights) or the run's."""

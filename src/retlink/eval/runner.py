@@ -192,17 +192,7 @@ class Runner:
     # -- inputs -----------------------------------------------------------------------------
 
     def samples(self, limit: int | None = None) -> list[Any]:
-        from retlink.datasets import load_dataset
-
-        ds_spec = self.config.dataset
-        ds = load_dataset(ds_spec.key, ds_spec.root, **ds_spec.options)
-        cap = min(x for x in (ds_spec.limit, limit, 10**12) if x is not None)
-        out = []
-        for s in ds.samples(ds_spec.split):
-            if len(out) >= cap:
-                break
-            out.append(s)
-        return out
+        return self.config.samples(limit)
 
     def kb(self) -> Any:
         """The run's KB, built from the dataset's entities (or `kb.entities`) when missing/stale."""

@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from retlink.attacks.spec import Budget
     from retlink.eval.config import load_eval_config
-    from retlink.eval.experiments.certified_attack import config_samples, run_outcomes
+    from retlink.eval.experiments.certified_attack import run_outcomes
     from retlink.eval.pipelines import build_pipeline
     from retlink.eval.runs import pct_ci
 
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is None or spec.kind != "agent":
         parser.error(f"{args.config} has no agent pipeline named {args.pipeline!r}")
     linker = build_pipeline(spec, cfg.kb_path_of(spec))
-    samples = config_samples(cfg, args.limit)
+    samples = cfg.samples(args.limit)
     before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
         before.get(s.id) or attack_sample(linker, s, budgets, steps=args.steps, draws=args.draws, seed=cfg.seed)

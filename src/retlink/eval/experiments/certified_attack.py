@@ -315,16 +315,6 @@ def share(values: list[bool]) -> dict[str, Any]:
     }
 
 
-def config_samples(cfg: Any, limit: int | None) -> list[Any]:
-    """The first `limit` samples of an eval config's split (its own `dataset.limit` caps it too,
-    as `retlink eval run --limit` is capped)."""
-    from retlink.datasets import load_dataset
-
-    ds = load_dataset(cfg.dataset.key, cfg.dataset.root, **cfg.dataset.options)
-    cap = min(x for x in (cfg.dataset.limit, limit, 10**12) if x is not None)
-    return [s for _, s in zip(range(cap), ds.samples(cfg.dataset.split), strict=False)]
-
-
 def summarise(
     rows: list[dict[str, Any]], budgets: Sequence[float], run_attacks: dict[str, dict[str, bool]] | None
 ) -> dict[str, Any]:
@@ -396,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec is None or spec.kind != "certified":
         parser.error(f"{args.config} has no certified pipeline named {args.pipeline!r}")
     linker = build_pipeline(spec, cfg.kb_path_of(spec))
-    samples = config_samples(cfg, args.limit)
+    samples = cfg.samples(args.limit)
     before = {r["sample_id"]: r for r in json.loads(args.after.read_text())["rows"]} if args.after else {}
     rows = [
         attack_sample(
