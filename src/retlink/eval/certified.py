@@ -132,7 +132,7 @@ class CertifiedConfig(StrictModel):
 
     @field_validator("head", "exact_head", "image_weights")
     @classmethod
-    def _head_path(cls, v: Path | None) -> Path | None:
+    def _expanded_path(cls, v: Path | None) -> Path | None:
         import os
 
         return None if v is None else Path(os.path.expandvars(str(v))).expanduser()

@@ -122,7 +122,6 @@ def pipeline_image_encoder(spec: Any) -> str | None:
     an attack must be made on to be white box against it. None for kinds without one (the
     certified pipeline without `deep`) or an agent config that no longer loads."""
     from retlink.core.errors import ConfigError
-    from retlink.core.networks import canonical
     from retlink.tools.vision.weights import open_clip_id, weights_id
 
     if spec.kind in AGENT_CONFIG_KINDS:
@@ -137,7 +136,7 @@ def pipeline_image_encoder(spec: Any) -> str | None:
         from retlink.eval.certified import CertifiedConfig
 
         cert = CertifiedConfig.model_validate(spec.options)
-        return weights_id(str(canonical(cert.image_backend)), cert.image_weights) if cert.deep else None
+        return weights_id(cert.image_backend, cert.image_weights) if cert.deep else None  # canonical name: ImageBackend
     if spec.kind == "baseline":
         from retlink.eval.baseline import BaselineConfig
 
