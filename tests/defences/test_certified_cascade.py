@@ -363,6 +363,41 @@ def test_the_radius_gate_choice_weighs_clean_and_certified_answers():
         radius_table([HeldOut("a", True, 1.0, True)])
 
 
+def test_runs_of_disjoint_splits_pool_their_links_and_overlapping_ones_are_refused(demo_heads, tmp_path):
+    """The gate experiment over two runs (the demo's deep run split by sample into two folders,
+    as a DEV and a TRAIN run would be): the same held-out answers and radii as over the one run,
+    each sample relinked through its own run; a sample in both runs is refused."""
+    import json
+    import shutil
+
+    from retlink.core.errors import ConfigError
+    from retlink.eval.runs import RESULTS, RUN_META, read_records
+    from retlink.train.certified_gate import held_out_links, pipeline_radius, pooled_records
+
+    whole = demo_heads[0] / "runs" / "demo-certified-train"
+    records = list(read_records(whole / RESULTS).values())
+    ids = sorted({r["sample_id"] for r in records})
+    halves = [tmp_path / "first", tmp_path / "second"]
+    for half, part in zip(halves, (ids[: len(ids) // 2], ids[len(ids) // 2 :]), strict=True):
+        half.mkdir()
+        shutil.copy(whole / RUN_META, half / RUN_META)
+        lines = [json.dumps(r) for r in records if r["sample_id"] in part]
+        (half / RESULTS).write_text("\n".join(lines) + "\n")
+
+    def links(runs):
+        got = held_out_links(pooled_records(runs), "certified", folds=3, exact_radius=pipeline_radius(runs, "certified"))
+        return sorted(got, key=lambda x: x.sample_id)
+
+    one, two = links([whole]), links(halves)
+    assert len(one) == sum(1 for r in records if r["attack"] == "clean" and r["features"]["ids"])
+    assert one == two
+    assert any(x.exact_radius_255 > 0 for x in two)  # the relinked radii are measured, not zero
+    with pytest.raises(ConfigError, match="in both"):
+        pooled_records([whole, halves[1]])
+    with pytest.raises(ConfigError, match="holds no records"):
+        pooled_records([tmp_path])
+
+
 def test_the_gate_choice_is_the_lowest_that_keeps_the_deep_heads_accuracy():
     from retlink.train.certified_gate import HeldOut, choose_gate, gate_table
 

@@ -12,6 +12,11 @@ each link is answered by heads that never saw its sample.
 
     python -m retlink.train.certified_gate runs/logos-certified-train
 
+Several runs (of disjoint splits: DEV and TRAIN, say) pool their links, as a train config with
+a list of evals pools them for the heads:
+
+    python -m retlink.train.certified_gate runs/logos-certified-train runs/logos-certified-trainsplit-links
+
 The gate chosen is the lowest whose cascade is no less accurate on the clean dev links than the
 deep head alone (`--max-loss` allows a loss, in points). The shares it prints are of clean links:
 "exact answers" is where the gate opens, "right by exact" where it opens on a right answer (the
@@ -34,6 +39,7 @@ this weighs the two alike instead of capping the clean loss.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,31 +178,57 @@ def choose_radius(
     return _lowest_keeping(links, radius_table(links, radii), max_loss)
 
 
-def pipeline_radius(run: Path, pipeline: str) -> ExactRadius:
-    """Links a dev sample of `run` with a given exact head through the run's own `pipeline`
-    (without its deep feature), for that head's answer and certified radius on the clean image."""
+def pipeline_radius(runs: list[Path], pipeline: str) -> ExactRadius:
+    """Links a dev sample of `runs` with a given exact head through its run's own `pipeline`
+    (without its deep feature), for that head's answer and certified radius on the clean image.
+    Runs whose pipeline and KB are the same share one linker."""
     from retlink.attacks.attacked import clean_tensor
     from retlink.datasets import load_dataset
     from retlink.eval.certified import CertifiedConfig, CertifiedLinker
     from retlink.eval.runs import read_meta
 
-    config = read_meta(run)["config"]
-    spec = next((p for p in config["pipelines"] if p["name"] == pipeline), None)
-    if spec is None or spec.get("kind") != "certified":
-        raise ConfigError(f"{run} has no certified pipeline {pipeline!r}")
-    options = {k: v for k, v in spec.get("options", {}).items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")}
-    linker = CertifiedLinker.from_kb(Path(config["kb"]["path"]), CertifiedConfig(**{**options, "deep": False}))
-    data = config["dataset"]
-    samples = {s.id: s for s in load_dataset(data["key"], data.get("root"), **data.get("options", {})).samples(data["split"])}
+    linkers: dict[tuple[str, str], CertifiedLinker] = {}
+    where: dict[str, tuple[CertifiedLinker, Any]] = {}  # sample id -> (its run's linker, the sample)
+    for run in runs:
+        config = read_meta(run)["config"]
+        spec = next((p for p in config["pipelines"] if p["name"] == pipeline), None)
+        if spec is None or spec.get("kind") != "certified":
+            raise ConfigError(f"{run} has no certified pipeline {pipeline!r}")
+        options = {
+            k: v for k, v in spec.get("options", {}).items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")
+        }
+        key = (str(Path(config["kb"]["path"]).expanduser()), json.dumps(options, sort_keys=True))
+        if key not in linkers:
+            linkers[key] = CertifiedLinker.from_kb(Path(key[0]), CertifiedConfig(**{**options, "deep": False}))
+        data = config["dataset"]
+        for sample in load_dataset(data["key"], data.get("root"), **data.get("options", {})).samples(data["split"]):
+            where[sample.id] = (linkers[key], sample)
 
     def radius(head: DecisionHead, sample_id: str) -> tuple[bool, float]:
-        sample = samples[sample_id]
+        linker, sample = where[sample_id]
         linker.head = head
         result = linker.link(clean_tensor(sample.image_path, 224), sample.mention, sample.context)
         answer = result.candidates[0].entity.id if result.candidates else None
         return answer == sample.gold_id, float(result.trace[-1].detail["radius_255"])
 
     return radius
+
+
+def pooled_records(runs: list[Path]) -> list[dict[str, Any]]:
+    """The records of several runs (a dev and a train split, say), refused when two runs hold
+    the same sample: its links would be counted twice and could land on both sides of a fold."""
+    records: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for run in runs:
+        got = list(read_records(run / RESULTS).values())
+        if not got:
+            raise ConfigError(f"{run} holds no records (a `retlink train` run folder?)")
+        for sample_id in {r["sample_id"] for r in got}:
+            if sample_id in seen:
+                raise ConfigError(f"sample {sample_id!r} is in both {seen[sample_id]} and {run}: give runs of disjoint splits")
+            seen[sample_id] = run
+        records += got
+    return records
 
 
 def _alone(links: list[HeldOut]) -> tuple[float, float]:
@@ -219,7 +251,10 @@ def choose_gate(links: list[HeldOut], max_loss: float = 0.0, gates: tuple[float,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="the `retlink train` run of the deep certified pipeline (dev split)")
+    parser.add_argument(
+        "runs", type=Path, nargs="+", metavar="run",
+        help="the `retlink train` runs of the deep certified pipeline (dev or train splits; their links are pooled)",
+    )
     parser.add_argument("--pipeline", default="certified-deep")
     parser.add_argument("--l2", type=float, default=1e-2, help="the heads' penalty (the train configs')")
     parser.add_argument("--max-loss", type=float, default=0.0, help="clean points the cascade may lose to the deep head")
@@ -229,15 +264,16 @@ def main(argv: list[str] | None = None) -> None:
         help="with --radius: the budget (1/255) whose certified share weighs as much as clean accuracy (instead of --max-loss)",
     )
     args = parser.parse_args(argv)
-    records = list(read_records(args.run / RESULTS).values())
+    records = pooled_records(args.runs)
+    label = ", ".join(map(str, args.runs))
     console = Console()
     if args.radius:
-        links = held_out_links(records, args.pipeline, l2=args.l2, exact_radius=pipeline_radius(args.run, args.pipeline))
-        _print_radius(console, args.run, links, args.max_loss, args.at)
+        links = held_out_links(records, args.pipeline, l2=args.l2, exact_radius=pipeline_radius(args.runs, args.pipeline))
+        _print_radius(console, label, links, args.max_loss, args.at)
         return
     links = held_out_links(records, args.pipeline, l2=args.l2)
     deep, exact = _alone(links)
-    table = Table(title=f"{args.run}: {len(links)} clean links, held out by sample fold")
+    table = Table(title=f"{label}: {len(links)} clean links, held out by sample fold")
     for col in ("gate", "cascade %", "exact answers %", "right by exact %"):
         table.add_column(col, justify="right")
     for r in gate_table(links):
@@ -248,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"gate_margin: {gate}" if gate is not None else "no gate keeps the deep head's accuracy")
 
 
-def _print_radius(console: Console, run: Path, links: list[HeldOut], max_loss: float, at: float | None) -> None:
+def _print_radius(console: Console, run: str, links: list[HeldOut], max_loss: float, at: float | None) -> None:
     table = Table(title=f"{run}: {len(links)} clean links, held out by sample fold (radius gates, 1/255)")
     for col in ("gate", "cascade %", "exact answers %", *(f"certified {e:g}/255 %" for e in TABLE_EPS_255)):
         table.add_column(col, justify="right")
