@@ -359,6 +359,13 @@ def test_the_radius_gate_choice_weighs_clean_and_certified_answers():
     assert choose_radius(links, radii=(1.0,)) is None
     assert choose_radius(links, max_loss=25.0, radii=(1.0, 2.0)) == 1.0
     assert choose_radius(links, radii=(0.25, 1.0, 2.0), at=2.0) == 0.25  # 75 + 50 beats 50 + 50 and 75 + 25
+    # floors on the certified share: 0.25 (75 clean, 50 and 25 certified) keeps 2:0.6 but not 8:0.5;
+    # 1 (50 clean, 50 and 25 certified) keeps both; 2 (75 clean, 25 and 0) keeps neither
+    assert choose_radius(links, radii=(0.25, 1.0, 2.0), keep={2.0: 0.6}) == 0.25
+    assert choose_radius(links, radii=(0.25, 1.0, 2.0), keep={2.0: 0.6, 8.0: 0.5}) == 1.0
+    assert choose_radius(links, radii=(2.0,), keep={2.0: 0.6}) is None
+    with pytest.raises(ConfigError, match="not both"):
+        choose_radius(links, at=2.0, keep={2.0: 0.6})
     with pytest.raises(ConfigError, match="no exact-head radius"):
         radius_table([HeldOut("a", True, 1.0, True)])
 

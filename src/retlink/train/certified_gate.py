@@ -34,6 +34,13 @@ heads agree). The same rule picks the lowest radius.
 With `--at EPS` the radius is the one whose held-out cascade has the highest mean of clean accuracy
 and certified share at EPS (1/255): a radius gate trades clean answers for certified ones, and
 this weighs the two alike instead of capping the clean loss.
+
+With `--keep EPS:SHARE` (repeatable) the radius is the one with the best held-out clean accuracy
+among those whose certified share at each EPS (1/255) is at least SHARE of that clean accuracy: a
+robustness floor per budget, clean answers first above it (the certified share is a lower bound
+on the accuracy under any attack, so the floor holds for the worst case too).
+
+    python -m retlink.train.certified_gate runs/logos-certified-train --radius --keep 2:0.85 --keep 8:0.6
 """
 
 from __future__ import annotations
@@ -166,11 +173,27 @@ def radius_table(
 
 
 def choose_radius(
-    links: list[HeldOut], max_loss: float = 0.0, radii: tuple[float, ...] = RADII_255, *, at: float | None = None
+    links: list[HeldOut],
+    max_loss: float = 0.0,
+    radii: tuple[float, ...] = RADII_255,
+    *,
+    at: float | None = None,
+    keep: dict[float, float] | None = None,
 ) -> float | None:
     """The lowest radius gate (1/255) whose cascade loses at most `max_loss` points to the deep
     head; with `at` (1/255), the one with the highest mean of clean accuracy and certified share
-    at that budget (clean and robust weighed alike; ties: the lowest radius)."""
+    at that budget (clean and robust weighed alike; ties: the lowest radius); with `keep` ({eps in
+    1/255: share}), the most accurate one whose certified share at each eps is at least that share
+    of its clean accuracy (ties: the lowest radius; None when no radius keeps the floors)."""
+    if at is not None and keep:
+        raise ConfigError("choose the radius by `at` or by `keep`, not both")
+    if keep:
+        rows = radius_table(links, radii, tuple(keep))
+        ok = [r for r in rows if all(r[f"certified_{e:g}"] >= share * r["cascade"] for e, share in keep.items())]
+        if not ok:
+            return None
+        best = max(r["cascade"] for r in ok)
+        return min(r["gate"] for r in ok if r["cascade"] >= best - 1e-9)
     if at is not None:
         rows = radius_table(links, radii, (at,))
         best = max(r["cascade"] + r[f"certified_{at:g}"] for r in rows)
@@ -263,13 +286,17 @@ def main(argv: list[str] | None = None) -> None:
         "--at", type=float, default=None,
         help="with --radius: the budget (1/255) whose certified share weighs as much as clean accuracy (instead of --max-loss)",
     )
+    parser.add_argument(
+        "--keep", type=_floor, action="append", default=[], metavar="EPS:SHARE",
+        help="with --radius: a floor on the certified share at EPS (1/255), as a fraction of clean accuracy; repeatable",
+    )
     args = parser.parse_args(argv)
     records = pooled_records(args.runs)
     label = ", ".join(map(str, args.runs))
     console = Console()
     if args.radius:
         links = held_out_links(records, args.pipeline, l2=args.l2, exact_radius=pipeline_radius(args.runs, args.pipeline))
-        _print_radius(console, label, links, args.max_loss, args.at)
+        _print_radius(console, label, links, args.max_loss, args.at, dict(args.keep))
         return
     links = held_out_links(records, args.pipeline, l2=args.l2)
     deep, exact = _alone(links)
@@ -284,7 +311,20 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"gate_margin: {gate}" if gate is not None else "no gate keeps the deep head's accuracy")
 
 
-def _print_radius(console: Console, run: str, links: list[HeldOut], max_loss: float, at: float | None) -> None:
+def _floor(text: str) -> tuple[float, float]:
+    """`EPS:SHARE` (`--keep`): a budget in 1/255 and the share of clean accuracy certified at it."""
+    try:
+        eps, share = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give EPS:SHARE, e.g. 2:0.85") from None
+    if eps <= 0 or not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: EPS > 0 (1/255) and 0 < SHARE <= 1")
+    return eps, share
+
+
+def _print_radius(
+    console: Console, run: str, links: list[HeldOut], max_loss: float, at: float | None, keep: dict[float, float]
+) -> None:
     table = Table(title=f"{run}: {len(links)} clean links, held out by sample fold (radius gates, 1/255)")
     for col in ("gate", "cascade %", "exact answers %", *(f"certified {e:g}/255 %" for e in TABLE_EPS_255)):
         table.add_column(col, justify="right")
@@ -296,8 +336,9 @@ def _print_radius(console: Console, run: str, links: list[HeldOut], max_loss: fl
     console.print(table)
     deep, exact = _alone(links)
     console.print(f"deep head alone {deep:.1f}, exact head alone {exact:.1f}")
-    gate = choose_radius(links, max_loss, at=at)
-    console.print(f"gate_radius: {gate:g}/255" if gate is not None else "no radius keeps the deep head's accuracy")
+    gate = choose_radius(links, max_loss, at=at, keep=keep)
+    unmet = "no radius keeps the certified floors" if keep else "no radius keeps the deep head's accuracy"
+    console.print(f"gate_radius: {gate:g}/255" if gate is not None else unmet)
 
 
 if __name__ == "__main__":
