@@ -206,25 +206,23 @@ def pipeline_radius(runs: list[Path], pipeline: str) -> ExactRadius:
     (without its deep feature), for that head's answer and certified radius on the clean image.
     Runs whose pipeline and KB are the same share one linker."""
     from retlink.attacks.attacked import clean_tensor
-    from retlink.datasets import load_dataset
     from retlink.eval.certified import CertifiedConfig, CertifiedLinker
+    from retlink.eval.config import EvalConfig
     from retlink.eval.runs import read_meta
 
     linkers: dict[tuple[str, str], CertifiedLinker] = {}
     where: dict[str, tuple[CertifiedLinker, Any]] = {}  # sample id -> (its run's linker, the sample)
     for run in runs:
-        config = read_meta(run)["config"]
-        spec = next((p for p in config["pipelines"] if p["name"] == pipeline), None)
-        if spec is None or spec.get("kind") != "certified":
+        config = EvalConfig.model_validate(read_meta(run)["config"])
+        spec = next((p for p in config.pipelines if p.name == pipeline), None)
+        if spec is None or spec.kind != "certified":
             raise ConfigError(f"{run} has no certified pipeline {pipeline!r}")
-        options = {
-            k: v for k, v in spec.get("options", {}).items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")
-        }
-        key = (str(Path(config["kb"]["path"]).expanduser()), json.dumps(options, sort_keys=True))
+        options = {k: v for k, v in spec.options.items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")}
+        # the pipeline's own KB where it has one (embedded with its own weights, which it checks)
+        key = (str(Path(config.kb_path_of(spec)).expanduser()), json.dumps(options, sort_keys=True))
         if key not in linkers:
             linkers[key] = CertifiedLinker.from_kb(Path(key[0]), CertifiedConfig(**{**options, "deep": False}))
-        data = config["dataset"]
-        for sample in load_dataset(data["key"], data.get("root"), **data.get("options", {})).samples(data["split"]):
+        for sample in config.samples(None):
             where[sample.id] = (linkers[key], sample)
 
     def radius(head: DecisionHead, sample_id: str) -> tuple[bool, float]:
