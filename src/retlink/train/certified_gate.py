@@ -190,15 +190,19 @@ def choose_radius(
     if keep:
         rows = radius_table(links, radii, tuple(keep))
         ok = [r for r in rows if all(r[f"certified_{e:g}"] >= share * r["cascade"] for e, share in keep.items())]
-        if not ok:
-            return None
-        best = max(r["cascade"] for r in ok)
-        return min(r["gate"] for r in ok if r["cascade"] >= best - 1e-9)
+        return _lowest_best(ok, lambda r: r["cascade"])
     if at is not None:
         rows = radius_table(links, radii, (at,))
-        best = max(r["cascade"] + r[f"certified_{at:g}"] for r in rows)
-        return min(r["gate"] for r in rows if r["cascade"] + r[f"certified_{at:g}"] >= best - 1e-9)
+        return _lowest_best(rows, lambda r: r["cascade"] + r[f"certified_{at:g}"])
     return _lowest_keeping(links, radius_table(links, radii), max_loss)
+
+
+def _lowest_best(rows: list[dict[str, float]], score: Callable[[dict[str, float]], float]) -> float | None:
+    """The lowest gate among a table's rows of the best score (None for no rows)."""
+    if not rows:
+        return None
+    best = max(score(r) for r in rows)
+    return min(r["gate"] for r in rows if score(r) >= best - 1e-9)
 
 
 def pipeline_radius(runs: list[Path], pipeline: str) -> ExactRadius:
@@ -218,10 +222,10 @@ def pipeline_radius(runs: list[Path], pipeline: str) -> ExactRadius:
         if spec is None or spec.kind != "certified":
             raise ConfigError(f"{run} has no certified pipeline {pipeline!r}")
         options = {k: v for k, v in spec.options.items() if k not in ("head", "exact_head", "gate_margin", "gate_radius")}
-        # the pipeline's own KB where it has one (embedded with its own weights, which it checks)
-        key = (str(Path(config.kb_path_of(spec)).expanduser()), json.dumps(options, sort_keys=True))
+        kb = config.kb_path_of(spec)  # the pipeline's own KB where it has one (embedded with its own weights)
+        key = (str(kb), json.dumps(options, sort_keys=True))
         if key not in linkers:
-            linkers[key] = CertifiedLinker.from_kb(Path(key[0]), CertifiedConfig(**{**options, "deep": False}))
+            linkers[key] = CertifiedLinker.from_kb(kb, CertifiedConfig(**{**options, "deep": False}))
         for sample in config.samples(None):
             where[sample.id] = (linkers[key], sample)
 
